@@ -1,0 +1,1 @@
+//! Network namespaces, topology discovery, live capture and pcapng writing.

@@ -1,0 +1,1 @@
+//! Pure packet dissection for dye: no I/O, no privileges, never panics on input.

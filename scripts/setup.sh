@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Idempotent: installs the system packages dye, its lab and its tests need.
+# Debian packages only (apt-get update first); nothing is downloaded from anywhere else.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential pkg-config libpcap-dev   # building dye (pcap crate links libpcap)
+  iproute2 iptables nftables conntrack     # the lab's kernel plumbing and its inspection
+  containernetworking-plugins              # CNI bridge + host-local, invoked as the kubelet does
+  tshark tcpdump                           # outside checks of dye's captures and decodes
+  iputils-ping iputils-tracepath ncat      # plain-tool checks of the lab, MTU baselines
+  procps psmisc                            # pgrep/pkill for lab listeners
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # tshark asks whether non-root users may capture; answer once, non-interactively.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+echo "setup: system packages present"

@@ -1,0 +1,59 @@
+//! Command line: one module per subcommand, each turning its flags into a call on the library.
+
+mod lab;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status: the command did what was asked (for a trace: delivered or answered).
+pub const EXIT_OK: u8 = 0;
+/// Exit status: the command ran but the answer is negative (a probe dropped, a check failed).
+pub const EXIT_NEGATIVE: u8 = 1;
+/// Exit status: usage or setup error — bad arguments, missing privilege or tool, unknown
+/// namespace. clap uses the same code for its own usage errors.
+pub const EXIT_SETUP_ERROR: u8 = 2;
+
+/// dye traces packets through container networks: it enters pod and node network namespaces,
+/// injects marked probes, captures them on every interface they cross, and reconstructs each
+/// hop — NAT rewrites, encapsulation, fragmentation, TTL, time — and where they vanished.
+#[derive(Debug, Parser)]
+#[command(name = "dye", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring up, inspect, break and tear down the built-in emulated cluster.
+    Lab(lab::LabArgs),
+}
+
+/// Sends `tracing` output to stderr; the level comes from `-v` unless RUST_LOG is set.
+pub fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs the parsed command; errors are reported by the caller with exit status 2.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Lab(args) => lab::run(args),
+    }
+}

@@ -1,0 +1,18 @@
+//! The `dye` binary: parses the command line and hands over to the subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use dye_tracer::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_logging(cli.verbose);
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("dye: error: {err:#}");
+            ExitCode::from(cli::EXIT_SETUP_ERROR)
+        }
+    }
+}
