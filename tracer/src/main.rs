@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("dye: error: {err:#}");
-            ExitCode::from(cli::EXIT_SETUP_ERROR)
+            ExitCode::from(cli::exit_status_for(&err))
         }
     }
 }

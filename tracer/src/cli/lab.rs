@@ -1,12 +1,310 @@
-//! `dye lab`: the emulated cluster.
+//! `dye lab`: bring the emulated cluster up and down, look at it, break it on purpose.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
+use crate::lab::{self, Fault, LabId, LabView, Topology};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use super::{EXIT_NEGATIVE, EXIT_OK};
 
 #[derive(Debug, Args)]
-pub struct LabArgs {}
+#[command(after_help = "\
+The lab is a two-node Kubernetes network made of network namespaces named dye-<ID>-<member>:
+an underlay switch, node-1 and node-2 with CNI bridge pod networking (cni0) and a flannel-style
+VXLAN overlay (flannel.1, VNI 1, UDP 8472), four pods with TCP/UDP responders, kube-proxy
+iptables chains for a ClusterIP + NodePort service, and an edge firewall doing NAT in front of
+an office network that reuses the pod range. Nothing is added to the root namespace.
 
-pub fn run(_args: LabArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("dye lab: not built yet")
+Examples:
+  dye lab up                         # lab \"demo\" from the built-in topology
+  ip netns exec dye-demo-pod-a ping -c1 10.244.2.2
+  dye lab fault demo underlay-mtu 1400
+  dye lab status demo
+  dye lab down demo")]
+pub struct LabArgs {
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum LabCommand {
+    /// Build a lab. Fails, leaving nothing behind, if the id is taken or a tool is missing.
+    Up {
+        /// Lab id (1-12 of a-z, 0-9); namespaces are named dye-<ID>-<member>.
+        #[arg(long, default_value = "demo")]
+        id: String,
+        /// Topology file (TOML) instead of the built-in one (samples/lab/cluster.toml).
+        #[arg(long, value_name = "FILE")]
+        topology: Option<PathBuf>,
+        /// Print the resulting lab as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove labs: processes, CNI attachments, namespaces (with all links, routes and rules
+    /// inside) and state files. Removing an unknown id is harmless.
+    Down {
+        /// Lab ids to remove.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Remove every lab on this host, including remains of interrupted ones.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Show a lab's members, interfaces, addresses, services and faults; without an id, list
+    /// the labs on this host.
+    Status {
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Break a running lab on purpose (or `clear` to repair it). Faults are recorded and
+    /// shown by `status`.
+    Fault {
+        /// The lab to change.
+        id: String,
+        #[command(subcommand)]
+        fault: FaultArg,
+    },
+    /// (internal) The TCP/UDP responder each lab pod runs.
+    #[command(hide = true)]
+    Responder {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        tcp: u16,
+        #[arg(long)]
+        udp: u16,
+        #[arg(long)]
+        ready: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FaultArg {
+    /// Shrink every underlay link to MTU while flannel.1 keeps its own (the overlay then needs
+    /// outer fragmentation, or drops with `vxlan-df`).
+    UnderlayMtu { mtu: u32 },
+    /// Set one interface's MTU, and its veth peer's: MEMBER/IFACE, e.g. fw/eth1.
+    LinkMtu {
+        #[arg(value_name = "MEMBER/IFACE")]
+        link: String,
+        mtu: u32,
+    },
+    /// Set the outer DF bit on the VXLAN device (all nodes, or --node): oversized overlay
+    /// packets are dropped instead of fragmented.
+    VxlanDf {
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Insert a DROP rule for a pod at the top of its node's FORWARD chain.
+    DropPod { pod: String },
+    /// Delete NODE's overlay route to the pod subnet of node TO.
+    NoRoute { node: String, to: String },
+    /// Undo every fault applied to the lab.
+    Clear,
+}
+
+pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        LabCommand::Up { id, topology, json } => up(&id, topology, json),
+        LabCommand::Down { ids, all } => down(ids, all),
+        LabCommand::Status { id, json } => status(id, json),
+        LabCommand::Fault { id, fault } => apply(&id, fault),
+        LabCommand::Responder {
+            name,
+            tcp,
+            udp,
+            ready,
+        } => {
+            lab::responder::serve(&name, tcp, udp, ready.as_deref())
+                .with_context(|| format!("responder {name}"))?;
+            Ok(ExitCode::from(EXIT_OK))
+        }
+    }
+}
+
+fn up(id: &str, topology: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    let id = LabId::parse(id)?;
+    let (text, source) = match &topology {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read topology file {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (Topology::BUILTIN_TEXT.to_string(), "builtin".to_string()),
+    };
+    let started = std::time::Instant::now();
+    lab::up(&id, &text, &source)?;
+    let view = lab::inspect(&id)?;
+    if json {
+        print_json(&view)?;
+    } else {
+        print_view(&view)?;
+        eprintln!(
+            "lab {id} is up ({:.1} s). Remove it with: dye lab down {id}",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn down(ids: Vec<String>, all: bool) -> anyhow::Result<ExitCode> {
+    let ids: Vec<String> = if all {
+        lab::list_labs()?.into_iter().map(|l| l.id).collect()
+    } else {
+        ids
+    };
+    for id in ids {
+        let id = LabId::parse(&id)?;
+        let removed = lab::down(&id)?;
+        if removed.namespaces.is_empty() && !removed.state_dir {
+            println!("lab {id}: nothing to remove");
+        } else {
+            println!(
+                "lab {id}: removed {} namespaces, {} processes{}",
+                removed.namespaces.len(),
+                removed.processes,
+                if removed.state_dir {
+                    ", state files"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn status(id: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    let Some(id) = id else {
+        let labs = lab::list_labs()?;
+        if json {
+            print_json(&labs)?;
+        } else if labs.is_empty() {
+            println!("no labs on this host");
+        } else {
+            for l in &labs {
+                let what = match (l.has_state, l.complete) {
+                    (true, true) => "up",
+                    (true, false) => "incomplete (run `dye lab down` to remove it)",
+                    (false, _) => "remains without state (run `dye lab down` to remove them)",
+                };
+                println!("{:<12} {what}, {} namespaces", l.id, l.namespaces.len());
+            }
+        }
+        return Ok(ExitCode::from(EXIT_OK));
+    };
+    let id = LabId::parse(&id)?;
+    let view = lab::inspect(&id)?;
+    if json {
+        print_json(&view)?;
+    } else {
+        print_view(&view)?;
+    }
+    Ok(ExitCode::from(if view.complete {
+        EXIT_OK
+    } else {
+        EXIT_NEGATIVE
+    }))
+}
+
+fn apply(id: &str, arg: FaultArg) -> anyhow::Result<ExitCode> {
+    let id = LabId::parse(id)?;
+    let fault = match arg {
+        FaultArg::Clear => {
+            let cleared = lab::clear_faults(&id)?;
+            if cleared.is_empty() {
+                println!("lab {id}: no faults to clear");
+            }
+            for f in cleared {
+                println!("lab {id}: cleared: {}", f.description);
+            }
+            return Ok(ExitCode::from(EXIT_OK));
+        }
+        FaultArg::UnderlayMtu { mtu } => Fault::UnderlayMtu { mtu },
+        FaultArg::LinkMtu { link, mtu } => {
+            let (member, ifname) = link
+                .split_once('/')
+                .with_context(|| format!("{link:?} is not MEMBER/IFACE, e.g. fw/eth1"))?;
+            Fault::LinkMtu {
+                member: member.into(),
+                ifname: ifname.into(),
+                mtu,
+            }
+        }
+        FaultArg::VxlanDf { node } => Fault::VxlanDf { node },
+        FaultArg::DropPod { pod } => Fault::DropPod { pod },
+        FaultArg::NoRoute { node, to } => Fault::NoRoute { node, to },
+    };
+    let record = lab::apply_fault(&id, fault)?;
+    println!("lab {id}: {}", record.description);
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// The lab as a table: one block per member, one line per interface.
+fn print_view(view: &LabView) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let state = if view.complete { "up" } else { "INCOMPLETE" };
+    writeln!(
+        out,
+        "lab {} — {state} (topology: {})",
+        view.id, view.topology
+    )?;
+    for m in &view.members {
+        let role = match &m.node {
+            Some(node) => format!("{} on {node}", m.role),
+            None => m.role.to_string(),
+        };
+        writeln!(out, "  {:<22} {role}", m.netns)?;
+        for i in m.interfaces.iter().filter(|i| i.kind != "loopback") {
+            let master = i
+                .master
+                .as_deref()
+                .map(|m| format!(" master {m}"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "      {:<14} {:<7} mtu {:<5} {}{master}",
+                i.name,
+                i.kind,
+                i.mtu,
+                i.addresses.join(" ")
+            )?;
+        }
+    }
+    for s in &view.services {
+        writeln!(
+            out,
+            "  service {} {} [{}] → {}",
+            s.name,
+            s.cluster_ip,
+            s.ports.join(", "),
+            s.endpoints.join(", ")
+        )?;
+    }
+    if let Some(fw) = &view.firewall {
+        writeln!(
+            out,
+            "  firewall: VIP {} → {}; office {} hidden behind {}",
+            fw.vip, fw.publishes_to, fw.office_subnet, fw.snat_to
+        )?;
+    }
+    if view.faults.is_empty() {
+        writeln!(out, "  faults: none")?;
+    } else {
+        for f in &view.faults {
+            writeln!(out, "  FAULT: {f}")?;
+        }
+    }
+    Ok(())
 }

@@ -13,6 +13,16 @@ pub const EXIT_NEGATIVE: u8 = 1;
 /// Exit status: usage or setup error — bad arguments, missing privilege or tool, unknown
 /// namespace. clap uses the same code for its own usage errors.
 pub const EXIT_SETUP_ERROR: u8 = 2;
+/// Exit status: stopped by SIGINT/SIGTERM after cleaning up (the shell convention 128 + 2).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// The exit status for an error that reached the top.
+pub fn exit_status_for(err: &anyhow::Error) -> u8 {
+    match err.downcast_ref::<crate::lab::LabError>() {
+        Some(crate::lab::LabError::Interrupted) => EXIT_INTERRUPTED,
+        _ => EXIT_SETUP_ERROR,
+    }
+}
 
 /// dye traces packets through container networks: it enters pod and node network namespaces,
 /// injects marked probes, captures them on every interface they cross, and reconstructs each
@@ -46,6 +56,7 @@ pub fn init_logging(verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

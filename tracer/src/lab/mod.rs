@@ -1,1 +1,83 @@
-//! The emulated cluster.
+//! The emulated cluster: a two-node Kubernetes network built from real kernel parts inside
+//! network namespaces the lab creates — CNI `bridge` + `host-local` pod networking, a
+//! flannel-style VXLAN overlay, kube-proxy iptables chains, an edge firewall doing NAT — so dye
+//! and its tests can run the real data path. Nothing is ever added to the root namespace.
+//!
+//! One module per concern: the topology file (`topology`), naming (`names`), running tools
+//! (`cmd`), CNI plugin invocation (`cni`), iptables rule sets (`rules`), building (`build`),
+//! faults (`faults`), teardown (`teardown`), persisted state (`state`), pod responders
+//! (`responder`).
+
+mod build;
+mod cmd;
+mod cni;
+pub mod faults;
+mod inspect;
+mod names;
+pub mod responder;
+mod rules;
+mod state;
+mod teardown;
+pub mod topology;
+
+use std::path::PathBuf;
+
+pub use build::up;
+pub use faults::{apply_fault, clear_faults, Fault};
+pub use inspect::{inspect, Interface, LabView, Member};
+pub use names::{LabId, STATE_ROOT};
+pub use state::{list_labs, load_state, LabState, LabSummary, PodState};
+pub use teardown::{down, Removed};
+pub use topology::Topology;
+
+/// Everything that can go wrong while building, changing or removing a lab.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("invalid lab id {0:?}: use 1-12 characters of a-z and 0-9")]
+    InvalidId(String),
+    #[error(
+        "lab {0:?} already exists (state in {1}); pick another --id or run `dye lab down {0}`"
+    )]
+    IdInUse(String, PathBuf),
+    #[error("lab {0:?} does not exist (see `dye lab status`)")]
+    UnknownLab(String),
+    #[error("topology {path}: {message}")]
+    Topology { path: String, message: String },
+    #[error("{tool} not found: install the Debian package {package} (scripts/setup.sh does)")]
+    MissingTool { tool: String, package: &'static str },
+    #[error("the lab must run as root (it creates network namespaces); try sudo")]
+    NotRoot,
+    #[error("`{command}` failed with exit status {status}: {stderr}")]
+    Command {
+        command: String,
+        status: i32,
+        stderr: String,
+    },
+    #[error("could not run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("unexpected output from {what}: {detail}")]
+    Parse { what: String, detail: String },
+    #[error("lab {lab}: {detail}")]
+    BadFault { lab: String, detail: String },
+    #[error("interrupted; everything built so far was removed")]
+    Interrupted,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl LabError {
+    fn io(what: impl Into<String>, source: std::io::Error) -> LabError {
+        LabError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}

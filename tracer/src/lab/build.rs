@@ -1,0 +1,484 @@
+//! `up`: builds a lab from its topology, step by step, recording every namespace in the state
+//! file as soon as it exists. Any failure or an interrupt (SIGINT/SIGTERM) tears down whatever
+//! was built, so a half-built lab never stays behind.
+
+use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::cmd::Cmd;
+use super::cni::{self, Sandbox};
+use super::names::{LabId, STATE_ROOT, UNDERLAY};
+use super::rules::{self, Endpoint};
+use super::state::{lab_namespaces_on_host, LabState, PodState};
+use super::teardown;
+use super::topology::{Node, Topology};
+use super::LabError;
+
+/// Builds lab `id` from the topology `text` (read from `source`, a path or "builtin"). On
+/// success the lab is complete and its state saved; on any error everything created so far is
+/// removed before the error is returned.
+pub fn up(id: &LabId, text: &str, source: &str) -> Result<LabState, LabError> {
+    let topo = &Topology::parse(text).map_err(|message| LabError::Topology {
+        path: source.to_string(),
+        message,
+    })?;
+    preflight()?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let guards = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
+        .into_iter()
+        .filter_map(|sig| signal_hook::flag::register(sig, Arc::clone(&interrupted)).ok())
+        .collect::<Vec<_>>();
+
+    let state_dir = claim_state_dir(id)?;
+    if let Err(e) = std::fs::write(state_dir.join("topology.toml"), text) {
+        let _ = teardown::down(id);
+        return Err(LabError::io("save the topology", e));
+    }
+    let mut builder = Builder {
+        id,
+        topo,
+        state: LabState::new(id, source.to_string()),
+        state_dir: &state_dir,
+        interrupted: &interrupted,
+    };
+    let result = builder.build();
+    for g in guards {
+        signal_hook::low_level::unregister(g);
+    }
+    match result {
+        Ok(()) => Ok(builder.state),
+        Err(err) => {
+            tracing::warn!(lab = %id, "build failed, tearing down: {err}");
+            if let Err(cleanup) = teardown::down(id) {
+                tracing::error!(lab = %id, "teardown after failed build: {cleanup}");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Fails early, before anything is created, when privileges or tools are missing.
+fn preflight() -> Result<(), LabError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(LabError::NotRoot);
+    }
+    let tools: &[(&str, &'static str)] = &[
+        ("ip", "iproute2"),
+        ("bridge", "iproute2"),
+        ("iptables-restore", "iptables"),
+        ("iptables", "iptables"),
+        ("sysctl", "procps"),
+    ];
+    for (tool, package) in tools {
+        if !on_path(tool) {
+            return Err(LabError::MissingTool {
+                tool: (*tool).to_string(),
+                package,
+            });
+        }
+    }
+    for plugin in cni::PLUGINS {
+        let path = cni::cni_path().join(plugin);
+        if !path.is_file() {
+            return Err(LabError::MissingTool {
+                tool: format!("CNI plugin {}", path.display()),
+                package: "containernetworking-plugins",
+            });
+        }
+    }
+    Ok(())
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// Creating the state directory is the lock on the id: it fails if the id is taken.
+fn claim_state_dir(id: &LabId) -> Result<std::path::PathBuf, LabError> {
+    let dir = id.state_dir();
+    if lab_namespaces_on_host()?
+        .iter()
+        .any(|ns| ns.starts_with(&id.ns_prefix()))
+    {
+        return Err(LabError::IdInUse(id.to_string(), dir));
+    }
+    std::fs::create_dir_all(STATE_ROOT)
+        .map_err(|e| LabError::io(format!("create {STATE_ROOT}"), e))?;
+    match std::fs::create_dir(&dir) {
+        Ok(()) => Ok(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(LabError::IdInUse(id.to_string(), dir))
+        }
+        Err(e) => Err(LabError::io(format!("create {}", dir.display()), e)),
+    }
+}
+
+struct Builder<'a> {
+    id: &'a LabId,
+    topo: &'a Topology,
+    state: LabState,
+    state_dir: &'a Path,
+    interrupted: &'a AtomicBool,
+}
+
+impl Builder<'_> {
+    fn build(&mut self) -> Result<(), LabError> {
+        self.state.save(self.state_dir)?;
+        self.underlay()?;
+        for node in &self.topo.nodes {
+            self.node(node)?;
+        }
+        for node in &self.topo.nodes {
+            for pod in &node.pods {
+                self.pod(node, pod.get_ref())?;
+            }
+        }
+        self.overlay()?;
+        self.services()?;
+        self.firewall_and_office()?;
+        self.wait_for_responders()?;
+        self.state.complete = true;
+        self.state.save(self.state_dir)
+    }
+
+    fn step(&self) -> Result<(), LabError> {
+        if self.interrupted.load(Ordering::Relaxed) {
+            Err(LabError::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Creates a namespace with `lo` up, and records it before anything else can fail.
+    fn namespace(&mut self, name: &str) -> Result<String, LabError> {
+        self.step()?;
+        let ns = self.id.ns(name);
+        Cmd::new(["ip", "netns", "add", ns.as_str()]).run()?;
+        self.state.namespaces.push(ns.clone());
+        self.state.save(self.state_dir)?;
+        Cmd::ip(&ns, "link set lo up").run()?;
+        Ok(ns)
+    }
+
+    fn sysctl(&self, ns: &str, setting: &str) -> Result<(), LabError> {
+        Cmd::in_ns(ns, ["sysctl", "-q", "-w", setting])
+            .run()
+            .map(drop)
+    }
+
+    /// The underlay switch: a bridge in its own namespace that every node's eth0 plugs into.
+    fn underlay(&mut self) -> Result<(), LabError> {
+        let sw = self.namespace(UNDERLAY)?;
+        let mtu = self.topo.underlay.mtu;
+        Cmd::ip(&sw, &format!("link add br0 mtu {mtu} type bridge")).run()?;
+        Cmd::ip(&sw, "link set br0 up").run()?;
+        Ok(())
+    }
+
+    /// A veth from `ns`'s `ifname` to a port of the underlay switch, with `addr` on it.
+    fn plug_into_underlay(
+        &self,
+        ns: &str,
+        ifname: &str,
+        port: &str,
+        addr: Ipv4Addr,
+    ) -> Result<(), LabError> {
+        let sw = self.id.ns(UNDERLAY);
+        let mtu = self.topo.underlay.mtu;
+        let prefix = self.topo.underlay.subnet.prefix;
+        Cmd::ip(
+            ns,
+            &format!("link add {ifname} mtu {mtu} type veth peer name {port} mtu {mtu} netns {sw}"),
+        )
+        .run()?;
+        Cmd::ip(&sw, &format!("link set {port} master br0 up")).run()?;
+        Cmd::ip(ns, &format!("addr add {addr}/{prefix} dev {ifname}")).run()?;
+        Cmd::ip(ns, &format!("link set {ifname} up")).run()?;
+        Ok(())
+    }
+
+    /// A node: its root namespace with the underlay uplink, forwarding on, default route to the
+    /// firewall (the underlay gateway) when there is one.
+    fn node(&mut self, node: &Node) -> Result<(), LabError> {
+        let name = node.name.get_ref();
+        let ns = self.namespace(name)?;
+        self.plug_into_underlay(&ns, "eth0", name, *node.address.get_ref())?;
+        self.sysctl(&ns, "net.ipv4.ip_forward=1")?;
+        // kube-proxy needs bridged pod-to-pod replies to pass conntrack (br_netfilter).
+        self.sysctl(&ns, "net.bridge.bridge-nf-call-iptables=1")?;
+        if let Some(fw) = &self.topo.firewall {
+            Cmd::ip(
+                &ns,
+                &format!("route add default via {}", fw.underlay_address),
+            )
+            .run()?;
+        }
+        Ok(())
+    }
+
+    /// A pod: a sandbox namespace wired to its node by the CNI bridge plugin, plus a responder.
+    fn pod(&mut self, node: &Node, pod: &str) -> Result<(), LabError> {
+        let pod_ns = self.namespace(pod)?;
+        let node_ns = self.id.ns(node.name.get_ref());
+        let ipam_dir = self.state_dir.join("cni").join(node.name.get_ref());
+        let list = cni::network_list(self.topo, node, &ipam_dir);
+        std::fs::write(
+            self.state_dir
+                .join(format!("cni-{}.conflist", node.name.get_ref())),
+            serde_json::to_string_pretty(&list).unwrap_or_default(),
+        )
+        .map_err(|e| LabError::io("write CNI config", e))?;
+        let sandbox = Sandbox {
+            node_ns: &node_ns,
+            pod_ns: &pod_ns,
+            pod_name: pod,
+        };
+        let attached = sandbox.add(&list)?;
+        self.state.pods.push(PodState {
+            name: pod.to_string(),
+            node: node.name.get_ref().clone(),
+            netns: pod_ns.clone(),
+            ip: attached.ip,
+            host_veth: attached.host_veth,
+            cni_result: attached.result,
+        });
+        self.state.save(self.state_dir)?;
+        self.start_responder(&pod_ns, pod)
+    }
+
+    fn start_responder(&mut self, pod_ns: &str, pod: &str) -> Result<(), LabError> {
+        let exe = std::env::current_exe().map_err(|e| LabError::io("locate the dye binary", e))?;
+        let log_path = self.state_dir.join(format!("responder-{pod}.log"));
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| LabError::io(format!("create {}", log_path.display()), e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| LabError::io(format!("open {}", log_path.display()), e))?;
+        let r = &self.topo.responder;
+        let child = Command::new("ip")
+            .args(["netns", "exec", pod_ns])
+            .arg(exe)
+            .args(["lab", "responder", "--name", pod])
+            .args([
+                "--tcp",
+                &r.tcp_port.to_string(),
+                "--udp",
+                &r.udp_port.to_string(),
+            ])
+            .arg("--ready")
+            .arg(self.ready_file(pod))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            // Its own process group: a Ctrl-C aimed at `dye lab up` must not kill a responder
+            // of a lab that stays up; `down` stops it.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| LabError::Spawn {
+                command: format!("responder in {pod_ns}"),
+                source: e,
+            })?;
+        self.state.responders.push(child.id());
+        self.state.save(self.state_dir)
+    }
+
+    fn ready_file(&self, pod: &str) -> std::path::PathBuf {
+        self.state_dir.join(format!("responder-{pod}.ready"))
+    }
+
+    fn wait_for_responders(&self) -> Result<(), LabError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for pod in &self.state.pods {
+            while !self.ready_file(&pod.name).exists() {
+                self.step()?;
+                if Instant::now() > deadline {
+                    return Err(LabError::Internal(format!(
+                        "the responder in {} did not start within 10 s (log: {})",
+                        pod.netns,
+                        self.state_dir
+                            .join(format!("responder-{}.log", pod.name))
+                            .display()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    /// flannel's VXLAN backend: a VTEP per node, then for every other node an onlink route to
+    /// its pod subnet via its VTEP address, a permanent neighbour entry and an FDB entry
+    /// pointing the VTEP's MAC at the node's underlay address — what flanneld installs.
+    fn overlay(&mut self) -> Result<(), LabError> {
+        let o = &self.topo.overlay;
+        for node in &self.topo.nodes {
+            self.step()?;
+            let ns = self.id.ns(node.name.get_ref());
+            let dev = &o.device;
+            Cmd::ip(
+                &ns,
+                &format!(
+                    "link add {dev} mtu {} type vxlan id {} local {} dev eth0 dstport {} nolearning",
+                    o.mtu,
+                    o.vni,
+                    node.address.get_ref(),
+                    o.port
+                ),
+            )
+            .run()?;
+            let vtep = node.pod_subnet.get_ref().network();
+            Cmd::ip(&ns, &format!("addr add {vtep}/32 dev {dev}")).run()?;
+            Cmd::ip(&ns, &format!("link set {dev} up")).run()?;
+            let mac = vtep_mac(&ns, dev)?;
+            self.state
+                .vtep_macs
+                .push((node.name.get_ref().clone(), mac));
+        }
+        for node in &self.topo.nodes {
+            for peer in &self.topo.nodes {
+                if peer.name.get_ref() == node.name.get_ref() {
+                    continue;
+                }
+                self.install_peer(node, peer)?;
+            }
+        }
+        self.state.save(self.state_dir)
+    }
+
+    fn install_peer(&self, node: &Node, peer: &Node) -> Result<(), LabError> {
+        let ns = self.id.ns(node.name.get_ref());
+        let dev = &self.topo.overlay.device;
+        let peer_vtep = peer.pod_subnet.get_ref().network();
+        let mac = self
+            .state
+            .vtep_macs
+            .iter()
+            .find(|(n, _)| n == peer.name.get_ref())
+            .map(|(_, m)| m.clone())
+            .ok_or_else(|| {
+                LabError::Internal(format!("no VTEP MAC for {}", peer.name.get_ref()))
+            })?;
+        Cmd::ip(
+            &ns,
+            &format!("neigh replace {peer_vtep} lladdr {mac} dev {dev} nud permanent"),
+        )
+        .run()?;
+        let dst = peer.address.get_ref().to_string();
+        Cmd::new([
+            "bridge", "-n", &ns, "fdb", "append", &mac, "dev", dev, "dst", &dst,
+        ])
+        .run()?;
+        Cmd::ip(
+            &ns,
+            &format!(
+                "route add {} via {peer_vtep} dev {dev} onlink",
+                peer.pod_subnet.get_ref()
+            ),
+        )
+        .run()?;
+        Ok(())
+    }
+
+    /// kube-proxy's chains on every node, with endpoints resolved to the pods' CNI addresses.
+    fn services(&mut self) -> Result<(), LabError> {
+        if self.topo.services.is_empty() {
+            return Ok(());
+        }
+        let mut resolved = Vec::new();
+        for svc in &self.topo.services {
+            let eps = svc
+                .endpoints
+                .iter()
+                .map(|ep| {
+                    self.state
+                        .pod(ep.get_ref())
+                        .map(|p| Endpoint { ip: p.ip })
+                        .ok_or_else(|| {
+                            LabError::Internal(format!("endpoint {} has no address", ep.get_ref()))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            resolved.push((svc, eps));
+        }
+        let text = rules::kube_proxy(self.topo, &resolved);
+        std::fs::write(self.state_dir.join("kube-proxy.rules"), &text)
+            .map_err(|e| LabError::io("write kube-proxy rules", e))?;
+        for node in &self.topo.nodes {
+            self.step()?;
+            let ns = self.id.ns(node.name.get_ref());
+            Cmd::in_ns(&ns, ["iptables-restore", "--noflush"])
+                .stdin(text.clone())
+                .run()?;
+        }
+        Ok(())
+    }
+
+    /// The edge: firewall namespace between the underlay and the office network.
+    fn firewall_and_office(&mut self) -> Result<(), LabError> {
+        let Some(fw) = &self.topo.firewall else {
+            return Ok(());
+        };
+        let fw_ns = self.namespace(&fw.name)?;
+        self.plug_into_underlay(&fw_ns, "eth0", &fw.name, fw.underlay_address)?;
+        self.sysctl(&fw_ns, "net.ipv4.ip_forward=1")?;
+        let publish = self
+            .topo
+            .node(fw.publish_to.get_ref())
+            .map(|n| *n.address.get_ref())
+            .ok_or_else(|| LabError::Internal("publish_to node vanished".into()))?;
+        Cmd::in_ns(&fw_ns, ["iptables-restore", "--noflush"])
+            .stdin(rules::firewall(fw, publish))
+            .run()?;
+        if let Some(office) = &self.topo.office {
+            let office_ns = self.namespace(&office.name)?;
+            let prefix = fw.office_subnet.prefix;
+            Cmd::ip(
+                &fw_ns,
+                &format!("link add eth1 type veth peer name eth0 netns {office_ns}"),
+            )
+            .run()?;
+            Cmd::ip(
+                &fw_ns,
+                &format!("addr add {}/{prefix} dev eth1", fw.office_address),
+            )
+            .run()?;
+            Cmd::ip(&fw_ns, "link set eth1 up").run()?;
+            Cmd::ip(
+                &office_ns,
+                &format!("addr add {}/{prefix} dev eth0", office.address.get_ref()),
+            )
+            .run()?;
+            Cmd::ip(&office_ns, "link set eth0 up").run()?;
+            Cmd::ip(
+                &office_ns,
+                &format!("route add default via {}", fw.office_address),
+            )
+            .run()?;
+        }
+        Ok(())
+    }
+}
+
+/// The MAC address of a device, from `ip -j link show`.
+fn vtep_mac(ns: &str, dev: &str) -> Result<String, LabError> {
+    let out = Cmd::new(["ip", "-n", ns, "-j", "link", "show", "dev", dev]).run()?;
+    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| LabError::Parse {
+        what: format!("ip -j link show {dev} in {ns}"),
+        detail: e.to_string(),
+    })?;
+    v.get(0)
+        .and_then(|l| l.get("address"))
+        .and_then(|a| a.as_str())
+        .map(String::from)
+        .ok_or_else(|| LabError::Parse {
+            what: format!("ip -j link show {dev} in {ns}"),
+            detail: "no address".into(),
+        })
+}

@@ -1,0 +1,292 @@
+//! Faults switched on a running lab, each the classic cause of a real incident. Every fault is
+//! applied as commands and recorded with the commands that undo it, so `clear` restores the
+//! lab exactly and `status` can say what is broken.
+
+use serde::{Deserialize, Serialize};
+
+use super::cmd::Cmd;
+use super::names::{LabId, UNDERLAY};
+use super::state::{load_state, LabState};
+use super::topology::Topology;
+use super::LabError;
+
+/// A fault to switch on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Fault {
+    /// Shrink every underlay link (node uplinks, switch ports, firewall uplink) to `mtu`,
+    /// leaving the overlay device's MTU as it was.
+    UnderlayMtu { mtu: u32 },
+    /// Set one interface's MTU (and its veth peer's) — e.g. `fw/eth1` towards the office.
+    LinkMtu {
+        member: String,
+        ifname: String,
+        mtu: u32,
+    },
+    /// Outer DF on the VXLAN device of `node` (all nodes when None): big overlay packets are
+    /// dropped instead of fragmented on the underlay.
+    VxlanDf { node: Option<String> },
+    /// A DROP rule at the top of the FORWARD chain of the pod's node for traffic to the pod,
+    /// the way a host firewall or a NetworkPolicy conflict would drop it.
+    DropPod { pod: String },
+    /// Remove `node`'s overlay route to `to`'s pod subnet.
+    NoRoute { node: String, to: String },
+}
+
+/// An applied fault and the commands that undo it, in the order they must run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FaultRecord {
+    pub fault: Fault,
+    pub description: String,
+    pub undo: Vec<Vec<String>>,
+}
+
+struct Change {
+    apply: Vec<Vec<String>>,
+    undo: Vec<Vec<String>>,
+    description: String,
+}
+
+/// Applies `fault` to lab `id` and records it.
+pub fn apply_fault(id: &LabId, fault: Fault) -> Result<FaultRecord, LabError> {
+    let mut state = load_state(id)?;
+    let topo = Topology::load(&id.state_dir().join("topology.toml"))?;
+    let bad = |detail: String| LabError::BadFault {
+        lab: id.to_string(),
+        detail,
+    };
+    let change = plan(id, &topo, &state, &fault).map_err(bad)?;
+    let mut done: Vec<usize> = Vec::new();
+    for (i, argv) in change.apply.iter().enumerate() {
+        if let Err(e) = Cmd::new(argv.clone()).run() {
+            // Roll back what was applied so a failed fault leaves the lab as it was.
+            for undo in change.undo.iter().take(done.len()) {
+                let _ = Cmd::new(undo.clone()).run();
+            }
+            return Err(e);
+        }
+        done.push(i);
+    }
+    let record = FaultRecord {
+        fault,
+        description: change.description,
+        undo: change.undo,
+    };
+    state.faults.push(record.clone());
+    state.save(&id.state_dir())?;
+    Ok(record)
+}
+
+/// Undoes every recorded fault, newest first. Returns what was cleared.
+pub fn clear_faults(id: &LabId) -> Result<Vec<FaultRecord>, LabError> {
+    let mut state = load_state(id)?;
+    let mut cleared = Vec::new();
+    while let Some(record) = state.faults.pop() {
+        for argv in &record.undo {
+            Cmd::new(argv.clone()).run()?;
+        }
+        cleared.push(record);
+        state.save(&id.state_dir())?;
+    }
+    Ok(cleared)
+}
+
+fn argv(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+fn ip(ns: &str, rest: &str) -> Vec<String> {
+    let mut v = argv(&["ip", "-n", ns]);
+    v.extend(rest.split_whitespace().map(String::from));
+    v
+}
+
+fn plan(id: &LabId, topo: &Topology, state: &LabState, fault: &Fault) -> Result<Change, String> {
+    match fault {
+        Fault::UnderlayMtu { mtu } => {
+            check_mtu(*mtu)?;
+            let old = topo.underlay.mtu;
+            let mut links: Vec<(String, String)> = vec![(id.ns(UNDERLAY), "br0".into())];
+            for node in &topo.nodes {
+                links.push((id.ns(node.name.get_ref()), "eth0".into()));
+                links.push((id.ns(UNDERLAY), node.name.get_ref().clone()));
+            }
+            if let Some(fw) = &topo.firewall {
+                links.push((id.ns(&fw.name), "eth0".into()));
+                links.push((id.ns(UNDERLAY), fw.name.clone()));
+            }
+            Ok(Change {
+                apply: links
+                    .iter()
+                    .map(|(ns, dev)| ip(ns, &format!("link set {dev} mtu {mtu}")))
+                    .collect(),
+                undo: links
+                    .iter()
+                    .map(|(ns, dev)| ip(ns, &format!("link set {dev} mtu {old}")))
+                    .collect(),
+                description: format!(
+                    "underlay MTU {mtu} (was {old}); {} stays {}",
+                    topo.overlay.device, topo.overlay.mtu
+                ),
+            })
+        }
+        Fault::LinkMtu {
+            member,
+            ifname,
+            mtu,
+        } => {
+            check_mtu(*mtu)?;
+            let ns = id.ns(member);
+            let current = current_mtu(&ns, ifname)?;
+            let mut links = vec![(ns.clone(), ifname.clone(), current)];
+            if let Some((pns, pif)) = veth_peer(id, topo, state, member, ifname) {
+                let pcur = current_mtu(&pns, &pif)?;
+                links.push((pns, pif, pcur));
+            }
+            Ok(Change {
+                apply: links
+                    .iter()
+                    .map(|(ns, dev, _)| ip(ns, &format!("link set {dev} mtu {mtu}")))
+                    .collect(),
+                undo: links
+                    .iter()
+                    .map(|(ns, dev, old)| ip(ns, &format!("link set {dev} mtu {old}")))
+                    .collect(),
+                description: format!("{member}/{ifname} MTU {mtu} (was {current}), and its peer"),
+            })
+        }
+        Fault::VxlanDf { node } => {
+            let nodes: Vec<&str> = match node {
+                Some(n) => {
+                    topo.node(n).ok_or_else(|| format!("no node {n:?}"))?;
+                    vec![n.as_str()]
+                }
+                None => topo
+                    .nodes
+                    .iter()
+                    .map(|n| n.name.get_ref().as_str())
+                    .collect(),
+            };
+            let dev = &topo.overlay.device;
+            Ok(Change {
+                apply: nodes
+                    .iter()
+                    .map(|n| ip(&id.ns(n), &format!("link set {dev} type vxlan df set")))
+                    .collect(),
+                undo: nodes
+                    .iter()
+                    .map(|n| ip(&id.ns(n), &format!("link set {dev} type vxlan df unset")))
+                    .collect(),
+                description: format!("outer DF set on {dev} of {}", nodes.join(", ")),
+            })
+        }
+        Fault::DropPod { pod } => {
+            let p = state.pod(pod).ok_or_else(|| format!("no pod {pod:?}"))?;
+            let ns = id.ns(&p.node);
+            let rule = |op: &str| {
+                let mut v = argv(&["ip", "netns", "exec", &ns, "iptables", op, "FORWARD"]);
+                if op == "-I" {
+                    v.push("1".into());
+                }
+                v.extend(argv(&[
+                    "-d",
+                    &format!("{}/32", p.ip),
+                    "-m",
+                    "comment",
+                    "--comment",
+                    "dye-lab-fault",
+                    "-j",
+                    "DROP",
+                ]));
+                v
+            };
+            Ok(Change {
+                apply: vec![rule("-I")],
+                undo: vec![rule("-D")],
+                description: format!("DROP in {}'s FORWARD chain for {pod} ({})", p.node, p.ip),
+            })
+        }
+        Fault::NoRoute { node, to } => {
+            topo.node(node).ok_or_else(|| format!("no node {node:?}"))?;
+            let peer = topo.node(to).ok_or_else(|| format!("no node {to:?}"))?;
+            if node == to {
+                return Err("a node has no overlay route to itself".into());
+            }
+            let subnet = peer.pod_subnet.get_ref();
+            let via = subnet.network();
+            let dev = &topo.overlay.device;
+            let ns = id.ns(node);
+            Ok(Change {
+                apply: vec![ip(&ns, &format!("route del {subnet}"))],
+                undo: vec![ip(
+                    &ns,
+                    &format!("route add {subnet} via {via} dev {dev} onlink"),
+                )],
+                description: format!("{node} has no route to {to}'s pods ({subnet})"),
+            })
+        }
+    }
+}
+
+fn check_mtu(mtu: u32) -> Result<(), String> {
+    if (576..=9000).contains(&mtu) {
+        Ok(())
+    } else {
+        Err(format!("MTU {mtu} is outside 576..=9000"))
+    }
+}
+
+fn current_mtu(ns: &str, ifname: &str) -> Result<u32, String> {
+    let out = Cmd::new(["ip", "-n", ns, "-j", "link", "show", "dev", ifname])
+        .run()
+        .map_err(|_| format!("no interface {ifname:?} in {ns}"))?;
+    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    v.get(0)
+        .and_then(|l| l.get("mtu"))
+        .and_then(|m| m.as_u64())
+        .and_then(|m| u32::try_from(m).ok())
+        .ok_or_else(|| format!("no MTU for {ifname} in {ns}"))
+}
+
+/// The other end of a lab veth, from the wiring the lab itself made.
+fn veth_peer(
+    id: &LabId,
+    topo: &Topology,
+    state: &LabState,
+    member: &str,
+    ifname: &str,
+) -> Option<(String, String)> {
+    let is_node = topo.node(member).is_some();
+    let fw = topo.firewall.as_ref();
+    let office = topo.office.as_ref();
+    if ifname == "eth0" && (is_node || fw.map(|f| f.name == member).unwrap_or(false)) {
+        return Some((id.ns(UNDERLAY), member.to_string()));
+    }
+    if member == UNDERLAY {
+        let owner = ifname;
+        return Some((id.ns(owner), "eth0".into()));
+    }
+    if let (Some(fw), Some(office)) = (fw, office) {
+        if member == fw.name && ifname == "eth1" {
+            return Some((id.ns(&office.name), "eth0".into()));
+        }
+        if member == office.name && ifname == "eth0" {
+            return Some((id.ns(&fw.name), "eth1".into()));
+        }
+    }
+    if let Some(pod) = state.pod(member) {
+        if ifname == "eth0" {
+            return Some((id.ns(&pod.node), pod.host_veth.clone()));
+        }
+    }
+    if is_node {
+        if let Some(pod) = state
+            .pods
+            .iter()
+            .find(|p| p.node == member && p.host_veth == ifname)
+        {
+            return Some((pod.netns.clone(), "eth0".into()));
+        }
+    }
+    None
+}

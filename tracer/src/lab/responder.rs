@@ -1,0 +1,68 @@
+//! The small listener every lab pod runs: TCP and UDP on fixed ports, answering with the pod's
+//! name so a client can tell which endpoint a Service picked. TCP connections get the name line
+//! and then an echo of what they send. Bounded: a capped number of concurrent connections,
+//! read timeouts, and datagrams answered one reply per request.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const MAX_CONNECTIONS: usize = 64;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds both sockets, writes `ready` (so the lab knows it is listening) and serves forever.
+pub fn serve(
+    name: &str,
+    tcp_port: u16,
+    udp_port: u16,
+    ready: Option<&Path>,
+) -> std::io::Result<()> {
+    let tcp = TcpListener::bind(("0.0.0.0", tcp_port))?;
+    let udp = UdpSocket::bind(("0.0.0.0", udp_port))?;
+    if let Some(path) = ready {
+        std::fs::write(path, format!("{}\n", std::process::id()))?;
+    }
+    let reply = format!("{name}\n");
+    let udp_reply = reply.clone();
+    std::thread::spawn(move || serve_udp(udp, udp_reply.as_bytes()));
+    let active = Arc::new(AtomicUsize::new(0));
+    for stream in tcp.incoming() {
+        let Ok(stream) = stream else { continue };
+        if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            continue; // dropped: the client sees a reset, the responder stays bounded
+        }
+        active.fetch_add(1, Ordering::Relaxed);
+        let active = Arc::clone(&active);
+        let reply = reply.clone();
+        std::thread::spawn(move || {
+            let _ = echo(stream, reply.as_bytes());
+            active.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    Ok(())
+}
+
+fn echo(mut stream: TcpStream, greeting: &[u8]) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    stream.write_all(greeting)?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        stream.write_all(&buf[..n])?;
+    }
+}
+
+fn serve_udp(sock: UdpSocket, reply: &[u8]) {
+    let mut buf = [0u8; 2048];
+    loop {
+        if let Ok((_, peer)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(reply, peer);
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! What a running lab consists of, persisted as `state.json` in its state directory so that
+//! `status`, `fault` and `down` work from any later process (and tests can read pod addresses).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::cmd::Cmd;
+use super::faults::FaultRecord;
+use super::names::{LabId, STATE_ROOT};
+use super::LabError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub id: String,
+    /// Where the topology came from: a path, or "builtin".
+    pub topology_source: String,
+    /// Every namespace created, in creation order (also the ones of a half-built lab).
+    pub namespaces: Vec<String>,
+    pub pods: Vec<PodState>,
+    /// PIDs of the pod responders (they also die with their namespaces' processes on `down`).
+    pub responders: Vec<u32>,
+    /// MAC address of each node's VXLAN device (as flanneld would publish it).
+    pub vtep_macs: Vec<(String, String)>,
+    pub faults: Vec<FaultRecord>,
+    /// False while `up` is still building.
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodState {
+    pub name: String,
+    pub node: String,
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    /// The node-side veth the CNI bridge plugin created (attached to cni0).
+    pub host_veth: String,
+    /// The CNI ADD result, kept for DEL as the runtime does.
+    pub cni_result: serde_json::Value,
+}
+
+impl LabState {
+    pub fn new(id: &LabId, topology_source: String) -> LabState {
+        LabState {
+            id: id.as_str().to_string(),
+            topology_source,
+            namespaces: Vec::new(),
+            pods: Vec::new(),
+            responders: Vec::new(),
+            vtep_macs: Vec::new(),
+            faults: Vec::new(),
+            complete: false,
+        }
+    }
+
+    pub fn pod(&self, name: &str) -> Option<&PodState> {
+        self.pods.iter().find(|p| p.name == name)
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), LabError> {
+        let path = dir.join("state.json");
+        let tmp = dir.join("state.json.tmp");
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| LabError::Internal(format!("serialize state: {e}")))?;
+        std::fs::write(&tmp, text)
+            .map_err(|e| LabError::io(format!("write {}", tmp.display()), e))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| LabError::io(format!("write {}", path.display()), e))
+    }
+}
+
+/// Reads the state of lab `id`.
+pub fn load_state(id: &LabId) -> Result<LabState, LabError> {
+    let path = id.state_dir().join("state.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(LabError::UnknownLab(id.to_string()))
+        }
+        Err(e) => return Err(LabError::io(format!("read {}", path.display()), e)),
+    };
+    serde_json::from_str(&text).map_err(|e| LabError::Parse {
+        what: path.display().to_string(),
+        detail: e.to_string(),
+    })
+}
+
+/// One lab found on this host, from its state directory and/or its namespaces.
+#[derive(Debug, Clone, Serialize)]
+pub struct LabSummary {
+    pub id: String,
+    pub namespaces: Vec<String>,
+    pub has_state: bool,
+    pub complete: bool,
+}
+
+/// Every lab on this host: state directories under /run/dye plus namespaces named
+/// `dye-<id>-…` (which also finds the remains of a lab whose state was lost).
+pub fn list_labs() -> Result<Vec<LabSummary>, LabError> {
+    let mut ids = BTreeSet::new();
+    if let Ok(entries) = std::fs::read_dir(STATE_ROOT) {
+        for e in entries.flatten() {
+            if let Some(id) = e.file_name().to_str().and_then(|n| n.strip_prefix("lab-")) {
+                ids.insert(id.to_string());
+            }
+        }
+    }
+    let all_ns = lab_namespaces_on_host()?;
+    for ns in &all_ns {
+        if let Some(id) = ns.strip_prefix("dye-").and_then(|r| r.split('-').next()) {
+            if LabId::parse(id).is_ok() {
+                ids.insert(id.to_string());
+            }
+        }
+    }
+    let mut labs = Vec::new();
+    for id in ids {
+        let Ok(lab) = LabId::parse(&id) else { continue };
+        let prefix = lab.ns_prefix();
+        let state = load_state(&lab).ok();
+        labs.push(LabSummary {
+            namespaces: all_ns
+                .iter()
+                .filter(|n| n.starts_with(&prefix))
+                .cloned()
+                .collect(),
+            has_state: state.is_some(),
+            complete: state.map(|s| s.complete).unwrap_or(false),
+            id,
+        });
+    }
+    Ok(labs)
+}
+
+/// Named namespaces that look like lab namespaces (`dye-…`).
+pub fn lab_namespaces_on_host() -> Result<Vec<String>, LabError> {
+    let out = Cmd::new(["ip", "netns", "list"]).run()?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("dye-"))
+        .map(String::from)
+        .collect())
+}
