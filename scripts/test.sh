@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, as a newcomer runs it (as root, from the repository):
+#   bash scripts/test.sh
+# Installs what is missing, checks formatting and lints, then runs every test: unit tests,
+# checks against tshark/tcpdump, property tests, and end-to-end tests on real labs (network
+# namespaces, veths, bridges, VXLAN, iptables). Finally proves no test lab was left behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "test: run as root (the end-to-end tests create network namespaces): sudo bash scripts/test.sh" >&2
+  exit 2
+fi
+
+bash scripts/setup.sh
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== tests"
+cargo test --workspace
+
+echo "== leftovers"
+# Test labs are named dye-t<hex>x<n>-…; none may survive the suite.
+left=$(ip netns list | awk '{print $1}' | grep -E '^dye-t[0-9a-f]+x[0-9]+-' || true)
+if [[ -n "$left" ]]; then
+  echo "test: namespaces left behind by the tests:" >&2
+  echo "$left" >&2
+  exit 1
+fi
+echo "no test namespaces left"

@@ -1,0 +1,234 @@
+//! Shared helpers for the end-to-end tests: a lab that is brought up with a unique id and
+//! always torn down (also when the test panics), running commands inside lab namespaces, and
+//! snapshots of the root namespace to prove nothing was left behind.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The `dye` binary under test.
+pub fn dye_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_dye"))
+}
+
+/// Runs `dye ARGS`, returning the output whatever the exit status.
+pub fn dye(args: &[&str]) -> Output {
+    Command::new(dye_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dye")
+}
+
+/// The lab tests need root (namespaces, veths, iptables). Fail loudly rather than pass
+/// without testing anything.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "end-to-end tests need root: run them through scripts/test.sh as root"
+    );
+}
+
+/// A unique lab id per test: short (names stay under limits), distinct across processes
+/// (pid) and within one (counter).
+pub fn unique_id() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("t{:x}x{n}", std::process::id() % 0x10_0000)
+}
+
+/// A running lab, torn down on drop.
+pub struct Lab {
+    pub id: String,
+    pub view: serde_json::Value,
+}
+
+impl Lab {
+    /// Brings up a lab from the built-in topology with a fresh id.
+    pub fn up() -> Lab {
+        Lab::up_with(&[])
+    }
+
+    /// Brings up a lab, passing extra `dye lab up` arguments.
+    pub fn up_with(extra: &[&str]) -> Lab {
+        require_root();
+        let id = unique_id();
+        let mut args = vec!["lab", "up", "--id", &id, "--json"];
+        args.extend_from_slice(extra);
+        let out = dye(&args);
+        assert!(
+            out.status.success(),
+            "dye lab up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let view = serde_json::from_slice(&out.stdout).expect("lab up prints JSON");
+        Lab { id, view }
+    }
+
+    /// The namespace of lab member `name` (pod-a, node-1, underlay, fw, office…).
+    pub fn ns(&self, name: &str) -> String {
+        format!("dye-{}-{}", self.id, name)
+    }
+
+    /// The IPv4 address of a member's interface, as the lab reports it.
+    pub fn addr(&self, member: &str, ifname: &str) -> String {
+        let m = self.view["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == member))
+            .unwrap_or_else(|| panic!("no member {member}"));
+        let i = m["interfaces"]
+            .as_array()
+            .and_then(|is| is.iter().find(|i| i["name"] == ifname))
+            .unwrap_or_else(|| panic!("no {member}/{ifname}"));
+        let a = i["addresses"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{member}/{ifname} has no address"));
+        a.split('/').next().unwrap_or(a).to_string()
+    }
+
+    /// A pod's address.
+    pub fn pod_ip(&self, pod: &str) -> String {
+        self.addr(pod, "eth0")
+    }
+
+    /// Runs `argv` inside member `name`'s namespace.
+    pub fn exec(&self, name: &str, argv: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(name)])
+            .args(argv)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ip netns exec")
+    }
+
+    /// Runs `argv` in a member's namespace with `input` on stdin, keeping stdin open for
+    /// `linger_ms` so datagram replies can arrive before the client exits.
+    pub fn exec_with_input(
+        &self,
+        name: &str,
+        argv: &[&str],
+        input: &str,
+        linger_ms: u64,
+    ) -> Output {
+        let script = format!(
+            "(printf '%s' \"$0\"; sleep {}) | ip netns exec {} {}",
+            linger_ms as f64 / 1000.0,
+            self.ns(name),
+            argv.join(" ")
+        );
+        Command::new("sh")
+            .args(["-c", &script, input])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sh")
+    }
+
+    /// True when one ping from `from` to `to` is answered within a second.
+    pub fn ping(&self, from: &str, to: &str, payload: usize) -> bool {
+        let size = payload.to_string();
+        self.exec(from, &["ping", "-c1", "-W1", "-M", "dont", "-s", &size, to])
+            .status
+            .success()
+    }
+
+    /// The first line a TCP service answers with (the responder's pod name), or "".
+    pub fn tcp_hello(&self, from: &str, addr: &str, port: u16) -> String {
+        let out = self.exec(from, &["ncat", "-w2", addr, &port.to_string()]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// The reply a UDP service gives to one datagram, or "".
+    pub fn udp_hello(&self, from: &str, addr: &str, port: u16) -> String {
+        let out = self.exec_with_input(
+            from,
+            &["ncat", "-u", "-w1", addr, &port.to_string()],
+            "hi\n",
+            400,
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// `dye lab fault ID ARGS…`, asserting success.
+    pub fn fault(&self, args: &[&str]) {
+        let mut all = vec!["lab", "fault", &self.id];
+        all.extend_from_slice(args);
+        let out = dye(&all);
+        assert!(
+            out.status.success(),
+            "dye lab fault {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = dye(&["lab", "down", &self.id]);
+        if !out.status.success() && !std::thread::panicking() {
+            panic!(
+                "dye lab down {}: {}",
+                self.id,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// Namespaces on the host whose names start with `prefix`.
+pub fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(String::from)
+        .collect()
+}
+
+/// What the root namespace looks like: links, addresses, routes, iptables and nftables rules.
+/// Equal snapshots before and after prove a test left nothing in the root namespace.
+pub fn root_snapshot() -> String {
+    let run = |argv: &[&str]| -> String {
+        let out = Command::new(argv[0])
+            .args(&argv[1..])
+            .output()
+            .expect("snapshot command");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let iptables: String = run(&["iptables-save"])
+        .lines()
+        .filter(|l| !l.starts_with('#')) // timestamps
+        .map(|l| format!("{}\n", strip_counters(l)))
+        .collect();
+    [
+        run(&["ip", "-o", "link", "show"])
+            .lines()
+            .map(|l| l.split(" qdisc").next().unwrap_or(l).to_string() + "\n")
+            .collect::<String>(),
+        run(&["ip", "-o", "addr", "show"]),
+        run(&["ip", "route", "show", "table", "all"]),
+        iptables,
+        run(&["nft", "list", "ruleset"]),
+    ]
+    .join("\n---\n")
+}
+
+fn strip_counters(line: &str) -> String {
+    // ":CHAIN POLICY [packets:bytes]" — counters change with unrelated traffic.
+    match line.find(" [") {
+        Some(i) if line.starts_with(':') => line[..i].to_string(),
+        _ => line.to_string(),
+    }
+}
