@@ -1,1 +1,31 @@
-//! Network namespaces, topology discovery, live capture and pcapng writing.
+//! dye's eyes: network namespaces, topology discovery over netlink, multi-namespace live capture
+//! with kernel BPF filters, and a pcapng writer fit to hand to a vendor.
+//!
+//! The pieces, in the order data flows through them:
+//!
+//! - [`netns`]: refer to a namespace by name, path, PID or `host`; keep its fd open; identify it
+//!   by (dev, ino); run code *inside* it on a dedicated OS thread ([`Netns::run`]) so sockets can
+//!   be opened there and used anywhere.
+//! - [`netlink`]: a small synchronous rtnetlink client whose socket is created inside a
+//!   namespace: links, addresses, routes, `ip route get`, nsid lookups.
+//! - [`topology`]: discovery of many namespaces joined into one graph (veth pairs across
+//!   namespaces, bridge ports, tunnel → underlay device), with text / JSON / Mermaid renderers.
+//! - [`capture`]: live capture on many (namespace, interface) points at once, each with two
+//!   kernel-filtered libpcap handles (inbound / outbound) so every frame has a reliable
+//!   direction; one merged, time-ordered stream of [`Observation`]s; kernel drop counters.
+//! - [`pcapng`]: one interface block per capture point (`<netns>/<ifname>`), nanosecond
+//!   resolution, direction flags, per-packet comments, interface statistics.
+
+pub mod capture;
+pub mod netlink;
+pub mod netns;
+pub mod pcapng;
+pub mod topology;
+
+pub use capture::{
+    CaptureConfig, CaptureError, CapturePoint, CaptureSession, Direction, Event, Observation,
+    PointStats, StopHandle,
+};
+pub use netns::{Netns, NetnsError, NetnsId, NetnsRef};
+pub use pcapng::{InterfaceInfo, PcapngWriter, SectionInfo};
+pub use topology::{Topology, TopologyError};

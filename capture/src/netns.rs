@@ -1,0 +1,514 @@
+//! Network namespace handles.
+//!
+//! A [`Netns`] keeps the namespace's fd open for as long as any clone of it lives, so the
+//! namespace cannot vanish under us and is identified by its (dev, ino) pair, never by name.
+//! Code that must run *inside* a namespace — opening a capture handle, a netlink socket, a raw
+//! socket — goes through [`Netns::run`], which spawns a dedicated OS thread, `setns`es it and runs
+//! the closure there. The calling thread (a tokio worker, the main thread) never changes
+//! namespace. A socket keeps the namespace it was created in, so what `run` returns can be used
+//! from any thread afterwards.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use nix::sched::{setns, CloneFlags};
+use serde::Serialize;
+
+/// Where `ip netns` keeps named namespaces (bind mounts of nsfs files).
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// How a user refers to a namespace on the command line.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum NetnsRef {
+    /// A name under `/run/netns` (what `ip netns add NAME` creates).
+    Name(String),
+    /// Any nsfs file: `/run/netns/x`, `/proc/123/ns/net`, a bind mount elsewhere.
+    Path(PathBuf),
+    /// The namespace of a process: `/proc/PID/ns/net`.
+    Pid(u32),
+    /// The host's namespace: PID 1's.
+    Host,
+}
+
+impl FromStr for NetnsRef {
+    type Err = NetnsError;
+
+    /// `host` → [`NetnsRef::Host`]; `pid:123` or `123` → [`NetnsRef::Pid`]; anything with a `/`
+    /// → [`NetnsRef::Path`]; otherwise a name under `/run/netns`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(NetnsError::Invalid {
+                reference: s.to_string(),
+                reason: "empty namespace reference".into(),
+            });
+        }
+        if s == "host" {
+            return Ok(NetnsRef::Host);
+        }
+        let digits = s.strip_prefix("pid:").unwrap_or(s);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            return digits
+                .parse()
+                .map(NetnsRef::Pid)
+                .map_err(|_| NetnsError::Invalid {
+                    reference: s.to_string(),
+                    reason: "PID out of range".into(),
+                });
+        }
+        if s.starts_with("pid:") {
+            return Err(NetnsError::Invalid {
+                reference: s.to_string(),
+                reason: "expected pid:NUMBER".into(),
+            });
+        }
+        if s.contains('/') {
+            return Ok(NetnsRef::Path(PathBuf::from(s)));
+        }
+        Ok(NetnsRef::Name(s.to_string()))
+    }
+}
+
+impl fmt::Display for NetnsRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetnsRef::Name(n) => f.write_str(n),
+            NetnsRef::Path(p) => write!(f, "{}", p.display()),
+            NetnsRef::Pid(p) => write!(f, "pid:{p}"),
+            NetnsRef::Host => f.write_str("host"),
+        }
+    }
+}
+
+impl NetnsRef {
+    /// The nsfs file this reference points at.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            NetnsRef::Name(n) => Path::new(NETNS_RUN_DIR).join(n),
+            NetnsRef::Path(p) => p.clone(),
+            NetnsRef::Pid(p) => PathBuf::from(format!("/proc/{p}/ns/net")),
+            NetnsRef::Host => PathBuf::from("/proc/1/ns/net"),
+        }
+    }
+}
+
+/// Identity of a namespace: the (device, inode) of its nsfs file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct NetnsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl fmt::Display for NetnsId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "net:[{}]", self.ino)
+    }
+}
+
+/// Every way a namespace reference or a namespace operation can go wrong; each names the
+/// reference the user gave.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("network namespace {reference:?} not found ({path} does not exist){hint}")]
+    NotFound {
+        reference: String,
+        path: PathBuf,
+        hint: String,
+    },
+    #[error("{reference:?} is not a network namespace ({path}: {what})")]
+    NotNetns {
+        reference: String,
+        path: PathBuf,
+        what: String,
+    },
+    #[error("permission denied opening network namespace {reference:?} ({path}); run as root or with CAP_SYS_ADMIN")]
+    PermissionDenied { reference: String, path: PathBuf },
+    #[error("bad namespace reference {reference:?}: {reason}")]
+    Invalid { reference: String, reason: String },
+    #[error("cannot enter network namespace {name:?}: {source}")]
+    Enter {
+        name: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("network namespace {reference:?} ({path}): {source}")]
+    Io {
+        reference: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("thread running inside network namespace {name:?} panicked")]
+    ThreadPanicked { name: String },
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: String,
+    path: PathBuf,
+    file: File,
+    id: NetnsId,
+}
+
+/// An open network namespace. Cheap to clone; the fd stays open while any clone lives.
+#[derive(Clone, Debug)]
+pub struct Netns {
+    inner: Arc<Inner>,
+}
+
+impl PartialEq for Netns {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+impl Eq for Netns {}
+
+impl Netns {
+    /// Opens a namespace from a user reference, checking that it really is a network namespace.
+    pub fn open(reference: &NetnsRef) -> Result<Netns, NetnsError> {
+        let name = match reference {
+            NetnsRef::Name(n) => n.clone(),
+            NetnsRef::Host => "host".to_string(),
+            NetnsRef::Pid(p) => format!("pid:{p}"),
+            NetnsRef::Path(p) => match (p.parent(), p.file_name()) {
+                (Some(dir), Some(file)) if dir == Path::new(NETNS_RUN_DIR) => {
+                    file.to_string_lossy().into_owned()
+                }
+                _ => p.display().to_string(),
+            },
+        };
+        Self::open_path(&reference.to_string(), &name, &reference.path())
+    }
+
+    /// Parses and opens a reference in one step.
+    pub fn open_str(reference: &str) -> Result<Netns, NetnsError> {
+        Self::open(&reference.parse()?)
+    }
+
+    /// The namespace of the calling thread (normally the one dye was started in).
+    pub fn current() -> Result<Netns, NetnsError> {
+        Self::open_path("self", "self", Path::new("/proc/thread-self/ns/net"))
+    }
+
+    fn open_path(reference: &str, name: &str, path: &Path) -> Result<Netns, NetnsError> {
+        let file = File::open(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => NetnsError::NotFound {
+                reference: reference.to_string(),
+                path: path.to_path_buf(),
+                hint: if path.starts_with(NETNS_RUN_DIR) {
+                    let known = list_named().unwrap_or_default();
+                    if known.is_empty() {
+                        "; no named namespaces exist".to_string()
+                    } else {
+                        format!("; known: {}", known.join(", "))
+                    }
+                } else {
+                    String::new()
+                },
+            },
+            io::ErrorKind::PermissionDenied => NetnsError::PermissionDenied {
+                reference: reference.to_string(),
+                path: path.to_path_buf(),
+            },
+            _ => NetnsError::Io {
+                reference: reference.to_string(),
+                path: path.to_path_buf(),
+                source: e,
+            },
+        })?;
+        // The file must live on nsfs (a bind mount or /proc/PID/ns/*) and be a *network*
+        // namespace: an unmounted /run/netns entry is an ordinary file, /proc/PID/ns/mnt is a
+        // namespace of another type.
+        let on_nsfs = nix::sys::statfs::fstatfs(&file)
+            .map(|s| s.filesystem_type().0 == NSFS_MAGIC as _)
+            .unwrap_or(false);
+        if !on_nsfs {
+            return Err(NetnsError::NotNetns {
+                reference: reference.to_string(),
+                path: path.to_path_buf(),
+                what: "not a namespace file (an unmounted /run/netns entry or an ordinary file?)"
+                    .into(),
+            });
+        }
+        match ns_type(&file) {
+            Some(t) if t == CloneFlags::CLONE_NEWNET.bits() => {}
+            other => {
+                return Err(NetnsError::NotNetns {
+                    reference: reference.to_string(),
+                    path: path.to_path_buf(),
+                    what: format!(
+                        "a {} namespace, not a network namespace",
+                        ns_type_name(other)
+                    ),
+                })
+            }
+        }
+        let meta = file.metadata().map_err(|e| NetnsError::Io {
+            reference: reference.to_string(),
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let id = NetnsId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        Ok(Netns {
+            inner: Arc::new(Inner {
+                name: name.to_string(),
+                path: path.to_path_buf(),
+                file,
+                id,
+            }),
+        })
+    }
+
+    /// Display name: the `/run/netns` name, `host`, `pid:N`, or the path.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The nsfs path this handle was opened from.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// (dev, ino) identity.
+    pub fn id(&self) -> NetnsId {
+        self.inner.id
+    }
+
+    /// The open namespace fd (e.g. for `RTM_GETNSID` with `NETNSA_FD`).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.file.as_fd()
+    }
+
+    /// A copy of this handle under another display name (same fd, same identity).
+    pub fn renamed(&self, name: &str) -> Netns {
+        let file = self.inner.file.try_clone();
+        match file {
+            Ok(file) => Netns {
+                inner: Arc::new(Inner {
+                    name: name.to_string(),
+                    path: self.inner.path.clone(),
+                    file,
+                    id: self.inner.id,
+                }),
+            },
+            Err(_) => self.clone(),
+        }
+    }
+
+    /// Runs `f` on a fresh OS thread that has entered this namespace and returns its result.
+    /// The caller's thread never changes namespace. Sockets and capture handles created inside
+    /// `f` stay bound to this namespace wherever they are used later.
+    pub fn run<F, T>(&self, f: F) -> Result<T, NetnsError>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        let name = self.inner.name.clone();
+        std::thread::scope(|scope| {
+            let handle = std::thread::Builder::new()
+                .name(format!("dye-netns-{}", truncate(&name, 5)))
+                .spawn_scoped(scope, || {
+                    setns(self.inner.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| {
+                        NetnsError::Enter {
+                            name: name.clone(),
+                            source,
+                        }
+                    })?;
+                    Ok(f())
+                })
+                .map_err(|e| NetnsError::Io {
+                    reference: name.clone(),
+                    path: self.inner.path.clone(),
+                    source: e,
+                })?;
+            handle
+                .join()
+                .map_err(|_| NetnsError::ThreadPanicked { name: name.clone() })?
+        })
+    }
+
+    /// Every network namespace on the host: PID 1's (`host`), the named ones under
+    /// `/run/netns`, and those of processes (`/proc/*/ns/net`), deduplicated by inode.
+    /// Namespaces that cannot be opened (a process that exited meanwhile) are skipped.
+    pub fn enumerate() -> Result<Vec<Netns>, NetnsError> {
+        let mut seen: HashMap<NetnsId, ()> = HashMap::new();
+        let mut out = Vec::new();
+        let mut push = |ns: Netns, out: &mut Vec<Netns>| {
+            if seen.insert(ns.id(), ()).is_none() {
+                out.push(ns);
+            }
+        };
+        match Netns::open(&NetnsRef::Host) {
+            Ok(host) => push(host, &mut out),
+            // PID 1 out of reach (a sandbox, a user namespace): list our own namespace first.
+            Err(_) => {
+                if let Ok(me) = Netns::current() {
+                    push(me, &mut out);
+                }
+            }
+        }
+        for name in list_named().unwrap_or_default() {
+            if let Ok(ns) = Netns::open(&NetnsRef::Name(name)) {
+                push(ns, &mut out);
+            }
+        }
+        let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+            .map_err(|e| NetnsError::Io {
+                reference: "/proc".into(),
+                path: "/proc".into(),
+                source: e,
+            })?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        pids.sort_unstable();
+        for pid in pids {
+            if let Ok(ns) = Netns::open(&NetnsRef::Pid(pid)) {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                let name = if comm.trim().is_empty() {
+                    format!("pid:{pid}")
+                } else {
+                    format!("pid:{pid}({})", comm.trim())
+                };
+                push(ns.renamed(&name), &mut out);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `statfs.f_type` of nsfs.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+/// `NS_GET_NSTYPE` = `_IO(0xb7, 0x3)`: returns the CLONE_NEW* type of a namespace fd.
+const NS_GET_NSTYPE: libc::c_ulong = (0xb7 << 8) | 0x3;
+
+/// The CLONE_NEW* type of a namespace fd, via `ioctl(NS_GET_NSTYPE)` (no safe wrapper exists).
+#[allow(unsafe_code)]
+fn ns_type(file: &File) -> Option<i32> {
+    // SAFETY: `file` is an open fd for the duration of the call; NS_GET_NSTYPE takes no
+    // argument and only returns an int, so no memory is read or written through pointers.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    (r >= 0).then_some(r)
+}
+
+fn ns_type_name(t: Option<i32>) -> &'static str {
+    let Some(t) = t else { return "non-network" };
+    [
+        (CloneFlags::CLONE_NEWNS, "mount"),
+        (CloneFlags::CLONE_NEWUTS, "uts"),
+        (CloneFlags::CLONE_NEWIPC, "ipc"),
+        (CloneFlags::CLONE_NEWUSER, "user"),
+        (CloneFlags::CLONE_NEWPID, "pid"),
+        (CloneFlags::CLONE_NEWCGROUP, "cgroup"),
+    ]
+    .iter()
+    .find(|(f, _)| f.bits() == t)
+    .map(|(_, n)| *n)
+    .unwrap_or("non-network")
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Names under `/run/netns`, sorted. A missing directory means none.
+pub fn list_named() -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    match std::fs::read_dir(NETNS_RUN_DIR) {
+        Ok(dir) => {
+            for entry in dir {
+                let entry = entry?;
+                if let Some(n) = entry.file_name().to_str() {
+                    names.push(n.to_string());
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Expands shell-style patterns (`*`, `?`) against the names under `/run/netns`; a reference
+/// without a wildcard is returned as is (so errors still name it).
+pub fn expand_pattern(pattern: &str) -> Vec<String> {
+    if !pattern.contains(['*', '?']) {
+        return vec![pattern.to_string()];
+    }
+    list_named()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| glob_match(pattern, n))
+        .collect()
+}
+
+/// Minimal glob: `*` matches any run, `?` one character.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti, mut star, mut mark) = (0usize, 0usize, None::<usize>, 0usize);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_references() {
+        assert_eq!("host".parse::<NetnsRef>().unwrap(), NetnsRef::Host);
+        assert_eq!("pid:42".parse::<NetnsRef>().unwrap(), NetnsRef::Pid(42));
+        assert_eq!("42".parse::<NetnsRef>().unwrap(), NetnsRef::Pid(42));
+        assert_eq!(
+            "/proc/1/ns/net".parse::<NetnsRef>().unwrap(),
+            NetnsRef::Path("/proc/1/ns/net".into())
+        );
+        assert_eq!(
+            "dye-1-node-1".parse::<NetnsRef>().unwrap(),
+            NetnsRef::Name("dye-1-node-1".into())
+        );
+        assert!("pid:x".parse::<NetnsRef>().is_err());
+        assert!("".parse::<NetnsRef>().is_err());
+    }
+
+    #[test]
+    fn globbing() {
+        assert!(glob_match("dye-1-*", "dye-1-node-1"));
+        assert!(glob_match("dye-?-pod-*", "dye-1-pod-a"));
+        assert!(!glob_match("dye-1-*", "dye-2-node-1"));
+        assert!(glob_match("*", ""));
+        assert!(!glob_match("a", "ab"));
+    }
+}
