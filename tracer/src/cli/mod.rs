@@ -1,5 +1,6 @@
 //! Command line: one module per subcommand, each turning its flags into a call on the library.
 
+mod decode;
 mod lab;
 
 use std::process::ExitCode;
@@ -42,6 +43,9 @@ pub struct Cli {
 pub enum Command {
     /// Bring up, inspect, break and tear down the built-in emulated cluster.
     Lab(lab::LabArgs),
+    /// Read pcap/pcapng captures and print each packet's whole layer stack — tunnels, inner
+    /// packet, ICMP quotes, dye markers — one line per packet (or JSON).
+    Decode(decode::DecodeArgs),
 }
 
 /// Sends `tracing` output to stderr; the level comes from `-v` unless RUST_LOG is set.
@@ -66,5 +70,6 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Lab(args) => lab::run(args),
+        Command::Decode(args) => decode::run(args),
     }
 }
