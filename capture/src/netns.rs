@@ -455,6 +455,46 @@ pub fn expand_pattern(pattern: &str) -> Vec<String> {
         .collect()
 }
 
+/// Resolves command-line namespace references: each may be a glob over `/run/netns` names
+/// (`dye-demo-*`), a name, a path, `pid:N` or `host`. `all` adds every namespace on the host.
+/// With neither, the result is the current namespace plus every named one. Duplicates (same
+/// inode) are dropped; a pattern matching nothing is a [`NetnsError::NotFound`] naming it.
+pub fn select(refs: &[String], all: bool) -> Result<Vec<Netns>, NetnsError> {
+    let mut out: Vec<Netns> = Vec::new();
+    let push = |ns: Netns, out: &mut Vec<Netns>| {
+        if !out.iter().any(|n| n.id() == ns.id()) {
+            out.push(ns);
+        }
+    };
+    if all {
+        for ns in Netns::enumerate()? {
+            push(ns, &mut out);
+        }
+    }
+    for r in refs {
+        let names = expand_pattern(r);
+        if names.is_empty() {
+            return Err(NetnsError::NotFound {
+                reference: r.clone(),
+                path: Path::new(NETNS_RUN_DIR).join(r),
+                hint: "; the pattern matches no name under /run/netns".into(),
+            });
+        }
+        for n in names {
+            push(Netns::open_str(&n)?, &mut out);
+        }
+    }
+    if refs.is_empty() && !all {
+        push(Netns::current()?, &mut out);
+        for n in list_named().unwrap_or_default() {
+            if let Ok(ns) = Netns::open(&NetnsRef::Name(n)) {
+                push(ns, &mut out);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Minimal glob: `*` matches any run, `?` one character.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();

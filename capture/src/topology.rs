@@ -332,9 +332,15 @@ impl Topology {
                     w = w
                 );
             }
-            if !ns.routes.is_empty() {
+            // IPv6 link-local routes (one per interface) are noise here; JSON keeps them.
+            let routes: Vec<&Route> = ns
+                .routes
+                .iter()
+                .filter(|r| !r.dst.starts_with("fe80::"))
+                .collect();
+            if !routes.is_empty() {
                 let _ = writeln!(out, "  routes:");
-                for r in &ns.routes {
+                for r in routes {
                     let _ = writeln!(out, "    {r}");
                 }
             }

@@ -1,7 +1,9 @@
 //! Command line: one module per subcommand, each turning its flags into a call on the library.
 
 mod decode;
+mod capture;
 mod lab;
+mod topology;
 
 use std::process::ExitCode;
 
@@ -43,6 +45,12 @@ pub struct Cli {
 pub enum Command {
     /// Bring up, inspect, break and tear down the built-in emulated cluster.
     Lab(lab::LabArgs),
+    /// Show the network namespaces' interfaces joined into one graph: veth pairs across
+    /// namespaces, bridges and their ports, tunnels and their underlay, MTUs, addresses, routes.
+    Topology(topology::TopologyArgs),
+    /// Capture on many interfaces in many namespaces at once into one pcapng (kernel-filtered,
+    /// with direction, nanosecond timestamps and kernel drop counters per capture point).
+    Capture(capture::CaptureArgs),
     /// Read pcap/pcapng captures and print each packet's whole layer stack — tunnels, inner
     /// packet, ICMP quotes, dye markers — one line per packet (or JSON).
     Decode(decode::DecodeArgs),
@@ -70,6 +78,8 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Lab(args) => lab::run(args),
+        Command::Topology(args) => topology::run(args),
+        Command::Capture(args) => capture::run(args),
         Command::Decode(args) => decode::run(args),
     }
 }
