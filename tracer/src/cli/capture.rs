@@ -261,14 +261,20 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         bail!("--count must be at least 1");
     }
     let points = select_points(&args)?;
-    // Open the output before capturing anything, so an unwritable path fails first.
+    // Open the output before capturing anything, so an unwritable path fails first; without
+    // truncating yet, so a bad filter found later does not destroy an existing file.
     let to_stdout = args.write.as_os_str() == "-";
+    let existed = !to_stdout && args.write.exists();
     let out: Box<dyn Write> = if to_stdout {
         Box::new(std::io::stdout().lock())
     } else {
-        let f = File::create(&args.write)
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&args.write)
             .with_context(|| format!("cannot write {}", args.write.display()))?;
-        Box::new(f)
+        Box::new(TruncateOnFirstWrite(Some(f), None))
     };
     let filter = args.filter.join(" ");
     let mut config = CaptureConfig::new(points);
@@ -295,11 +301,33 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     for id in sig_ids {
         signal_hook::low_level::unregister(id);
     }
-    if result.is_err() && !to_stdout {
-        // Nothing useful was written: do not leave a partial file with only headers.
+    if result.is_err() && !to_stdout && !existed {
+        // Nothing useful was written: do not leave an empty or header-only file behind.
         let _ = std::fs::remove_file(&args.write);
     }
     result
+}
+
+/// A file that is truncated only when the first byte is written (after the capture started).
+struct TruncateOnFirstWrite(Option<File>, Option<File>);
+
+impl Write for TruncateOnFirstWrite {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(f) = self.0.take() {
+            f.set_len(0)?;
+            self.1 = Some(f);
+        }
+        match &mut self.1 {
+            Some(f) => f.write(buf),
+            None => Err(std::io::Error::other("output closed")),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.1 {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
 }
 
 fn capture(
