@@ -381,18 +381,21 @@ impl<'a> Walker<'a, '_, '_> {
             }
             17 => self.udp(ip, p_start, p_end),
             6 => {
-                self.tcp(&ip, p_start, p_end)?;
+                let r = self.tcp(&ip, p_start, p_end);
                 self.d.ip = Some(ip);
+                r?;
                 Ok(Step::Done)
             }
             1 if !v6 => {
-                self.icmp(&ip, p_start, p_end)?;
+                let r = self.icmp(&ip, p_start, p_end);
                 self.d.ip = Some(ip);
+                r?;
                 Ok(Step::Done)
             }
             58 if v6 => {
-                self.icmp(&ip, p_start, p_end)?;
+                let r = self.icmp(&ip, p_start, p_end);
                 self.d.ip = Some(ip);
+                r?;
                 Ok(Step::Done)
             }
             _ => {
@@ -626,12 +629,14 @@ impl<'a> Walker<'a, '_, '_> {
                     flags: rd8(s, 13),
                     window: h.window_size(),
                     header_len: u8::try_from(hl).unwrap_or(0),
+                    captured: u8::try_from(hl).unwrap_or(0),
                 }));
                 self.set_payload(ip, off + hl, end);
                 Ok(())
             }
-            Err(_) if self.quote > 0 && s.len() >= 4 => {
-                // ICMP quotes often hold only the first 8 bytes of TCP.
+            Err(e) if s.len() >= 4 => {
+                // ICMP quotes often hold only the first 8 bytes of TCP; a cut-short segment
+                // still shows its ports.
                 self.d.l4 = Some(L4::Tcp(Tcp {
                     sport: rd16(s, 0),
                     dport: rd16(s, 2),
@@ -640,8 +645,20 @@ impl<'a> Walker<'a, '_, '_> {
                     flags: rd8(s, 13),
                     window: rd16(s, 14),
                     header_len: rd8(s, 12) >> 4 << 2,
+                    captured: u8::try_from(s.len().min(60)).unwrap_or(60),
                 }));
-                Ok(())
+                match e {
+                    _ if self.quote > 0 => Ok(()),
+                    etherparse::err::tcp::HeaderSliceError::Len(l) => {
+                        Err(trunc("tcp", l.required_len, l.len))
+                    }
+                    etherparse::err::tcp::HeaderSliceError::Content(_) => {
+                        Err(DecodeError::Malformed {
+                            layer: "tcp",
+                            what: "data offset below 5",
+                        })
+                    }
+                }
             }
             Err(etherparse::err::tcp::HeaderSliceError::Len(l)) => {
                 Err(trunc("tcp", l.required_len, l.len))

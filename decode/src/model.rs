@@ -306,6 +306,10 @@ pub struct Tcp {
     pub window: u16,
     /// Header length in bytes (data offset × 4).
     pub header_len: u8,
+    /// Header bytes actually present (less than `header_len` in a truncated ICMP quote or a
+    /// malformed packet; then only the fields inside them are meaningful).
+    #[serde(skip)]
+    pub captured: u8,
 }
 
 /// ICMP or ICMPv6 message.
