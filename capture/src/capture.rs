@@ -123,7 +123,7 @@ impl CaptureConfig {
             points,
             filter: None,
             snaplen: 262_144,
-            buffer_bytes: 2 * 1024 * 1024,
+            buffer_bytes: 1024 * 1024,
             immediate: false,
             timeout_ms: 50,
             promisc: true,

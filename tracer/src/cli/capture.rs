@@ -68,8 +68,9 @@ pub struct CaptureArgs {
     /// Stop before the file grows past this size: 10M, 1G, 500k (a bare number is bytes).
     #[arg(long, value_name = "S", value_parser = parse_size)]
     max_size: Option<u64>,
-    /// Kernel ring per point and direction (two per point).
-    #[arg(long, value_name = "S", value_parser = parse_size, default_value = "2M")]
+    /// Kernel ring per point and direction (two per point, so 2 MiB per point by default:
+    /// tcpdump's default for one interface).
+    #[arg(long, value_name = "S", value_parser = parse_size, default_value = "1M")]
     buffer_size: u64,
     /// Bytes kept of each frame.
     #[arg(short = 's', long, value_name = "N", default_value_t = 262_144)]
