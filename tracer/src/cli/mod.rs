@@ -1,9 +1,10 @@
 //! Command line: one module per subcommand, each turning its flags into a call on the library.
 
-mod decode;
 mod capture;
+mod decode;
 mod lab;
 mod topology;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -51,6 +52,9 @@ pub enum Command {
     /// Capture on many interfaces in many namespaces at once into one pcapng (kernel-filtered,
     /// with direction, nanosecond timestamps and kernel drop counters per capture point).
     Capture(capture::CaptureArgs),
+    /// Inject marked probes from a namespace and reconstruct every hop they take: NAT
+    /// rewrites, encapsulation, fragmentation, TTL, per-hop time, and where they vanished.
+    Trace(trace::TraceArgs),
     /// Read pcap/pcapng captures and print each packet's whole layer stack — tunnels, inner
     /// packet, ICMP quotes, dye markers — one line per packet (or JSON).
     Decode(decode::DecodeArgs),
@@ -81,5 +85,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Topology(args) => topology::run(args),
         Command::Capture(args) => capture::run(args),
         Command::Decode(args) => decode::run(args),
+        Command::Trace(args) => trace::run(args),
     }
 }

@@ -1,0 +1,335 @@
+//! From captured frames to sightings of the trace's probes: dissect each frame, reassemble
+//! fragments per capture point, find the marker (in the payload, a reassembled datagram or an
+//! ICMP error's quote), and recognise the unmarked packets that belong to a probe — TCP SYN-ACK
+//! or RST, a UDP reply, an ICMP error whose quote is too short to hold the marker — by their
+//! headers. Each sighting says which leg it is on.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use dye_capture::Direction;
+use dye_decode::{
+    dissect, Dissection, Flow, Ip, LinkType, Options, Reassembler, ReassemblyLimits, L4,
+};
+
+use super::report::{Fragments, Leg, OuterView, PacketView};
+
+/// What a sighting is, for the verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SightingKind {
+    /// The probe itself (forward leg).
+    Probe,
+    /// The answer (echo reply, SYN-ACK, RST, UDP reply).
+    Reply,
+    /// An ICMP error about the probe, sent by `sender`.
+    IcmpError {
+        sender: IpAddr,
+        name: String,
+        mtu: Option<u32>,
+    },
+}
+
+/// One probe-related packet seen at one capture point.
+#[derive(Debug, Clone)]
+pub struct Sighting {
+    pub point: usize,
+    pub direction: Direction,
+    pub ts_ns: u64,
+    pub seq: u32,
+    pub leg: Leg,
+    pub kind: SightingKind,
+    /// Innermost 5-tuple.
+    pub flow: Flow,
+    pub packet: PacketView,
+    pub outer: Vec<OuterView>,
+    pub fragments: Option<Fragments>,
+    /// Indices of the frames (in capture order) this sighting is made of: one, or every fragment.
+    pub frames: Vec<usize>,
+}
+
+/// Bounds on what the observer keeps while a trace runs.
+const MAX_TRACKED_FLOWS: usize = 4096;
+const MAX_PENDING_FRAGMENT_FRAMES: usize = 4096;
+
+/// Turns frames into sightings for one trace.
+pub struct Observer {
+    trace_id: u32,
+    opts: Options,
+    reassembler: Reassembler<(usize, Direction)>,
+    /// Innermost flows of forward sightings → probe sequence.
+    forward_flows: HashMap<Flow, u32>,
+    /// IP id of the probe at each forward sighting → sequence (NAT keeps the IP id), to match
+    /// ICMP errors whose quote is cut before the marker.
+    ip_ids: HashMap<(IpAddr, u32), u32>,
+    /// Frames of fragments waiting for the rest of their datagram, by (point, dir, ip src, id).
+    pending_frames: HashMap<(usize, Direction, IpAddr, u32), Vec<usize>>,
+    /// Frames that could not be dissected cleanly (counted, never fatal).
+    pub malformed: u64,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer")
+            .field("trace_id", &self.trace_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Observer {
+    pub fn new(trace_id: u32, vxlan_ports: &[u16]) -> Observer {
+        let opts = Options {
+            vxlan_ports: vxlan_ports.to_vec(),
+            ..Options::default()
+        };
+        Observer {
+            trace_id,
+            opts,
+            reassembler: Reassembler::new(ReassemblyLimits::default()),
+            forward_flows: HashMap::new(),
+            ip_ids: HashMap::new(),
+            pending_frames: HashMap::new(),
+            malformed: 0,
+        }
+    }
+
+    /// Registers a probe as sent (before any capture of it), so that even its first sighting's
+    /// IP id is known.
+    pub fn sent(&mut self, src: IpAddr, ip_id: u32, seq: u32) {
+        self.ip_ids.insert((src, ip_id), seq);
+    }
+
+    /// Looks at frame number `index`, captured at `point` in `direction` at `ts_ns`.
+    pub fn observe(
+        &mut self,
+        index: usize,
+        point: usize,
+        direction: Direction,
+        ts_ns: u64,
+        frame: &[u8],
+    ) -> Option<Sighting> {
+        let d = dissect(frame, LinkType::Ethernet, &self.opts);
+        if d.is_malformed() && d.ip.is_none() {
+            self.malformed += 1;
+            return None;
+        }
+        if let Some((depth, ip)) = d.ips().enumerate().find(|(_, ip)| ip.is_fragment()) {
+            return self.fragment(index, point, direction, ts_ns, frame, &d, depth, ip.clone());
+        }
+        self.classify(&d, None, point, direction, ts_ns, vec![index])
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fragment(
+        &mut self,
+        index: usize,
+        point: usize,
+        direction: Direction,
+        ts_ns: u64,
+        frame: &[u8],
+        d: &Dissection,
+        depth: usize,
+        ip: Ip,
+    ) -> Option<Sighting> {
+        let key = (point, direction, ip.src, ip.id);
+        if self.pending_frames.len() < MAX_PENDING_FRAGMENT_FRAMES
+            || self.pending_frames.contains_key(&key)
+        {
+            self.pending_frames.entry(key).or_default().push(index);
+        }
+        let whole = self.reassembler.push((point, direction), ts_ns, frame, d)?;
+        let frames = self
+            .pending_frames
+            .remove(&key)
+            .unwrap_or_else(|| vec![index]);
+        let mut rd = dissect(&whole.datagram, LinkType::RawIp, &self.opts);
+        // An inner datagram fragmented before encapsulation: keep the outer layers of the frame
+        // that completed it.
+        if depth > 0 {
+            let mut outer: Vec<_> = d.outer.iter().take(depth).cloned().collect();
+            outer.append(&mut rd.outer);
+            rd.outer = outer;
+        }
+        let fragments = Fragments {
+            count: whole.fragment_sizes.len(),
+            sizes: whole.fragment_sizes.iter().map(|s| u32::from(*s)).collect(),
+            layer: if depth == 0 && !rd.outer.is_empty() {
+                "outer"
+            } else if depth > 0 {
+                "inner"
+            } else {
+                "ip"
+            }
+            .to_string(),
+        };
+        self.classify(&rd, Some(fragments), point, direction, ts_ns, frames)
+    }
+
+    fn classify(
+        &mut self,
+        d: &Dissection,
+        fragments: Option<Fragments>,
+        point: usize,
+        direction: Direction,
+        ts_ns: u64,
+        frames: Vec<usize>,
+    ) -> Option<Sighting> {
+        let ip = d.ip.as_ref()?;
+        let flow = d.flow()?;
+        let marker = d
+            .find_marker()
+            .filter(|m| m.marker.trace_id == self.trace_id);
+        let (seq, kind) = match (&d.l4, marker) {
+            // An ICMP error about a probe: by its marker, or by the quoted IP id when the quote
+            // stops short of the marker.
+            (Some(L4::Icmp(icmp)), m) if icmp.is_error() => {
+                let seq = match m {
+                    Some(m) => m.marker.seq,
+                    None => {
+                        let q = icmp.quote.as_ref()?.ip.as_ref()?;
+                        *self.ip_ids.get(&(q.src, q.id)).or_else(|| {
+                            self.ip_ids
+                                .iter()
+                                .find(|((_, id), _)| *id == q.id)
+                                .map(|(_, s)| s)
+                        })?
+                    }
+                };
+                (
+                    seq,
+                    SightingKind::IcmpError {
+                        sender: ip.src,
+                        name: icmp.name().to_string(),
+                        mtu: icmp.mtu,
+                    },
+                )
+            }
+            (_, Some(m)) => (m.marker.seq, self.marked_kind(d, &flow)),
+            // Unmarked: an answer to a probe flow (SYN-ACK, RST, a UDP reply).
+            (Some(L4::Tcp(_) | L4::Udp(_)), None) => {
+                let seq = *self.forward_flows.get(&flow.reversed())?;
+                (seq, SightingKind::Reply)
+            }
+            _ => return None,
+        };
+        let leg = match kind {
+            SightingKind::Probe => Leg::Forward,
+            _ => Leg::Return,
+        };
+        if leg == Leg::Forward && self.forward_flows.len() < MAX_TRACKED_FLOWS {
+            self.forward_flows.insert(flow, seq);
+            self.ip_ids.insert((ip.src, ip.id), seq);
+        }
+        Some(Sighting {
+            point,
+            direction,
+            ts_ns,
+            seq,
+            leg,
+            kind,
+            flow,
+            packet: packet_view(d, ip, &flow),
+            outer: d.outer.iter().map(outer_view).collect(),
+            fragments,
+            frames,
+        })
+    }
+
+    /// Probe or reply, for a packet that carries our marker.
+    fn marked_kind(&self, d: &Dissection, flow: &Flow) -> SightingKind {
+        match &d.l4 {
+            Some(L4::Icmp(i)) if i.name() == "echo reply" => SightingKind::Reply,
+            Some(L4::Icmp(_)) => SightingKind::Probe,
+            Some(L4::Tcp(t)) if t.flags & 0x12 == 0x02 => SightingKind::Probe,
+            Some(L4::Tcp(_)) => SightingKind::Reply,
+            // UDP: a responder that echoes the payload carries the marker back. Same flow as a
+            // forward sighting: forward; reversed: reply; a flow never seen (a NAT rewrite
+            // between points): forward if one side is still the probe's, else by which side
+            // matches a forward source.
+            _ => {
+                let reply = !self.forward_flows.is_empty()
+                    && !self.forward_flows.contains_key(flow)
+                    && (self.forward_flows.contains_key(&flow.reversed())
+                        || self
+                            .forward_flows
+                            .keys()
+                            .any(|f| f.dst == flow.src && f.dport == flow.sport));
+                if reply {
+                    SightingKind::Reply
+                } else {
+                    SightingKind::Probe
+                }
+            }
+        }
+    }
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmp6".into(),
+        n => n.to_string(),
+    }
+}
+
+fn tcp_flags(flags: u8) -> String {
+    let names = [
+        (0x02, "SYN"),
+        (0x10, "ACK"),
+        (0x04, "RST"),
+        (0x01, "FIN"),
+        (0x08, "PSH"),
+    ];
+    let v: Vec<&str> = names
+        .iter()
+        .filter(|(b, _)| flags & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join("-")
+    }
+}
+
+fn packet_view(d: &Dissection, ip: &Ip, flow: &Flow) -> PacketView {
+    let (sport, dport, what) = match &d.l4 {
+        Some(L4::Tcp(t)) => (Some(t.sport), Some(t.dport), tcp_flags(t.flags)),
+        Some(L4::Udp(u)) => (Some(u.sport), Some(u.dport), "datagram".to_string()),
+        Some(L4::Icmp(i)) => {
+            let mut w = i.name().to_string();
+            if let Some(mtu) = i.mtu {
+                w.push_str(&format!(" mtu {mtu}"));
+            }
+            (None, None, w)
+        }
+        None => (None, None, String::new()),
+    };
+    PacketView {
+        src: flow.src.to_string(),
+        dst: flow.dst.to_string(),
+        proto: proto_name(ip.proto),
+        sport,
+        dport,
+        ttl: ip.ttl,
+        len: u32::from(ip.total_len),
+        ip_id: ip.id,
+        df: ip.df,
+        what,
+    }
+}
+
+fn outer_view(o: &dye_decode::Outer) -> OuterView {
+    OuterView {
+        kind: o.tunnel.name().to_string(),
+        vni: o.tunnel.id(),
+        src: o.ip.src.to_string(),
+        dst: o.ip.dst.to_string(),
+        sport: o.udp.map(|u| u.sport),
+        dport: o.udp.map(|u| u.dport),
+        ttl: o.ip.ttl,
+        df: o.ip.df,
+        len: u32::from(o.ip.total_len),
+    }
+}

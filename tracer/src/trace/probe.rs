@@ -1,0 +1,251 @@
+//! Probe packets: whole IP packets (ICMP echo, UDP datagram or TCP SYN) whose L4 payload ends
+//! with the dye marker, so they can be recognised at every hop however they are rewritten,
+//! wrapped or split. Built here, sent by `inject`.
+
+use std::net::IpAddr;
+
+use dye_decode::build::{self, tcp_flags, V4};
+use dye_decode::Marker;
+
+/// Transport of the probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Proto {
+    Icmp,
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Icmp => "icmp",
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        }
+    }
+
+    /// L4 header length.
+    fn header_len(self) -> u32 {
+        match self {
+            Proto::Icmp | Proto::Udp => 8,
+            Proto::Tcp => 20,
+        }
+    }
+}
+
+/// The smallest probe: no link pads a 64-byte IP packet (padding would move the marker away
+/// from the end of the frame).
+pub const MIN_SIZE: u32 = 64;
+
+/// Everything a probe of this trace shares.
+#[derive(Debug, Clone)]
+pub struct ProbeTemplate {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: Proto,
+    /// Destination port (UDP/TCP).
+    pub dport: u16,
+    /// First source port (UDP/TCP); probe `seq` uses `sport_base + seq` so that every probe is
+    /// its own flow (its own conntrack entry and NAT decision). ICMP: the echo identifier.
+    pub sport_base: u16,
+    /// IP packet size in bytes (header included).
+    pub size: u32,
+    pub df: bool,
+    pub trace_id: u32,
+}
+
+/// A probe ready to send.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub seq: u32,
+    /// IPv4 id (or IPv6 flow label) it carries, to match ICMP errors with short quotes.
+    pub ip_id: u32,
+    pub packet: Vec<u8>,
+}
+
+/// Why a probe cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProbeError {
+    #[error("--size {size} is too small: a {proto} probe needs at least {min} bytes")]
+    TooSmall {
+        size: u32,
+        proto: &'static str,
+        min: u32,
+    },
+    #[error("--size {0} is too large: an IP packet holds at most 65535 bytes")]
+    TooLarge(u32),
+    #[error("source {src} and destination {dst} are not the same IP version")]
+    MixedFamilies { src: IpAddr, dst: IpAddr },
+}
+
+impl ProbeTemplate {
+    fn ip_header_len(&self) -> u32 {
+        if self.dst.is_ipv4() {
+            20
+        } else {
+            40
+        }
+    }
+
+    /// The smallest size this template accepts.
+    pub fn min_size(&self) -> u32 {
+        (self.ip_header_len() + self.proto.header_len() + Marker::LEN as u32).max(MIN_SIZE)
+    }
+
+    pub fn check(&self) -> Result<(), ProbeError> {
+        if self.src.is_ipv4() != self.dst.is_ipv4() {
+            return Err(ProbeError::MixedFamilies {
+                src: self.src,
+                dst: self.dst,
+            });
+        }
+        if self.size < self.min_size() {
+            return Err(ProbeError::TooSmall {
+                size: self.size,
+                proto: self.proto.as_str(),
+                min: self.min_size(),
+            });
+        }
+        if self.size > 65535 {
+            return Err(ProbeError::TooLarge(self.size));
+        }
+        Ok(())
+    }
+
+    /// Probe number `seq` with IP id `ip_id`.
+    pub fn build(&self, seq: u32, ip_id: u16) -> Result<Probe, ProbeError> {
+        self.check()?;
+        let payload_len = (self.size - self.ip_header_len() - self.proto.header_len()) as usize;
+        let mut payload = vec![0u8; payload_len];
+        payload[..3.min(payload_len)].copy_from_slice(&b"dye"[..3.min(payload_len)]);
+        Marker::new(self.trace_id, seq)
+            .encode_into(&mut payload)
+            .map_err(|_| ProbeError::TooSmall {
+                size: self.size,
+                proto: self.proto.as_str(),
+                min: self.min_size(),
+            })?;
+        let sport = self.sport_base.wrapping_add(seq as u16);
+        let (l4, proto_num) = match (self.proto, self.src, self.dst) {
+            (Proto::Icmp, IpAddr::V4(_), _) => (
+                build::icmp4(
+                    8,
+                    0,
+                    build::echo_rest(self.sport_base, seq as u16),
+                    &payload,
+                ),
+                1,
+            ),
+            (Proto::Icmp, IpAddr::V6(s), IpAddr::V6(d)) => (
+                build::icmp6(
+                    s,
+                    d,
+                    128,
+                    0,
+                    build::echo_rest(self.sport_base, seq as u16),
+                    &payload,
+                ),
+                58,
+            ),
+            (Proto::Udp, s, d) => (build::udp(s, d, sport, self.dport, &payload), 17),
+            (Proto::Tcp, s, d) => (
+                build::tcp(
+                    s,
+                    d,
+                    sport,
+                    self.dport,
+                    u32::from(ip_id) << 8 | seq,
+                    0,
+                    tcp_flags::SYN,
+                    &payload,
+                ),
+                6,
+            ),
+            (Proto::Icmp, s, d) => return Err(ProbeError::MixedFamilies { src: s, dst: d }),
+        };
+        let packet = match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                build::ipv4(&V4::new(s, d).ttl(64).id(ip_id).df(self.df), proto_num, &l4)
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => build::ipv6(s, d, 64, proto_num, &[], &l4),
+            (s, d) => return Err(ProbeError::MixedFamilies { src: s, dst: d }),
+        };
+        Ok(Probe {
+            seq,
+            ip_id: u32::from(ip_id),
+            packet,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dye_decode::{dissect, LinkType, Options, L4};
+
+    fn template(proto: Proto, size: u32) -> ProbeTemplate {
+        ProbeTemplate {
+            src: "10.244.1.2".parse().unwrap(),
+            dst: "10.96.0.10".parse().unwrap(),
+            proto,
+            dport: 80,
+            sport_base: 40000,
+            size,
+            df: true,
+            trace_id: 0x1a2b3c4d,
+        }
+    }
+
+    #[test]
+    fn probes_dissect_back_to_what_was_asked() {
+        for proto in [Proto::Icmp, Proto::Udp, Proto::Tcp] {
+            let p = template(proto, 100).build(3, 777).unwrap();
+            assert_eq!(p.packet.len(), 100, "{proto:?}");
+            let d = dissect(&p.packet, LinkType::RawIp, &Options::default());
+            assert!(d.error.is_none(), "{proto:?}: {:?}", d.error);
+            let ip = d.ip.as_ref().unwrap();
+            assert_eq!((ip.id, ip.df, ip.ttl, ip.total_len), (777, true, 64, 100));
+            let m = d.find_marker().expect("marker");
+            assert_eq!((m.marker.trace_id, m.marker.seq), (0x1a2b3c4d, 3));
+            match (proto, d.l4.unwrap()) {
+                (Proto::Icmp, L4::Icmp(i)) => assert_eq!((i.kind, i.seq), (8, Some(3))),
+                (Proto::Udp, L4::Udp(u)) => assert_eq!((u.sport, u.dport), (40003, 80)),
+                (Proto::Tcp, L4::Tcp(t)) => {
+                    assert_eq!((t.sport, t.dport, t.flags), (40003, 80, 0x02))
+                }
+                (p, l4) => panic!("{p:?} dissected as {l4:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_are_checked() {
+        assert_eq!(
+            template(Proto::Tcp, 60).check(),
+            Err(ProbeError::TooSmall {
+                size: 60,
+                proto: "tcp",
+                min: 64
+            })
+        );
+        assert!(template(Proto::Icmp, 64).check().is_ok());
+        assert_eq!(
+            template(Proto::Udp, 70000).check(),
+            Err(ProbeError::TooLarge(70000))
+        );
+        let mut v6 = template(Proto::Udp, 64);
+        v6.dst = "fd00::1".parse().unwrap();
+        assert!(matches!(v6.check(), Err(ProbeError::MixedFamilies { .. })));
+    }
+
+    #[test]
+    fn ipv6_probes_carry_the_marker() {
+        let mut t = template(Proto::Icmp, 100);
+        t.src = "fd00:10:244:1::2".parse().unwrap();
+        t.dst = "fd00:10:244:2::2".parse().unwrap();
+        let p = t.build(1, 5).unwrap();
+        let d = dissect(&p.packet, LinkType::RawIp, &Options::default());
+        assert_eq!(d.ip.as_ref().unwrap().version, 6);
+        assert_eq!(d.find_marker().unwrap().marker.seq, 1);
+    }
+}

@@ -1,0 +1,371 @@
+//! Outputs of a trace: a terminal view that reads like a story (one line per hop, what changed
+//! underneath it), a Mermaid path diagram, and the vendor pcapng with every probe packet
+//! annotated with its hop and what happened there. JSON is the report itself (serde).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write;
+
+use dye_capture::pcapng::{InterfaceInfo, PcapngWriter, SectionInfo};
+
+use super::report::{EventType, Hop, Leg, PacketView, TraceReport};
+use super::run::TraceRun;
+
+/// ANSI styling, only when writing to a terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+}
+
+fn endpoint(addr: &str, port: Option<u16>) -> String {
+    match port {
+        Some(p) if addr.contains(':') => format!("[{addr}]:{p}"),
+        Some(p) => format!("{addr}:{p}"),
+        None => addr.to_string(),
+    }
+}
+
+fn packet_line(p: &PacketView) -> String {
+    format!(
+        "{} → {} {} {} ttl {} len {}{}",
+        endpoint(&p.src, p.sport),
+        endpoint(&p.dst, p.dport),
+        p.proto,
+        p.what,
+        p.ttl,
+        p.len,
+        if p.df { " DF" } else { "" }
+    )
+}
+
+fn micros(ns: u64) -> String {
+    format!("{:.1}", ns as f64 / 1000.0)
+}
+
+/// The terminal story.
+pub fn text(r: &TraceReport, style: Style) -> String {
+    let mut out = String::new();
+    let v = &r.verdict;
+    let verdict_color = if v.kind.is_success() { "1;32" } else { "1;31" };
+    let _ = writeln!(
+        out,
+        "dye trace {}: {} probe{} of {} bytes{} from {} ({}) to {}",
+        r.probe.trace_id,
+        r.probe.count,
+        if r.probe.count == 1 { "" } else { "s" },
+        r.probe.size,
+        if r.probe.df { " DF" } else { "" },
+        r.probe.from,
+        r.probe.src,
+        r.probe.to
+    );
+    let _ = writeln!(out);
+    let width = r
+        .hops
+        .iter()
+        .map(|h| h.netns.len() + h.ifname.len() + 1)
+        .max()
+        .unwrap_or(10)
+        .max(10);
+    let _ = writeln!(
+        out,
+        "  {:>2} {:>9}  {:<width$}  {:<6} {:<3}  packet",
+        "#", "t (µs)", "where", "kind", "dir"
+    );
+    let mut leg = Leg::Forward;
+    let mut last_packet: Option<&PacketView> = None;
+    let mut last_outer = 0usize;
+    for h in &r.hops {
+        if h.leg != leg {
+            leg = h.leg;
+            let _ = writeln!(out, "  {}", style.paint("2", "── return ──"));
+            last_packet = None;
+        }
+        let place = format!("{}/{}", h.netns, h.ifname);
+        // Show the packet when it first appears or changes; otherwise a ditto mark keeps the
+        // eye on what changed.
+        let mut pkt = if last_packet
+            .map(|p| packet_line(p) != packet_line(&h.packet))
+            .unwrap_or(true)
+        {
+            packet_line(&h.packet)
+        } else {
+            "〃".to_string()
+        };
+        if let Some(o) = h.outer.first() {
+            if h.outer.len() != last_outer || pkt != "〃" {
+                let vni = o.vni.map(|v| format!(" vni {v}")).unwrap_or_default();
+                pkt = format!("[{}{vni} {} → {}] {pkt}", o.kind, o.src, o.dst);
+            }
+        }
+        if let Some(f) = &h.fragments {
+            pkt.push_str(&format!(
+                " ({} fragments: {})",
+                f.count,
+                f.sizes
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join("+")
+            ));
+        }
+        let _ = writeln!(
+            out,
+            "  {:>2} {:>9}  {:<width$}  {:<6} {:<3}  {pkt}",
+            h.index,
+            micros(h.t_ns),
+            place,
+            h.kind,
+            h.direction
+        );
+        for e in &h.events {
+            let code = match e.kind {
+                EventType::Dnat | EventType::Snat => "1;33",
+                EventType::Encap | EventType::Decap => "36",
+                EventType::Fragment | EventType::Reassemble => "35",
+                EventType::Ttl => "2",
+                EventType::Icmp | EventType::Drop => "1;31",
+            };
+            let _ = writeln!(
+                out,
+                "  {:>2} {:>9}  {}",
+                "",
+                "",
+                style.paint(code, &format!("↳ {}", e.detail))
+            );
+        }
+        if let Some(ct) = &h.conntrack {
+            let _ = writeln!(
+                out,
+                "  {:>2} {:>9}  {}",
+                "",
+                "",
+                style.paint(
+                    "33",
+                    &format!(
+                        "  conntrack in {}: {} ⇄ reply {} [{}]",
+                        h.netns, ct.orig, ct.reply, ct.status
+                    )
+                )
+            );
+        }
+        last_packet = Some(&h.packet);
+        last_outer = h.outer.len();
+    }
+    if r.hops.is_empty() {
+        let _ = writeln!(out, "  (no hop seen)");
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "verdict: {} — {}",
+        style.paint(verdict_color, v.kind.as_str()),
+        v.detail
+    );
+    if let Some(next) = &v.expected_next {
+        let _ = writeln!(out, "expected next: {next}");
+    }
+    if r.probes.len() > 1 {
+        for p in &r.probes {
+            let rtt = p
+                .rtt_ns
+                .map(|n| format!(", rtt {} µs", micros(n)))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  probe {}: {} over {} hops{rtt}",
+                p.seq,
+                p.verdict.as_str(),
+                p.path.len()
+            );
+        }
+    } else if let Some(rtt) = r.probes.first().and_then(|p| p.rtt_ns) {
+        let _ = writeln!(out, "round trip: {} µs", micros(rtt));
+    }
+    let dropped: u64 = r.capture.iter().map(|c| c.kernel_dropped).sum();
+    let lost: Vec<&str> = r
+        .capture
+        .iter()
+        .filter(|c| c.lost.is_some())
+        .map(|c| c.name.as_str())
+        .collect();
+    let _ = writeln!(
+        out,
+        "capture: {} points, {} kernel drops{}; {} ms",
+        r.capture.len(),
+        dropped,
+        if lost.is_empty() {
+            String::new()
+        } else {
+            format!(", lost: {}", lost.join(", "))
+        },
+        r.elapsed_ms
+    );
+    out
+}
+
+fn mermaid_label(s: &str) -> String {
+    s.replace('"', "'")
+}
+
+/// A Mermaid flowchart of the representative probe's path, hops grouped by namespace.
+pub fn mermaid(r: &TraceReport) -> String {
+    let mut out = String::from("flowchart LR\n");
+    let mut group: Option<(String, usize)> = None;
+    for (i, h) in r.hops.iter().enumerate() {
+        let key = format!(
+            "{}{}",
+            h.netns,
+            if h.leg == Leg::Return {
+                " (return)"
+            } else {
+                ""
+            }
+        );
+        if group.as_ref().map(|(k, _)| k != &key).unwrap_or(true) {
+            if group.is_some() {
+                out.push_str("  end\n");
+            }
+            let _ = writeln!(out, "  subgraph g{i}[\"{}\"]", mermaid_label(&key));
+            group = Some((key, i));
+        }
+        let _ = writeln!(
+            out,
+            "    h{i}[\"{} {}<br/>{}\"]",
+            h.ifname,
+            h.direction,
+            mermaid_label(&format!("{} → {}", h.packet.src, h.packet.dst))
+        );
+    }
+    if group.is_some() {
+        out.push_str("  end\n");
+    }
+    for i in 1..r.hops.len() {
+        let h = &r.hops[i];
+        let label: Vec<String> = h
+            .events
+            .iter()
+            .filter(|e| e.kind != EventType::Drop)
+            .map(|e| match (&e.from, &e.to) {
+                (Some(a), Some(b)) => format!("{:?} {a}→{b}", e.kind).to_lowercase(),
+                _ => format!("{:?}", e.kind).to_lowercase(),
+            })
+            .collect();
+        if label.is_empty() {
+            let _ = writeln!(out, "  h{} --> h{i}", i - 1);
+        } else {
+            let _ = writeln!(
+                out,
+                "  h{} -->|\"{}\"| h{i}",
+                i - 1,
+                mermaid_label(&label.join("; "))
+            );
+        }
+    }
+    if let (Some(last), Some(next)) = (r.verdict.last_seen, &r.verdict.expected_next) {
+        let _ = writeln!(out, "  missing[\"never seen: {}\"]", mermaid_label(next));
+        let _ = writeln!(out, "  h{last} -.->|dropped| missing");
+        out.push_str("  style missing stroke:#d00,stroke-dasharray: 5 5\n");
+    }
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PcapExportError {
+    #[error(transparent)]
+    Pcapng(#[from] dye_capture::pcapng::PcapngError),
+    #[error("pcapng write: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes the vendor pcapng: one interface per capture point (`<netns>/<ifname>`), the probe
+/// packets at every hop (every captured packet with `all`), each probe packet commented with its
+/// hop and what happened there.
+pub fn pcapng<W: Write>(run: &TraceRun, out: W, all: bool) -> Result<u64, PcapExportError> {
+    let mut section = SectionInfo::for_this_host();
+    section.comment = Some(format!(
+        "dye trace {} from {} to {} ({} {} bytes): {} — {}",
+        run.report.probe.trace_id,
+        run.report.probe.from,
+        run.report.probe.to,
+        run.report.probe.proto,
+        run.report.probe.size,
+        run.report.verdict.kind.as_str(),
+        run.report.verdict.detail
+    ));
+    let mut w = PcapngWriter::new(out, &section)?;
+    let mut ids = Vec::with_capacity(run.points.len());
+    for p in &run.points {
+        ids.push(w.add_interface(&InterfaceInfo {
+            name: p.name(),
+            description: format!(
+                "{} mtu {}, netns {}, node {}",
+                p.kind, p.mtu, p.netns, p.node
+            ),
+            linktype: 1,
+            snaplen: 262_144,
+        })?);
+    }
+    // Comments per frame: which probe, which leg, which hop of the reported path, what changed.
+    let hop_of: HashMap<(u32, usize, String, Leg), &Hop> = run
+        .report
+        .hops
+        .iter()
+        .filter_map(|h| {
+            let point = run
+                .points
+                .iter()
+                .position(|p| p.netns == h.netns && p.ifname == h.ifname)?;
+            Some(((h.seq, point, h.direction.clone(), h.leg), h))
+        })
+        .collect();
+    let mut comments: HashMap<usize, String> = HashMap::new();
+    for s in &run.sightings {
+        let leg = s.leg;
+        let leg_word = if leg == Leg::Forward {
+            "forward"
+        } else {
+            "return"
+        };
+        let mut c = format!(
+            "dye {} probe {} {leg_word}",
+            run.report.probe.trace_id, s.seq
+        );
+        if let Some(h) = hop_of.get(&(s.seq, s.point, s.direction.as_str().to_string(), leg)) {
+            let _ = write!(c, " hop {}", h.index);
+            for e in &h.events {
+                let _ = write!(c, "; {:?}: {}", e.kind, e.detail);
+            }
+        }
+        if s.frames.len() > 1 {
+            let _ = write!(c, " (fragment of {})", s.frames.len());
+        }
+        for f in &s.frames {
+            comments.insert(*f, c.clone());
+        }
+    }
+    let mut written = 0;
+    for (i, f) in run.frames.iter().enumerate() {
+        let Some(f) = f else { continue };
+        let comment = comments.get(&i);
+        if !all && comment.is_none() {
+            continue;
+        }
+        let Some(id) = ids.get(f.point) else { continue };
+        let c: Vec<&str> = comment.map(|c| vec![c.as_str()]).unwrap_or_default();
+        w.write_packet(*id, f.ts_ns, f.orig_len, &f.data, Some(f.direction), &c)?;
+        written += 1;
+    }
+    w.flush()?;
+    Ok(written)
+}

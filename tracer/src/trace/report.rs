@@ -1,0 +1,214 @@
+//! The trace report, schema `dye.trace/v1` (docs/trace-schema.md). Scripts depend on it: fields
+//! may be added, never renamed or removed without a new schema version.
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA: &str = "dye.trace/v1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TraceReport {
+    pub schema: String,
+    pub probe: ProbeSpec,
+    pub verdict: Verdict,
+    /// The path of the representative probe (see `probes`), forward leg then return leg.
+    pub hops: Vec<Hop>,
+    /// One line per probe sent: its own verdict and path, for when probes diverge (a Service
+    /// balancing to several endpoints).
+    pub probes: Vec<ProbeSummary>,
+    /// Where dye listened, and what each capture point saw and lost.
+    pub capture: Vec<PointReport>,
+    /// Wall time of the whole trace in milliseconds (setup, probes, wait, reconstruction).
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeSpec {
+    /// The source namespace as given (name, path, pid:N, host).
+    pub from: String,
+    /// The source address the probes carried.
+    pub src: String,
+    /// Destination, `ip` or `ip:port`.
+    pub to: String,
+    /// icmp | udp | tcp
+    pub proto: String,
+    /// IP packet size in bytes.
+    pub size: u32,
+    pub df: bool,
+    /// Random per-trace marker id, 8 hex digits.
+    pub trace_id: String,
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    /// The probe reached the destination namespace; no reply was expected or seen.
+    Delivered,
+    /// A reply came back to the source (echo reply, SYN-ACK, RST, UDP reply).
+    Answered,
+    /// The probe vanished inside the path.
+    Dropped,
+    /// An ICMP error came back instead of an answer.
+    IcmpError,
+    /// Nothing of the probe was seen at all.
+    Timeout,
+}
+
+impl VerdictKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Delivered => "delivered",
+            VerdictKind::Answered => "answered",
+            VerdictKind::Dropped => "dropped",
+            VerdictKind::IcmpError => "icmp_error",
+            VerdictKind::Timeout => "timeout",
+        }
+    }
+
+    /// Delivered and answered are successes (exit 0); the rest are not (exit 1).
+    pub fn is_success(self) -> bool {
+        matches!(self, VerdictKind::Delivered | VerdictKind::Answered)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verdict {
+    pub kind: VerdictKind,
+    /// In words a person can act on.
+    pub detail: String,
+    /// Index into `hops` of the last place the probe was seen on its forward leg.
+    pub last_seen: Option<usize>,
+    /// `netns/ifname` where the probe should have appeared next.
+    pub expected_next: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Leg {
+    Forward,
+    Return,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hop {
+    pub index: usize,
+    pub netns: String,
+    pub ifname: String,
+    /// veth | bridge | vxlan | geneve | ipip | gre | physical | loopback | other
+    pub kind: String,
+    /// The node the namespace belongs to.
+    pub node: String,
+    /// in | out
+    pub direction: String,
+    /// Nanoseconds after the probe was injected.
+    pub t_ns: u64,
+    pub leg: Leg,
+    /// Which probe (sequence number) this sighting is of.
+    pub seq: u32,
+    pub packet: PacketView,
+    pub outer: Vec<OuterView>,
+    pub fragments: Option<Fragments>,
+    pub events: Vec<HopEvent>,
+    pub conntrack: Option<Conntrack>,
+}
+
+/// The innermost packet as seen at a hop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketView {
+    pub src: String,
+    pub dst: String,
+    /// icmp | icmp6 | udp | tcp | <number>
+    pub proto: String,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub ttl: u8,
+    /// IP total length.
+    pub len: u32,
+    pub ip_id: u32,
+    pub df: bool,
+    /// e.g. "echo request", "unreachable need-frag", "SYN", "SYN-ACK".
+    pub what: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OuterView {
+    /// vxlan | geneve | gre | gretap | ipip | sit | ip6ip6 | ip4ip6
+    pub kind: String,
+    pub vni: Option<u32>,
+    pub src: String,
+    pub dst: String,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub ttl: u8,
+    pub df: bool,
+    pub len: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fragments {
+    pub count: usize,
+    /// IP total length of each fragment.
+    pub sizes: Vec<u32>,
+    /// outer | inner
+    pub layer: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    Dnat,
+    Snat,
+    Encap,
+    Decap,
+    Fragment,
+    Reassemble,
+    Ttl,
+    Icmp,
+    Drop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HopEvent {
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub detail: String,
+}
+
+/// The conntrack entry that confirms a NAT rewrite, from the namespace that did it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conntrack {
+    /// Original direction tuple, e.g. "tcp 10.244.1.3:40000 → 10.96.0.10:80".
+    pub orig: String,
+    /// Reply direction tuple.
+    pub reply: String,
+    /// Flags such as ASSURED, SEEN_REPLY, and the protocol state.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeSummary {
+    pub seq: u32,
+    pub verdict: VerdictKind,
+    /// Forward then return hops, as `netns/ifname:dir`.
+    pub path: Vec<String>,
+    /// Injection to the answer reaching the source again, when answered.
+    pub rtt_ns: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PointReport {
+    /// `netns/ifname`
+    pub name: String,
+    pub kind: String,
+    pub mtu: u32,
+    /// Probe-related frames this point saw.
+    pub sightings: u64,
+    /// Frames captured (after the kernel filter), both directions.
+    pub captured: u64,
+    /// Frames the kernel dropped because the ring was full.
+    pub kernel_dropped: u64,
+    /// Set when the interface disappeared mid-trace.
+    pub lost: Option<String>,
+}
