@@ -40,7 +40,7 @@ VETH_A=$(ip -n "$(ns node-1)" -o link show master cni0 | awk -F': ' '{print $2}'
 
 # The probe marker: the last 4 bytes of every probe frame, whatever the encapsulation depth.
 MARK=d7e0d7e0
-FILTER="(icmp or udp port 8472) and ether[len - 4:4] = 0x$MARK"
+FILTER=${FILTER:-"(icmp or udp port 8472) and ether[len - 4:4] = 0x$MARK"}  # FILTER=... for an unselective run
 
 POINTS=(
     "$(ns pod-a)/eth0" "$(ns node-1)/$VETH_A" "$(ns node-1)/cni0" "$(ns node-1)/flannel.1"
