@@ -9,7 +9,7 @@ PACKAGES=(
   containernetworking-plugins              # CNI bridge + host-local, invoked as the kubelet does
   tshark tcpdump                           # outside checks of dye's captures and decodes
   iputils-ping iputils-tracepath ncat      # plain-tool checks of the lab, MTU baselines
-  procps psmisc                            # pgrep/pkill for lab listeners
+  procps psmisc time                       # pgrep/pkill; /usr/bin/time -v for benchmarks
 )
 
 missing=()

@@ -1,7 +1,8 @@
 //! The small listener every lab pod runs: TCP and UDP on fixed ports, answering with the pod's
 //! name so a client can tell which endpoint a Service picked. TCP connections get the name line
-//! and then an echo of what they send. Bounded: a capped number of concurrent connections,
-//! read timeouts, and datagrams answered one reply per request.
+//! and then an echo of what they send; a datagram gets the name line followed by the datagram
+//! itself (so a dye probe's marker comes back at the end of the reply, as with ping). Bounded:
+//! a capped number of concurrent connections, read timeouts, one reply per datagram.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -58,11 +59,15 @@ fn echo(mut stream: TcpStream, greeting: &[u8]) -> std::io::Result<()> {
     }
 }
 
-fn serve_udp(sock: UdpSocket, reply: &[u8]) {
+fn serve_udp(sock: UdpSocket, name_line: &[u8]) {
     let mut buf = [0u8; 2048];
+    let mut reply = Vec::with_capacity(name_line.len() + buf.len());
     loop {
-        if let Ok((_, peer)) = sock.recv_from(&mut buf) {
-            let _ = sock.send_to(reply, peer);
+        if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            reply.clear();
+            reply.extend_from_slice(name_line);
+            reply.extend_from_slice(&buf[..n]);
+            let _ = sock.send_to(&reply, peer);
         }
     }
 }

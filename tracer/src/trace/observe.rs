@@ -182,6 +182,16 @@ impl Observer {
             // An ICMP error about a probe: by its marker, or by the quoted IP id when the quote
             // stops short of the marker.
             (Some(L4::Icmp(icmp)), m) if icmp.is_error() => {
+                // An error about one of our *replies* — typically the source's own kernel
+                // refusing an answer addressed to a port dye's raw socket does not own — says
+                // nothing about the probe.
+                if let Some(qf) = icmp.quote.as_ref().and_then(|q| q.flow()) {
+                    if !self.forward_flows.contains_key(&qf)
+                        && self.forward_flows.contains_key(&qf.reversed())
+                    {
+                        return None;
+                    }
+                }
                 let seq = match m {
                     Some(m) => m.marker.seq,
                     None => {

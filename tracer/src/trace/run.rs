@@ -202,7 +202,8 @@ pub fn trace(
         scope.points.len(),
         scope.topology.namespaces.len()
     ));
-    let session = CaptureSession::start_with_stop(capture, Arc::clone(&stop))?;
+    // The session gets its own stop flag: stopping it must not read as a user interrupt.
+    let session = CaptureSession::start(capture)?;
     let injector = Injector::open(&source, cfg.to)?;
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,

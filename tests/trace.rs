@@ -1,0 +1,627 @@
+//! End-to-end tests of `dye trace` on the lab: each asserts the hops, the events between them
+//! and the verdict against what the lab's topology says must happen.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde_json::Value;
+use support::{dye, root_snapshot, Lab};
+
+/// Runs `dye trace --json ARGS` and returns (exit code, report).
+fn trace(args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["trace", "--json"];
+    all.extend_from_slice(args);
+    let out = dye(&all);
+    let code = out.status.code().unwrap_or(-1);
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "trace printed no JSON ({e}); exit {code}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, report)
+}
+
+fn hops(r: &Value) -> &Vec<Value> {
+    r["hops"].as_array().expect("hops")
+}
+
+/// Hops of one leg as "netns/ifname:dir", with the lab prefix removed.
+fn path(lab: &Lab, r: &Value, leg: &str) -> Vec<String> {
+    let prefix = lab.ns("");
+    hops(r)
+        .iter()
+        .filter(|h| h["leg"] == leg)
+        .map(|h| {
+            format!(
+                "{}/{}:{}",
+                h["netns"].as_str().unwrap().trim_start_matches(&prefix),
+                h["ifname"].as_str().unwrap(),
+                h["direction"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn hop_at<'a>(
+    lab: &Lab,
+    r: &'a Value,
+    member: &str,
+    ifname: &str,
+    dir: &str,
+    leg: &str,
+) -> &'a Value {
+    let ns = lab.ns(member);
+    hops(r)
+        .iter()
+        .find(|h| {
+            h["netns"] == ns.as_str()
+                && h["ifname"] == ifname
+                && h["direction"] == dir
+                && h["leg"] == leg
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {leg} hop {member}/{ifname}:{dir} in {:?}",
+                path(lab, r, leg)
+            )
+        })
+}
+
+fn events_of(h: &Value, kind: &str) -> Vec<Value> {
+    h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .cloned()
+        .collect()
+}
+
+/// The host-side veth of a pod, as the lab reports it.
+fn host_veth(lab: &Lab, pod: &str) -> String {
+    let out = lab.exec(pod, &["cat", "/sys/class/net/eth0/iflink"]);
+    let peer_index = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let node = lab.view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == pod)
+        .unwrap()["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let links = lab.exec(&node, &["ip", "-o", "link"]);
+    String::from_utf8_lossy(&links.stdout)
+        .lines()
+        .find(|l| l.starts_with(&format!("{peer_index}:")))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+        .expect("host veth")
+}
+
+#[test]
+fn icmp_across_nodes_shows_every_hop_vxlan_and_the_return_leg() {
+    let lab = Lab::up();
+    let c = lab.pod_ip("pod-c");
+    let (code, r) = trace(&["--from", &lab.ns("pod-a"), "--to", &c]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["schema"], "dye.trace/v1");
+    assert_eq!(r["verdict"]["kind"], "answered", "{}", r["verdict"]);
+
+    let a_veth = host_veth(&lab, "pod-a");
+    let c_veth = host_veth(&lab, "pod-c");
+    let forward = path(&lab, &r, "forward");
+    let expected = [
+        "pod-a/eth0:out".to_string(),
+        format!("node-1/{a_veth}:in"),
+        "node-1/cni0:in".into(),
+        "node-1/flannel.1:out".into(),
+        "node-1/eth0:out".into(),
+        "underlay/node-1:in".into(),
+        "underlay/node-2:out".into(),
+        "node-2/eth0:in".into(),
+        "node-2/flannel.1:in".into(),
+        "node-2/cni0:out".into(),
+        format!("node-2/{c_veth}:out"),
+        "pod-c/eth0:in".into(),
+    ];
+    assert_eq!(forward, expected);
+    // The return leg walks the same devices back to pod-a.
+    let ret = path(&lab, &r, "return");
+    assert_eq!(ret.first().map(String::as_str), Some("pod-c/eth0:out"));
+    assert_eq!(ret.last().map(String::as_str), Some("pod-a/eth0:in"));
+    assert_eq!(ret.len(), expected.len());
+
+    // Encapsulation on node-1's uplink: VXLAN VNI 1, UDP 8472, node addresses outside.
+    let up = hop_at(&lab, &r, "node-1", "eth0", "out", "forward");
+    let outer = &up["outer"][0];
+    assert_eq!(
+        (
+            outer["kind"].as_str(),
+            outer["vni"].as_u64(),
+            outer["dport"].as_u64()
+        ),
+        (Some("vxlan"), Some(1), Some(8472))
+    );
+    assert_eq!(
+        (outer["src"].as_str(), outer["dst"].as_str()),
+        (Some("192.168.50.11"), Some("192.168.50.12"))
+    );
+    assert_eq!(events_of(up, "encap").len(), 1);
+    assert_eq!(
+        events_of(
+            hop_at(&lab, &r, "node-2", "flannel.1", "in", "forward"),
+            "decap"
+        )
+        .len(),
+        1
+    );
+    // Two routing steps: node-1 and node-2 each decrement the TTL.
+    let ttl: Vec<u64> = hops(&r)
+        .iter()
+        .filter(|h| h["leg"] == "forward")
+        .map(|h| h["packet"]["ttl"].as_u64().unwrap())
+        .collect();
+    assert_eq!((ttl.first(), ttl.last()), (Some(&64), Some(&62)));
+    let ttl_events = hops(&r)
+        .iter()
+        .filter(|h| h["leg"] == "forward")
+        .flat_map(|h| events_of(h, "ttl"))
+        .count();
+    assert_eq!(ttl_events, 2);
+    // Time moves forward along the path.
+    let t: Vec<u64> = hops(&r)
+        .iter()
+        .map(|h| h["t_ns"].as_u64().unwrap())
+        .collect();
+    assert!(t.windows(2).all(|w| w[0] <= w[1]), "{t:?}");
+}
+
+#[test]
+fn pod_to_pod_on_one_node_is_bridged_without_routing() {
+    let lab = Lab::up();
+    let b = lab.pod_ip("pod-b");
+    let (code, r) = trace(&["--from", &lab.ns("pod-a"), "--to", &b, "--proto", "icmp"]);
+    assert_eq!(code, 0, "{r}");
+    let forward = path(&lab, &r, "forward");
+    assert_eq!(
+        forward,
+        vec![
+            "pod-a/eth0:out".to_string(),
+            format!("node-1/{}:in", host_veth(&lab, "pod-a")),
+            format!("node-1/{}:out", host_veth(&lab, "pod-b")),
+            "pod-b/eth0:in".into()
+        ]
+    );
+    assert!(
+        hops(&r)
+            .iter()
+            .all(|h| h["events"].as_array().unwrap().is_empty()),
+        "bridging changes nothing: {r}"
+    );
+}
+
+#[test]
+fn udp_and_tcp_across_nodes_are_answered() {
+    let lab = Lab::up();
+    let c = lab.pod_ip("pod-c");
+    let (code, r) = trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &format!("{c}:5353"),
+        "--proto",
+        "udp",
+    ]);
+    assert_eq!(code, 0, "{}", r["verdict"]);
+    assert_eq!(r["probe"]["proto"], "udp");
+    assert!(path(&lab, &r, "forward").contains(&"node-1/flannel.1:out".to_string()));
+    assert_eq!(
+        hop_at(&lab, &r, "pod-c", "eth0", "in", "forward")["packet"]["dport"],
+        5353
+    );
+
+    let (code, r) = trace(&["--from", &lab.ns("pod-a"), "--to", &format!("{c}:8080")]);
+    assert_eq!(code, 0, "{}", r["verdict"]);
+    assert_eq!(r["probe"]["proto"], "tcp");
+    assert!(
+        r["verdict"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("SYN-ACK"),
+        "{}",
+        r["verdict"]
+    );
+    let reply = hop_at(&lab, &r, "pod-a", "eth0", "in", "return");
+    assert_eq!(reply["packet"]["what"], "SYN-ACK");
+}
+
+#[test]
+fn cluster_ip_dnat_is_named_confirmed_by_conntrack_and_undone_on_return() {
+    let lab = Lab::up();
+    // Several probes, each its own flow: the Service balances them over both endpoints.
+    let (code, r) = trace(&[
+        "--from",
+        &lab.ns("pod-b"),
+        "--to",
+        "10.96.0.10:80",
+        "--count",
+        "6",
+        "--interval",
+        "20ms",
+    ]);
+    assert_eq!(code, 0, "{}", r["verdict"]);
+    let dnat_hop = hops(&r)
+        .iter()
+        .find(|h| h["leg"] == "forward" && !events_of(h, "dnat").is_empty())
+        .unwrap_or_else(|| panic!("no DNAT in {r}"));
+    assert!(
+        dnat_hop["netns"].as_str().unwrap().ends_with("-node-1"),
+        "DNAT happens on the client's node"
+    );
+    let dnat = &events_of(dnat_hop, "dnat")[0];
+    assert_eq!(dnat["from"], "10.96.0.10:80");
+    let endpoint = dnat["to"].as_str().unwrap();
+    let pod_a = format!("{}:8080", lab.pod_ip("pod-a"));
+    let pod_c = format!("{}:8080", lab.pod_ip("pod-c"));
+    assert!(endpoint == pod_a || endpoint == pod_c, "{endpoint}");
+    let ct = &dnat_hop["conntrack"];
+    assert!(
+        ct["orig"].as_str().unwrap().contains("→ 10.96.0.10:80"),
+        "{ct}"
+    );
+    assert!(
+        ct["reply"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("tcp {endpoint}")),
+        "{ct}"
+    );
+    // The answer reaches pod-b from the ClusterIP again: the return leg was un-NATed.
+    let back = hop_at(&lab, &r, "pod-b", "eth0", "in", "return");
+    assert_eq!(back["packet"]["src"], "10.96.0.10");
+    assert_eq!(back["packet"]["sport"], 80);
+    assert!(hops(&r)
+        .iter()
+        .filter(|h| h["leg"] == "return")
+        .any(|h| !events_of(h, "snat").is_empty()));
+    // Probes that went to the other node crossed the overlay; both endpoints were reached.
+    let paths: Vec<String> = r["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].to_string())
+        .collect();
+    let cross = paths.iter().filter(|p| p.contains("flannel.1")).count();
+    assert!(
+        cross > 0 && cross < 6,
+        "6 probes over two endpoints should split (p = 1/32 not to): {cross} crossed"
+    );
+}
+
+#[test]
+fn office_to_vip_names_every_rewrite_where_it_happens() {
+    let lab = Lab::up();
+    let (code, r) = trace(&["--from", &lab.ns("office"), "--to", "203.0.113.80:80"]);
+    assert_eq!(code, 0, "{}", r["verdict"]);
+    // The firewall rewrites both sides at once.
+    let fw = hop_at(&lab, &r, "fw", "eth0", "out", "forward");
+    let snat = &events_of(fw, "snat")[0];
+    let dnat = &events_of(fw, "dnat")[0];
+    assert!(snat["from"].as_str().unwrap().starts_with("10.244.2.50:"));
+    assert!(snat["to"].as_str().unwrap().starts_with("100.64.0.1:"));
+    assert_eq!(dnat["from"], "203.0.113.80:80");
+    assert_eq!(dnat["to"], "192.168.50.11:30080");
+    assert!(
+        fw["conntrack"]["reply"]
+            .as_str()
+            .unwrap()
+            .contains("192.168.50.11:30080 → 100.64.0.1"),
+        "{}",
+        fw["conntrack"]
+    );
+    // node-1: NodePort DNAT to an endpoint and masquerade, confirmed by node-1's conntrack.
+    let node = hops(&r)
+        .iter()
+        .find(|h| {
+            h["leg"] == "forward"
+                && h["netns"].as_str().unwrap().ends_with("-node-1")
+                && !events_of(h, "dnat").is_empty()
+        })
+        .unwrap_or_else(|| panic!("no NodePort DNAT on node-1: {r}"));
+    assert_eq!(events_of(node, "dnat")[0]["from"], "192.168.50.11:30080");
+    assert_eq!(events_of(node, "snat").len(), 1, "masquerade");
+    assert!(
+        node["conntrack"]["orig"]
+            .as_str()
+            .unwrap()
+            .contains("100.64.0.1"),
+        "{}",
+        node["conntrack"]
+    );
+    // If the endpoint is on node-2, the rest of the way is VXLAN.
+    let to = events_of(node, "dnat")[0]["to"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    if to.starts_with(&lab.pod_ip("pod-c")) {
+        assert!(!events_of(
+            hop_at(&lab, &r, "node-1", "eth0", "out", "forward"),
+            "encap"
+        )
+        .is_empty());
+    }
+    // The office gets its answer from the VIP, never from a pod address.
+    let back = hop_at(&lab, &r, "office", "eth0", "in", "return");
+    assert_eq!(back["packet"]["src"], "203.0.113.80");
+}
+
+#[test]
+fn a_forward_drop_is_located_with_the_hop_expected_next() {
+    let lab = Lab::up();
+    lab.fault(&["drop-pod", "pod-c"]);
+    let (code, r) = trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &lab.pod_ip("pod-c"),
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 1, "{}", r["verdict"]);
+    let v = &r["verdict"];
+    assert_eq!(v["kind"], "dropped");
+    let last = &hops(&r)[v["last_seen"].as_u64().unwrap() as usize];
+    assert_eq!(last["netns"], lab.ns("node-2"));
+    assert!(
+        last["ifname"] == "flannel.1" || last["ifname"] == "cni0",
+        "{last}"
+    );
+    assert_eq!(last["direction"], "in");
+    assert_eq!(
+        v["expected_next"],
+        format!("{}/{} (out)", lab.ns("node-2"), host_veth(&lab, "pod-c"))
+    );
+    assert!(v["detail"].as_str().unwrap().contains("firewall"), "{v}");
+    assert!(path(&lab, &r, "return").is_empty());
+}
+
+#[test]
+fn underlay_mtu_fragments_outside_and_df_makes_a_located_black_hole() {
+    let lab = Lab::up();
+    let c = lab.pod_ip("pod-c");
+    lab.fault(&["underlay-mtu", "1400"]);
+    let (code, r) = trace(&["--from", &lab.ns("pod-a"), "--to", &c, "--size", "1450"]);
+    assert_eq!(code, 0, "{}", r["verdict"]);
+    let up = hop_at(&lab, &r, "node-1", "eth0", "out", "forward");
+    let f = &up["fragments"];
+    assert_eq!(
+        (f["count"].as_u64(), f["layer"].as_str()),
+        (Some(2), Some("outer")),
+        "{up}"
+    );
+    // 1450 + 50 bytes of VXLAN = 1500, cut at 1400.
+    assert_eq!(f["sizes"], serde_json::json!([1396, 124]));
+    assert_eq!(events_of(up, "fragment").len(), 1);
+    assert!(
+        hops(&r)
+            .iter()
+            .any(|h| h["netns"] == lab.ns("node-2") && !events_of(h, "reassemble").is_empty()),
+        "no reassembly on node-2"
+    );
+
+    lab.fault(&["vxlan-df"]);
+    let (code, r) = trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &c,
+        "--size",
+        "1450",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 1);
+    let v = &r["verdict"];
+    assert_eq!(v["kind"], "dropped");
+    let last = &hops(&r)[v["last_seen"].as_u64().unwrap() as usize];
+    assert_eq!(
+        (last["netns"].as_str(), last["ifname"].as_str()),
+        (Some(lab.ns("node-1").as_str()), Some("flannel.1"))
+    );
+    assert_eq!(
+        v["expected_next"],
+        format!("{}/eth0 (out)", lab.ns("node-1"))
+    );
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("1500 bytes") && detail.contains("MTU 1400") && detail.contains("1350"),
+        "{detail}"
+    );
+}
+
+/// Everything a trace could leave behind in the lab's namespaces: rules, links, their flags and
+/// promiscuity (timers and counters, which move by themselves, are left out).
+fn lab_state(lab: &Lab) -> BTreeMap<String, String> {
+    let text = |o: std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let mut m = BTreeMap::new();
+    for member in lab.view["members"].as_array().unwrap() {
+        let name = member["name"].as_str().unwrap();
+        let links = text(lab.exec(name, &["ip", "-o", "link"]));
+        let promisc: Vec<String> = text(lab.exec(name, &["ip", "-d", "-o", "link"]))
+            .lines()
+            .map(|l| {
+                l.split_whitespace()
+                    .skip_while(|w| *w != "promiscuity")
+                    .take(4)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        let rules: String = text(lab.exec(name, &["iptables-save"]))
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(" [").next().unwrap_or(l).to_string() + "\n")
+            .collect();
+        let nft: String = text(lab.exec(name, &["nft", "list", "ruleset"]))
+            .lines()
+            .map(|l| l.split(" counter packets").next().unwrap_or(l).to_string() + "\n")
+            .collect();
+        m.insert(
+            name.to_string(),
+            format!("{links}{}\n{rules}{nft}", promisc.join("\n")),
+        );
+    }
+    m
+}
+
+#[test]
+fn a_trace_leaves_nothing_behind_and_writes_an_annotated_pcap() {
+    let lab = Lab::up();
+    let before = (root_snapshot(), lab_state(&lab));
+    let pcap = format!("/tmp/dye-test-trace-{}.pcapng", lab.id);
+    let (code, r) = trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &lab.pod_ip("pod-c"),
+        "--pcap",
+        &pcap,
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        (root_snapshot(), lab_state(&lab)),
+        before,
+        "the trace changed rules or links"
+    );
+
+    // tshark reads the file: every hop is a packet on an interface named after its point, and
+    // each carries the hop comment.
+    let out = Command::new("tshark")
+        .args([
+            "-r",
+            &pcap,
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "frame.interface_name",
+            "-e",
+            "frame.comment",
+            "-e",
+            "frame.packet_flags_direction",
+        ])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&pcap).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<String>> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('|').map(String::from).collect())
+        .collect();
+    assert_eq!(rows.len(), hops(&r).len(), "one packet per hop");
+    // Packets are in capture (time) order; each names its hop in the comment.
+    let mut seen = std::collections::BTreeSet::new();
+    for row in &rows {
+        let index: usize = row[1]
+            .split("hop ")
+            .nth(1)
+            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no hop number in {row:?}"));
+        let hop = &hops(&r)[index];
+        assert_eq!(
+            row[0],
+            format!(
+                "{}/{}",
+                hop["netns"].as_str().unwrap(),
+                hop["ifname"].as_str().unwrap()
+            ),
+            "{row:?}"
+        );
+        // EPB flags: inbound 1, outbound 2 (tshark shows the direction bits).
+        let inbound = hop["direction"] == "in";
+        assert_eq!(
+            row[2].trim_start_matches("0x").trim_start_matches('0'),
+            if inbound { "1" } else { "2" },
+            "{row:?}"
+        );
+        seen.insert(index);
+    }
+    assert_eq!(seen.len(), hops(&r).len(), "every hop is in the pcap once");
+    let encap_row = rows
+        .iter()
+        .find(|row| row[0] == format!("{}/eth0", lab.ns("node-1")) && row[1].contains("forward"))
+        .unwrap();
+    assert!(
+        encap_row[1].contains("VXLAN encapsulation"),
+        "{encap_row:?}"
+    );
+}
+
+#[test]
+fn bad_input_fails_before_anything_is_sent() {
+    let lab = Lab::up();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--from", "dye-nosuch-ns", "--to", "10.244.2.2"],
+            "dye-nosuch-ns",
+        ),
+        (&["--from", "host", "--to", "10.244.2.300"], "10.244.2.300"),
+        (
+            &["--from", "host", "--to", "10.96.0.10", "--proto", "udp"],
+            "needs a port",
+        ),
+        (
+            &["--from", "host", "--to", "10.96.0.10:80", "--proto", "icmp"],
+            "no port",
+        ),
+        (
+            &["--from", "host", "--to", "10.96.0.10", "--count", "1000"],
+            "--count",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut all = vec!["trace"];
+        all.extend_from_slice(args);
+        let out = dye(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    let out = dye(&[
+        "trace",
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &lab.pod_ip("pod-c"),
+        "--size",
+        "4000",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("MTU 1450"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = dye(&[
+        "trace",
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &lab.pod_ip("pod-c"),
+        "--pcap",
+        "/nonexistent-dir/x.pcapng",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-dir/x.pcapng"));
+}
