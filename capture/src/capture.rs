@@ -333,26 +333,46 @@ impl CaptureSession {
             }
         }
         let mut linktypes = vec![1u32; config.points.len()];
-        for (ns, idxs) in groups {
-            let got = ns.run(
-                || -> Result<Vec<(usize, Direction, Capture<Active>)>, CaptureError> {
-                    let mut out = Vec::new();
-                    for &i in &idxs {
-                        let p = &config.points[i];
-                        if nix::net::if_::if_nametoindex(p.ifname.as_str()).is_err() {
-                            return Err(CaptureError::NoSuchInterface {
-                                netns: p.netns.name().to_string(),
-                                ifname: p.ifname.clone(),
-                            });
-                        }
-                        for dir in [Direction::In, Direction::Out] {
-                            out.push((i, dir, open_handle(&config, p, dir)?));
-                        }
-                    }
-                    Ok(out)
-                },
-            )??;
-            for (i, dir, cap) in got {
+        // Namespaces are opened in parallel (each on its own namespace thread): opening and
+        // filtering two handles per point dominates the start-up time of a wide capture.
+        let results: Vec<Result<Vec<OpenedHandle>, CaptureError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = groups
+                .iter()
+                .map(|(ns, idxs)| {
+                    let config = &config;
+                    scope.spawn(move || {
+                        ns.run(|| -> Result<Vec<OpenedHandle>, CaptureError> {
+                            let mut out = Vec::new();
+                            for &i in idxs {
+                                let p = &config.points[i];
+                                if nix::net::if_::if_nametoindex(p.ifname.as_str()).is_err() {
+                                    return Err(CaptureError::NoSuchInterface {
+                                        netns: p.netns.name().to_string(),
+                                        ifname: p.ifname.clone(),
+                                    });
+                                }
+                                for dir in [Direction::In, Direction::Out] {
+                                    out.push((i, dir, open_handle(config, p, dir)?));
+                                }
+                            }
+                            Ok(out)
+                        })?
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(CaptureError::Thread(
+                            "opening capture handles panicked".into(),
+                        ))
+                    })
+                })
+                .collect()
+        });
+        for got in results {
+            for (i, dir, cap) in got? {
                 linktypes[i] = cap.get_datalink().0 as u32;
                 handles.push(Handle {
                     cap,
@@ -642,6 +662,20 @@ struct Reader {
     emitted: u64,
 }
 
+/// A handle opened for point `.0` in direction `.1`.
+type OpenedHandle = (usize, Direction, Capture<Active>);
+
+/// Closes capture handles concurrently. Closing a packet socket waits for an RCU grace period
+/// (`synchronize_net` in the kernel); one after another, dozens of handles took a second, while
+/// concurrent closes share grace periods.
+fn close_all(handles: Vec<Handle>) {
+    std::thread::scope(|scope| {
+        for h in handles {
+            scope.spawn(move || drop(h));
+        }
+    });
+}
+
 /// Packets read from one handle per wake-up before moving on (fairness between points).
 const BATCH: usize = 4096;
 const STATS_EVERY: Duration = Duration::from_millis(250);
@@ -706,15 +740,39 @@ impl Reader {
             if !self.immediate {
                 std::thread::sleep(Duration::from_millis(self.timeout_ms.max(1) as u64 + 20));
             }
-            for i in 0..self.handles.len() {
-                if self.handles[i].alive {
-                    self.drain(i, usize::MAX);
-                }
-            }
+            // Only handles with something to read: reading an idle handle blocks for its read
+            // timeout, which over dozens of handles made stopping take a second.
+            while self.drain_ready() {}
             self.emit(u64::MAX);
         }
         self.update_stats();
         self.heap.clear();
+        close_all(std::mem::take(&mut self.handles));
+    }
+
+    /// Drains every handle that a zero-timeout poll reports readable; false when none was.
+    fn drain_ready(&mut self) -> bool {
+        let live: Vec<usize> = (0..self.handles.len())
+            .filter(|&i| self.handles[i].alive)
+            .collect();
+        let ready: Vec<usize> = {
+            let mut fds: Vec<PollFd<'_>> = live
+                .iter()
+                .map(|&i| PollFd::new(self.handles[i].cap.as_fd(), PollFlags::POLLIN))
+                .collect();
+            if poll(&mut fds, 0u16).is_err() {
+                return false;
+            }
+            live.iter()
+                .zip(&fds)
+                .filter(|(_, fd)| fd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
+                .map(|(&i, _)| i)
+                .collect()
+        };
+        for &i in &ready {
+            self.drain(i, usize::MAX);
+        }
+        !ready.is_empty()
     }
 
     /// Reads up to `max` packets from handle `i` into the reorder buffer.

@@ -45,8 +45,9 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_FRAMES: usize = 100_000;
 const MAX_FRAME_BYTES: usize = 64 << 20;
-/// After the last answer, how long to keep draining (capture delivers with a short reorder delay).
-const SETTLE: Duration = Duration::from_millis(300);
+/// After the last answer, how long to keep draining: longer than capture's 100 ms reorder window
+/// in immediate mode, so the hops still in it arrive.
+const SETTLE: Duration = Duration::from_millis(150);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
