@@ -110,11 +110,15 @@ fn inner(f: &mut Formatter<'_>, d: &Dissection, ip: &Ip) -> fmt::Result {
         Ep(ip.dst, ports.map(|p| p.1))
     )?;
     match &d.l4 {
-        Some(L4::Tcp(t)) => {
+        Some(L4::Tcp(t)) if t.captured >= 16 => {
             f.write_str(" tcp ")?;
             tcp_flags(f, t.flags)?;
             write!(f, " seq {} ack {} win {}", t.seq, t.ack, t.window)?;
         }
+        Some(L4::Tcp(t)) if t.captured >= 8 => {
+            write!(f, " tcp seq {} ({} bytes quoted)", t.seq, t.captured)?
+        }
+        Some(L4::Tcp(t)) => write!(f, " tcp ({} bytes quoted)", t.captured)?,
         Some(L4::Udp(u)) => write!(f, " udp len {}", u.len)?,
         Some(L4::Icmp(i)) => {
             f.write_str(if i.v6 { " icmp6 " } else { " icmp " })?;
