@@ -195,7 +195,8 @@ pub fn trace(
     capture.filter = (!cfg.keep_all).then(|| capture_filter(trace_id, cfg));
     capture.immediate = true;
     capture.promisc = false;
-    capture.buffer_bytes = 1 << 20;
+    // Probes are few: small rings keep a wide trace light (two rings per point).
+    capture.buffer_bytes = 256 << 10;
     capture.max_packets = Some(MAX_FRAMES as u64 * 2);
     capture.duration = Some(cfg.interval * cfg.count + cfg.timeout + Duration::from_secs(5));
     progress(&format!(
