@@ -20,22 +20,22 @@ ns() { echo "dye-$id-$1"; }
 trap '"$dye" lab down "$id" >/dev/null' EXIT INT TERM
 
 echo "== bringing up lab $id"
-"$dye" lab up --id "$id"
+"$dye" lab up --id "$id" | tail -4
 
 step() { printf '\n== %s\n$ %s\n' "$1" "$2"; }
 
-step "pod-a (node-1) → pod-c (node-2), across the VXLAN overlay" \
-  "ip netns exec $(ns pod-a) ping -c2 10.244.2.2"
-ip netns exec "$(ns pod-a)" ping -c2 -W1 10.244.2.2
+step "pod-a on node-1 → pod-c on node-2: every hop across the VXLAN overlay and back" \
+  "dye trace --from $(ns pod-a) --to 10.244.2.2"
+"$dye" trace --from "$(ns pod-a)" --to 10.244.2.2
 
-step "pod-b → ClusterIP 10.96.0.10:80 (kube-proxy DNAT to pod-a or pod-c), 6 tries" \
-  "ip netns exec $(ns pod-b) ncat 10.96.0.10 80 </dev/null"
-for _ in 1 2 3 4 5 6; do ip netns exec "$(ns pod-b)" ncat -w2 10.96.0.10 80 </dev/null; done | sort | uniq -c
+step "office → VIP 203.0.113.80:80: firewall SNAT+DNAT, NodePort DNAT + masquerade, each confirmed by conntrack" \
+  "dye trace --from $(ns office) --to 203.0.113.80:80"
+"$dye" trace --from "$(ns office)" --to 203.0.113.80:80
 
-step "office 10.244.2.50 → VIP 203.0.113.80:80 (firewall SNAT+DNAT, NodePort, masquerade)" \
-  "ip netns exec $(ns office) ncat 203.0.113.80 80 </dev/null"
-ip netns exec "$(ns office)" ncat -w2 203.0.113.80 80 </dev/null
-ip netns exec "$(ns fw)" conntrack -L -p tcp 2>/dev/null | head -1
+step "a DROP rule for pod-c in node-2's FORWARD chain: where does the probe die?" \
+  "dye lab fault $id drop-pod pod-c; dye trace --from $(ns pod-a) --to 10.244.2.2"
+"$dye" lab fault "$id" drop-pod pod-c
+"$dye" trace --from "$(ns pod-a)" --to 10.244.2.2 --timeout 1s || echo "(exit status $?: not delivered)"
 
 echo
 echo "== tearing down lab $id"

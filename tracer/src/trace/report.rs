@@ -1,4 +1,4 @@
-//! The trace report, schema `dye.trace/v1` (docs/trace-schema.md). Scripts depend on it: fields
+//! The trace report, schema `dye.trace/v1` (tracer/docs/trace-schema.md). Scripts depend on it: fields
 //! may be added, never renamed or removed without a new schema version.
 
 use serde::{Deserialize, Serialize};
