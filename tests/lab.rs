@@ -446,6 +446,23 @@ fn bad_input_gets_a_clear_message_and_builds_nothing() {
     );
     assert!(namespaces_with_prefix(&format!("dye-{id}-")).is_empty());
 
+    // A missing CNI plugin is named with the package that provides it, before anything is built.
+    let id = unique_id();
+    let out = Command::new(support::dye_bin())
+        .args(["lab", "up", "--id", &id])
+        .env("CNI_PATH", "/nonexistent-cni")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent-cni/bridge")
+            && stderr.contains("containernetworking-plugins"),
+        "{stderr}"
+    );
+    assert!(namespaces_with_prefix(&format!("dye-{id}-")).is_empty());
+    assert!(!std::path::Path::new(&format!("/run/dye/lab-{id}")).exists());
+
     // A bad id, and removing a lab that does not exist (harmless).
     assert_eq!(dye(&["lab", "up", "--id", "Bad/Id"]).status.code(), Some(2));
     let out = dye(&["lab", "down", "nosuchlab"]);
