@@ -19,7 +19,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== tests"
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
 
 echo "== leftovers"
 # Test labs are named dye-t<hex>x<n>-…; none may survive the suite.
@@ -30,3 +32,8 @@ if [[ -n "$left" ]]; then
   exit 1
 fi
 echo "no test namespaces left"
+
+# One closing line over every test binary (cargo prints one "test result" per binary; the
+# last of them is often a doctest run with nothing in it).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i; if ($(i+1) ~ /^ignored;?$/) s += $i } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
