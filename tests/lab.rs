@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{dye, namespaces_with_prefix, require_root, root_snapshot, unique_id, Lab};
+use support::{
+    dye, namespaces_with_prefix, require_root, root_snapshot, tshark_fields, unique_id, Lab,
+};
 
 /// Captures `count` packets with tcpdump inside `member`'s namespace while `traffic` runs and
 /// returns the pcap. tcpdump stops by itself after `count` packets (or after 5 s): stopping it
@@ -53,26 +55,6 @@ fn capture_while(
     traffic();
     let _ = tcpdump.wait();
     pcap
-}
-
-/// `tshark -r FILE -T fields` rows for the given fields.
-fn tshark_fields(pcap: &str, extra: &[&str], fields: &[&str]) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.args(["-r", pcap, "-T", "fields", "-E", "separator=|"])
-        .args(extra);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split('|').map(String::from).collect())
-        .collect()
 }
 
 mod tempfile_path {

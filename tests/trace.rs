@@ -5,10 +5,9 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use serde_json::Value;
-use support::{dye, root_snapshot, Lab};
+use support::{dye, root_snapshot, tshark_fields, Lab};
 
 /// Runs `dye trace --json ARGS` and returns (exit code, report).
 fn trace(args: &[&str]) -> (i32, Value) {
@@ -501,34 +500,16 @@ fn a_trace_leaves_nothing_behind_and_writes_an_annotated_pcap() {
 
     // tshark reads the file: every hop is a packet on an interface named after its point, and
     // each carries the hop comment.
-    let out = Command::new("tshark")
-        .args([
-            "-r",
-            &pcap,
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-e",
+    let rows = tshark_fields(
+        &pcap,
+        &[],
+        &[
             "frame.interface_name",
-            "-e",
             "frame.comment",
-            "-e",
             "frame.packet_flags_direction",
-        ])
-        .output()
-        .unwrap();
-    std::fs::remove_file(&pcap).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let rows: Vec<Vec<String>> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split('|').map(String::from).collect())
-        .collect();
-    assert_eq!(rows.len(), hops(&r).len(), "one packet per hop");
+    std::fs::remove_file(&pcap).unwrap();
     // Packets are in capture (time) order; each names its hop in the comment.
     let mut seen = std::collections::BTreeSet::new();
     for row in &rows {
@@ -590,7 +571,25 @@ fn bad_input_fails_before_anything_is_sent() {
             "--count",
         ),
     ];
-    for (args, needle) in cases {
+    let (from, to) = (lab.ns("pod-a"), lab.pod_ip("pod-c"));
+    let lab_cases: &[(&[&str], &str)] = &[
+        (
+            &["--from", &from, "--to", &to, "--size", "4000"],
+            "MTU 1450",
+        ),
+        (
+            &[
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "--pcap",
+                "/nonexistent-dir/x.pcapng",
+            ],
+            "/nonexistent-dir/x.pcapng",
+        ),
+    ];
+    for (args, needle) in cases.iter().chain(lab_cases) {
         let mut all = vec!["trace"];
         all.extend_from_slice(args);
         let out = dye(&all);
@@ -598,30 +597,4 @@ fn bad_input_fails_before_anything_is_sent() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
-    let out = dye(&[
-        "trace",
-        "--from",
-        &lab.ns("pod-a"),
-        "--to",
-        &lab.pod_ip("pod-c"),
-        "--size",
-        "4000",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("MTU 1450"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = dye(&[
-        "trace",
-        "--from",
-        &lab.ns("pod-a"),
-        "--to",
-        &lab.pod_ip("pod-c"),
-        "--pcap",
-        "/nonexistent-dir/x.pcapng",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-dir/x.pcapng"));
 }

@@ -232,3 +232,23 @@ fn strip_counters(line: &str) -> String {
         _ => line.to_string(),
     }
 }
+
+/// `tshark -r PCAP -T fields` rows for `fields` (an outside tool's reading of a capture).
+pub fn tshark_fields(pcap: &str, extra: &[&str], fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.args(["-r", pcap, "-T", "fields", "-E", "separator=|"])
+        .args(extra);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("run tshark");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('|').map(String::from).collect())
+        .collect()
+}
