@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use support::{
     dye, namespaces_with_prefix, require_root, root_snapshot, tshark_fields, unique_id, Lab,
+    TempPcap,
 };
 
 /// Captures `count` packets with tcpdump inside `member`'s namespace while `traffic` runs and
@@ -22,9 +23,9 @@ fn capture_while(
     filter: &str,
     count: u32,
     traffic: impl FnOnce(),
-) -> tempfile_path::TempPcap {
+) -> TempPcap {
     use std::io::Read;
-    let pcap = tempfile_path::TempPcap::new(&lab.id);
+    let pcap = TempPcap::new(&lab.id);
     let mut tcpdump = Command::new("ip")
         .args(["netns", "exec", &lab.ns(member), "timeout", "5", "tcpdump"])
         .args([
@@ -55,26 +56,6 @@ fn capture_while(
     traffic();
     let _ = tcpdump.wait();
     pcap
-}
-
-mod tempfile_path {
-    /// A pcap path under /tmp removed on drop.
-    pub struct TempPcap(String);
-    impl TempPcap {
-        pub fn new(tag: &str) -> TempPcap {
-            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            TempPcap(format!("/tmp/dye-test-{tag}-{n}.pcap"))
-        }
-        pub fn path(&self) -> &str {
-            &self.0
-        }
-    }
-    impl Drop for TempPcap {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
 }
 
 fn ttl_of_ping(lab: &Lab, from: &str, to: &str) -> Option<u32> {

@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use support::{dye, root_snapshot, tshark_fields, Lab};
+use support::{dye, root_snapshot, tshark_fields, Lab, TempPcap};
 
 /// Runs `dye trace --json ARGS` and returns (exit code, report).
 fn trace(args: &[&str]) -> (i32, Value) {
@@ -482,7 +482,8 @@ fn lab_state(lab: &Lab) -> BTreeMap<String, String> {
 fn a_trace_leaves_nothing_behind_and_writes_an_annotated_pcap() {
     let lab = Lab::up();
     let before = (root_snapshot(), lab_state(&lab));
-    let pcap = format!("/tmp/dye-test-trace-{}.pcapng", lab.id);
+    let pcap_file = TempPcap::new(&lab.id);
+    let pcap = pcap_file.path().to_string();
     let (code, r) = trace(&[
         "--from",
         &lab.ns("pod-a"),
@@ -509,7 +510,6 @@ fn a_trace_leaves_nothing_behind_and_writes_an_annotated_pcap() {
             "frame.packet_flags_direction",
         ],
     );
-    std::fs::remove_file(&pcap).unwrap();
     // Packets are in capture (time) order; each names its hop in the comment.
     let mut seen = std::collections::BTreeSet::new();
     for row in &rows {

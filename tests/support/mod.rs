@@ -252,3 +252,24 @@ pub fn tshark_fields(pcap: &str, extra: &[&str], fields: &[&str]) -> Vec<Vec<Str
         .map(|l| l.split('|').map(String::from).collect())
         .collect()
 }
+
+/// A capture file path under /tmp, removed on drop (also when the test fails).
+pub struct TempPcap(String);
+
+impl TempPcap {
+    pub fn new(tag: &str) -> TempPcap {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        TempPcap(format!("/tmp/dye-test-{tag}-{n}.pcap"))
+    }
+
+    pub fn path(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for TempPcap {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
