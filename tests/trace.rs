@@ -598,3 +598,32 @@ fn bad_input_fails_before_anything_is_sent() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_source_given_by_pid_is_the_same_namespace_as_its_name() {
+    let lab = Lab::up();
+    // pod-a's responder lives in pod-a's namespace: `--from PID` must find it by inode, name
+    // its hops as pod-a, and see the answer come home.
+    let pids = std::process::Command::new("ip")
+        .args(["netns", "pids", &lab.ns("pod-a")])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a process in pod-a")
+        .to_string();
+    let (code, r) = trace(&["--from", &pid, "--to", &lab.pod_ip("pod-c")]);
+    assert_eq!(code, 0, "{}", r["verdict"]);
+    assert_eq!(r["verdict"]["kind"], "answered");
+    let forward = path(&lab, &r, "forward");
+    assert_eq!(
+        forward.first().map(String::as_str),
+        Some("pod-a/eth0:out"),
+        "{forward:?}"
+    );
+    assert!(
+        forward.contains(&"node-1/flannel.1:out".to_string()),
+        "{forward:?}"
+    );
+}

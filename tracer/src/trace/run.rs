@@ -163,7 +163,7 @@ pub fn trace(
         points = scope.points.len(),
         "scope discovered"
     );
-    if let (Some(dev), Some(info)) = (&route.dev, scope.topology.namespace(source.name())) {
+    if let (Some(dev), Some(info)) = (&route.dev, scope.topology.namespace(&scope.source)) {
         if let Some(link) = info.link(dev) {
             if cfg.size > link.mtu {
                 return Err(TraceError::Invalid(format!(
@@ -219,7 +219,7 @@ pub fn trace(
     let source_points: Vec<bool> = scope
         .metas
         .iter()
-        .map(|m| m.netns == source.name())
+        .map(|m| m.netns == scope.source)
         .collect();
     let mut frames: Vec<Option<Frame>> = Vec::new();
     let mut frame_bytes = 0usize;
@@ -313,7 +313,7 @@ pub fn trace(
     let oracle = TopologyOracle {
         topology: &scope.topology,
     };
-    let mut rec = reconstruct(&scope.metas, source.name(), &sent, &sightings, &oracle);
+    let mut rec = reconstruct(&scope.metas, &scope.source, &sent, &sightings, &oracle);
     confirm_nat(&scope, &mut rec.hops);
 
     let capture_report = scope

@@ -3,7 +3,7 @@
 //! user, and the capture points on their interfaces. The same discovered topology answers the
 //! verdict's questions: who owns an address, and where a vanished probe should have appeared.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
 
 use dye_capture::netlink::LinkKind;
@@ -47,26 +47,38 @@ pub struct Scope {
     pub topology: Topology,
     pub points: Vec<CapturePoint>,
     pub metas: Vec<PointMeta>,
+    /// The source namespace's name in `topology` (found by inode: `--from 4242` and
+    /// `--from dye-demo-pod-a` may name the same namespace).
+    pub source: String,
 }
 
 impl Scope {
     pub fn discover(source: &Netns, req: &ScopeRequest) -> Result<Scope, ScopeError> {
-        let all = Netns::enumerate()?;
-        let chosen: Vec<Netns> = if req.all_namespaces {
-            all
-        } else if !req.namespaces.is_empty() {
-            let mut v = vec![source.clone()];
+        let topology = if !req.all_namespaces && !req.namespaces.is_empty() {
+            let mut chosen = vec![source.clone()];
             for r in &req.namespaces {
                 let ns = Netns::open_str(r)?;
-                if !v.contains(&ns) {
-                    v.push(ns);
+                if !chosen.contains(&ns) {
+                    chosen.push(ns);
                 }
             }
-            v
+            Topology::discover(&chosen)?
         } else {
-            reachable(source, &all)?
+            // One discovery of every namespace; the default scope then keeps those reachable.
+            let mut all = Netns::enumerate()?;
+            all.push(source.clone()); // dropped again if already listed (same inode)
+            let mut topology = Topology::discover(&all)?;
+            if !req.all_namespaces {
+                retain_reachable(&mut topology, source);
+            }
+            topology
         };
-        let topology = Topology::discover(&chosen)?;
+        let source_name = topology
+            .namespaces
+            .iter()
+            .find(|n| n.id == source.id())
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| source.name().to_string());
         let mut points = Vec::new();
         let mut metas = Vec::new();
         for info in &topology.namespaces {
@@ -115,20 +127,24 @@ impl Scope {
             topology,
             points,
             metas,
+            source: source_name,
         })
     }
 }
 
-/// Every namespace connected to `source` through veth pairs, transitively.
-fn reachable(source: &Netns, all: &[Netns]) -> Result<Vec<Netns>, ScopeError> {
-    let topo = Topology::discover(all)?;
+/// Keeps only the namespaces connected to `source` through veth pairs, transitively. Edges to
+/// namespaces outside stay: they still name the far end of a veth.
+fn retain_reachable(topology: &mut Topology, source: &Netns) {
+    let Some(start) = topology.namespaces.iter().find(|n| n.id == source.id()) else {
+        return;
+    };
     let mut seen: BTreeSet<String> = BTreeSet::new();
-    let mut queue = VecDeque::from([source.name().to_string()]);
+    let mut queue = VecDeque::from([start.name.clone()]);
     while let Some(ns) = queue.pop_front() {
         if !seen.insert(ns.clone()) {
             continue;
         }
-        for e in &topo.edges {
+        for e in &topology.edges {
             if let Edge::VethPair { a, b } = e {
                 if a.netns == ns && !seen.contains(&b.netns) {
                     queue.push_back(b.netns.clone());
@@ -139,14 +155,7 @@ fn reachable(source: &Netns, all: &[Netns]) -> Result<Vec<Netns>, ScopeError> {
             }
         }
     }
-    let mut out = vec![source.clone()];
-    let mut ids = HashSet::from([source.id()]);
-    for info in &topo.namespaces {
-        if seen.contains(&info.name) && ids.insert(info.id) {
-            out.push(info.netns.clone());
-        }
-    }
-    Ok(out)
+    topology.namespaces.retain(|n| seen.contains(&n.name));
 }
 
 /// Answers the verdict's questions from the discovered topology and live route lookups.
