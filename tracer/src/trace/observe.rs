@@ -47,6 +47,9 @@ pub struct Sighting {
     pub frames: Vec<usize>,
 }
 
+/// (capture point, direction, IP source, IP id) of a fragmented datagram.
+type FragmentKey = (usize, Direction, IpAddr, u32);
+
 /// Bounds on what the observer keeps while a trace runs.
 const MAX_TRACKED_FLOWS: usize = 4096;
 const MAX_PENDING_FRAGMENT_FRAMES: usize = 4096;
@@ -62,7 +65,7 @@ pub struct Observer {
     /// ICMP errors whose quote is cut before the marker.
     ip_ids: HashMap<(IpAddr, u32), u32>,
     /// Frames of fragments waiting for the rest of their datagram, by (point, dir, ip src, id).
-    pending_frames: HashMap<(usize, Direction, IpAddr, u32), Vec<usize>>,
+    pending_frames: HashMap<FragmentKey, Vec<usize>>,
     /// Frames that could not be dissected cleanly (counted, never fatal).
     pub malformed: u64,
 }
@@ -113,24 +116,24 @@ impl Observer {
             return None;
         }
         if let Some((depth, ip)) = d.ips().enumerate().find(|(_, ip)| ip.is_fragment()) {
-            return self.fragment(index, point, direction, ts_ns, frame, &d, depth, ip.clone());
+            let key = (point, direction, ip.src, ip.id);
+            return self.fragment(index, key, ts_ns, frame, &d, depth);
         }
         self.classify(&d, None, point, direction, ts_ns, vec![index])
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A fragment: its frame is remembered under `key` (point, direction, ip src, ip id) until
+    /// the reassembler completes the datagram, which then becomes one sighting.
     fn fragment(
         &mut self,
         index: usize,
-        point: usize,
-        direction: Direction,
+        key: FragmentKey,
         ts_ns: u64,
         frame: &[u8],
         d: &Dissection,
         depth: usize,
-        ip: Ip,
     ) -> Option<Sighting> {
-        let key = (point, direction, ip.src, ip.id);
+        let (point, direction, _, _) = key;
         if self.pending_frames.len() < MAX_PENDING_FRAGMENT_FRAMES
             || self.pending_frames.contains_key(&key)
         {
