@@ -56,36 +56,20 @@ fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// interface name, comment, epoch time, packet comment, direction flags, ICMP type — per packet.
 fn tshark_fields(path: &Path) -> Vec<Vec<String>> {
-    let out = Command::new("tshark")
-        .args(["-r", path.to_str().unwrap(), "-T", "fields"])
-        .args([
-            "-e",
+    support::tshark_fields(
+        path.to_str().unwrap(),
+        &[],
+        &[
             "frame.interface_name",
-            "-e",
             "frame.comment",
-            "-e",
             "frame.time_epoch",
-        ])
-        .args([
-            "-e",
             "pkt_comment",
-            "-e",
             "frame.packet_flags_direction",
-            "-e",
             "icmp.type",
-        ])
-        .output()
-        .expect("tshark");
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split('\t').map(String::from).collect())
-        .collect()
+        ],
+    )
 }
 
 /// pcapng direction flag: 1 inbound, 2 outbound (tshark prints 1/2 or 0x00000001/0x00000002).
