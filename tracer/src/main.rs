@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("dye: error: {err:#}");
+            eprintln!("dye: error: {}", cli::error_chain(&err));
             ExitCode::from(cli::exit_status_for(&err))
         }
     }

@@ -20,6 +20,22 @@ pub const EXIT_SETUP_ERROR: u8 = 2;
 /// Exit status: stopped by SIGINT/SIGTERM after cleaning up (the shell convention 128 + 2).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
+/// An error and its causes on one line. Library errors often carry their cause in their own
+/// message as well as in `source()`; a cause already spelled out is not repeated.
+pub fn error_chain(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 /// The exit status for an error that reached the top.
 pub fn exit_status_for(err: &anyhow::Error) -> u8 {
     match err.downcast_ref::<crate::lab::LabError>() {
@@ -86,5 +102,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Capture(args) => capture::run(args),
         Command::Decode(args) => decode::run(args),
         Command::Trace(args) => trace::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("not found")]
+    struct Leaf;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("source namespace: {0}")]
+    struct Repeats(#[from] Leaf);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("source namespace")]
+    struct Wraps(#[from] Leaf);
+
+    #[test]
+    fn causes_are_shown_once() {
+        let e = anyhow::Error::from(Repeats(Leaf)).context("tracing");
+        assert_eq!(error_chain(&e), "tracing: source namespace: not found");
+        let e = anyhow::Error::from(Wraps(Leaf));
+        assert_eq!(error_chain(&e), "source namespace: not found");
     }
 }
