@@ -115,6 +115,10 @@ pub struct CaptureConfig {
     pub queue_packets: usize,
     /// Bound of the reorder buffer, in bytes of frame data.
     pub reorder_max_bytes: usize,
+    /// How long packets wait to be merged in time order across points. None: 100 ms in
+    /// immediate mode, twice the block timeout plus 100 ms otherwise. A consumer that orders
+    /// by timestamp itself and wants answers fast (the MTU search) can shorten it.
+    pub reorder_window: Option<Duration>,
 }
 
 impl CaptureConfig {
@@ -131,10 +135,14 @@ impl CaptureConfig {
             max_packets: None,
             queue_packets: 1024,
             reorder_max_bytes: 32 * 1024 * 1024,
+            reorder_window: None,
         }
     }
 
     fn reorder_window(&self) -> Duration {
+        if let Some(w) = self.reorder_window {
+            return w;
+        }
         if self.immediate {
             Duration::from_millis(100)
         } else {

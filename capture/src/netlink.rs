@@ -19,7 +19,7 @@ use netlink_packet_route::link::{
 };
 use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -172,6 +172,11 @@ pub struct Route {
     pub scope: String,
     pub kind: String,
     pub metric: Option<u32>,
+    /// Path MTU of a cached route (a PMTU exception learned from ICMP), as `ip route get`
+    /// shows `cache expires 598sec mtu 1350`.
+    pub mtu: Option<u32>,
+    /// Seconds until that cached entry expires (None: not a cached entry or no expiry).
+    pub expires_s: Option<u32>,
 }
 
 impl std::fmt::Display for Route {
@@ -197,6 +202,12 @@ impl std::fmt::Display for Route {
         }
         if self.table != 254 {
             write!(f, " table {}", self.table)?;
+        }
+        if let Some(m) = self.mtu {
+            write!(f, " mtu {m}")?;
+        }
+        if let Some(e) = self.expires_s {
+            write!(f, " expires {e}s")?;
         }
         Ok(())
     }
@@ -621,6 +632,8 @@ fn parse_route(r: &RouteMessage, links: &[Link]) -> Route {
     let mut prefsrc = None;
     let mut table = u32::from(r.header.table);
     let mut metric = None;
+    let mut mtu = None;
+    let mut expires_s = None;
     for a in &r.attributes {
         match a {
             RouteAttribute::Destination(d) => dst = route_addr(d),
@@ -629,6 +642,16 @@ fn parse_route(r: &RouteMessage, links: &[Link]) -> Route {
             RouteAttribute::PrefSource(s) => prefsrc = route_addr(s),
             RouteAttribute::Table(t) => table = *t,
             RouteAttribute::Priority(p) => metric = Some(*p),
+            RouteAttribute::Metrics(ms) => {
+                mtu = ms.iter().find_map(|m| match m {
+                    RouteMetric::Mtu(v) => Some(*v),
+                    _ => None,
+                })
+            }
+            // The kernel reports expiry in USER_HZ ticks (clock_t, 100 per second).
+            RouteAttribute::CacheInfo(ci) if ci.expires != 0 => {
+                expires_s = Some((ci.expires as i32).max(0) as u32 / 100)
+            }
             _ => {}
         }
     }
@@ -670,5 +693,7 @@ fn parse_route(r: &RouteMessage, links: &[Link]) -> Route {
         scope,
         kind,
         metric,
+        mtu,
+        expires_s,
     }
 }

@@ -5,4 +5,5 @@
 
 pub mod cli;
 pub mod lab;
+pub mod mtu;
 pub mod trace;

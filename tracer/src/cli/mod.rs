@@ -3,6 +3,7 @@
 mod capture;
 mod decode;
 mod lab;
+mod mtu;
 mod topology;
 mod trace;
 
@@ -71,6 +72,9 @@ pub enum Command {
     /// Inject marked probes from a namespace and reconstruct every hop they take: NAT
     /// rewrites, encapsulation, fragmentation, TTL, per-hop time, and where they vanished.
     Trace(trace::TraceArgs),
+    /// Find the path MTU from a namespace to a destination with DF probes, and name the link
+    /// that limits it and why: tunnel overhead, ICMP-signalled limits, silent black holes.
+    Mtu(mtu::MtuArgs),
     /// Read pcap/pcapng captures and print each packet's whole layer stack — tunnels, inner
     /// packet, ICMP quotes, dye markers — one line per packet (or JSON).
     Decode(decode::DecodeArgs),
@@ -102,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Capture(args) => capture::run(args),
         Command::Decode(args) => decode::run(args),
         Command::Trace(args) => trace::run(args),
+        Command::Mtu(args) => mtu::run(args),
     }
 }
 

@@ -86,7 +86,7 @@ pub struct TraceArgs {
 }
 
 /// `IP`, `IP:PORT`, `[IPv6]:PORT`.
-fn parse_target(s: &str) -> anyhow::Result<(IpAddr, Option<u16>)> {
+pub(crate) fn parse_target(s: &str) -> anyhow::Result<(IpAddr, Option<u16>)> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok((ip, None));
     }

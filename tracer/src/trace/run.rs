@@ -126,7 +126,7 @@ pub struct TraceRun {
 }
 
 /// Random bits from the kernel (for trace ids, ports, IP ids).
-fn random_u32() -> u32 {
+pub(crate) fn random_u32() -> u32 {
     let mut b = [0u8; 4];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         let _ = std::io::Read::read_exact(&mut f, &mut b);
@@ -192,7 +192,7 @@ pub fn trace(
         .collect::<Result<_, _>>()?;
 
     let mut capture = CaptureConfig::new(scope.points.clone());
-    capture.filter = (!cfg.keep_all).then(|| capture_filter(trace_id, cfg));
+    capture.filter = (!cfg.keep_all).then(|| capture_filter(trace_id, cfg.proto, &cfg.vxlan_ports));
     capture.immediate = true;
     capture.promisc = false;
     // Probes are few: small rings keep a wide trace light (two rings per point).
@@ -383,7 +383,7 @@ fn all_finished(count: u32, sightings: &[Sighting], source_points: &[bool]) -> b
 }
 
 /// IPv4 fragments are kept until their datagram completes (the last one carries the marker).
-fn is_fragment_candidate(frame: &[u8]) -> bool {
+pub(crate) fn is_fragment_candidate(frame: &[u8]) -> bool {
     frame.len() > 21
         && frame.get(12..14) == Some(&[0x08, 0x00])
         && frame
@@ -394,13 +394,12 @@ fn is_fragment_candidate(frame: &[u8]) -> bool {
 
 /// The kernel filter: the decode crate's marker/fragment/ICMP-error expression, plus the
 /// unmarked answers to TCP probes (SYN-ACK, RST) plain and one VXLAN level down.
-fn capture_filter(trace_id: u32, cfg: &TraceConfig) -> String {
-    let mut f = dye_decode::filter_expression_with(Some(trace_id), &cfg.vxlan_ports);
-    if cfg.proto == Proto::Tcp {
+pub(crate) fn capture_filter(trace_id: u32, proto: Proto, vxlan_ports: &[u16]) -> String {
+    let mut f = dye_decode::filter_expression_with(Some(trace_id), vxlan_ports);
+    if proto == Proto::Tcp {
         f.push_str(" or (tcp and (tcp[13] & 0x12 = 0x12 or tcp[13] & 0x04 != 0))");
-        if !cfg.vxlan_ports.is_empty() {
-            let ports = cfg
-                .vxlan_ports
+        if !vxlan_ports.is_empty() {
+            let ports = vxlan_ports
                 .iter()
                 .map(|p| p.to_string())
                 .collect::<Vec<_>>()

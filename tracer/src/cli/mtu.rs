@@ -1,0 +1,162 @@
+//! `dye mtu`: the path MTU from a namespace to a destination, the link that limits it and why.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::mtu::{self, MtuConfig, Progress, Status};
+use crate::trace::render::Style;
+use crate::trace::{Proto, ScopeRequest};
+
+use super::trace::parse_target;
+use super::{EXIT_INTERRUPTED, EXIT_NEGATIVE, EXIT_OK};
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+dye sends probes with Don't Fragment set, one at a time, and watches each at every interface
+it can reach from the source (as `dye trace` does). Sizes come from a search that converges
+fast: the smallest size (is the path up at all?), the largest the source can send (a healthy
+path is done in two probes), the MTU an ICMP Fragmentation Needed / Packet Too Big advertises,
+or — when a probe vanishes silently — the size the topology says fits through the link where it
+vanished; then common MTUs and bisection. A probe that vanishes is sent twice (--attempts)
+before its size counts as too big.
+
+Probes must not change the path MTU the source's kernel caches for its real traffic. Over IPv4
+they cannot (errors about raw-socket probes reach no socket); an ICMPv6 Packet Too Big about an
+echo probe does update the source's cache. dye compares the cached entry before and after,
+flushes the namespace's route cache if its probes changed it, and says so.
+
+Exit status: 0 path MTU found (healthy or signalled by ICMP), 1 black hole, unreachable or
+incomplete, 2 usage or setup error, 130 interrupted.
+
+Examples:
+  dye mtu --from dye-demo-pod-a --to 10.244.2.2                  # pod to pod across the overlay
+  dye mtu --from dye-demo-office --to 203.0.113.80:80            # TCP SYNs through firewall NAT
+  dye mtu --from 4242 --to 10.244.2.2 --max 9000 --json           # from PID 4242's netns")]
+pub struct MtuArgs {
+    /// Source network namespace: a name under /run/netns, a path, a PID, or `host`.
+    #[arg(long, value_name = "NETNS")]
+    from: String,
+    /// Destination address, with a port for udp/tcp: 10.96.0.10:80, [fd00::1]:53.
+    #[arg(long, value_name = "IP[:PORT]")]
+    to: String,
+    /// Probe transport. Default: icmp without a port, tcp with one. A UDP probe to a closed
+    /// port counts as passed when the destination answers port-unreachable.
+    #[arg(long, value_enum)]
+    proto: Option<Proto>,
+    /// Smallest probe, IP header included [default: 68 for IPv4, 1280 for IPv6].
+    #[arg(long, value_name = "BYTES")]
+    min: Option<u32>,
+    /// Largest probe [default and ceiling: the MTU of the source's route device].
+    #[arg(long, value_name = "BYTES")]
+    max: Option<u32>,
+    /// Probes that must vanish at one size before it counts as too big (1-5).
+    #[arg(long, default_value_t = 2)]
+    attempts: u32,
+    /// How long to wait for each probe [default: adapts to the first probe's round trip,
+    /// between 150ms and 2s].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    wait: Option<Duration>,
+    /// Capture only in these namespaces (repeatable; the source is always included).
+    #[arg(long = "ns", value_name = "NETNS")]
+    namespaces: Vec<String>,
+    /// Capture in every network namespace on the host.
+    #[arg(long, conflicts_with = "namespaces")]
+    all_ns: bool,
+    /// Capture only on these interfaces: IFACE or NETNS/IFACE (repeatable).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    interfaces: Vec<String>,
+    /// Refuse to open more capture points than this.
+    #[arg(long, default_value_t = 256)]
+    max_points: usize,
+    /// UDP ports decoded as VXLAN (repeatable).
+    #[arg(long = "vxlan-port", default_values_t = [8472u16, 4789u16])]
+    vxlan_ports: Vec<u16>,
+    /// Print the report as JSON (schema dye.mtu/v1).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: MtuArgs) -> anyhow::Result<ExitCode> {
+    let (to, port) = parse_target(&args.to)?;
+    let proto = args.proto.unwrap_or(if port.is_some() {
+        Proto::Tcp
+    } else {
+        Proto::Icmp
+    });
+    let config = MtuConfig {
+        from: args.from,
+        to,
+        port,
+        proto,
+        min: args.min,
+        max: args.max,
+        attempts: args.attempts,
+        wait: args.wait,
+        scope: ScopeRequest {
+            namespaces: args.namespaces,
+            all_namespaces: args.all_ns,
+            interfaces: args.interfaces,
+            max_points: args.max_points,
+        },
+        vxlan_ports: args.vxlan_ports,
+    };
+    config.validate()?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing the signal handler")?;
+    }
+    let terminal = std::io::stderr().is_terminal();
+    let status = |msg: &str| {
+        if terminal {
+            eprintln!("dye: {msg}…");
+        }
+    };
+    // One line, rewritten in place while the search runs.
+    let progress = |p: Progress| {
+        if terminal {
+            let bounds = match (p.passes, p.fails) {
+                (Some(a), Some(b)) => format!("passes ≤ {a}, fails ≥ {b}"),
+                (Some(a), None) => format!("passes ≤ {a}"),
+                (None, Some(b)) => format!("fails ≥ {b}"),
+                (None, None) => "nothing known yet".into(),
+            };
+            eprint!(
+                "\r\x1b[Kdye: probe {}: {} bytes ({bounds})",
+                p.probes, p.size
+            );
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let result = mtu::mtu(&config, Arc::clone(&stop), &progress, &status);
+    if terminal {
+        eprint!("\r\x1b[K");
+    }
+    let run = result?;
+
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &run.report)?;
+        writeln!(out)?;
+    } else {
+        let style = Style {
+            color: std::io::stdout().is_terminal(),
+        };
+        write!(out, "{}", mtu::render::text(&run.report, style))?;
+    }
+    Ok(ExitCode::from(if run.interrupted {
+        EXIT_INTERRUPTED
+    } else {
+        match run.report.status {
+            Status::Healthy | Status::Signalled => EXIT_OK,
+            _ => EXIT_NEGATIVE,
+        }
+    }))
+}

@@ -1,0 +1,185 @@
+//! What one probe of the search did, read from its sightings: answered at the source, refused
+//! with an ICMP error (too big, or something else), or vanished — and then where.
+
+use std::net::IpAddr;
+
+use dye_capture::Direction;
+
+use crate::trace::observe::{Sighting, SightingKind};
+use crate::trace::report::Leg;
+
+/// The fate of one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// It arrived: an answer came back, an ICMP error that only the destination sends (port
+    /// unreachable), or it was seen entering the destination's namespace.
+    Passed { how: String },
+    /// ICMP Fragmentation Needed / Packet Too Big from `sender`.
+    TooBig { sender: IpAddr, mtu: Option<u32> },
+    /// Another ICMP error (host unreachable, prohibited, time exceeded): not about size.
+    Refused { sender: IpAddr, what: String },
+    /// Nothing came back.
+    Vanished,
+}
+
+impl ProbeOutcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProbeOutcome::Passed { .. } => "passed",
+            ProbeOutcome::TooBig { .. } => "too_big",
+            ProbeOutcome::Refused { .. } => "refused",
+            ProbeOutcome::Vanished => "vanished",
+        }
+    }
+}
+
+/// Is `name` (decode's ICMP type/code name) a "too big" error?
+pub fn is_too_big(name: &str) -> bool {
+    name == "unreachable need-frag" || name == "packet-too-big"
+}
+
+/// ICMP errors only the destination itself sends: the probe arrived.
+fn proves_arrival(name: &str) -> bool {
+    name == "unreachable port" || name == "unreachable protocol"
+}
+
+/// The decisive sighting: something about this probe came back into the source namespace.
+/// `at_source` tells whether a capture point is in the source namespace.
+pub fn decisive(s: &Sighting, at_source: impl Fn(usize) -> bool) -> Option<ProbeOutcome> {
+    if s.leg != Leg::Return || s.direction != Direction::In || !at_source(s.point) {
+        return None;
+    }
+    Some(match &s.kind {
+        SightingKind::Probe => return None,
+        SightingKind::Reply => ProbeOutcome::Passed {
+            how: format!("{} from {}", s.packet.what, s.packet.src),
+        },
+        SightingKind::IcmpError { sender, name, mtu } if is_too_big(name) => ProbeOutcome::TooBig {
+            sender: *sender,
+            mtu: *mtu,
+        },
+        SightingKind::IcmpError { sender, name, .. } if proves_arrival(name) => {
+            ProbeOutcome::Passed {
+                how: format!("ICMP {name} from {sender}"),
+            }
+        }
+        SightingKind::IcmpError { sender, name, .. } => ProbeOutcome::Refused {
+            sender: *sender,
+            what: name.clone(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dye_decode::Flow;
+
+    use crate::trace::report::PacketView;
+
+    fn sighting(point: usize, direction: Direction, leg: Leg, kind: SightingKind) -> Sighting {
+        let src: IpAddr = "10.244.2.2".parse().unwrap();
+        let dst: IpAddr = "10.244.1.2".parse().unwrap();
+        Sighting {
+            point,
+            direction,
+            ts_ns: 1,
+            seq: 1,
+            leg,
+            kind,
+            flow: Flow {
+                src,
+                dst,
+                proto: 1,
+                sport: 0,
+                dport: 0,
+            },
+            packet: PacketView {
+                src: src.to_string(),
+                dst: dst.to_string(),
+                proto: "icmp".into(),
+                sport: None,
+                dport: None,
+                ttl: 62,
+                len: 1450,
+                ip_id: 7,
+                df: true,
+                what: "echo reply".into(),
+            },
+            outer: Vec::new(),
+            fragments: None,
+            frames: vec![0],
+        }
+    }
+
+    fn icmp(name: &str, mtu: Option<u32>) -> SightingKind {
+        SightingKind::IcmpError {
+            sender: "10.244.1.1".parse().unwrap(),
+            name: name.into(),
+            mtu,
+        }
+    }
+
+    #[test]
+    fn only_what_comes_back_into_the_source_decides() {
+        let at_source = |p: usize| p == 0;
+        let reply = sighting(0, Direction::In, Leg::Return, SightingKind::Reply);
+        assert!(matches!(
+            decisive(&reply, at_source),
+            Some(ProbeOutcome::Passed { .. })
+        ));
+        // The same reply seen elsewhere on its way back decides nothing yet.
+        let elsewhere = sighting(3, Direction::In, Leg::Return, SightingKind::Reply);
+        assert_eq!(decisive(&elsewhere, at_source), None);
+        let probe = sighting(0, Direction::Out, Leg::Forward, SightingKind::Probe);
+        assert_eq!(decisive(&probe, at_source), None);
+    }
+
+    #[test]
+    fn icmp_errors_are_told_apart() {
+        let at_source = |_| true;
+        let too_big = sighting(
+            0,
+            Direction::In,
+            Leg::Return,
+            icmp("unreachable need-frag", Some(1280)),
+        );
+        assert_eq!(
+            decisive(&too_big, at_source),
+            Some(ProbeOutcome::TooBig {
+                sender: "10.244.1.1".parse().unwrap(),
+                mtu: Some(1280)
+            })
+        );
+        let ptb = sighting(
+            0,
+            Direction::In,
+            Leg::Return,
+            icmp("packet-too-big", Some(0)),
+        );
+        assert!(matches!(
+            decisive(&ptb, at_source),
+            Some(ProbeOutcome::TooBig { mtu: Some(0), .. })
+        ));
+        let port = sighting(
+            0,
+            Direction::In,
+            Leg::Return,
+            icmp("unreachable port", None),
+        );
+        assert!(matches!(
+            decisive(&port, at_source),
+            Some(ProbeOutcome::Passed { .. })
+        ));
+        let prohibited = sighting(
+            0,
+            Direction::In,
+            Leg::Return,
+            icmp("unreachable prohibited", None),
+        );
+        assert!(matches!(
+            decisive(&prohibited, at_source),
+            Some(ProbeOutcome::Refused { .. })
+        ));
+    }
+}

@@ -1,0 +1,165 @@
+//! The MTU report, schema `dye.mtu/v1` (tracer/docs/mtu-schema.md). Fields may be added, never
+//! renamed or removed without a new schema version.
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA: &str = "dye.mtu/v1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MtuReport {
+    pub schema: String,
+    /// The source namespace as given.
+    pub from: String,
+    /// Source address of the probes.
+    pub src: String,
+    /// Destination, `ip` or `ip:port`.
+    pub to: String,
+    /// icmp | udp | tcp
+    pub proto: String,
+    /// The largest IP packet that crossed the path with DF set; None when none did.
+    pub path_mtu: Option<u32>,
+    /// Why the search ended where it did.
+    pub status: Status,
+    /// The link that limits the path (None when even the smallest probe failed).
+    pub limit: Option<Limit>,
+    /// Largest payloads that pass, derived from `path_mtu`.
+    pub max_payload: Option<MaxPayload>,
+    pub recommendation: Option<Recommendation>,
+    /// Things that pass but cost: outer fragmentation, return-path fragmentation, bogus ICMP.
+    pub warnings: Vec<String>,
+    /// The source's cached path MTU towards the destination, and what dye did about it.
+    pub pmtu_cache: CacheReport,
+    pub search: SearchReport,
+    /// Every probe, in the order sent.
+    pub probes: Vec<ProbeRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The largest probe the source can send passed: nothing on the path is narrower.
+    Healthy,
+    /// A router said the probe was too big (ICMP Fragmentation Needed / Packet Too Big).
+    Signalled,
+    /// Probes above the path MTU vanished without any ICMP: a black hole.
+    BlackHole,
+    /// Even the smallest probe did not pass: the path is broken regardless of size.
+    Unreachable,
+    /// The search was interrupted or hit its probe/time bound before converging.
+    Incomplete,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::Signalled => "signalled",
+            Status::BlackHole => "black_hole",
+            Status::Unreachable => "unreachable",
+            Status::Incomplete => "incomplete",
+        }
+    }
+}
+
+/// The limiting link.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Limit {
+    /// `netns/ifname`
+    pub link: String,
+    pub netns: String,
+    pub ifname: String,
+    /// Its configured MTU.
+    pub mtu: u32,
+    /// The encapsulation whose overhead makes the difference, when the limit is an underlay
+    /// under a tunnel.
+    pub encapsulation: Option<Encapsulation>,
+    /// The router that sent the ICMP error, when the limit was signalled.
+    pub signalled_by: Option<Sender>,
+    /// Where probes above the limit were last seen, when they vanished.
+    pub vanished_after: Option<String>,
+    /// Other links on the path with the same MTU.
+    pub also_at_this_mtu: Vec<String>,
+    /// In words.
+    pub explanation: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encapsulation {
+    /// vxlan | geneve | ...
+    pub kind: String,
+    /// `netns/ifname` of the tunnel device.
+    pub tunnel: String,
+    pub tunnel_mtu: u32,
+    /// Bytes of outer headers.
+    pub overhead: u32,
+    /// The underlay MTU the tunnel's MTU needs (tunnel MTU + overhead).
+    pub needs_underlay_mtu: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sender {
+    pub address: String,
+    /// The sender's namespace(s): those owning the address, or the one the error was first
+    /// seen leaving (empty when it is outside dye's view).
+    pub netns: Vec<String>,
+    /// The source address was rewritten by NAT on the way back (it is not the sender's own).
+    pub nat_rewritten: bool,
+    /// The next-hop MTU the ICMP advertised (0 or bogus values included as sent).
+    pub advertised_mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct MaxPayload {
+    /// TCP maximum segment size (path MTU − IP − 20).
+    pub tcp_mss: u32,
+    /// Largest UDP payload (path MTU − IP − 8).
+    pub udp: u32,
+    /// Largest ICMP echo data (path MTU − IP − 8): `ping -s` this with DF.
+    pub icmp_echo_data: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recommendation {
+    /// The MTU to configure.
+    pub mtu: u32,
+    /// What to set it on: `overlay` (the tunnel device and the pods' interfaces), `pod`.
+    pub applies_to: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheReport {
+    /// `ip route get` in the source namespace before the search (e.g. `... mtu 1280 expires 598s`).
+    pub before: Option<String>,
+    pub after: Option<String>,
+    /// True when dye's probes changed the cached path MTU and dye removed what they added.
+    pub restored: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchReport {
+    pub min: u32,
+    pub max: u32,
+    /// MTU of the source's egress interface: dye sends probes whole, so no probe is larger.
+    pub source_mtu: Option<u32>,
+    pub probes_sent: u32,
+    /// How long dye waited for a probe before calling it lost.
+    pub probe_wait_ms: u64,
+    pub elapsed_ms: u64,
+    pub capture_points: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeRecord {
+    pub seq: u32,
+    /// IP packet size.
+    pub size: u32,
+    /// passed | too_big | vanished | refused
+    pub outcome: String,
+    pub detail: String,
+    /// Milliseconds from sending to the answer or error (None when nothing came back).
+    pub rtt_ms: Option<f64>,
+    /// `netns/ifname (dir)` of the last place the probe was seen on its way.
+    pub last_seen: Option<String>,
+}
