@@ -37,6 +37,13 @@ impl Proto {
 /// from the end of the frame).
 pub const MIN_SIZE: u32 = 64;
 
+/// The smallest probe to `dst` with `proto`: 64 bytes, or more when the headers and the
+/// marker need it (TCP over IPv6: 40 + 20 + 16 = 76).
+pub fn smallest_probe(dst: IpAddr, proto: Proto) -> u32 {
+    let ip = if dst.is_ipv4() { 20 } else { 40 };
+    (ip + proto.header_len() + Marker::LEN as u32).max(MIN_SIZE)
+}
+
 /// Everything a probe of this trace shares.
 #[derive(Debug, Clone)]
 pub struct ProbeTemplate {
@@ -89,7 +96,7 @@ impl ProbeTemplate {
 
     /// The smallest size this template accepts.
     pub fn min_size(&self) -> u32 {
-        (self.ip_header_len() + self.proto.header_len() + Marker::LEN as u32).max(MIN_SIZE)
+        smallest_probe(self.dst, self.proto)
     }
 
     pub fn check(&self) -> Result<(), ProbeError> {
