@@ -818,3 +818,38 @@ fn ipv6_packet_too_big_from_the_firewall_is_the_verdict() {
         "{r}"
     );
 }
+
+#[test]
+fn ipv6_error_with_a_short_quote_is_seen_inside_vxlan_on_the_underlay() {
+    let lab = Lab::up();
+    let c = lab.pod_ip6("pod-c");
+    // A 1400-byte UDP probe to a closed port: pod-c's ICMPv6 port unreachable quotes only the
+    // first 1232 bytes (no marker at the end of the frame), and crosses back inside VXLAN.
+    let (code, r) = trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &format!("[{c}]:9999"),
+        "--proto",
+        "udp",
+        "--size",
+        "1400",
+    ]);
+    assert_eq!(code, 1, "{}", r["verdict"]);
+    assert_eq!(r["verdict"]["kind"], "icmp_error");
+    let ret = path(&lab, &r, "return");
+    for hop in [
+        "node-2/flannel-v6.1:out",
+        "node-2/eth0:out",
+        "underlay/node-2:in",
+        "underlay/node-1:out",
+        "node-1/eth0:in",
+        "pod-a/eth0:in",
+    ] {
+        assert!(ret.contains(&hop.to_string()), "{hop} missing from {ret:?}");
+    }
+    let wire = hop_at(&lab, &r, "underlay", "node-1", "out", "return");
+    assert_eq!(wire["outer"][0]["dst"], "fd00:50::11");
+    assert_eq!(wire["packet"]["what"], "unreachable port");
+    assert_eq!(wire["packet"]["len"], 1280);
+}
