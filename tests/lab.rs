@@ -467,3 +467,225 @@ fn status_reports_the_lab_as_the_kernel_sees_it() {
     let list = String::from_utf8_lossy(&dye(&["lab", "status"]).stdout).into_owned();
     assert!(list.contains(&lab.id), "{list}");
 }
+
+// ---- IPv6: the built-in lab is dual-stack ----
+
+/// The value of the first (outermost) occurrence of a tshark field, "" when absent.
+fn first(field: &str) -> &str {
+    field.split(',').next().unwrap_or("")
+}
+
+#[test]
+fn ipv6_pods_talk_on_one_node_across_nodes_inside_vxlan_and_out_to_the_office() {
+    let lab = Lab::up();
+    let (a, b, c) = (
+        lab.pod_ip6("pod-a"),
+        lab.pod_ip6("pod-b"),
+        lab.pod_ip6("pod-c"),
+    );
+    assert_eq!(a, "fd00:244:1::2");
+    assert_eq!(c, "fd00:244:2::2");
+    // Same node: bridged, the hop limit arrives untouched; the responders answer on IPv6.
+    assert_eq!(ttl_of_ping(&lab, "pod-a", &b), Some(64));
+    assert_eq!(lab.tcp_hello("pod-a", &b, 8080), "pod-b");
+    assert_eq!(lab.udp_hello("pod-a", &b, 5353), "pod-b");
+
+    // Across nodes: routed twice, and on the underlay inside VXLAN VNI 1 (flannel-v6.1: outer
+    // IPv6 between the nodes' v6 addresses, inner IPv6 between the pods).
+    let pcap = capture_while(
+        &lab,
+        "underlay",
+        "node-1",
+        "ip6 and udp port 8472",
+        2,
+        || {
+            assert!(
+                lab.ping("pod-a", &c, 56),
+                "pod-a cannot ping {c} across nodes"
+            );
+        },
+    );
+    assert_eq!(ttl_of_ping(&lab, "pod-a", &c), Some(62));
+    assert_eq!(lab.tcp_hello("pod-a", &c, 8080), "pod-c");
+    assert_eq!(lab.udp_hello("pod-a", &c, 5353), "pod-c");
+    let rows = tshark_fields(
+        pcap.path(),
+        &["-d", "udp.port==8472,vxlan"],
+        &[
+            "udp.dstport",
+            "vxlan.vni",
+            "ipv6.src",
+            "ipv6.dst",
+            "icmpv6.type",
+        ],
+    );
+    let request = rows
+        .iter()
+        .find(|r| r[4] == "128")
+        .unwrap_or_else(|| panic!("no encapsulated echo request in {rows:?}"));
+    assert_eq!(request[0], "8472");
+    assert_eq!(request[1], "1");
+    assert_eq!(request[2], format!("fd00:50::11,{a}"));
+    assert_eq!(request[3], format!("fd00:50::12,{c}"));
+    assert!(
+        rows.iter()
+            .any(|r| r[4] == "129" && r[2] == format!("fd00:50::12,{c}")),
+        "no encapsulated echo reply in {rows:?}"
+    );
+
+    // Out to the office through the firewall, routed (node-1 and fw decrement), no NAT66: the
+    // office sees the pod's own address.
+    let office = lab.addr6("office", "eth0");
+    assert_eq!(office, "fd00:10::50");
+    assert_eq!(ttl_of_ping(&lab, "pod-a", &office), Some(62));
+    let ct = lab.exec("fw", &["conntrack", "-L", "-f", "ipv6", "-d", &office]);
+    let text = String::from_utf8_lossy(&ct.stdout);
+    assert!(
+        text.contains(&format!("src={a} dst={office}"))
+            && text.contains(&format!("src={office} dst={a}")),
+        "fw conntrack: {text}"
+    );
+    // The firewall's IPv6 FORWARD policy is DROP like its IPv4 one: the office cannot open
+    // flows into the cluster.
+    assert!(
+        !lab.ping("office", &a, 56),
+        "office reached a pod over IPv6"
+    );
+}
+
+#[test]
+fn ipv6_packet_too_big_from_the_firewall_reaches_the_pod() {
+    let lab = Lab::up();
+    let office = lab.addr6("office", "eth0");
+    lab.fault(&["link-mtu", "fw/eth1", "1280"]);
+    // IPv6 routers never fragment: a 1448-byte packet meets fw's 1280-byte link and fw answers
+    // with ICMPv6 Packet Too Big (type 2) carrying MTU 1280, from its underlay address. ping
+    // -M dont lets the pod fragment, but it cannot know the path MTU before that answer.
+    let pcap = capture_while(&lab, "pod-a", "eth0", "icmp6 and ip6[40] == 2", 1, || {
+        assert!(
+            !lab.ping("pod-a", &office, 1400),
+            "a 1448-byte IPv6 packet crossed a 1280-byte link"
+        );
+    });
+    let rows = tshark_fields(
+        pcap.path(),
+        &[],
+        &["ipv6.src", "ipv6.dst", "icmpv6.type", "icmpv6.mtu"],
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let r = &rows[0];
+    assert_eq!(
+        first(&r[0]),
+        "fd00:50::254",
+        "sender is fw's underlay address"
+    );
+    assert_eq!(first(&r[1]), lab.pod_ip6("pod-a"));
+    assert_eq!(first(&r[2]), "2");
+    assert_eq!(r[3], "1280");
+    // The pod learned the path MTU: the same ping now leaves in 1280-byte fragments and is
+    // answered.
+    assert!(
+        lab.ping("pod-a", &office, 1400),
+        "no delivery after the Packet Too Big"
+    );
+    let route = lab.exec("pod-a", &["ip", "-6", "route", "get", &office]);
+    assert!(
+        String::from_utf8_lossy(&route.stdout).contains("mtu 1280"),
+        "{}",
+        String::from_utf8_lossy(&route.stdout)
+    );
+
+    // Below IPv6's minimum the kernel would delete IPv6 from the link instead of limiting it:
+    // refused with a message that says so, and nothing changed.
+    for fault in [
+        &["link-mtu", "fw/eth1", "1200"][..],
+        &["underlay-mtu", "1000"][..],
+    ] {
+        let mut args = vec!["lab", "fault", &lab.id];
+        args.extend_from_slice(fault);
+        let out = dye(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("below 1280, IPv6's minimum link MTU"),
+            "{stderr}"
+        );
+    }
+    let link = lab.exec("fw", &["ip", "-o", "link", "show", "eth1"]);
+    assert!(String::from_utf8_lossy(&link.stdout).contains("mtu 1280 "));
+    let addrs = lab.exec(
+        "fw",
+        &[
+            "ip", "-6", "-o", "addr", "show", "dev", "eth1", "scope", "global",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&addrs.stdout).contains("fd00:10::1/64"));
+    lab.fault(&["clear"]);
+}
+
+#[test]
+fn ipv6_drop_and_no_route_faults_cover_both_families() {
+    let lab = Lab::up();
+    let (c4, c6, d6) = (
+        lab.pod_ip("pod-c"),
+        lab.pod_ip6("pod-c"),
+        lab.pod_ip6("pod-d"),
+    );
+    lab.fault(&["drop-pod", "pod-c"]);
+    assert!(!lab.ping("pod-a", &c6, 56));
+    assert!(!lab.ping("pod-a", &c4, 56));
+    assert!(lab.ping("pod-a", &d6, 56));
+    lab.fault(&["clear"]);
+    assert!(lab.ping("pod-a", &c6, 56));
+    lab.fault(&["no-route", "node-1", "node-2"]);
+    assert!(!lab.ping("pod-a", &c6, 56));
+    let routes = lab.exec("node-1", &["ip", "-6", "route", "show", "fd00:244:2::/64"]);
+    assert!(routes.stdout.is_empty(), "v6 route still there");
+    lab.fault(&["clear"]);
+    assert!(lab.ping("pod-a", &c6, 56), "clear restores the v6 route");
+    let routes = lab.exec("node-1", &["ip", "-6", "route", "show", "fd00:244:2::/64"]);
+    assert_eq!(
+        String::from_utf8_lossy(&routes.stdout).trim(),
+        "fd00:244:2::/64 via fd00:244:2:: dev flannel-v6.1 metric 1024 onlink pref medium"
+    );
+}
+
+#[test]
+fn an_ipv4_only_topology_builds_a_lab_without_ipv6() {
+    require_root();
+    let v6_keys = [
+        "subnet6",
+        "cluster_cidr6",
+        "address6",
+        "pod_subnet6",
+        "underlay_address6",
+        "office_address6",
+        "office_subnet6",
+    ];
+    let text: String = include_str!("../samples/lab/cluster.toml")
+        .lines()
+        .filter(|l| !v6_keys.iter().any(|k| l.starts_with(&format!("{k} "))))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let path = format!("/tmp/dye-test-topo-v4-{}.toml", unique_id());
+    std::fs::write(&path, &text).unwrap();
+    let lab = Lab::up_with(&["--topology", &path]);
+    std::fs::remove_file(&path).unwrap();
+    assert!(lab.ping("pod-a", &lab.pod_ip("pod-c"), 56));
+    assert_eq!(lab.tcp_hello("pod-a", &lab.pod_ip("pod-c"), 8080), "pod-c");
+    let pod = &lab.view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "pod-a")
+        .unwrap()["interfaces"];
+    let eth0 = pod
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "eth0")
+        .unwrap();
+    assert_eq!(eth0["addresses6"], serde_json::json!([]), "{eth0}");
+    let links = lab.exec("node-1", &["ip", "-o", "link", "show"]);
+    assert!(!String::from_utf8_lossy(&links.stdout).contains("flannel-v6"));
+}

@@ -466,13 +466,18 @@ fn lab_state(lab: &Lab) -> BTreeMap<String, String> {
             .filter(|l| !l.starts_with('#'))
             .map(|l| l.split(" [").next().unwrap_or(l).to_string() + "\n")
             .collect();
+        let rules6: String = text(lab.exec(name, &["ip6tables-save"]))
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(" [").next().unwrap_or(l).to_string() + "\n")
+            .collect();
         let nft: String = text(lab.exec(name, &["nft", "list", "ruleset"]))
             .lines()
             .map(|l| l.split(" counter packets").next().unwrap_or(l).to_string() + "\n")
             .collect();
         m.insert(
             name.to_string(),
-            format!("{links}{}\n{rules}{nft}", promisc.join("\n")),
+            format!("{links}{}\n{rules}{rules6}{nft}", promisc.join("\n")),
         );
     }
     m
@@ -626,4 +631,225 @@ fn a_source_given_by_pid_is_the_same_namespace_as_its_name() {
         forward.contains(&"node-1/flannel.1:out".to_string()),
         "{forward:?}"
     );
+}
+
+// ---- IPv6 ----
+
+#[test]
+fn ipv6_icmp_udp_and_tcp_across_nodes_cross_the_v6_overlay_and_are_answered() {
+    let lab = Lab::up();
+    let c = lab.pod_ip6("pod-c");
+    let (code, r) = trace(&["--from", &lab.ns("pod-a"), "--to", &c]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["verdict"]["kind"], "answered", "{}", r["verdict"]);
+    assert_eq!(r["probe"]["src"], lab.pod_ip6("pod-a"));
+    let a_veth = host_veth(&lab, "pod-a");
+    let c_veth = host_veth(&lab, "pod-c");
+    let expected = [
+        "pod-a/eth0:out".to_string(),
+        format!("node-1/{a_veth}:in"),
+        "node-1/cni0:in".into(),
+        "node-1/flannel-v6.1:out".into(),
+        "node-1/eth0:out".into(),
+        "underlay/node-1:in".into(),
+        "underlay/node-2:out".into(),
+        "node-2/eth0:in".into(),
+        "node-2/flannel-v6.1:in".into(),
+        "node-2/cni0:out".into(),
+        format!("node-2/{c_veth}:out"),
+        "pod-c/eth0:in".into(),
+    ];
+    assert_eq!(path(&lab, &r, "forward"), expected);
+    let ret = path(&lab, &r, "return");
+    assert_eq!(ret.first().map(String::as_str), Some("pod-c/eth0:out"));
+    assert_eq!(ret.last().map(String::as_str), Some("pod-a/eth0:in"));
+    assert_eq!(
+        hop_at(&lab, &r, "pod-a", "eth0", "in", "return")["packet"]["what"],
+        "echo reply"
+    );
+    // flannel-v6.1 encapsulates in IPv6 between the nodes' v6 underlay addresses.
+    let up = hop_at(&lab, &r, "node-1", "eth0", "out", "forward");
+    let outer = &up["outer"][0];
+    assert_eq!(
+        (
+            outer["kind"].as_str(),
+            outer["vni"].as_u64(),
+            outer["dport"].as_u64(),
+            outer["src"].as_str(),
+            outer["dst"].as_str()
+        ),
+        (
+            Some("vxlan"),
+            Some(1),
+            Some(8472),
+            Some("fd00:50::11"),
+            Some("fd00:50::12")
+        )
+    );
+    assert_eq!(events_of(up, "encap").len(), 1);
+    assert_eq!(
+        events_of(
+            hop_at(&lab, &r, "node-2", "flannel-v6.1", "in", "forward"),
+            "decap"
+        )
+        .len(),
+        1
+    );
+    // Hop limit: node-1 and node-2 each decrement it, shown as ttl events where it happened.
+    let forward: Vec<&Value> = hops(&r).iter().filter(|h| h["leg"] == "forward").collect();
+    let hl: Vec<u64> = forward
+        .iter()
+        .map(|h| h["packet"]["ttl"].as_u64().unwrap())
+        .collect();
+    assert_eq!((hl.first(), hl.last()), (Some(&64), Some(&62)));
+    let ttl_at: Vec<String> = forward
+        .iter()
+        .filter(|h| !events_of(h, "ttl").is_empty())
+        .map(|h| {
+            format!(
+                "{}/{}",
+                h["netns"].as_str().unwrap(),
+                h["ifname"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        ttl_at,
+        vec![
+            format!("{}/flannel-v6.1", lab.ns("node-1")),
+            format!("{}/cni0", lab.ns("node-2"))
+        ]
+    );
+
+    // UDP to the responder, which answers on IPv6 with the probe echoed (marker included).
+    let (code, r) = trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &format!("[{c}]:5353"),
+        "--proto",
+        "udp",
+    ]);
+    assert_eq!(code, 0, "{}", r["verdict"]);
+    assert_eq!(r["verdict"]["kind"], "answered");
+    assert_eq!(r["probe"]["to"], format!("[{c}]:5353"));
+    assert!(path(&lab, &r, "forward").contains(&"node-1/flannel-v6.1:out".to_string()));
+    assert_eq!(
+        hop_at(&lab, &r, "pod-c", "eth0", "in", "forward")["packet"]["dport"],
+        5353
+    );
+    assert!(path(&lab, &r, "return").contains(&"node-2/flannel-v6.1:out".to_string()));
+
+    // TCP: the default probe size grows to hold an IPv6 + TCP header and the marker, and the
+    // unmarked SYN-ACK is recognised at every hop back, inside VXLAN too.
+    let (code, r) = trace(&["--from", &lab.ns("pod-a"), "--to", &format!("[{c}]:8080")]);
+    assert_eq!(code, 0, "{}", r["verdict"]);
+    assert_eq!(r["probe"]["size"], 76);
+    assert!(
+        r["verdict"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("SYN-ACK"),
+        "{}",
+        r["verdict"]
+    );
+    assert_eq!(
+        hop_at(&lab, &r, "pod-a", "eth0", "in", "return")["packet"]["what"],
+        "SYN-ACK"
+    );
+    let back = hop_at(&lab, &r, "node-2", "eth0", "out", "return");
+    assert_eq!(back["outer"][0]["src"], "fd00:50::12");
+    assert_eq!(back["packet"]["what"], "SYN-ACK");
+}
+
+#[test]
+fn ipv6_packet_too_big_from_the_firewall_is_the_verdict() {
+    let lab = Lab::up();
+    let office = lab.addr6("office", "eth0");
+    lab.fault(&["link-mtu", "fw/eth1", "1280"]);
+    // A plain ping first, so the pod has already cached path MTU 1280 for the office: dye must
+    // still send its 1400-byte probe at the device MTU and show where the limit is.
+    assert!(!lab.ping("pod-a", &office, 1400));
+    let (code, r) = trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &office,
+        "--size",
+        "1400",
+        "--df",
+        "--count",
+        "2",
+        "--interval",
+        "10ms",
+    ]);
+    assert_eq!(code, 1, "{r}");
+    let v = &r["verdict"];
+    assert_eq!(v["kind"], "icmp_error", "{v}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("fd00:50::254 sent ICMP packet-too-big") && detail.contains("MTU 1280"),
+        "{detail}"
+    );
+    // The probe's last sighting is fw's underlay side: eth1 is where it would have gone.
+    let last = &hops(&r)[v["last_seen"].as_u64().unwrap() as usize];
+    assert_eq!(
+        (
+            last["netns"].as_str(),
+            last["ifname"].as_str(),
+            last["direction"].as_str()
+        ),
+        (Some(lab.ns("fw").as_str()), Some("eth0"), Some("in"))
+    );
+    // Each probe got its own error (matched by flow label: the quote stops before the marker),
+    // and the error comes back to the pod from fw's underlay address.
+    for p in r["probes"].as_array().unwrap() {
+        assert_eq!(p["verdict"], "icmp_error", "{p}");
+    }
+    let back = hop_at(&lab, &r, "pod-a", "eth0", "in", "return");
+    assert_eq!(back["packet"]["src"], "fd00:50::254");
+    assert_eq!(back["packet"]["proto"], "icmp6");
+    assert_eq!(back["packet"]["what"], "packet-too-big mtu 1280");
+    assert!(
+        hops(&r)
+            .iter()
+            .filter(|h| h["leg"] == "return")
+            .all(|h| h["seq"] == 1 || h["seq"] == 2),
+        "{r}"
+    );
+}
+
+#[test]
+fn ipv6_error_with_a_short_quote_is_seen_inside_vxlan_on_the_underlay() {
+    let lab = Lab::up();
+    let c = lab.pod_ip6("pod-c");
+    // A 1400-byte UDP probe to a closed port: pod-c's ICMPv6 port unreachable quotes only the
+    // first 1232 bytes (no marker at the end of the frame), and crosses back inside VXLAN.
+    let (code, r) = trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &format!("[{c}]:9999"),
+        "--proto",
+        "udp",
+        "--size",
+        "1400",
+    ]);
+    assert_eq!(code, 1, "{}", r["verdict"]);
+    assert_eq!(r["verdict"]["kind"], "icmp_error");
+    let ret = path(&lab, &r, "return");
+    for hop in [
+        "node-2/flannel-v6.1:out",
+        "node-2/eth0:out",
+        "underlay/node-2:in",
+        "underlay/node-1:out",
+        "node-1/eth0:in",
+        "pod-a/eth0:in",
+    ] {
+        assert!(ret.contains(&hop.to_string()), "{hop} missing from {ret:?}");
+    }
+    let wire = hop_at(&lab, &r, "underlay", "node-1", "out", "return");
+    assert_eq!(wire["outer"][0]["dst"], "fd00:50::11");
+    assert_eq!(wire["packet"]["what"], "unreachable port");
+    assert_eq!(wire["packet"]["len"], 1280);
 }

@@ -165,8 +165,10 @@ pub fn filter_expression(trace_id: Option<u32>) -> String {
 /// 2. IPv4 fragments (`ip[6:2] & 0x3fff != 0`) and IPv6 fragments (fragment header first);
 /// 3. ICMP errors (unreachable, time exceeded, parameter problem) and ICMPv6 errors (types 1–4),
 ///    whose quotes may be too short to hold the marker;
-/// 4. the same fragments and ICMP errors one VXLAN level down (inner IPv4 without options), on
-///    `vxlan_ports`.
+/// 4. the same fragments and ICMP errors one VXLAN level down, on `vxlan_ports`: inner IPv4
+///    without options or inner IPv6 (fragment header first, or ICMPv6 error without extension
+///    headers), over an IPv4 underlay or an IPv6 one without extension headers (libpcap's
+///    `udp[]` reads IPv4 only, so the IPv6 underlay is read by `ip6[]` offsets).
 ///
 /// Fragments and ICMP errors are rare in normal traffic; the tracer matches them to probes by
 /// their headers. The `len >= 64` guard keeps short frames from aborting the filter program on
@@ -192,6 +194,24 @@ pub fn filter_expression_with(trace_id: Option<u32>, vxlan_ports: &[u16]) -> Str
             " or (udp dst port ({ports}) and udp[28:2] = 0x0800 and \
              (udp[36:2] & 0x3fff != 0 or (udp[39] = 1 and \
              (udp[50] = 3 or udp[50] = 11 or udp[50] = 12))))"
+        ));
+        // Inner IPv6 over an IPv4 underlay: next header at udp[36], ICMPv6 type at udp[70].
+        f.push_str(&format!(
+            " or (udp dst port ({ports}) and udp[28:2] = 0x86dd and \
+             (udp[36] = 44 or (udp[36] = 58 and udp[70] < 5)))"
+        ));
+        // An IPv6 underlay: UDP at ip6[40], VXLAN at ip6[48], inner Ethernet at ip6[56], inner
+        // IP at ip6[70].
+        let ports6 = vxlan_ports
+            .iter()
+            .map(|p| format!("ip6[42:2] = {p}"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        f.push_str(&format!(
+            " or (ip6 and ip6[6] = 17 and ({ports6}) and \
+             ((ip6[68:2] = 0x0800 and (ip6[76:2] & 0x3fff != 0 or (ip6[79] = 1 and \
+             (ip6[90] = 3 or ip6[90] = 11 or ip6[90] = 12)))) or \
+             (ip6[68:2] = 0x86dd and (ip6[76] = 44 or (ip6[76] = 58 and ip6[110] < 5)))))"
         ));
     }
     f

@@ -84,9 +84,14 @@ fn expected(frame: &[u8], d: &Dissection, trace: Option<u32>) -> bool {
         ([o], Some(inner)) => {
             matches!(o.tunnel, Tunnel::Vxlan { .. })
                 && o.inner_link.as_ref().is_some_and(|l| l.vlans.is_empty())
-                && inner.version == 4
-                && inner.header_len == 20
-                && (inner.is_fragment() || icmp_error(d))
+                && (o.ip.version == 4 || o.ip.ext.is_empty())
+                && match inner.version {
+                    4 => inner.header_len == 20 && (inner.is_fragment() || icmp_error(d)),
+                    _ => {
+                        inner.ext.first().is_some_and(|e| e.kind == 44)
+                            || (inner.ext.is_empty() && icmp_error(d))
+                    }
+                }
         }
         _ => false,
     };

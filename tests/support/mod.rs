@@ -92,6 +92,27 @@ impl Lab {
         self.addr(pod, "eth0")
     }
 
+    /// The global IPv6 address of a member's interface (dual-stack labs), as the lab reports it.
+    pub fn addr6(&self, member: &str, ifname: &str) -> String {
+        let m = self.view["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == member))
+            .unwrap_or_else(|| panic!("no member {member}"));
+        let i = m["interfaces"]
+            .as_array()
+            .and_then(|is| is.iter().find(|i| i["name"] == ifname))
+            .unwrap_or_else(|| panic!("no {member}/{ifname}"));
+        let a = i["addresses6"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{member}/{ifname} has no IPv6 address"));
+        a.split('/').next().unwrap_or(a).to_string()
+    }
+
+    /// A pod's IPv6 address.
+    pub fn pod_ip6(&self, pod: &str) -> String {
+        self.addr6(pod, "eth0")
+    }
+
     /// Runs `argv` inside member `name`'s namespace.
     pub fn exec(&self, name: &str, argv: &[&str]) -> Output {
         Command::new("ip")
@@ -197,7 +218,8 @@ pub fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// What the root namespace looks like: links, addresses, routes, iptables and nftables rules.
+/// What the root namespace looks like: links, addresses, routes (IPv4 and IPv6), iptables,
+/// ip6tables and nftables rules, IPv6 policy rules and permanent neighbours.
 /// Equal snapshots before and after prove a test left nothing in the root namespace.
 pub fn root_snapshot() -> String {
     let run = |argv: &[&str]| -> String {
@@ -212,6 +234,11 @@ pub fn root_snapshot() -> String {
         .filter(|l| !l.starts_with('#')) // timestamps
         .map(|l| format!("{}\n", strip_counters(l)))
         .collect();
+    let ip6tables: String = run(&["ip6tables-save"])
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{}\n", strip_counters(l)))
+        .collect();
     [
         run(&["ip", "-o", "link", "show"])
             .lines()
@@ -221,6 +248,28 @@ pub fn root_snapshot() -> String {
         run(&["ip", "route", "show", "table", "all"]),
         iptables,
         run(&["nft", "list", "ruleset"]),
+        // RA-learned routes count their lifetime down: keep the route, drop the clock.
+        run(&["ip", "-6", "route", "show", "table", "all"])
+            .lines()
+            .map(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                let mut out = Vec::new();
+                let mut skip = false;
+                for w in words {
+                    if skip {
+                        skip = false;
+                    } else if w == "expires" {
+                        skip = true;
+                    } else {
+                        out.push(w);
+                    }
+                }
+                out.join(" ") + "\n"
+            })
+            .collect::<String>(),
+        ip6tables,
+        run(&["ip", "-6", "rule", "show"]),
+        run(&["ip", "-6", "neigh", "show", "nud", "permanent"]),
     ]
     .join("\n---\n")
 }

@@ -16,11 +16,15 @@ The lab is a two-node Kubernetes network made of network namespaces named dye-<I
 an underlay switch, node-1 and node-2 with CNI bridge pod networking (cni0) and a flannel-style
 VXLAN overlay (flannel.1, VNI 1, UDP 8472), four pods with TCP/UDP responders, kube-proxy
 iptables chains for a ClusterIP + NodePort service, and an edge firewall doing NAT in front of
-an office network that reuses the pod range. Nothing is added to the root namespace.
+an office network that reuses the pod range. The built-in lab is dual-stack: pods also get
+IPv6 (fd00:244:<node>::/64) from the same CNI plugins, flannel-v6.1 carries it between nodes
+over an IPv6 underlay (fd00:50::/64), and the firewall routes it (no NAT66) to the office
+(fd00:10::/64). Nothing is added to the root namespace.
 
 Examples:
   dye lab up                         # lab \"demo\" from the built-in topology
   ip netns exec dye-demo-pod-a ping -c1 10.244.2.2
+  ip netns exec dye-demo-pod-a ping -c1 fd00:244:2::2
   dye lab fault demo underlay-mtu 1400
   dye lab status demo
   dye lab down demo")]
@@ -278,7 +282,12 @@ fn print_view(view: &LabView) -> anyhow::Result<()> {
                 i.name,
                 i.kind,
                 i.mtu,
-                i.addresses.join(" ")
+                i.addresses
+                    .iter()
+                    .chain(&i.addresses6)
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
             )?;
         }
     }

@@ -42,9 +42,11 @@ pub struct TraceArgs {
     #[arg(long, value_enum)]
     proto: Option<Proto>,
     /// IP packet size in bytes, headers included (at least 64; at most the source's MTU).
-    #[arg(long, default_value_t = 64, value_name = "BYTES")]
-    size: u32,
-    /// Set Don't Fragment on the probes.
+    /// Default: the smallest probe, 64 bytes (76 for TCP over IPv6).
+    #[arg(long, value_name = "BYTES")]
+    size: Option<u32>,
+    /// Set Don't Fragment on the probes (IPv4). IPv6 probes need no flag: routers never
+    /// fragment IPv6, so a probe too big for a link is always dropped with a Packet Too Big.
     #[arg(long)]
     df: bool,
     /// Number of probes (1-100); each is its own flow, so a Service may balance them apart.
@@ -110,7 +112,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         to,
         port,
         proto,
-        size: args.size,
+        size: args
+            .size
+            .unwrap_or_else(|| trace::smallest_probe(to, proto)),
         df: args.df,
         count: args.count,
         interval: args.interval,

@@ -2,7 +2,7 @@
 //! file as soon as it exists. Any failure or an interrupt (SIGINT/SIGTERM) tears down whatever
 //! was built, so a half-built lab never stays behind.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -27,7 +27,7 @@ pub fn up(id: &LabId, text: &str, source: &str) -> Result<LabState, LabError> {
         path: source.to_string(),
         message,
     })?;
-    preflight()?;
+    preflight(topo)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     let guards = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
         .into_iter()
@@ -63,18 +63,29 @@ pub fn up(id: &LabId, text: &str, source: &str) -> Result<LabState, LabError> {
 }
 
 /// Fails early, before anything is created, when privileges or tools are missing.
-fn preflight() -> Result<(), LabError> {
+fn preflight(topo: &Topology) -> Result<(), LabError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(LabError::NotRoot);
     }
-    let tools: &[(&str, &'static str)] = &[
+    let mut tools: Vec<(&str, &'static str)> = vec![
         ("ip", "iproute2"),
         ("bridge", "iproute2"),
         ("iptables-restore", "iptables"),
         ("iptables", "iptables"),
         ("sysctl", "procps"),
     ];
-    for (tool, package) in tools {
+    if topo.dual_stack() {
+        tools.push(("ip6tables-restore", "iptables"));
+        tools.push(("ip6tables", "iptables"));
+        if !Path::new("/proc/sys/net/ipv6").is_dir() {
+            return Err(LabError::Internal(
+                "the topology is dual-stack but this kernel has IPv6 disabled \
+                 (no /proc/sys/net/ipv6); remove the *6 keys for an IPv4-only lab"
+                    .into(),
+            ));
+        }
+    }
+    for (tool, package) in &tools {
         if !on_path(tool) {
             return Err(LabError::MissingTool {
                 tool: (*tool).to_string(),
@@ -143,6 +154,7 @@ impl Builder<'_> {
         self.overlay()?;
         self.services()?;
         self.firewall_and_office()?;
+        self.settle_ipv6()?;
         self.wait_for_responders()?;
         self.state.complete = true;
         self.state.save(self.state_dir)
@@ -164,6 +176,13 @@ impl Builder<'_> {
         self.state.namespaces.push(ns.clone());
         self.state.save(self.state_dir)?;
         Cmd::ip(&ns, "link set lo up").run()?;
+        if self.topo.dual_stack() {
+            // No duplicate address detection inside the lab: every address is planned, and a
+            // tentative address (1-2 s of DAD) would make the first probe race the kernel.
+            // Interfaces created from now on (eth0, cni0, veths, VTEPs) inherit `default`.
+            self.sysctl(&ns, "net.ipv6.conf.default.accept_dad=0")?;
+            self.sysctl(&ns, "net.ipv6.conf.all.accept_dad=0")?;
+        }
         Ok(ns)
     }
 
@@ -189,6 +208,7 @@ impl Builder<'_> {
         ifname: &str,
         port: &str,
         addr: Ipv4Addr,
+        addr6: Option<Ipv6Addr>,
     ) -> Result<(), LabError> {
         let sw = self.id.ns(UNDERLAY);
         let mtu = self.topo.underlay.mtu;
@@ -200,6 +220,14 @@ impl Builder<'_> {
         .run()?;
         Cmd::ip(&sw, &format!("link set {port} master br0 up")).run()?;
         Cmd::ip(ns, &format!("addr add {addr}/{prefix} dev {ifname}")).run()?;
+        if let (Some(a6), Some(net6)) = (addr6, &self.topo.underlay.subnet6) {
+            let prefix6 = net6.get_ref().prefix;
+            Cmd::ip(
+                ns,
+                &format!("-6 addr add {a6}/{prefix6} dev {ifname} nodad"),
+            )
+            .run()?;
+        }
         Cmd::ip(ns, &format!("link set {ifname} up")).run()?;
         Ok(())
     }
@@ -209,16 +237,24 @@ impl Builder<'_> {
     fn node(&mut self, node: &Node) -> Result<(), LabError> {
         let name = node.name.get_ref();
         let ns = self.namespace(name)?;
-        self.plug_into_underlay(&ns, "eth0", name, *node.address.get_ref())?;
+        let address6 = node.address6.as_ref().map(|a| *a.get_ref());
+        self.plug_into_underlay(&ns, "eth0", name, *node.address.get_ref(), address6)?;
         self.sysctl(&ns, "net.ipv4.ip_forward=1")?;
         // kube-proxy needs bridged pod-to-pod replies to pass conntrack (br_netfilter).
         self.sysctl(&ns, "net.bridge.bridge-nf-call-iptables=1")?;
+        if self.topo.dual_stack() {
+            self.sysctl(&ns, "net.ipv6.conf.all.forwarding=1")?;
+            self.sysctl(&ns, "net.bridge.bridge-nf-call-ip6tables=1")?;
+        }
         if let Some(fw) = &self.topo.firewall {
             Cmd::ip(
                 &ns,
                 &format!("route add default via {}", fw.underlay_address),
             )
             .run()?;
+            if let (Some(gw6), Some(_)) = (&fw.underlay_address6, address6) {
+                Cmd::ip(&ns, &format!("-6 route add default via {}", gw6.get_ref())).run()?;
+            }
         }
         Ok(())
     }
@@ -246,6 +282,7 @@ impl Builder<'_> {
             node: node.name.get_ref().clone(),
             netns: pod_ns.clone(),
             ip: attached.ip,
+            ip6: attached.ip6,
             host_veth: attached.host_veth,
             cni_result: attached.result,
         });
@@ -340,6 +377,30 @@ impl Builder<'_> {
             self.state
                 .vtep_macs
                 .push((node.name.get_ref().clone(), mac));
+            if let (Some(a6), Some(s6)) = (&node.address6, &node.pod_subnet6) {
+                // flannel's dual-stack VXLAN: a second device with the same VNI and port whose
+                // VTEP is the node's IPv6 underlay address (outer IPv6), holding the network
+                // address of the node's IPv6 pod range as its /128.
+                let dev6 = self.topo.device6();
+                Cmd::ip(
+                    &ns,
+                    &format!(
+                        "link add {dev6} mtu {} type vxlan id {} local {} dev eth0 dstport {} nolearning",
+                        self.topo.overlay_mtu6(),
+                        o.vni,
+                        a6.get_ref(),
+                        o.port
+                    ),
+                )
+                .run()?;
+                let vtep6 = s6.get_ref().network();
+                Cmd::ip(&ns, &format!("-6 addr add {vtep6}/128 dev {dev6} nodad")).run()?;
+                Cmd::ip(&ns, &format!("link set {dev6} up")).run()?;
+                let mac6 = vtep_mac(&ns, &dev6)?;
+                self.state
+                    .vtep_macs6
+                    .push((node.name.get_ref().clone(), mac6));
+            }
         }
         for node in &self.topo.nodes {
             for peer in &self.topo.nodes {
@@ -347,6 +408,7 @@ impl Builder<'_> {
                     continue;
                 }
                 self.install_peer(node, peer)?;
+                self.install_peer6(node, peer)?;
             }
         }
         self.state.save(self.state_dir)
@@ -383,6 +445,81 @@ impl Builder<'_> {
             ),
         )
         .run()?;
+        Ok(())
+    }
+
+    /// The IPv6 half of `install_peer`, on flannel-v6.1: what flanneld installs for a peer
+    /// lease with an IPv6 subnet — onlink route via the peer's v6 VTEP, permanent neighbour,
+    /// FDB entry towards the peer's IPv6 underlay address.
+    fn install_peer6(&self, node: &Node, peer: &Node) -> Result<(), LabError> {
+        let (Some(_), Some(peer_addr6), Some(peer_subnet6)) =
+            (&node.pod_subnet6, &peer.address6, &peer.pod_subnet6)
+        else {
+            return Ok(());
+        };
+        let ns = self.id.ns(node.name.get_ref());
+        let dev6 = self.topo.device6();
+        let peer_vtep6 = peer_subnet6.get_ref().network();
+        let mac = self
+            .state
+            .vtep_macs6
+            .iter()
+            .find(|(n, _)| n == peer.name.get_ref())
+            .map(|(_, m)| m.clone())
+            .ok_or_else(|| {
+                LabError::Internal(format!("no IPv6 VTEP MAC for {}", peer.name.get_ref()))
+            })?;
+        Cmd::ip(
+            &ns,
+            &format!("-6 neigh replace {peer_vtep6} lladdr {mac} dev {dev6} nud permanent"),
+        )
+        .run()?;
+        let dst = peer_addr6.get_ref().to_string();
+        Cmd::new([
+            "bridge", "-n", &ns, "fdb", "append", &mac, "dev", &dev6, "dst", &dst,
+        ])
+        .run()?;
+        Cmd::ip(
+            &ns,
+            &format!(
+                "-6 route add {} via {peer_vtep6} dev {dev6} onlink",
+                peer_subnet6.get_ref()
+            ),
+        )
+        .run()?;
+        Ok(())
+    }
+
+    /// Waits until no lab address is still tentative (DAD is off, so this is a check that
+    /// normally passes at once) and fails clearly on a duplicate (`dadfailed`).
+    fn settle_ipv6(&self) -> Result<(), LabError> {
+        if !self.topo.dual_stack() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for ns in &self.state.namespaces {
+            loop {
+                self.step()?;
+                let failed = Cmd::ip(ns, "-6 -o addr show dadfailed").run()?;
+                if !failed.trim().is_empty() {
+                    return Err(LabError::Internal(format!(
+                        "duplicate IPv6 address in {ns}: {}",
+                        failed.trim()
+                    )));
+                }
+                let tentative = Cmd::ip(ns, "-6 -o addr show tentative").run()?;
+                if tentative.trim().is_empty() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(LabError::Internal(format!(
+                        "IPv6 addresses in {ns} still tentative after 5 s: {}",
+                        tentative.trim()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         Ok(())
     }
 
@@ -426,8 +563,29 @@ impl Builder<'_> {
             return Ok(());
         };
         let fw_ns = self.namespace(&fw.name)?;
-        self.plug_into_underlay(&fw_ns, "eth0", &fw.name, fw.underlay_address)?;
+        let fw6 = fw.underlay_address6.as_ref().map(|a| *a.get_ref());
+        self.plug_into_underlay(&fw_ns, "eth0", &fw.name, fw.underlay_address, fw6)?;
         self.sysctl(&fw_ns, "net.ipv4.ip_forward=1")?;
+        if fw6.is_some() {
+            self.sysctl(&fw_ns, "net.ipv6.conf.all.forwarding=1")?;
+            // IPv6 is routed, not NATed: the firewall knows where each node's pods live (the
+            // static routes a network team adds for routed pod ranges).
+            for node in &self.topo.nodes {
+                if let (Some(a6), Some(s6)) = (&node.address6, &node.pod_subnet6) {
+                    Cmd::ip(
+                        &fw_ns,
+                        &format!("-6 route add {} via {}", s6.get_ref(), a6.get_ref()),
+                    )
+                    .run()?;
+                }
+            }
+            if let Some(cidr6) = &self.topo.overlay.cluster_cidr6 {
+                let office6 = fw.office_subnet6.as_ref().map(|n| *n.get_ref());
+                Cmd::in_ns(&fw_ns, ["ip6tables-restore", "--noflush"])
+                    .stdin(rules::firewall6(*cidr6.get_ref(), office6))
+                    .run()?;
+            }
+        }
         let publish = self
             .topo
             .node(fw.publish_to.get_ref())
@@ -461,6 +619,26 @@ impl Builder<'_> {
                 &format!("route add default via {}", fw.office_address),
             )
             .run()?;
+            if let (Some(gw6), Some(net6), Some(a6)) =
+                (&fw.office_address6, &fw.office_subnet6, &office.address6)
+            {
+                let p6 = net6.get_ref().prefix;
+                Cmd::ip(
+                    &fw_ns,
+                    &format!("-6 addr add {}/{p6} dev eth1 nodad", gw6.get_ref()),
+                )
+                .run()?;
+                Cmd::ip(
+                    &office_ns,
+                    &format!("-6 addr add {}/{p6} dev eth0 nodad", a6.get_ref()),
+                )
+                .run()?;
+                Cmd::ip(
+                    &office_ns,
+                    &format!("-6 route add default via {}", gw6.get_ref()),
+                )
+                .run()?;
+            }
         }
         Ok(())
     }

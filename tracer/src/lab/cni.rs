@@ -3,7 +3,7 @@
 //! node's namespace with CNI_COMMAND/CNI_NETNS/CNI_IFNAME/CNI_ARGS in the environment, the
 //! per-plugin config on stdin carrying the list's name and version and the previous result.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -30,8 +30,18 @@ pub fn cni_path() -> PathBuf {
 /// bridge that is the pods' gateway, host-local IPAM over the node's pod subnet, the overlay MTU.
 /// IPAM state goes under the lab's state directory instead of /var/lib/cni, so teardown
 /// removes it with the lab.
+///
+/// Dual-stack: host-local gets one range set per family (`ranges: [[v4], [v6]]`) and hands out
+/// one address of each, and the bridge plugin puts both gateways on cni0 and installs both
+/// default routes in the pod — as with flannel's dual-stack delegate config.
 pub fn network_list(topo: &Topology, node: &Node, ipam_dir: &Path) -> Value {
     let subnet = node.pod_subnet.get_ref();
+    let mut ranges =
+        vec![json!([{ "subnet": subnet.to_string(), "gateway": subnet.first_host().to_string() }])];
+    if let Some(s6) = &node.pod_subnet6 {
+        let s6 = s6.get_ref();
+        ranges.push(json!([{ "subnet": s6.to_string(), "gateway": s6.first_host().to_string() }]));
+    }
     json!({
         "cniVersion": CNI_VERSION,
         "name": "cbr0",
@@ -45,17 +55,18 @@ pub fn network_list(topo: &Topology, node: &Node, ipam_dir: &Path) -> Value {
             "mtu": topo.overlay.mtu,
             "ipam": {
                 "type": "host-local",
-                "ranges": [[{ "subnet": subnet.to_string(), "gateway": subnet.first_host().to_string() }]],
+                "ranges": ranges,
                 "dataDir": ipam_dir.display().to_string(),
             }
         }]
     })
 }
 
-/// What the runtime learns from ADD: the pod address and the node-side veth.
+/// What the runtime learns from ADD: the pod addresses and the node-side veth.
 #[derive(Debug, Clone)]
 pub struct Attachment {
     pub ip: Ipv4Addr,
+    pub ip6: Option<Ipv6Addr>,
     pub host_veth: String,
     pub result: Value,
 }
@@ -156,13 +167,18 @@ fn with_list_fields(list: &Value, plugin: &Value, prev: Option<&Value>) -> Value
 /// Pulls the pod address and the host-side veth out of a CNI 1.0 result: the veth is the
 /// interface without a sandbox that is not the bridge.
 fn parse_attachment(result: Value) -> Result<Attachment, String> {
-    let ip = result["ips"]
-        .as_array()
-        .and_then(|ips| ips.first())
-        .and_then(|ip| ip["address"].as_str())
-        .and_then(|a| a.split('/').next())
-        .and_then(|a| a.parse::<Ipv4Addr>().ok())
+    let addresses = || {
+        result["ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|ip| ip["address"].as_str())
+            .filter_map(|a| a.split('/').next())
+    };
+    let ip = addresses()
+        .find_map(|a| a.parse::<Ipv4Addr>().ok())
         .ok_or("no IPv4 address in the result")?;
+    let ip6 = addresses().find_map(|a| a.parse::<Ipv6Addr>().ok());
     let host_veth = result["interfaces"]
         .as_array()
         .into_iter()
@@ -173,6 +189,7 @@ fn parse_attachment(result: Value) -> Result<Attachment, String> {
         .to_string();
     Ok(Attachment {
         ip,
+        ip6,
         host_veth,
         result,
     })
@@ -195,8 +212,44 @@ mod tests {
         });
         let a = parse_attachment(result).unwrap();
         assert_eq!(a.ip, Ipv4Addr::new(10, 244, 1, 2));
+        assert_eq!(a.ip6, None);
         assert_eq!(a.host_veth, "veth1a2b3c4d");
         assert!(parse_attachment(json!({"ips": []})).is_err());
+    }
+
+    #[test]
+    fn dual_stack_results_give_both_addresses_whatever_their_order() {
+        let result = json!({
+            "interfaces": [{"name": "cni0"}, {"name": "veth9"}, {"name": "eth0", "sandbox": "/x"}],
+            "ips": [
+                {"interface": 2, "address": "fd00:244:1::2/64", "gateway": "fd00:244:1::1"},
+                {"interface": 2, "address": "10.244.1.2/24", "gateway": "10.244.1.1"}
+            ]
+        });
+        let a = parse_attachment(result).unwrap();
+        assert_eq!(a.ip, Ipv4Addr::new(10, 244, 1, 2));
+        assert_eq!(a.ip6, Some("fd00:244:1::2".parse().unwrap()));
+    }
+
+    #[test]
+    fn dual_stack_nodes_get_a_v6_range_and_v4_only_nodes_do_not() {
+        let topo = Topology::builtin().unwrap();
+        let node = &topo.nodes[0];
+        let list = network_list(&topo, node, Path::new("/tmp/x"));
+        let ranges = list["plugins"][0]["ipam"]["ranges"].as_array().unwrap();
+        assert_eq!(ranges.len(), 2);
+        assert_eq!(ranges[1][0]["subnet"], "fd00:244:1::/64");
+        assert_eq!(ranges[1][0]["gateway"], "fd00:244:1::1");
+        let mut v4 = node.clone();
+        v4.pod_subnet6 = None;
+        let list = network_list(&topo, &v4, Path::new("/tmp/x"));
+        assert_eq!(
+            list["plugins"][0]["ipam"]["ranges"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::cmd::Cmd;
 use super::names::{LabId, UNDERLAY};
 use super::state::{load_state, LabState};
-use super::topology::Topology;
+use super::topology::{Topology, IPV6_MIN_MTU};
 use super::LabError;
 
 /// A fault to switch on.
@@ -105,6 +105,7 @@ fn plan(id: &LabId, topo: &Topology, state: &LabState, fault: &Fault) -> Result<
     match fault {
         Fault::UnderlayMtu { mtu } => {
             check_mtu(*mtu)?;
+            check_mtu6(topo, *mtu, "the underlay links")?;
             let old = topo.underlay.mtu;
             let mut links: Vec<(String, String)> = vec![(id.ns(UNDERLAY), "br0".into())];
             for node in &topo.nodes {
@@ -136,6 +137,7 @@ fn plan(id: &LabId, topo: &Topology, state: &LabState, fault: &Fault) -> Result<
             mtu,
         } => {
             check_mtu(*mtu)?;
+            check_mtu6(topo, *mtu, &format!("{member}/{ifname}"))?;
             let ns = id.ns(member);
             let current = current_mtu(&ns, ifname)?;
             let mut links = vec![(ns.clone(), ifname.clone(), current)];
@@ -183,14 +185,14 @@ fn plan(id: &LabId, topo: &Topology, state: &LabState, fault: &Fault) -> Result<
         Fault::DropPod { pod } => {
             let p = state.pod(pod).ok_or_else(|| format!("no pod {pod:?}"))?;
             let ns = id.ns(&p.node);
-            let rule = |op: &str| {
-                let mut v = argv(&["ip", "netns", "exec", &ns, "iptables", op, "FORWARD"]);
+            let rule = |tool: &str, op: &str, dst: String| {
+                let mut v = argv(&["ip", "netns", "exec", &ns, tool, op, "FORWARD"]);
                 if op == "-I" {
                     v.push("1".into());
                 }
                 v.extend(argv(&[
                     "-d",
-                    &format!("{}/32", p.ip),
+                    &dst,
                     "-m",
                     "comment",
                     "--comment",
@@ -200,10 +202,20 @@ fn plan(id: &LabId, topo: &Topology, state: &LabState, fault: &Fault) -> Result<
                 ]));
                 v
             };
+            let v4 = format!("{}/32", p.ip);
+            let mut apply = vec![rule("iptables", "-I", v4.clone())];
+            let mut undo = vec![rule("iptables", "-D", v4)];
+            let mut addrs = p.ip.to_string();
+            if let Some(ip6) = p.ip6 {
+                let v6 = format!("{ip6}/128");
+                apply.push(rule("ip6tables", "-I", v6.clone()));
+                undo.push(rule("ip6tables", "-D", v6));
+                addrs.push_str(&format!(", {ip6}"));
+            }
             Ok(Change {
-                apply: vec![rule("-I")],
-                undo: vec![rule("-D")],
-                description: format!("DROP in {}'s FORWARD chain for {pod} ({})", p.node, p.ip),
+                apply,
+                undo,
+                description: format!("DROP in {}'s FORWARD chain for {pod} ({addrs})", p.node),
             })
         }
         Fault::NoRoute { node, to } => {
@@ -216,13 +228,26 @@ fn plan(id: &LabId, topo: &Topology, state: &LabState, fault: &Fault) -> Result<
             let via = subnet.network();
             let dev = &topo.overlay.device;
             let ns = id.ns(node);
-            Ok(Change {
-                apply: vec![ip(&ns, &format!("route del {subnet}"))],
-                undo: vec![ip(
+            let mut apply = vec![ip(&ns, &format!("route del {subnet}"))];
+            let mut undo = vec![ip(
+                &ns,
+                &format!("route add {subnet} via {via} dev {dev} onlink"),
+            )];
+            let mut subnets = subnet.to_string();
+            if let Some(s6) = &peer.pod_subnet6 {
+                let s6 = s6.get_ref();
+                let dev6 = topo.device6();
+                apply.push(ip(&ns, &format!("-6 route del {s6}")));
+                undo.push(ip(
                     &ns,
-                    &format!("route add {subnet} via {via} dev {dev} onlink"),
-                )],
-                description: format!("{node} has no route to {to}'s pods ({subnet})"),
+                    &format!("-6 route add {s6} via {} dev {dev6} onlink", s6.network()),
+                ));
+                subnets.push_str(&format!(", {s6}"));
+            }
+            Ok(Change {
+                apply,
+                undo,
+                description: format!("{node} has no route to {to}'s pods ({subnets})"),
             })
         }
     }
@@ -233,6 +258,20 @@ fn check_mtu(mtu: u32) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("MTU {mtu} is outside 576..=9000"))
+    }
+}
+
+/// In a dual-stack lab an MTU below 1280 would not limit IPv6 but remove it: the kernel drops
+/// every IPv6 address and route of a device set below IPv6's minimum link MTU.
+fn check_mtu6(topo: &Topology, mtu: u32, what: &str) -> Result<(), String> {
+    if topo.dual_stack() && mtu < IPV6_MIN_MTU {
+        Err(format!(
+            "MTU {mtu} is below {IPV6_MIN_MTU}, IPv6's minimum link MTU: in this dual-stack lab \
+             the kernel would silently remove IPv6 from {what} instead of limiting it; use \
+             {IPV6_MIN_MTU} or more (or an IPv4-only topology)"
+        ))
+    } else {
+        Ok(())
     }
 }
 

@@ -38,7 +38,10 @@ pub struct Interface {
     /// Kernel link kind: veth, bridge, vxlan, loopback…
     pub kind: String,
     pub mtu: u32,
+    /// IPv4 addresses (prefix notation).
     pub addresses: Vec<String>,
+    /// Global IPv6 addresses (dual-stack labs; link-local ones left out).
+    pub addresses6: Vec<String>,
     pub master: Option<String>,
 }
 
@@ -165,19 +168,23 @@ fn interfaces(netns: &str) -> Result<Vec<Interface>, LabError> {
                     }
                     .to_string()
                 });
-            let addresses = l["addr_info"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|a| a["family"] == "inet")
-                .filter_map(|a| {
-                    Some(format!(
-                        "{}/{}",
-                        a["local"].as_str()?,
-                        a["prefixlen"].as_u64()?
-                    ))
-                })
-                .collect();
+            let of_family = |family: &str| -> Vec<String> {
+                l["addr_info"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|a| a["family"] == family && a["scope"] != "link")
+                    .filter_map(|a| {
+                        Some(format!(
+                            "{}/{}",
+                            a["local"].as_str()?,
+                            a["prefixlen"].as_u64()?
+                        ))
+                    })
+                    .collect()
+            };
+            let addresses = of_family("inet");
+            let addresses6 = of_family("inet6");
             Some(Interface {
                 name,
                 kind,
@@ -186,6 +193,7 @@ fn interfaces(netns: &str) -> Result<Vec<Interface>, LabError> {
                     .and_then(|m| u32::try_from(m).ok())
                     .unwrap_or(0),
                 addresses,
+                addresses6,
                 master: l["master"].as_str().map(String::from),
             })
         })

@@ -3,9 +3,11 @@
 //! and then an echo of what they send; a datagram gets the name line followed by the datagram
 //! itself (so a dye probe's marker comes back at the end of the reply, as with ping). Bounded:
 //! a capped number of concurrent connections, read timeouts, one reply per datagram.
+//! Dual-stack: each socket is bound to `[::]` with IPV6_V6ONLY off, so one socket answers IPv4
+//! (as v4-mapped peers) and IPv6 alike; without IPv6 in the kernel it falls back to 0.0.0.0.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,8 +23,8 @@ pub fn serve(
     udp_port: u16,
     ready: Option<&Path>,
 ) -> std::io::Result<()> {
-    let tcp = TcpListener::bind(("0.0.0.0", tcp_port))?;
-    let udp = UdpSocket::bind(("0.0.0.0", udp_port))?;
+    let tcp: TcpListener = bind(socket2::Type::STREAM, tcp_port)?.into();
+    let udp: UdpSocket = bind(socket2::Type::DGRAM, udp_port)?.into();
     if let Some(path) = ready {
         std::fs::write(path, format!("{}\n", std::process::id()))?;
     }
@@ -44,6 +46,28 @@ pub fn serve(
         });
     }
     Ok(())
+}
+
+/// A socket on `[::]:port` that also takes IPv4, or on `0.0.0.0:port` when IPv6 is missing.
+fn bind(ty: socket2::Type, port: u16) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Socket};
+    let dual = Socket::new(Domain::IPV6, ty, None).and_then(|s| {
+        s.set_only_v6(false)?;
+        Ok(s)
+    });
+    let (sock, addr) = match dual {
+        Ok(s) => (s, SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))),
+        Err(_) => (
+            Socket::new(Domain::IPV4, ty, None)?,
+            SocketAddr::from(([0, 0, 0, 0], port)),
+        ),
+    };
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    if ty == socket2::Type::STREAM {
+        sock.listen(128)?;
+    }
+    Ok(sock)
 }
 
 fn echo(mut stream: TcpStream, greeting: &[u8]) -> std::io::Result<()> {

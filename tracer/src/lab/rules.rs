@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
-use super::topology::{Firewall, Service, ServicePort, Topology};
+use super::topology::{Firewall, Ipv6Net, Service, ServicePort, Topology};
 
 /// A service endpoint resolved to its pod address.
 #[derive(Debug, Clone)]
@@ -131,6 +131,35 @@ COMMIT
     )
 }
 
+/// The edge firewall's IPv6 side, for `ip6tables-restore --noflush`: the same default-deny
+/// FORWARD policy as IPv4, but routed (no NAT66): the cluster may open flows to the office,
+/// replies come back, the office may not open flows into the cluster. ICMPv6 errors always
+/// pass (RFC 4890 §4.3.1): conntrack marks those about tracked flows RELATED, and the explicit
+/// rules keep Packet Too Big and friends flowing for anything else — dropping them is how
+/// IPv6 path-MTU black holes are made. (The firewall's own Packet Too Big leaves through
+/// OUTPUT, which this policy does not touch.)
+pub fn firewall6(cluster_cidr6: Ipv6Net, office_subnet6: Option<Ipv6Net>) -> String {
+    let mut out = String::from(
+        r#"*filter
+:FORWARD DROP [0:0]
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -m conntrack --ctstate INVALID -j DROP
+-A FORWARD -p ipv6-icmp -m icmp6 --icmpv6-type destination-unreachable -j ACCEPT
+-A FORWARD -p ipv6-icmp -m icmp6 --icmpv6-type packet-too-big -j ACCEPT
+-A FORWARD -p ipv6-icmp -m icmp6 --icmpv6-type time-exceeded -j ACCEPT
+-A FORWARD -p ipv6-icmp -m icmp6 --icmpv6-type parameter-problem -j ACCEPT
+"#,
+    );
+    if let Some(office) = office_subnet6 {
+        let _ = writeln!(
+            out,
+            r#"-A FORWARD -i eth0 -o eth1 -s {cluster_cidr6} -d {office} -m comment --comment "cluster to office" -j ACCEPT"#
+        );
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
 /// kube-proxy's port name: `namespace/service:proto-port`.
 fn port_name(svc: &Service, port: &ServicePort) -> String {
     format!(
@@ -162,6 +191,19 @@ fn chain(prefix: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn firewall6_is_default_deny_lets_icmpv6_errors_through_and_opens_only_outward() {
+        let text = firewall6(
+            "fd00:244::/48".parse().unwrap(),
+            Some("fd00:10::/64".parse().unwrap()),
+        );
+        assert!(text.contains(":FORWARD DROP"));
+        assert!(text.contains("--icmpv6-type packet-too-big -j ACCEPT"));
+        assert!(text.contains("-i eth0 -o eth1 -s fd00:244::/48 -d fd00:10::/64"));
+        assert!(!text.contains("-i eth1 -o eth0 -s"), "{text}");
+        assert!(text.ends_with("COMMIT\n"));
+    }
 
     #[test]
     fn chain_names_are_stable_distinct_and_short_enough_for_iptables() {

@@ -2,7 +2,7 @@
 //! `status`, `fault` and `down` work from any later process (and tests can read pod addresses).
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,9 @@ pub struct LabState {
     pub responders: Vec<u32>,
     /// MAC address of each node's VXLAN device (as flanneld would publish it).
     pub vtep_macs: Vec<(String, String)>,
+    /// MAC address of each node's IPv6 VXLAN device (dual-stack labs).
+    #[serde(default)]
+    pub vtep_macs6: Vec<(String, String)>,
     pub faults: Vec<FaultRecord>,
     /// False while `up` is still building.
     pub complete: bool,
@@ -35,6 +38,9 @@ pub struct PodState {
     pub node: String,
     pub netns: String,
     pub ip: Ipv4Addr,
+    /// The pod's IPv6 address (dual-stack labs).
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
     /// The node-side veth the CNI bridge plugin created (attached to cni0).
     pub host_veth: String,
     /// The CNI ADD result, kept for DEL as the runtime does.
@@ -50,6 +56,7 @@ impl LabState {
             pods: Vec::new(),
             responders: Vec::new(),
             vtep_macs: Vec::new(),
+            vtep_macs6: Vec::new(),
             faults: Vec::new(),
             complete: false,
         }

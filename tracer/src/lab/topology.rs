@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -30,6 +30,8 @@ pub struct Topology {
 #[serde(deny_unknown_fields)]
 pub struct Underlay {
     pub subnet: Ipv4Net,
+    /// The underlay's IPv6 prefix: setting it makes the lab dual-stack.
+    pub subnet6: Option<Spanned<Ipv6Net>>,
     #[serde(default = "default_mtu")]
     pub mtu: u32,
 }
@@ -37,6 +39,13 @@ pub struct Underlay {
 fn default_mtu() -> u32 {
     1500
 }
+
+/// IPv6 needs every link to carry 1280 bytes (RFC 8200 §5); the kernel removes IPv6 from a
+/// device whose MTU is set below it.
+pub const IPV6_MIN_MTU: u32 = 1280;
+
+/// What VXLAN adds on an IPv6 underlay: outer IPv6 40 + UDP 8 + VXLAN 8 + inner Ethernet 14.
+pub const VXLAN6_OVERHEAD: u32 = 70;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +55,10 @@ pub struct Overlay {
     pub port: u16,
     pub mtu: u32,
     pub cluster_cidr: Ipv4Net,
+    /// The IPv6 cluster range (dual-stack labs).
+    pub cluster_cidr6: Option<Spanned<Ipv6Net>>,
+    /// flannel's IPv6 VXLAN device (dual-stack): `flannel-v6.<vni>` unless named here.
+    pub device6: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -54,6 +67,10 @@ pub struct Node {
     pub name: Spanned<String>,
     pub address: Spanned<Ipv4Addr>,
     pub pod_subnet: Spanned<Ipv4Net>,
+    /// The node's IPv6 underlay address (dual-stack labs).
+    pub address6: Option<Spanned<Ipv6Addr>>,
+    /// The node's IPv6 pod range (dual-stack labs).
+    pub pod_subnet6: Option<Spanned<Ipv6Net>>,
     pub pods: Vec<Spanned<String>>,
 }
 
@@ -110,6 +127,11 @@ pub struct Firewall {
     pub vip_port: u16,
     pub publish_to: Spanned<String>,
     pub publish_port: u16,
+    /// IPv6 on the underlay side (dual-stack labs): the nodes' IPv6 default gateway.
+    pub underlay_address6: Option<Spanned<Ipv6Addr>>,
+    /// IPv6 on the office side, and the office's IPv6 prefix (routed, no NAT66).
+    pub office_address6: Option<Spanned<Ipv6Addr>>,
+    pub office_subnet6: Option<Spanned<Ipv6Net>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +139,7 @@ pub struct Firewall {
 pub struct Office {
     pub name: String,
     pub address: Spanned<Ipv4Addr>,
+    pub address6: Option<Spanned<Ipv6Addr>>,
 }
 
 /// An IPv4 prefix such as `10.244.1.0/24`.
@@ -173,6 +196,71 @@ impl FromStr for Ipv4Net {
 }
 
 impl<'de> Deserialize<'de> for Ipv4Net {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An IPv6 prefix such as `fd00:244:1::/64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Net {
+    pub addr: Ipv6Addr,
+    pub prefix: u8,
+}
+
+impl Ipv6Net {
+    fn mask(&self) -> u128 {
+        u128::MAX
+            .checked_shl(128 - u32::from(self.prefix))
+            .unwrap_or(0)
+    }
+
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        (u128::from(ip) & self.mask()) == (u128::from(self.addr) & self.mask())
+    }
+
+    /// True when the two prefixes share any address.
+    pub fn overlaps(&self, other: &Ipv6Net) -> bool {
+        self.contains(other.addr) || other.contains(self.addr)
+    }
+
+    /// The network address itself (host bits cleared): flannel's VTEP address for the node.
+    pub fn network(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.addr) & self.mask())
+    }
+
+    /// The first host address (network + 1): the gateway by CNI convention.
+    pub fn first_host(&self) -> Ipv6Addr {
+        Ipv6Addr::from((u128::from(self.addr) & self.mask()).wrapping_add(1))
+    }
+}
+
+impl fmt::Display for Ipv6Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Ipv6Net {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a prefix like fd00:244::/48"))?;
+        let addr: Ipv6Addr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IPv6 address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 128)
+            .ok_or_else(|| format!("{prefix:?} is not a prefix length 0..=128"))?;
+        Ok(Ipv6Net { addr, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv6Net {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
@@ -322,6 +410,201 @@ impl Topology {
             (Some(_), None) => return Err("[office] needs a [firewall] in front of it".into()),
             _ => {}
         }
+        self.check_v6(text)
+    }
+
+    /// True when the topology gives the lab IPv6 (`[underlay] subnet6`).
+    pub fn dual_stack(&self) -> bool {
+        self.underlay.subnet6.is_some()
+    }
+
+    /// flannel's IPv6 VXLAN device name.
+    pub fn device6(&self) -> String {
+        self.overlay
+            .device6
+            .clone()
+            .unwrap_or_else(|| format!("flannel-v6.{}", self.overlay.vni))
+    }
+
+    /// The MTU of the IPv6 VXLAN device: what the kernel derives from an IPv6 underlay link.
+    pub fn overlay_mtu6(&self) -> u32 {
+        self.underlay.mtu.saturating_sub(VXLAN6_OVERHEAD)
+    }
+
+    /// The IPv6 keys: all optional, but consistent — a dual-stack lab needs a v6 address and
+    /// pod range on every node, and no v6 key may appear in an IPv4-only topology.
+    fn check_v6(&self, text: &str) -> Result<(), String> {
+        let at = |span: std::ops::Range<usize>, msg: String| -> String {
+            format!("line {}: {msg}", line_of(text, span.start))
+        };
+        let fw = self.firewall.as_ref();
+        let office = self.office.as_ref();
+        let Some(subnet6) = &self.underlay.subnet6 else {
+            // IPv4-only: any IPv6 key is a mistake worth naming.
+            let stray = self
+                .overlay
+                .cluster_cidr6
+                .as_ref()
+                .map(|s| ("cluster_cidr6", s.span()))
+                .or_else(|| {
+                    self.nodes.iter().find_map(|n| {
+                        n.address6
+                            .as_ref()
+                            .map(|a| ("address6", a.span()))
+                            .or_else(|| n.pod_subnet6.as_ref().map(|a| ("pod_subnet6", a.span())))
+                    })
+                })
+                .or_else(|| {
+                    fw.and_then(|f| {
+                        f.underlay_address6
+                            .as_ref()
+                            .map(|a| ("underlay_address6", a.span()))
+                            .or_else(|| {
+                                f.office_address6
+                                    .as_ref()
+                                    .map(|a| ("office_address6", a.span()))
+                            })
+                            .or_else(|| {
+                                f.office_subnet6
+                                    .as_ref()
+                                    .map(|a| ("office_subnet6", a.span()))
+                            })
+                    })
+                })
+                .or_else(|| {
+                    office.and_then(|o| o.address6.as_ref().map(|a| ("address6", a.span())))
+                });
+            return match stray {
+                Some((key, span)) => Err(at(
+                    span,
+                    format!(
+                        "{key} needs [underlay] subnet6 (IPv6 is on only when the underlay has it)"
+                    ),
+                )),
+                None => Ok(()),
+            };
+        };
+        let subnet6 = *subnet6.get_ref();
+        if self.underlay.mtu < IPV6_MIN_MTU + VXLAN6_OVERHEAD || self.overlay.mtu < IPV6_MIN_MTU {
+            return Err(format!(
+                "a dual-stack lab needs underlay mtu >= {} and overlay mtu >= {IPV6_MIN_MTU} \
+                 (IPv6 links carry at least {IPV6_MIN_MTU} bytes; VXLAN over IPv6 adds {VXLAN6_OVERHEAD}); \
+                 got {} and {}",
+                IPV6_MIN_MTU + VXLAN6_OVERHEAD,
+                self.underlay.mtu,
+                self.overlay.mtu
+            ));
+        }
+        let Some(cidr6) = &self.overlay.cluster_cidr6 else {
+            return Err(at(
+                subnet6_span(self),
+                "a dual-stack lab ([underlay] subnet6) needs [overlay] cluster_cidr6".into(),
+            ));
+        };
+        let cidr6 = *cidr6.get_ref();
+        let mut seen: Vec<Ipv6Net> = Vec::new();
+        for node in &self.nodes {
+            let name = node.name.get_ref();
+            let (Some(addr), Some(pods)) = (&node.address6, &node.pod_subnet6) else {
+                return Err(at(
+                    node.name.span(),
+                    format!("node {name:?} needs address6 and pod_subnet6 in a dual-stack lab"),
+                ));
+            };
+            if !subnet6.contains(*addr.get_ref()) {
+                return Err(at(
+                    addr.span(),
+                    format!(
+                        "node address6 {} is outside the underlay subnet6 {subnet6}",
+                        addr.get_ref()
+                    ),
+                ));
+            }
+            let p = *pods.get_ref();
+            if !cidr6.contains(p.addr) || p.prefix < cidr6.prefix || p.prefix > 120 {
+                return Err(at(
+                    pods.span(),
+                    format!(
+                        "pod subnet6 {p} must be a /120 or larger inside cluster_cidr6 {cidr6}"
+                    ),
+                ));
+            }
+            if let Some(other) = seen.iter().find(|o| o.overlaps(&p)) {
+                return Err(at(pods.span(), format!("pod subnet6 {p} overlaps {other}")));
+            }
+            seen.push(p);
+        }
+        if let Some(fw) = fw {
+            if let Some(a) = &fw.underlay_address6 {
+                if !subnet6.contains(*a.get_ref()) {
+                    return Err(at(
+                        a.span(),
+                        format!(
+                            "firewall underlay_address6 {} is outside the underlay subnet6 {subnet6}",
+                            a.get_ref()
+                        ),
+                    ));
+                }
+            }
+            match (&fw.office_address6, &fw.office_subnet6) {
+                (Some(a), Some(n)) => {
+                    if !n.get_ref().contains(*a.get_ref()) {
+                        return Err(at(
+                            a.span(),
+                            format!(
+                                "office_address6 {} is outside office_subnet6 {}",
+                                a.get_ref(),
+                                n.get_ref()
+                            ),
+                        ));
+                    }
+                    if n.get_ref().overlaps(&cidr6) || n.get_ref().overlaps(&subnet6) {
+                        return Err(at(
+                            n.span(),
+                            format!(
+                                "office_subnet6 {} overlaps the cluster or underlay: IPv6 is routed \
+                                 without NAT66, so it must not",
+                                n.get_ref()
+                            ),
+                        ));
+                    }
+                    if fw.underlay_address6.is_none() {
+                        return Err(at(
+                            a.span(),
+                            "office_address6 needs the firewall's underlay_address6 too".into(),
+                        ));
+                    }
+                }
+                (Some(a), None) => {
+                    return Err(at(a.span(), "office_address6 needs office_subnet6".into()))
+                }
+                (None, Some(n)) => {
+                    return Err(at(n.span(), "office_subnet6 needs office_address6".into()))
+                }
+                (None, None) => {}
+            }
+        }
+        if let Some(a) = office.and_then(|o| o.address6.as_ref()) {
+            match fw.and_then(|f| f.office_subnet6.as_ref()) {
+                Some(n) if n.get_ref().contains(*a.get_ref()) => {}
+                Some(n) => {
+                    return Err(at(
+                        a.span(),
+                        format!(
+                            "office address6 {} is outside the firewall's office_subnet6 {}",
+                            a.get_ref(),
+                            n.get_ref()
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(at(
+                        a.span(),
+                        "office address6 needs the firewall's office_subnet6".into(),
+                    ))
+                }
+            }
+        }
         Ok(())
     }
 
@@ -341,6 +624,14 @@ impl Topology {
             .iter()
             .flat_map(|n| n.pods.iter().map(|p| p.get_ref().as_str()))
     }
+}
+
+fn subnet6_span(t: &Topology) -> std::ops::Range<usize> {
+    t.underlay
+        .subnet6
+        .as_ref()
+        .map(|s| s.span())
+        .unwrap_or(0..0)
 }
 
 /// Lab names end up in namespace names and interface names: keep them short and plain.
@@ -428,6 +719,111 @@ mod tests {
             .contains("outside the underlay"));
     }
 
+    fn line_of_key(text: &str, starts: &str) -> usize {
+        text.lines()
+            .position(|l| l.starts_with(starts))
+            .map(|i| i + 1)
+            .unwrap()
+    }
+
+    #[test]
+    fn builtin_topology_is_dual_stack() {
+        let t = Topology::parse(BUILTIN).unwrap();
+        assert!(t.dual_stack());
+        assert_eq!(t.device6(), "flannel-v6.1");
+        assert_eq!(t.overlay_mtu6(), 1430);
+        let n2 = t.node("node-2").unwrap();
+        assert_eq!(
+            n2.pod_subnet6.as_ref().unwrap().get_ref().to_string(),
+            "fd00:244:2::/64"
+        );
+    }
+
+    #[test]
+    fn an_ipv4_only_topology_still_parses() {
+        let v4: String = BUILTIN
+            .lines()
+            .filter(|l| {
+                ![
+                    "subnet6",
+                    "cluster_cidr6",
+                    "address6",
+                    "pod_subnet6",
+                    "underlay_address6",
+                    "office_address6",
+                    "office_subnet6",
+                ]
+                .iter()
+                .any(|k| l.starts_with(&format!("{k} ")))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let t = Topology::parse(&v4).expect("IPv4-only parses");
+        assert!(!t.dual_stack());
+        assert!(t.nodes.iter().all(|n| n.pod_subnet6.is_none()));
+        // A stray v6 key in an IPv4-only file is named with its line.
+        let stray = v4.replace(
+            "pod_subnet = \"10.244.2.0/24\"\n",
+            "pod_subnet = \"10.244.2.0/24\"\npod_subnet6 = \"fd00:244:2::/64\"\n",
+        );
+        let err = Topology::parse(&stray).unwrap_err();
+        let line = line_of_key(&stray, "pod_subnet6");
+        assert_eq!(
+            err,
+            format!("line {line}: pod_subnet6 needs [underlay] subnet6 (IPv6 is on only when the underlay has it)")
+        );
+    }
+
+    #[test]
+    fn ipv6_mistakes_are_reported_with_their_line() {
+        let outside = BUILTIN.replace(r#"address6 = "fd00:50::12""#, r#"address6 = "fd00:51::12""#);
+        let err = Topology::parse(&outside).unwrap_err();
+        let line = line_of_key(&outside, r#"address6 = "fd00:51::12""#);
+        assert!(
+            err.starts_with(&format!(
+                "line {line}: node address6 fd00:51::12 is outside"
+            )),
+            "{err}"
+        );
+
+        let overlap = BUILTIN.replace(
+            r#"pod_subnet6 = "fd00:244:2::/64""#,
+            r#"pod_subnet6 = "fd00:244:1::/80""#,
+        );
+        let err = Topology::parse(&overlap).unwrap_err();
+        assert!(err.contains("overlaps fd00:244:1::/64"), "{err}");
+
+        let missing = BUILTIN.replace("address6 = \"fd00:50::12\"\n", "");
+        let err = Topology::parse(&missing).unwrap_err();
+        let line = line_of_key(&missing, r#"name = "node-2""#);
+        assert_eq!(
+            err,
+            format!(
+                "line {line}: node \"node-2\" needs address6 and pod_subnet6 in a dual-stack lab"
+            )
+        );
+
+        let bad = BUILTIN.replace(
+            r#"subnet6 = "fd00:50::/64""#,
+            r#"subnet6 = "fd00:50::/129""#,
+        );
+        let err = Topology::parse(&bad).unwrap_err();
+        assert!(
+            err.starts_with(&format!("line {}:", line_of_key(&bad, "subnet6"))),
+            "{err}"
+        );
+
+        let office = BUILTIN.replace(r#"address6 = "fd00:10::50""#, r#"address6 = "fd00:11::50""#);
+        assert!(Topology::parse(&office)
+            .unwrap_err()
+            .contains("outside the firewall's office_subnet6"));
+
+        let small = BUILTIN.replace("mtu = 1500", "mtu = 1340");
+        assert!(Topology::parse(&small)
+            .unwrap_err()
+            .contains("underlay mtu >= 1350"));
+    }
+
     #[test]
     fn prefix_arithmetic() {
         let n: Ipv4Net = "10.244.1.0/24".parse().unwrap();
@@ -436,5 +832,20 @@ mod tests {
         assert_eq!(n.first_host(), Ipv4Addr::new(10, 244, 1, 1));
         let all: Ipv4Net = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains(Ipv4Addr::new(8, 8, 8, 8)));
+        let n6: Ipv6Net = "fd00:244:1::/64".parse().unwrap();
+        assert!(n6.contains("fd00:244:1::77".parse().unwrap()));
+        assert!(!n6.contains("fd00:244:2::1".parse().unwrap()));
+        assert_eq!(n6.network(), "fd00:244:1::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            n6.first_host(),
+            "fd00:244:1::1".parse::<Ipv6Addr>().unwrap()
+        );
+        let cidr: Ipv6Net = "fd00:244::/32".parse().unwrap();
+        assert!(cidr.overlaps(&n6) && n6.overlaps(&cidr));
+        assert!(!n6.overlaps(&"fd00:10::/64".parse().unwrap()));
+        let all6: Ipv6Net = "::/0".parse().unwrap();
+        assert!(all6.contains("2001:db8::1".parse().unwrap()));
+        assert!("fd00::/129".parse::<Ipv6Net>().is_err());
+        assert!("10.0.0.0/8".parse::<Ipv6Net>().is_err());
     }
 }

@@ -49,6 +49,16 @@ impl Injector {
                 netns: netns.name().to_string(),
                 source,
             })?;
+        if dst.is_ipv6() {
+            // Send at the device MTU whatever path MTU the source has cached: a Packet Too Big
+            // already seen (by dye or any other sender) would otherwise make the kernel refuse
+            // every bigger probe with EMSGSIZE before it leaves, hiding the link that limits the
+            // path. IPv4 probes carry their own DF bit in the header dye builds.
+            set_pmtudisc_probe_v6(&socket).map_err(|source| InjectError::Socket {
+                netns: netns.name().to_string(),
+                source,
+            })?;
+        }
         Ok(Injector {
             socket,
             netns: netns.name().to_string(),
@@ -91,6 +101,29 @@ impl Injector {
             sent.push((p.seq, self.send(p, dst)?));
         }
         Ok(sent)
+    }
+}
+
+/// IPV6_MTU_DISCOVER = IPV6_PMTUDISC_PROBE: ignore the cached path MTU (what tracepath does).
+#[allow(unsafe_code)]
+fn set_pmtudisc_probe_v6(socket: &Socket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value: libc::c_int = libc::IPV6_PMTUDISC_PROBE;
+    // SAFETY: `socket` is a valid open socket for the call; the option value is a c_int that
+    // outlives the call and its exact size is passed; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

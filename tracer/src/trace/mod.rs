@@ -17,7 +17,7 @@ pub mod report;
 pub mod run;
 pub mod scope;
 
-pub use probe::Proto;
+pub use probe::{smallest_probe, Proto};
 pub use report::{TraceReport, VerdictKind};
 pub use run::{trace, TraceConfig, TraceError, TraceRun};
 pub use scope::ScopeRequest;

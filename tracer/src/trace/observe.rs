@@ -12,6 +12,7 @@ use dye_decode::{
     dissect, Dissection, Flow, Ip, LinkType, Options, Reassembler, ReassemblyLimits, L4,
 };
 
+use super::probe::probe_ip_id;
 use super::report::{Fragments, Leg, OuterView, PacketView};
 
 /// What a sighting is, for the verdict.
@@ -61,8 +62,8 @@ pub struct Observer {
     reassembler: Reassembler<(usize, Direction)>,
     /// Innermost flows of forward sightings → probe sequence.
     forward_flows: HashMap<Flow, u32>,
-    /// IP id of the probe at each forward sighting → sequence (NAT keeps the IP id), to match
-    /// ICMP errors whose quote is cut before the marker.
+    /// IP id (IPv6: flow label) of the probe at each forward sighting → sequence (NAT keeps
+    /// it), to match ICMP errors whose quote is cut before the marker.
     ip_ids: HashMap<(IpAddr, u32), u32>,
     /// Frames of fragments waiting for the rest of their datagram, by (point, dir, ip src, id).
     pending_frames: HashMap<FragmentKey, Vec<usize>>,
@@ -199,10 +200,11 @@ impl Observer {
                     Some(m) => m.marker.seq,
                     None => {
                         let q = icmp.quote.as_ref()?.ip.as_ref()?;
-                        *self.ip_ids.get(&(q.src, q.id)).or_else(|| {
+                        let qid = probe_ip_id(q);
+                        *self.ip_ids.get(&(q.src, qid)).or_else(|| {
                             self.ip_ids
                                 .iter()
-                                .find(|((_, id), _)| *id == q.id)
+                                .find(|((_, id), _)| *id == qid)
                                 .map(|(_, s)| s)
                         })?
                     }
@@ -230,7 +232,7 @@ impl Observer {
         };
         if leg == Leg::Forward && self.forward_flows.len() < MAX_TRACKED_FLOWS {
             self.forward_flows.insert(flow, seq);
-            self.ip_ids.insert((ip.src, ip.id), seq);
+            self.ip_ids.insert((ip.src, probe_ip_id(ip)), seq);
         }
         Some(Sighting {
             point,
@@ -344,5 +346,59 @@ fn outer_view(o: &dye_decode::Outer) -> OuterView {
         ttl: o.ip.ttl,
         df: o.ip.df,
         len: u32::from(o.ip.total_len),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::probe::{ProbeTemplate, Proto};
+    use dye_decode::build;
+
+    fn frame(ip: &[u8]) -> Vec<u8> {
+        build::ethernet([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], &[], 0x86dd, ip)
+    }
+
+    #[test]
+    fn ipv6_packet_too_big_with_a_short_quote_is_matched_to_the_probe_it_quotes() {
+        let (src, dst) = ("fd00:244:1::2", "fd00:10::50");
+        let t = ProbeTemplate {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto: Proto::Icmp,
+            dport: 0,
+            sport_base: 40000,
+            size: 1400,
+            df: false,
+            trace_id: 0x0bad_cafe,
+        };
+        let p1 = t.build(1, 700).unwrap();
+        let p2 = t.build(2, 701).unwrap();
+        let mut obs = Observer::new(t.trace_id, &[8472]);
+        obs.sent(t.src, p1.ip_id, 1);
+        obs.sent(t.src, p2.ip_id, 2);
+        // Both probes seen leaving, then the error about the first one: a Packet Too Big
+        // quotes as much as fits in 1280 bytes, which cuts the marker off a 1400-byte probe.
+        for (i, p) in [&p1, &p2].into_iter().enumerate() {
+            let s = obs.observe(i, 0, Direction::Out, 10 + i as u64, &frame(&p.packet));
+            assert_eq!(s.map(|s| s.seq), Some(p.seq));
+        }
+        let quote = &p1.packet[..1280 - 48];
+        let src6: std::net::Ipv6Addr = src.parse().unwrap();
+        let fw: std::net::Ipv6Addr = "fd00:50::254".parse().unwrap();
+        let ptb = build::icmp6(fw, src6, 2, 0, 1280u32.to_be_bytes(), quote);
+        let ip = build::ipv6(fw, src6, 64, 58, &[], &ptb);
+        let s = obs
+            .observe(2, 0, Direction::In, 20, &frame(&ip))
+            .expect("the PTB is a sighting");
+        assert_eq!(s.seq, 1, "attributed to the probe it quotes");
+        assert_eq!(
+            s.kind,
+            SightingKind::IcmpError {
+                sender: IpAddr::V6(fw),
+                name: "packet-too-big".into(),
+                mtu: Some(1280)
+            }
+        );
     }
 }

@@ -37,6 +37,13 @@ impl Proto {
 /// from the end of the frame).
 pub const MIN_SIZE: u32 = 64;
 
+/// The smallest probe to `dst` with `proto`: 64 bytes, or more when the headers and the
+/// marker need it (TCP over IPv6: 40 + 20 + 16 = 76).
+pub fn smallest_probe(dst: IpAddr, proto: Proto) -> u32 {
+    let ip = if dst.is_ipv4() { 20 } else { 40 };
+    (ip + proto.header_len() + Marker::LEN as u32).max(MIN_SIZE)
+}
+
 /// Everything a probe of this trace shares.
 #[derive(Debug, Clone)]
 pub struct ProbeTemplate {
@@ -89,7 +96,7 @@ impl ProbeTemplate {
 
     /// The smallest size this template accepts.
     pub fn min_size(&self) -> u32 {
-        (self.ip_header_len() + self.proto.header_len() + Marker::LEN as u32).max(MIN_SIZE)
+        smallest_probe(self.dst, self.proto)
     }
 
     pub fn check(&self) -> Result<(), ProbeError> {
@@ -167,7 +174,14 @@ impl ProbeTemplate {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 build::ipv4(&V4::new(s, d).ttl(64).id(ip_id).df(self.df), proto_num, &l4)
             }
-            (IpAddr::V6(s), IpAddr::V6(d)) => build::ipv6(s, d, 64, proto_num, &[], &l4),
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let mut p = build::ipv6(s, d, 64, proto_num, &[], &l4);
+                // IPv6 has no IP id: the flow label carries it instead (routers leave it alone,
+                // checksums do not cover it), so a Packet Too Big whose quote stops short of
+                // the marker still names its probe.
+                set_flow_label(&mut p, u32::from(ip_id));
+                p
+            }
             (s, d) => return Err(ProbeError::MixedFamilies { src: s, dst: d }),
         };
         Ok(Probe {
@@ -175,6 +189,24 @@ impl ProbeTemplate {
             ip_id: u32::from(ip_id),
             packet,
         })
+    }
+}
+
+/// Writes the 20-bit flow label of an IPv6 header.
+fn set_flow_label(packet: &mut [u8], label: u32) {
+    if let Some(h) = packet.get_mut(..4) {
+        let word = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+        let word = (word & 0xfff0_0000) | (label & 0x000f_ffff);
+        h.copy_from_slice(&word.to_be_bytes());
+    }
+}
+
+/// The id a probe's IP header carries for matching: the IPv4 id, or the IPv6 flow label.
+pub fn probe_ip_id(ip: &dye_decode::Ip) -> u32 {
+    if ip.version == 6 {
+        ip.flow_label
+    } else {
+        ip.id
     }
 }
 
@@ -245,7 +277,10 @@ mod tests {
         t.dst = "fd00:10:244:2::2".parse().unwrap();
         let p = t.build(1, 5).unwrap();
         let d = dissect(&p.packet, LinkType::RawIp, &Options::default());
+        assert!(d.error.is_none(), "{:?}", d.error);
         assert_eq!(d.ip.as_ref().unwrap().version, 6);
+        assert_eq!(d.ip.as_ref().unwrap().flow_label, 5);
+        assert_eq!(probe_ip_id(d.ip.as_ref().unwrap()), p.ip_id);
         assert_eq!(d.find_marker().unwrap().marker.seq, 1);
     }
 }

@@ -398,6 +398,17 @@ pub(crate) fn capture_filter(trace_id: u32, proto: Proto, vxlan_ports: &[u16]) -
     let mut f = dye_decode::filter_expression_with(Some(trace_id), vxlan_ports);
     if proto == Proto::Tcp {
         f.push_str(" or (tcp and (tcp[13] & 0x12 = 0x12 or tcp[13] & 0x04 != 0))");
+        // libpcap's tcp[] only reads IPv4: IPv6 answers (no extension headers) by offset, plain
+        // and inside VXLAN over an IPv6 underlay (inner IPv6 at ip6[70], its TCP flags at ip6[123]).
+        f.push_str(" or (ip6 and ip6[6] = 6 and (ip6[53] & 0x12 = 0x12 or ip6[53] & 0x04 != 0))");
+        if !vxlan_ports.is_empty() {
+            let ports = vxlan_ports
+                .iter()
+                .map(|p| format!("ip6[42:2] = {p}"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            f.push_str(&format!(" or (ip6 and ip6[6] = 17 and ({ports}) and ip6[68:2] = 0x86dd and ip6[76] = 6 and (ip6[123] & 0x12 = 0x12 or ip6[123] & 0x04 != 0))"));
+        }
         if !vxlan_ports.is_empty() {
             let ports = vxlan_ports
                 .iter()
