@@ -211,6 +211,68 @@ fn a_pod_mtu_above_the_overlay_is_signalled_by_its_node_and_leaves_the_pmtu_cach
         cached(&lab),
         "the kernel should learn 1450 from a real ping"
     );
+    // A cached path MTU neither stops dye's bigger probes nor is changed by them.
+    let (code, again) = mtu(&["--from", &lab.ns("pod-a"), "--to", &pod_c]);
+    assert_eq!(code, 0, "{again:#}");
+    assert_eq!(again["path_mtu"], 1450);
+    assert_eq!(again["probes"][1]["outcome"], "too_big", "{again:#}");
+    let detail = again["pmtu_cache"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("already had a cached path MTU of 1450"),
+        "{detail}"
+    );
+    assert!(cached(&lab));
+}
+
+#[test]
+fn an_ipv6_packet_too_big_from_the_firewall_is_named_and_the_pmtu_cache_restored() {
+    let lab = Lab::up();
+    lab.fault(&["link-mtu", "fw/eth1", "1280"]);
+    let office = lab.addr6("office", "eth0");
+    let cached = |lab: &Lab| {
+        String::from_utf8_lossy(
+            &lab.exec("pod-a", &["ip", "-6", "route", "get", &office])
+                .stdout,
+        )
+        .contains("mtu 1280")
+    };
+    assert!(!cached(&lab));
+    let (code, r) = mtu(&["--from", &lab.ns("pod-a"), "--to", &office]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["path_mtu"], 1280, "{r:#}");
+    assert_eq!(r["status"], "signalled");
+    assert_eq!(
+        r["search"]["min"], 1280,
+        "IPv6 links carry 1280: the search starts there"
+    );
+    let limit = &r["limit"];
+    assert_eq!(limit["link"], format!("{}/eth1", lab.ns("fw")), "{limit:#}");
+    assert_eq!(limit["signalled_by"]["address"], lab.addr6("fw", "eth0"));
+    assert_eq!(limit["signalled_by"]["advertised_mtu"], 1280);
+    assert_eq!(r["max_payload"]["tcp_mss"], 1220);
+    assert_eq!(r["probes"][1]["outcome"], "too_big");
+    // ICMPv6 Packet Too Big about an echo probe updates the pod's cache: dye must undo it.
+    assert_eq!(r["pmtu_cache"]["restored"], true, "{r:#}");
+    assert!(
+        !cached(&lab),
+        "the pod's route cache still holds dye's 1280"
+    );
+}
+
+#[test]
+fn ipv6_pods_configured_above_the_v6_overlay_are_told_by_their_node() {
+    let lab = Lab::up();
+    // flannel-v6.1 carries 1500 - 70 = 1430; the pods' interfaces say 1450.
+    let (code, r) = mtu(&["--from", &lab.ns("pod-a"), "--to", &lab.pod_ip6("pod-c")]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["path_mtu"], 1430, "{r:#}");
+    let limit = &r["limit"];
+    assert_eq!(limit["link"], format!("{}/flannel-v6.1", lab.ns("node-1")));
+    assert_eq!(limit["encapsulation"]["overhead"], 70);
+    assert_eq!(
+        limit["signalled_by"]["netns"],
+        serde_json::json!([lab.ns("node-1")])
+    );
 }
 
 #[test]

@@ -323,8 +323,14 @@ pub fn analyze(i: Inputs<'_>) -> MtuReport {
             let tunnel_link = topology.namespace(ns)?.link(e.tunnel.split_once('/')?.1)?;
             links::underlay_of(topology, ns, tunnel_link)
         });
-    let recommendation = recommend(status, path_mtu, limit.as_ref(), outer_fragmenting.as_ref());
     let ip_header = if i.cfg.to.is_ipv4() { 20 } else { 40 };
+    let recommendation = recommend(
+        status,
+        path_mtu,
+        ip_header,
+        limit.as_ref(),
+        outer_fragmenting.as_ref(),
+    );
     let max_payload = path_mtu.map(|m| MaxPayload {
         tcp_mss: m.saturating_sub(ip_header + 20),
         udp: m.saturating_sub(ip_header + 8),
@@ -395,9 +401,15 @@ fn black_hole_limit(t: &Tried, l: &LinkLimit) -> Limit {
 
 fn signalled_limit(t: &Tried) -> Option<Limit> {
     let (sender, advertised, what) = match &t.outcome {
-        ProbeOutcome::TooBig { sender, mtu } => {
-            (*sender, *mtu, "fragmentation needed / packet too big")
-        }
+        ProbeOutcome::TooBig { sender, mtu } => (
+            *sender,
+            *mtu,
+            if sender.is_ipv4() {
+                "fragmentation needed"
+            } else {
+                "packet too big"
+            },
+        ),
         ProbeOutcome::Refused { sender, what } => (*sender, None, what.as_str()),
         _ => return None,
     };
@@ -428,11 +440,22 @@ fn signalled_limit(t: &Tried) -> Option<Limit> {
             vanished_after: None,
             also_at_this_mtu: Vec::new(),
             explanation: format!(
-                "{who} refused a {}-byte probe with ICMP {what}{}: it forwards through {} (MTU {})",
+                "{who} refused a {}-byte probe with ICMP {what}{}: it forwards through {} (MTU {}){}",
                 t.size,
                 advertised.map(|m| format!(" (next-hop MTU {m})")).unwrap_or_default(),
                 l.name(),
-                l.mtu
+                l.mtu,
+                match &l.encapsulation {
+                    Some(e) if e.tunnel == l.name() => format!(
+                        ", a {} device that leaves {} bytes for its outer headers",
+                        e.kind, e.overhead
+                    ),
+                    Some(e) => format!(
+                        ", the underlay of {} ({} + {} bytes of {} overhead)",
+                        e.tunnel, e.tunnel_mtu, e.overhead, e.kind
+                    ),
+                    None => String::new(),
+                }
             ),
         },
         None => Limit {
@@ -505,6 +528,7 @@ fn healthy_limit(
 fn recommend(
     status: Status,
     path_mtu: Option<u32>,
+    ip_header: u32,
     limit: Option<&Limit>,
     fragmenting_underlay: Option<&LinkLimit>,
 ) -> Option<Recommendation> {
@@ -549,7 +573,7 @@ fn recommend(
             applies_to: "pod".into(),
             reason: format!(
                 "path MTU discovery works here as long as the ICMP errors get through; if they may be filtered, set the pods' MTU to {pmtu} or clamp TCP MSS to {}",
-                pmtu.saturating_sub(40)
+                pmtu.saturating_sub(ip_header + 20)
             ),
         },
         (_, Some(e)) => Recommendation {

@@ -74,14 +74,15 @@ pub fn underlay_of(topology: &Topology, netns: &str, tunnel: &Link) -> Option<Li
 /// tighter of the device and its underlay minus the overhead.
 fn egress_limit(topology: &Topology, netns: &str, ifname: &str) -> Option<LinkLimit> {
     let l = link(topology, netns, ifname)?;
+    let under = underlay_of(topology, netns, l);
     let own = LinkLimit {
         netns: netns.to_string(),
         ifname: ifname.to_string(),
         mtu: l.mtu,
         fits: l.mtu,
-        encapsulation: None,
+        encapsulation: under.as_ref().and_then(|u| u.encapsulation.clone()),
     };
-    match underlay_of(topology, netns, l) {
+    match under {
         Some(under) if under.fits < own.fits => Some(under),
         _ => Some(own),
     }

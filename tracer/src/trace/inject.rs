@@ -49,16 +49,14 @@ impl Injector {
                 netns: netns.name().to_string(),
                 source,
             })?;
-        if dst.is_ipv6() {
-            // Send at the device MTU whatever path MTU the source has cached: a Packet Too Big
-            // already seen (by dye or any other sender) would otherwise make the kernel refuse
-            // every bigger probe with EMSGSIZE before it leaves, hiding the link that limits the
-            // path. IPv4 probes carry their own DF bit in the header dye builds.
-            set_pmtudisc_probe_v6(&socket).map_err(|source| InjectError::Socket {
-                netns: netns.name().to_string(),
-                source,
-            })?;
-        }
+        // Send at the device MTU whatever path MTU the source has cached: a Fragmentation
+        // Needed / Packet Too Big already seen (by dye or any other sender) would otherwise make
+        // the kernel refuse every bigger probe with EMSGSIZE before it leaves, hiding the link
+        // that limits the path. (IPv4 probes still carry the DF bit dye wrote in their header.)
+        set_pmtudisc_probe(&socket, dst.is_ipv4()).map_err(|source| InjectError::Socket {
+            netns: netns.name().to_string(),
+            source,
+        })?;
         Ok(Injector {
             socket,
             netns: netns.name().to_string(),
@@ -104,18 +102,31 @@ impl Injector {
     }
 }
 
-/// IPV6_MTU_DISCOVER = IPV6_PMTUDISC_PROBE: ignore the cached path MTU (what tracepath does).
+/// IP(V6)_MTU_DISCOVER = IP(V6)_PMTUDISC_PROBE: ignore the cached path MTU (what tracepath
+/// does).
 #[allow(unsafe_code)]
-fn set_pmtudisc_probe_v6(socket: &Socket) -> std::io::Result<()> {
+fn set_pmtudisc_probe(socket: &Socket, v4: bool) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let value: libc::c_int = libc::IPV6_PMTUDISC_PROBE;
+    let (level, name, value): (libc::c_int, libc::c_int, libc::c_int) = if v4 {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        )
+    } else {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        )
+    };
     // SAFETY: `socket` is a valid open socket for the call; the option value is a c_int that
     // outlives the call and its exact size is passed; the kernel only reads it.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MTU_DISCOVER,
+            level,
+            name,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
