@@ -37,6 +37,13 @@ step "a DROP rule for pod-c in node-2's FORWARD chain: where does the probe die?
 "$dye" lab fault "$id" drop-pod pod-c
 "$dye" trace --from "$(ns pod-a)" --to 10.244.2.2 --timeout 1s || echo "(exit status $?: not delivered)"
 
+step "underlay links shrunk to 1400 with outer DF set: big packets vanish — which link, what MTU?" \
+  "dye lab fault $id clear; dye lab fault $id underlay-mtu 1400; dye lab fault $id vxlan-df; dye mtu --from $(ns pod-a) --to 10.244.2.2"
+"$dye" lab fault "$id" clear >/dev/null
+"$dye" lab fault "$id" underlay-mtu 1400
+"$dye" lab fault "$id" vxlan-df
+"$dye" mtu --from "$(ns pod-a)" --to 10.244.2.2 || echo "(exit status $?: a black hole)"
+
 echo
 echo "== tearing down lab $id"
 "$dye" lab down "$id"

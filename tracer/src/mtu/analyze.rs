@@ -162,7 +162,7 @@ impl Tried {
             size: self.size,
             outcome: self.outcome.label().to_string(),
             detail,
-            rtt_ms: self.rtt.map(|d| d.as_secs_f64() * 1000.0),
+            rtt_ms: self.rtt.map(|d| (d.as_secs_f64() * 1e6).round() / 1000.0),
             last_seen: self.last_seen.clone(),
         }
     }

@@ -158,7 +158,8 @@ pub struct ProbeRecord {
     /// passed | too_big | vanished | refused
     pub outcome: String,
     pub detail: String,
-    /// Milliseconds from sending to the answer or error (None when nothing came back).
+    /// Milliseconds from sending to the answer or error reaching the source, by the kernel's
+    /// capture timestamps (None when nothing came back).
     pub rtt_ms: Option<f64>,
     /// `netns/ifname (dir)` of the last place the probe was seen on its way.
     pub last_seen: Option<String>,

@@ -247,7 +247,8 @@ pub fn mtu(
         let deadline = sent_at + wait;
 
         // Watch until something decisive comes back into the source, or the wait runs out.
-        let mut decided: Option<(ProbeOutcome, Duration)> = None;
+        // (outcome, when dye learned it, round trip by the kernel's timestamps)
+        let mut decided: Option<(ProbeOutcome, Duration, Duration)> = None;
         while decided.is_none() && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
             match session.recv_timeout(Duration::from_millis(10)) {
                 Ok(Some(Event::Packet(obs))) => {
@@ -261,8 +262,11 @@ pub fn mtu(
                     frame_index += 1;
                     let Some(s) = s else { continue };
                     if s.seq == seq {
-                        decided = decisive(&s, |p| at_source.get(p).copied().unwrap_or(false))
-                            .map(|o| (o, sent_at.elapsed()));
+                        decided =
+                            decisive(&s, |p| at_source.get(p).copied().unwrap_or(false)).map(|o| {
+                                let rtt = Duration::from_nanos(s.ts_ns.saturating_sub(sent_ns));
+                                (o, sent_at.elapsed(), rtt)
+                            });
                     }
                     sightings.push(s);
                 }
@@ -284,25 +288,26 @@ pub fn mtu(
             &mine,
             &oracle,
         );
-        let (outcome, rtt) = match decided {
-            Some((o, rtt)) => (o, Some(rtt)),
+        let (outcome, learned, rtt) = match decided {
+            Some((o, learned, rtt)) => (o, Some(learned), Some(rtt)),
             None if rec.verdict.kind == VerdictKind::Delivered => (
                 ProbeOutcome::Passed {
                     how: "seen entering the destination's namespace (no answer)".into(),
                 },
                 None,
+                None,
             ),
             None if stop.load(Ordering::Relaxed) => break,
-            None => (ProbeOutcome::Vanished, None),
+            None => (ProbeOutcome::Vanished, None, None),
         };
         let t = Tried::new(seq, size, outcome, rtt, rec.hops, &scope, &oracle);
         search.record(size, t.search_outcome());
-        // The first answer sets the pace: a generous multiple of the round trip as dye sees it
-        // (capture and reorder delay included).
+        // The first answer sets the pace: a generous multiple of the time dye took to learn it
+        // (capture and reorder delay included, not just the network's round trip).
         if cfg.wait.is_none() && matches!(t.outcome, ProbeOutcome::Passed { .. }) {
-            if let Some(rtt) = rtt {
+            if let Some(learned) = learned {
                 if tried.iter().all(|t| t.rtt.is_none()) {
-                    wait = (rtt * 4 + Duration::from_millis(100))
+                    wait = (learned * 4 + Duration::from_millis(100))
                         .clamp(MIN_ADAPTIVE_WAIT, MAX_ADAPTIVE_WAIT);
                 }
             }

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Path MTU discovery, dye mtu against tracepath and scamper (`trace -M`), on the same lab paths in
+# one run. For each case: the value found against the truth the topology sets, what each tool
+# names as the limit, probes sent (packets the source pod transmitted, from its eth0 counter)
+# and wall time. Prints a Markdown table.
+#
+#   scripts/bench-mtu.sh            # uses target/release/dye (builds it if missing)
+#   DYE=path/to/dye scripts/bench-mtu.sh
+#
+# Needs root, iproute2, iputils-tracepath; installs scamper with apt when it is missing. All
+# traffic stays inside lab namespaces (dye-bmtu<pid>-*), removed on exit. tracepath and scamper
+# are bounded by `timeout` (150 s each).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DYE=${DYE:-}
+if [[ -z "$DYE" ]]; then
+    TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+    DYE=$TARGET/release/dye
+    [[ -x "$DYE" ]] || (cd "$ROOT" && cargo build --release -p dye-tracer)
+fi
+if ! command -v scamper >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq scamper >/dev/null
+fi
+ID=bmtu$(( $$ % 100000 ))
+OUT=$(mktemp -d /tmp/dye-bench-mtu.XXXXXX)
+cleanup() {
+    "$DYE" lab down "$ID" >/dev/null 2>&1 || true
+    rm -rf "$OUT"
+}
+trap cleanup EXIT INT TERM
+
+ns() { echo "dye-$ID-$1"; }
+tx() { ip netns exec "$(ns pod-a)" cat /sys/class/net/eth0/statistics/tx_packets; }
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+
+# run TOOL CMD...: runs CMD in pod-a, sets WALL and SENT.
+run() {
+    local t0 p0
+    p0=$(tx); t0=$(now)
+    timeout 150 ip netns exec "$(ns pod-a)" "$@" >"$OUT/out" 2>&1 || true
+    WALL=$(secs "$t0" "$(now)"); SENT=$(( $(tx) - p0 ))
+}
+
+row() { printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$@"; }
+
+echo "| case | truth | tool | found | limit named | probes sent | wall (s) |"
+echo "|---|---|---|---|---|---|---|"
+case_run() {
+    local name=$1 truth=$2 dst=$3
+    run "$DYE" mtu --from "$(ns pod-a)" --to "$dst" --json
+    local found limit
+    found=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["path_mtu"])' "$OUT/out" 2>/dev/null || echo "error")
+    limit=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); l=r["limit"] or {}; print((l.get("link","-")+" ("+r["status"]+")").replace("dye-'"$ID"'-",""))' "$OUT/out" 2>/dev/null || echo "-")
+    row "$name" "$truth" "dye mtu" "$found" "$limit" "$SENT" "$WALL"
+
+    run tracepath -n "$dst"
+    found=$(grep -o 'pmtu [0-9]*' "$OUT/out" | tail -1 | awk '{print $2}')
+    # The hop after which tracepath saw the pmtu drop (an address, not a link).
+    limit=$(awk '/pmtu/ && !/Resume/ {print $2; exit}' "$OUT/out")
+    row "$name" "$truth" "tracepath" "${found:-none}" "hop ${limit:--}" "$SENT" "$WALL"
+
+    run scamper -O text -c "trace -M" -i "$dst"
+    found=$(grep -o 'mtu: [0-9]*' "$OUT/out" | tail -1 | awk '{print $2}')
+    limit=$(awk '/\[\*?mtu:/ {print $2, $NF}' "$OUT/out" | awk 'NR>1 && $2!=prev {print $1; exit} {prev=$2}')
+    row "$name" "$truth" "scamper trace -M" "${found:-none}" "hop ${limit:--}" "$SENT" "$WALL"
+}
+
+"$DYE" lab up --id "$ID" >/dev/null
+POD_C=$(ip -n "$(ns pod-c)" -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)
+OFFICE6=$(ip -n "$(ns office)" -6 -o addr show dev eth0 scope global | awk '{print $4}' | cut -d/ -f1)
+
+case_run "healthy overlay" 1450 "$POD_C"
+"$DYE" lab fault "$ID" link-mtu pod-a/eth0 1500 >/dev/null
+case_run "pod MTU 1500 over a 1450 overlay (ICMP)" 1450 "$POD_C"
+"$DYE" lab fault "$ID" clear >/dev/null
+"$DYE" lab fault "$ID" link-mtu fw/eth1 1280 >/dev/null
+case_run "IPv6 to the office, fw/eth1 1280 (PTB)" 1280 "$OFFICE6"
+"$DYE" lab fault "$ID" clear >/dev/null
+"$DYE" lab fault "$ID" underlay-mtu 1400 >/dev/null
+case_run "underlay 1400, outer DF unset" "1450 (fragmented)" "$POD_C"
+"$DYE" lab fault "$ID" vxlan-df >/dev/null
+case_run "underlay 1400, outer DF set (black hole)" 1350 "$POD_C"
