@@ -45,7 +45,7 @@ run() {
 
 row() { printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$@"; }
 
-echo "| case | truth | tool | found | limit named | probes sent | wall (s) |"
+echo "| case | truth | tool | found | limit named | packets sent by the pod | wall (s) |"
 echo "|---|---|---|---|---|---|---|"
 case_run() {
     local name=$1 truth=$2 dst=$3
@@ -57,8 +57,9 @@ case_run() {
 
     run tracepath -n "$dst"
     found=$(grep -o 'pmtu [0-9]*' "$OUT/out" | tail -1 | awk '{print $2}')
-    # The hop after which tracepath saw the pmtu drop (an address, not a link).
-    limit=$(awk '/pmtu/ && !/Resume/ {print $2; exit}' "$OUT/out")
+    # The hop where tracepath saw the pmtu drop below the local interface's (an address, not
+    # a link); none when only the local MTU was reported.
+    limit=$(awk '/pmtu/ && !/Resume/ && !/LOCALHOST/ && !/Too many/ {print $2; exit}' "$OUT/out")
     row "$name" "$truth" "tracepath" "${found:-none}" "hop ${limit:--}" "$SENT" "$WALL"
 
     run scamper -O text -c "trace -M" -i "$dst"
