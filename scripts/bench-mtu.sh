@@ -56,14 +56,14 @@ case_run() {
     row "$name" "$truth" "dye mtu" "$found" "$limit" "$SENT" "$WALL"
 
     run tracepath -n "$dst"
-    found=$(grep -o 'pmtu [0-9]*' "$OUT/out" | tail -1 | awk '{print $2}')
+    found=$(grep -o 'pmtu [0-9]*' "$OUT/out" | tail -1 | awk '{print $2}' || true)
     # The hop where tracepath saw the pmtu drop below the local interface's (an address, not
     # a link); none when only the local MTU was reported.
     limit=$(awk '/pmtu/ && !/Resume/ && !/LOCALHOST/ && !/Too many/ {print $2; exit}' "$OUT/out")
     row "$name" "$truth" "tracepath" "${found:-none}" "hop ${limit:--}" "$SENT" "$WALL"
 
     run scamper -O text -c "trace -M" -i "$dst"
-    found=$(grep -o 'mtu: [0-9]*' "$OUT/out" | tail -1 | awk '{print $2}')
+    found=$(grep -o 'mtu: [0-9]*' "$OUT/out" | tail -1 | awk '{print $2}' || true)
     limit=$(awk '/\[\*?mtu:/ {print $2, $NF}' "$OUT/out" | awk 'NR>1 && $2!=prev {print $1; exit} {prev=$2}')
     row "$name" "$truth" "scamper trace -M" "${found:-none}" "hop ${limit:--}" "$SENT" "$WALL"
 }

@@ -11,9 +11,9 @@ use clap::Args;
 
 use crate::mtu::{self, MtuConfig, Progress, Status};
 use crate::trace::render::Style;
-use crate::trace::{Proto, ScopeRequest};
+use crate::trace::Proto;
 
-use super::trace::parse_target;
+use super::trace::{parse_target, ScopeArgs};
 use super::{EXIT_INTERRUPTED, EXIT_NEGATIVE, EXIT_OK};
 
 #[derive(Debug, Args)]
@@ -62,21 +62,8 @@ pub struct MtuArgs {
     /// between 150ms and 2s].
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     wait: Option<Duration>,
-    /// Capture only in these namespaces (repeatable; the source is always included).
-    #[arg(long = "ns", value_name = "NETNS")]
-    namespaces: Vec<String>,
-    /// Capture in every network namespace on the host.
-    #[arg(long, conflicts_with = "namespaces")]
-    all_ns: bool,
-    /// Capture only on these interfaces: IFACE or NETNS/IFACE (repeatable).
-    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    interfaces: Vec<String>,
-    /// Refuse to open more capture points than this.
-    #[arg(long, default_value_t = 256)]
-    max_points: usize,
-    /// UDP ports decoded as VXLAN (repeatable).
-    #[arg(long = "vxlan-port", default_values_t = [8472u16, 4789u16])]
-    vxlan_ports: Vec<u16>,
+    #[command(flatten)]
+    scope: ScopeArgs,
     /// Print the report as JSON (schema dye.mtu/v1).
     #[arg(long)]
     json: bool,
@@ -84,6 +71,7 @@ pub struct MtuArgs {
 
 pub fn run(args: MtuArgs) -> anyhow::Result<ExitCode> {
     let (to, port) = parse_target(&args.to)?;
+    let (scope, vxlan_ports) = args.scope.into_parts();
     let proto = args.proto.unwrap_or(if port.is_some() {
         Proto::Tcp
     } else {
@@ -98,13 +86,8 @@ pub fn run(args: MtuArgs) -> anyhow::Result<ExitCode> {
         max: args.max,
         attempts: args.attempts,
         wait: args.wait,
-        scope: ScopeRequest {
-            namespaces: args.namespaces,
-            all_namespaces: args.all_ns,
-            interfaces: args.interfaces,
-            max_points: args.max_points,
-        },
-        vxlan_ports: args.vxlan_ports,
+        scope,
+        vxlan_ports,
     };
     config.validate()?;
 

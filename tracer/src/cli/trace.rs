@@ -58,6 +58,25 @@ pub struct TraceArgs {
     /// How long to wait for answers after the last probe.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     timeout: Duration,
+    #[command(flatten)]
+    scope: ScopeArgs,
+    /// Print the report as JSON (schema dye.trace/v1).
+    #[arg(long, conflicts_with = "mermaid")]
+    json: bool,
+    /// Print the path as a Mermaid flowchart.
+    #[arg(long)]
+    mermaid: bool,
+    /// Write the probe packets seen at every hop, annotated, to this pcapng file.
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// With --pcap: capture without a kernel filter and keep everything from the trace window.
+    #[arg(long, requires = "pcap")]
+    pcap_all: bool,
+}
+
+/// Where to listen: the flags `dye trace` and `dye mtu` share.
+#[derive(Debug, Args)]
+pub(crate) struct ScopeArgs {
     /// Capture only in these namespaces (repeatable; the source is always included).
     #[arg(long = "ns", value_name = "NETNS")]
     namespaces: Vec<String>,
@@ -73,18 +92,21 @@ pub struct TraceArgs {
     /// UDP ports decoded as VXLAN (repeatable).
     #[arg(long = "vxlan-port", default_values_t = [8472u16, 4789u16])]
     vxlan_ports: Vec<u16>,
-    /// Print the report as JSON (schema dye.trace/v1).
-    #[arg(long, conflicts_with = "mermaid")]
-    json: bool,
-    /// Print the path as a Mermaid flowchart.
-    #[arg(long)]
-    mermaid: bool,
-    /// Write the probe packets seen at every hop, annotated, to this pcapng file.
-    #[arg(long, value_name = "FILE")]
-    pcap: Option<PathBuf>,
-    /// With --pcap: capture without a kernel filter and keep everything from the trace window.
-    #[arg(long, requires = "pcap")]
-    pcap_all: bool,
+}
+
+impl ScopeArgs {
+    /// The scope request and the VXLAN ports to decode.
+    pub(crate) fn into_parts(self) -> (ScopeRequest, Vec<u16>) {
+        (
+            ScopeRequest {
+                namespaces: self.namespaces,
+                all_namespaces: self.all_ns,
+                interfaces: self.interfaces,
+                max_points: self.max_points,
+            },
+            self.vxlan_ports,
+        )
+    }
 }
 
 /// `IP`, `IP:PORT`, `[IPv6]:PORT`.
@@ -102,6 +124,7 @@ pub(crate) fn parse_target(s: &str) -> anyhow::Result<(IpAddr, Option<u16>)> {
 
 pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let (to, port) = parse_target(&args.to)?;
+    let (scope, vxlan_ports) = args.scope.into_parts();
     let proto = args.proto.unwrap_or(if port.is_some() {
         Proto::Tcp
     } else {
@@ -119,13 +142,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         count: args.count,
         interval: args.interval,
         timeout: args.timeout,
-        scope: ScopeRequest {
-            namespaces: args.namespaces,
-            all_namespaces: args.all_ns,
-            interfaces: args.interfaces,
-            max_points: args.max_points,
-        },
-        vxlan_ports: args.vxlan_ports,
+        scope,
+        vxlan_ports,
         keep_all: args.pcap_all,
     };
     config.validate()?;

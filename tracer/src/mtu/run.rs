@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dye_capture::topology::Topology;
-use dye_capture::{CaptureConfig, CaptureSession, Event, Netns};
+use dye_capture::{CaptureConfig, CaptureSession, Event};
 
 use super::analyze::{analyze, Tried};
 use super::cache;
@@ -22,7 +21,7 @@ use crate::trace::observe::{Observer, Sighting};
 use crate::trace::probe::{ProbeTemplate, Proto};
 use crate::trace::reconstruct::reconstruct;
 use crate::trace::report::VerdictKind;
-use crate::trace::run::{capture_filter, random_u32};
+use crate::trace::run::{capture_filter, open_source, random_u32};
 use crate::trace::scope::{Scope, ScopeRequest, TopologyOracle};
 use crate::trace::TraceError;
 
@@ -136,17 +135,7 @@ pub fn mtu(
 ) -> Result<MtuRun, TraceError> {
     let started = Instant::now();
     cfg.validate()?;
-    let source = Netns::open_str(&cfg.from)?;
-    let route = Topology::route_get(&source, cfg.to).map_err(|e| TraceError::NoRoute {
-        from: cfg.from.clone(),
-        to: cfg.to,
-        detail: e.to_string(),
-    })?;
-    let src = route.prefsrc.ok_or_else(|| TraceError::NoRoute {
-        from: cfg.from.clone(),
-        to: cfg.to,
-        detail: format!("route `{route}` has no source address"),
-    })?;
+    let (source, route, src) = open_source(&cfg.from, cfg.to)?;
     status(&format!(
         "discovering namespaces reachable from {}",
         source.name()

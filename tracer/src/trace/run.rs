@@ -134,6 +134,25 @@ pub(crate) fn random_u32() -> u32 {
     u32::from_ne_bytes(b) ^ (now_ns() as u32)
 }
 
+/// Opens the source namespace and asks it how it reaches `to`: the route and the source
+/// address probes must carry.
+pub(crate) fn open_source(
+    from: &str,
+    to: IpAddr,
+) -> Result<(Netns, dye_capture::netlink::Route, IpAddr), TraceError> {
+    let source = Netns::open_str(from)?;
+    let no_route = |detail: String| TraceError::NoRoute {
+        from: from.to_string(),
+        to,
+        detail,
+    };
+    let route = Topology::route_get(&source, to).map_err(|e| no_route(e.to_string()))?;
+    let src = route
+        .prefsrc
+        .ok_or_else(|| no_route(format!("route `{route}` has no source address")))?;
+    Ok((source, route, src))
+}
+
 /// Runs a trace. `stop` ends it early (SIGINT); what was seen is still reconstructed.
 pub fn trace(
     cfg: &TraceConfig,
@@ -142,17 +161,7 @@ pub fn trace(
 ) -> Result<TraceRun, TraceError> {
     let started = Instant::now();
     cfg.validate()?;
-    let source = Netns::open_str(&cfg.from)?;
-    let route = Topology::route_get(&source, cfg.to).map_err(|e| TraceError::NoRoute {
-        from: cfg.from.clone(),
-        to: cfg.to,
-        detail: e.to_string(),
-    })?;
-    let src = route.prefsrc.ok_or_else(|| TraceError::NoRoute {
-        from: cfg.from.clone(),
-        to: cfg.to,
-        detail: format!("route `{route}` has no source address"),
-    })?;
+    let (source, route, src) = open_source(&cfg.from, cfg.to)?;
     progress(&format!(
         "discovering namespaces reachable from {}",
         source.name()
