@@ -32,6 +32,14 @@ if [[ -n "$left" ]]; then
   exit 1
 fi
 echo "no test namespaces left"
+# Temporary captures are /tmp/dye-test-*; none may survive either.
+files=$(compgen -G '/tmp/dye-test-*' || true)
+if [[ -n "$files" ]]; then
+  echo "test: temporary files left behind by the tests:" >&2
+  echo "$files" >&2
+  exit 1
+fi
+echo "no test files left"
 
 # One closing line over every test binary (cargo prints one "test result" per binary; the
 # last of them is often a doctest run with nothing in it).

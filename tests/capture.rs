@@ -11,13 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{dye, dye_bin, Lab};
-
-fn tmp_file(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dye-capture-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
+use support::{dye, dye_bin, Lab, TempPcap};
 
 /// Starts `dye capture ARGS` and returns once it reports that it is capturing.
 fn start_capture(args: &[&str]) -> Child {
@@ -84,7 +78,9 @@ fn dir(flag: &str) -> u32 {
 #[test]
 fn cross_node_ping_captured_across_namespaces() {
     let lab = Lab::up();
-    let file = tmp_file(&format!("{}.pcapng", lab.id));
+    // Removed when the guard drops, also when the test fails.
+    let pcap = TempPcap::new(&format!("capture-{}", lab.id));
+    let file = PathBuf::from(pcap.path());
     let points = [
         ("pod-a", "eth0"),
         ("node-1", "cni0"),
@@ -213,7 +209,9 @@ fn cross_node_ping_captured_across_namespaces() {
 #[test]
 fn stops_on_count_and_duration() {
     let lab = Lab::up();
-    let file = tmp_file(&format!("{}-count.pcapng", lab.id));
+    // Removed when the guard drops, also when the test fails.
+    let pcap = TempPcap::new(&format!("capture-count-{}", lab.id));
+    let file = PathBuf::from(pcap.path());
     let ns = lab.ns("pod-a");
     let mut child = start_capture(&[
         "--ns",
@@ -263,7 +261,9 @@ fn stops_on_count_and_duration() {
 #[test]
 fn bad_references_fail_before_capture_naming_them() {
     let lab = Lab::up();
-    let file = tmp_file(&format!("{}-bad.pcapng", lab.id));
+    // Removed when the guard drops, also when the test fails.
+    let pcap = TempPcap::new(&format!("capture-bad-{}", lab.id));
+    let file = PathBuf::from(pcap.path());
     let f = file.to_str().unwrap();
     let node1 = lab.ns("node-1");
     let cases: Vec<(Vec<String>, String)> = vec![
