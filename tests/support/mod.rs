@@ -71,8 +71,9 @@ impl Lab {
         format!("dye-{}-{}", self.id, name)
     }
 
-    /// The IPv4 address of a member's interface, as the lab reports it.
-    pub fn addr(&self, member: &str, ifname: &str) -> String {
+    /// The first address in `key` (`addresses` or `addresses6`) of a member's interface, as
+    /// the lab reports it, without its prefix length.
+    fn first_address(&self, member: &str, ifname: &str, key: &str) -> String {
         let m = self.view["members"]
             .as_array()
             .and_then(|ms| ms.iter().find(|m| m["name"] == member))
@@ -81,10 +82,15 @@ impl Lab {
             .as_array()
             .and_then(|is| is.iter().find(|i| i["name"] == ifname))
             .unwrap_or_else(|| panic!("no {member}/{ifname}"));
-        let a = i["addresses"][0]
+        let a = i[key][0]
             .as_str()
-            .unwrap_or_else(|| panic!("{member}/{ifname} has no address"));
+            .unwrap_or_else(|| panic!("{member}/{ifname} has no {key}"));
         a.split('/').next().unwrap_or(a).to_string()
+    }
+
+    /// The IPv4 address of a member's interface.
+    pub fn addr(&self, member: &str, ifname: &str) -> String {
+        self.first_address(member, ifname, "addresses")
     }
 
     /// A pod's address.
@@ -92,20 +98,9 @@ impl Lab {
         self.addr(pod, "eth0")
     }
 
-    /// The global IPv6 address of a member's interface (dual-stack labs), as the lab reports it.
+    /// The global IPv6 address of a member's interface (dual-stack labs).
     pub fn addr6(&self, member: &str, ifname: &str) -> String {
-        let m = self.view["members"]
-            .as_array()
-            .and_then(|ms| ms.iter().find(|m| m["name"] == member))
-            .unwrap_or_else(|| panic!("no member {member}"));
-        let i = m["interfaces"]
-            .as_array()
-            .and_then(|is| is.iter().find(|i| i["name"] == ifname))
-            .unwrap_or_else(|| panic!("no {member}/{ifname}"));
-        let a = i["addresses6"][0]
-            .as_str()
-            .unwrap_or_else(|| panic!("{member}/{ifname} has no IPv6 address"));
-        a.split('/').next().unwrap_or(a).to_string()
+        self.first_address(member, ifname, "addresses6")
     }
 
     /// A pod's IPv6 address.

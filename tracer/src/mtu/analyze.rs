@@ -15,7 +15,7 @@ use super::report::{
     Status, SCHEMA,
 };
 use super::run::MtuConfig;
-use super::search::{Bound, Search};
+use super::search::{Bound, Outcome, Search};
 use crate::trace::reconstruct::PathOracle;
 use crate::trace::report::{Hop, Leg};
 use crate::trace::scope::{Scope, TopologyOracle};
@@ -139,6 +139,19 @@ impl Tried {
         out
     }
 
+    /// What the search learns from this probe.
+    pub fn search_outcome(&self) -> Outcome {
+        match &self.outcome {
+            ProbeOutcome::Passed { .. } => Outcome::Passed,
+            ProbeOutcome::TooBig { mtu, .. } => Outcome::Signalled { mtu: *mtu },
+            // Refused for another reason: a failure at this size, without a hint.
+            ProbeOutcome::Refused { .. } => Outcome::Signalled { mtu: None },
+            ProbeOutcome::Vanished => Outcome::Silent {
+                fits: self.vanished_at.as_ref().map(|l| l.fits),
+            },
+        }
+    }
+
     fn record(&self) -> ProbeRecord {
         let detail = match &self.outcome {
             ProbeOutcome::Passed { how } => how.clone(),
@@ -221,11 +234,7 @@ pub fn analyze(i: Inputs<'_>) -> MtuReport {
         (Status::BlackHole, Some(t)) => t.vanished_at.as_ref().map(|l| black_hole_limit(t, l)),
         (Status::Signalled, Some(t)) => signalled_limit(t),
         (Status::Healthy, _) => largest_pass.and_then(|t| {
-            let mut crossed = t.crossed();
-            if crossed.is_empty() {
-                return None;
-            }
-            crossed.dedup();
+            let crossed = t.crossed();
             let l = links::narrowest(topology, &crossed)?;
             Some(healthy_limit(
                 topology,
@@ -319,9 +328,7 @@ pub fn analyze(i: Inputs<'_>) -> MtuReport {
                         .map(|f| f.layer == "outer")
                         .unwrap_or(false)
             })?;
-            let (ns, _) = e.tunnel.split_once('/')?;
-            let tunnel_link = topology.namespace(ns)?.link(e.tunnel.split_once('/')?.1)?;
-            links::underlay_of(topology, ns, tunnel_link)
+            links::tunnel_underlay(topology, e)
         });
     let ip_header = if i.cfg.to.is_ipv4() { 20 } else { 40 };
     let recommendation = recommend(
@@ -371,6 +378,21 @@ fn link_mtu(topology: &dye_capture::topology::Topology, ns: &str, ifname: &str) 
     topology.namespace(ns)?.link(ifname).map(|l| l.mtu)
 }
 
+/// The limit at link `l`, explained; the caller adds how it showed itself.
+fn limit_at(l: &LinkLimit, explanation: String) -> Limit {
+    Limit {
+        link: l.name(),
+        netns: l.netns.clone(),
+        ifname: l.ifname.clone(),
+        mtu: l.mtu,
+        encapsulation: l.encapsulation.clone(),
+        signalled_by: None,
+        vanished_after: None,
+        also_at_this_mtu: Vec::new(),
+        explanation,
+    }
+}
+
 fn black_hole_limit(t: &Tried, l: &LinkLimit) -> Limit {
     let after = t.last_seen.clone().unwrap_or_else(|| "the source".into());
     let explanation = match &l.encapsulation {
@@ -387,15 +409,8 @@ fn black_hole_limit(t: &Tried, l: &LinkLimit) -> Limit {
         ),
     };
     Limit {
-        link: l.name(),
-        netns: l.netns.clone(),
-        ifname: l.ifname.clone(),
-        mtu: l.mtu,
-        encapsulation: l.encapsulation.clone(),
-        signalled_by: None,
         vanished_after: t.last_seen.clone(),
-        also_at_this_mtu: Vec::new(),
-        explanation,
+        ..limit_at(l, explanation)
     }
 }
 
@@ -430,34 +445,30 @@ fn signalled_limit(t: &Tried) -> Option<Limit> {
         advertised_mtu: advertised,
     });
     Some(match &t.signalled_link {
-        Some(l) => Limit {
-            link: l.name(),
-            netns: l.netns.clone(),
-            ifname: l.ifname.clone(),
-            mtu: l.mtu,
-            encapsulation: l.encapsulation.clone(),
-            signalled_by,
-            vanished_after: None,
-            also_at_this_mtu: Vec::new(),
-            explanation: format!(
-                "{who} refused a {}-byte probe with ICMP {what}{}: it forwards through {} (MTU {}){}",
+        Some(l) => {
+            let tunnel_note = match &l.encapsulation {
+                Some(e) if e.tunnel == l.name() => format!(
+                    ", a {} device that leaves {} bytes for its outer headers",
+                    e.kind, e.overhead
+                ),
+                Some(e) => format!(
+                    ", the underlay of {} ({} + {} bytes of {} overhead)",
+                    e.tunnel, e.tunnel_mtu, e.overhead, e.kind
+                ),
+                None => String::new(),
+            };
+            let explanation = format!(
+                "{who} refused a {}-byte probe with ICMP {what}{}: it forwards through {} (MTU {}){tunnel_note}",
                 t.size,
                 advertised.map(|m| format!(" (next-hop MTU {m})")).unwrap_or_default(),
                 l.name(),
                 l.mtu,
-                match &l.encapsulation {
-                    Some(e) if e.tunnel == l.name() => format!(
-                        ", a {} device that leaves {} bytes for its outer headers",
-                        e.kind, e.overhead
-                    ),
-                    Some(e) => format!(
-                        ", the underlay of {} ({} + {} bytes of {} overhead)",
-                        e.tunnel, e.tunnel_mtu, e.overhead, e.kind
-                    ),
-                    None => String::new(),
-                }
-            ),
-        },
+            );
+            Limit {
+                signalled_by,
+                ..limit_at(l, explanation)
+            }
+        }
         None => Limit {
             link: format!("beyond {}", t.last_seen.as_deref().unwrap_or("the source")),
             netns: String::new(),
@@ -485,11 +496,7 @@ fn healthy_limit(
 ) -> Limit {
     let explanation = match &l.encapsulation {
         Some(e) => {
-            let under = e.tunnel.split_once('/').and_then(|(ns, ifname)| {
-                let link = topology.namespace(ns)?.link(ifname)?;
-                links::underlay_of(topology, ns, link)
-            });
-            match under {
+            match links::tunnel_underlay(topology, e) {
                 Some(u) if u.mtu >= e.needs_underlay_mtu => format!(
                     "{} ({}) MTU {} needs {} on the underlay ({} bytes of {} overhead); {} has {}: the overlay MTU is what limits the path, and it fits",
                     e.tunnel, e.kind, e.tunnel_mtu, e.needs_underlay_mtu, e.overhead, e.kind, u.name(), u.mtu
@@ -513,15 +520,8 @@ fn healthy_limit(
         ),
     };
     Limit {
-        link: l.name(),
-        netns: l.netns.clone(),
-        ifname: l.ifname.clone(),
-        mtu: l.mtu,
-        encapsulation: l.encapsulation.clone(),
-        signalled_by: None,
-        vanished_after: None,
         also_at_this_mtu: links::same_mtu(topology, crossed, l),
-        explanation,
+        ..limit_at(l, explanation)
     }
 }
 

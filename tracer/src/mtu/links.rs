@@ -70,6 +70,12 @@ pub fn underlay_of(topology: &Topology, netns: &str, tunnel: &Link) -> Option<Li
     })
 }
 
+/// The underlay under the tunnel an [`Encapsulation`] names.
+pub fn tunnel_underlay(topology: &Topology, e: &Encapsulation) -> Option<LinkLimit> {
+    let (netns, ifname) = e.tunnel.split_once('/')?;
+    underlay_of(topology, netns, link(topology, netns, ifname)?)
+}
+
 /// The limit of sending through `ifname` in `netns`: the device itself, or for a tunnel the
 /// tighter of the device and its underlay minus the overhead.
 fn egress_limit(topology: &Topology, netns: &str, ifname: &str) -> Option<LinkLimit> {
@@ -181,14 +187,12 @@ pub fn same_mtu(
     crossed: &[(String, String)],
     limit: &LinkLimit,
 ) -> Vec<String> {
-    let mut out: Vec<String> = crossed
+    crossed
         .iter()
         .filter(|(n, i)| !(n == &limit.netns && i == &limit.ifname))
         .filter(|(n, i)| link(topology, n, i).map(|l| l.mtu) == Some(limit.mtu))
         .map(|(n, i)| format!("{n}/{i}"))
-        .collect();
-    out.dedup();
-    out
+        .collect()
 }
 
 #[cfg(test)]

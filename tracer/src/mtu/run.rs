@@ -15,13 +15,13 @@ use super::analyze::{analyze, Tried};
 use super::cache;
 use super::outcome::{decisive, ProbeOutcome};
 use super::report::MtuReport;
-use super::search::{Outcome, Search};
+use super::search::Search;
 use crate::trace::inject::Injector;
 use crate::trace::observe::{Observer, Sighting};
 use crate::trace::probe::{ProbeTemplate, Proto};
 use crate::trace::reconstruct::reconstruct;
 use crate::trace::report::VerdictKind;
-use crate::trace::run::{capture_filter, open_source, random_u32};
+use crate::trace::run::{capture_filter, check_port, open_source, random_u32};
 use crate::trace::scope::{Scope, ScopeRequest, TopologyOracle};
 use crate::trace::TraceError;
 
@@ -93,17 +93,7 @@ impl MtuConfig {
                 ));
             }
         }
-        match (self.proto, self.port) {
-            (Proto::Udp | Proto::Tcp, None) => bad(format!(
-                "--proto {} needs a port: --to {}:PORT",
-                self.proto.as_str(),
-                self.to
-            )),
-            (Proto::Icmp, Some(p)) => bad(format!(
-                "--proto icmp has no port, but --to names port {p}; add --proto tcp or udp"
-            )),
-            _ => Ok(()),
-        }
+        check_port(self.proto, self.to, self.port)
     }
 }
 
@@ -330,19 +320,4 @@ pub fn mtu(
         report,
         interrupted,
     })
-}
-
-/// Silent losses are retried at the same size; `Search` uses this to keep the outcome small.
-impl Tried {
-    pub fn search_outcome(&self) -> Outcome {
-        match &self.outcome {
-            ProbeOutcome::Passed { .. } => Outcome::Passed,
-            ProbeOutcome::TooBig { mtu, .. } => Outcome::Signalled { mtu: *mtu },
-            // Refused for another reason: a failure at this size, without a hint.
-            ProbeOutcome::Refused { .. } => Outcome::Signalled { mtu: None },
-            ProbeOutcome::Vanished => Outcome::Silent {
-                fits: self.vanished_at.as_ref().map(|l| l.fits),
-            },
-        }
-    }
 }

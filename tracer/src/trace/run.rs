@@ -90,17 +90,21 @@ impl TraceConfig {
                 self.timeout, MAX_TIMEOUT
             ));
         }
-        match (self.proto, self.port) {
-            (Proto::Udp | Proto::Tcp, None) => bad(format!(
-                "--proto {} needs a port: --to {}:PORT",
-                self.proto.as_str(),
-                self.to
-            )),
-            (Proto::Icmp, Some(p)) => bad(format!(
-                "--proto icmp has no port, but --to names port {p}; add --proto tcp or udp"
-            )),
-            _ => Ok(()),
-        }
+        check_port(self.proto, self.to, self.port)
+    }
+}
+
+/// A UDP or TCP probe needs a destination port, an ICMP probe has none.
+pub(crate) fn check_port(proto: Proto, to: IpAddr, port: Option<u16>) -> Result<(), TraceError> {
+    match (proto, port) {
+        (Proto::Udp | Proto::Tcp, None) => Err(TraceError::Invalid(format!(
+            "--proto {} needs a port: --to {to}:PORT",
+            proto.as_str()
+        ))),
+        (Proto::Icmp, Some(p)) => Err(TraceError::Invalid(format!(
+            "--proto icmp has no port, but --to names port {p}; add --proto tcp or udp"
+        ))),
+        _ => Ok(()),
     }
 }
 
