@@ -13,10 +13,13 @@
 //! - [`capture`]: live capture on many (namespace, interface) points at once, each with two
 //!   kernel-filtered libpcap handles (inbound / outbound) so every frame has a reliable
 //!   direction; one merged, time-ordered stream of [`Observation`]s; kernel drop counters.
+//! - [`inject`]: a header-included raw socket opened inside the source namespace, so probes
+//!   leave exactly as built.
 //! - [`pcapng`]: one interface block per capture point (`<netns>/<ifname>`), nanosecond
 //!   resolution, direction flags, per-packet comments, interface statistics.
 
 pub mod capture;
+pub mod inject;
 pub mod netlink;
 pub mod netns;
 pub mod pcapng;
@@ -26,6 +29,7 @@ pub use capture::{
     CaptureConfig, CaptureError, CapturePoint, CaptureSession, Direction, Event, Observation,
     PointStats, StopHandle,
 };
+pub use inject::{InjectError, Injector};
 pub use netns::{Netns, NetnsError, NetnsId, NetnsRef};
 pub use pcapng::{InterfaceInfo, PcapngWriter, SectionInfo};
 pub use topology::{Topology, TopologyError};

@@ -237,6 +237,19 @@ impl Topology {
         Ok(rt.route_get(dst, &links)?)
     }
 
+    /// `ip route get` for each of `dsts` inside `ns`, over one netlink socket.
+    pub fn route_get_many(
+        ns: &Netns,
+        dsts: &[IpAddr],
+    ) -> Result<Vec<Result<Route, TopologyError>>, TopologyError> {
+        let mut rt = Rtnl::open_in(ns)?;
+        let links = rt.links()?;
+        Ok(dsts
+            .iter()
+            .map(|d| rt.route_get(*d, &links).map_err(TopologyError::from))
+            .collect())
+    }
+
     /// Human-readable form: one block per namespace, every link with its kind, MTU,
     /// addresses and connections, then the routes.
     pub fn render_text(&self) -> String {

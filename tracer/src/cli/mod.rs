@@ -4,6 +4,7 @@ mod capture;
 mod decode;
 mod lab;
 mod mtu;
+mod replay;
 mod topology;
 mod trace;
 
@@ -18,6 +19,9 @@ pub const EXIT_NEGATIVE: u8 = 1;
 /// Exit status: usage or setup error — bad arguments, missing privilege or tool, unknown
 /// namespace. clap uses the same code for its own usage errors.
 pub const EXIT_SETUP_ERROR: u8 = 2;
+/// Exit status: the system failed while dye ran (a capture handle died, a send failed, netlink
+/// refused) — not the user's request.
+pub const EXIT_RUNTIME_ERROR: u8 = 3;
 /// Exit status: stopped by SIGINT/SIGTERM after cleaning up (the shell convention 128 + 2).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
@@ -39,8 +43,11 @@ pub fn error_chain(err: &anyhow::Error) -> String {
 
 /// The exit status for an error that reached the top.
 pub fn exit_status_for(err: &anyhow::Error) -> u8 {
-    match err.downcast_ref::<crate::lab::LabError>() {
-        Some(crate::lab::LabError::Interrupted) => EXIT_INTERRUPTED,
+    if let Some(crate::lab::LabError::Interrupted) = err.downcast_ref::<crate::lab::LabError>() {
+        return EXIT_INTERRUPTED;
+    }
+    match err.downcast_ref::<crate::live::LiveError>() {
+        Some(e) if !e.is_usage() => EXIT_RUNTIME_ERROR,
         _ => EXIT_SETUP_ERROR,
     }
 }
@@ -75,6 +82,9 @@ pub enum Command {
     /// Find the path MTU from a namespace to a destination with DF probes, and name the link
     /// that limits it and why: tunnel overhead, ICMP-signalled limits, silent black holes.
     Mtu(mtu::MtuArgs),
+    /// Replay a recorded trace or MTU search (`--record FILE`): the same report, anywhere,
+    /// without privileges.
+    Replay(replay::ReplayArgs),
     /// Read pcap/pcapng captures and print each packet's whole layer stack — tunnels, inner
     /// packet, ICMP quotes, dye markers — one line per packet (or JSON).
     Decode(decode::DecodeArgs),
@@ -107,6 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Decode(args) => decode::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Mtu(args) => mtu::run(args),
+        Command::Replay(args) => replay::run(args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `dye mtu`: the path MTU from a namespace to a destination, the link that limits it and why.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -8,12 +9,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use dye_core::mtu::{MtuPlan, MtuRun, Progress, Status};
 
-use crate::mtu::{self, MtuConfig, Progress, Status};
-use crate::trace::render::Style;
-use crate::trace::Proto;
+use crate::live;
+use crate::render::mtu as render;
+use crate::render::Style;
 
-use super::trace::{parse_target, ScopeArgs};
+use super::trace::{create_output, parse_target, write_recording, ProtoArg, ScopeArgs};
 use super::{EXIT_INTERRUPTED, EXIT_NEGATIVE, EXIT_OK};
 
 #[derive(Debug, Args)]
@@ -48,7 +50,7 @@ pub struct MtuArgs {
     /// Probe transport. Default: icmp without a port, tcp with one. A UDP probe to a closed
     /// port counts as passed when the destination answers port-unreachable.
     #[arg(long, value_enum)]
-    proto: Option<Proto>,
+    proto: Option<ProtoArg>,
     /// Smallest probe, IP header included [default: 68 for IPv4, 1280 for IPv6].
     #[arg(long, value_name = "BYTES")]
     min: Option<u32>,
@@ -67,29 +69,32 @@ pub struct MtuArgs {
     /// Print the report as JSON (schema dye.mtu/v1).
     #[arg(long)]
     json: bool,
+    /// Also write a recording of this search (topology snapshot, probes, every capture
+    /// event) to FILE: `dye replay FILE` prints the same report anywhere, without privileges.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
 }
 
 pub fn run(args: MtuArgs) -> anyhow::Result<ExitCode> {
     let (to, port) = parse_target(&args.to)?;
     let (scope, vxlan_ports) = args.scope.into_parts();
-    let proto = args.proto.unwrap_or(if port.is_some() {
-        Proto::Tcp
-    } else {
-        Proto::Icmp
-    });
-    let config = MtuConfig {
+    let plan = MtuPlan {
         from: args.from,
         to,
         port,
-        proto,
+        proto: ProtoArg::resolve(args.proto, port),
         min: args.min,
         max: args.max,
         attempts: args.attempts,
         wait: args.wait,
-        scope,
         vxlan_ports,
+        ids: live::random_ids()?,
     };
-    config.validate()?;
+    plan.validate()?;
+    let record = match &args.record {
+        Some(path) => Some((create_output("--record", path)?, path.clone())),
+        None => None,
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -103,7 +108,7 @@ pub fn run(args: MtuArgs) -> anyhow::Result<ExitCode> {
         }
     };
     // One line, rewritten in place while the search runs.
-    let progress = |p: Progress| {
+    let mut progress = |p: Progress| {
         if terminal {
             let bounds = match (p.passes, p.fails) {
                 (Some(a), Some(b)) => format!("passes ≤ {a}, fails ≥ {b}"),
@@ -118,21 +123,43 @@ pub fn run(args: MtuArgs) -> anyhow::Result<ExitCode> {
             let _ = std::io::stderr().flush();
         }
     };
-    let result = mtu::mtu(&config, Arc::clone(&stop), &progress, &status);
+    let result = live::mtu(
+        &plan,
+        &scope,
+        Arc::clone(&stop),
+        record.is_some(),
+        &status,
+        &mut progress,
+    );
     if terminal {
         eprint!("\r\x1b[K");
     }
-    let run = result?;
+    let (run, recording) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(path) = &args.record {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
+    };
+    if let (Some((file, path)), Some(recording)) = (record, &recording) {
+        write_recording(file, &path, recording)?;
+    }
+    emit(&run, args.json)
+}
 
+/// Prints an MTU result and chooses the exit status: the same for a live search and a replay.
+pub(crate) fn emit(run: &MtuRun, json: bool) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if json {
         serde_json::to_writer_pretty(&mut out, &run.report)?;
         writeln!(out)?;
     } else {
         let style = Style {
             color: std::io::stdout().is_terminal(),
         };
-        write!(out, "{}", mtu::render::text(&run.report, style))?;
+        write!(out, "{}", render::text(&run.report, style))?;
     }
     Ok(ExitCode::from(if run.interrupted {
         EXIT_INTERRUPTED

@@ -1,8 +1,9 @@
 //! `dye trace`: where does my packet go, what happens to it, and where does it die?
 
+use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -10,11 +11,37 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use dye_core::probe::smallest_probe;
+use dye_core::snapshot::Point;
+use dye_core::trace::{TracePlan, TraceRun};
+use dye_core::Proto;
 
-use crate::trace::render::{self, Style};
-use crate::trace::{self, Proto, ScopeRequest, TraceConfig};
+use crate::live::{self, ScopeRequest};
+use crate::render::trace as render;
+use crate::render::Style;
 
 use super::{EXIT_INTERRUPTED, EXIT_NEGATIVE, EXIT_OK};
+
+/// Probe transport, as the command line names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ProtoArg {
+    Icmp,
+    Udp,
+    Tcp,
+}
+
+impl ProtoArg {
+    /// The flag's value, or the default: icmp without a port, tcp with one.
+    pub(crate) fn resolve(arg: Option<ProtoArg>, port: Option<u16>) -> Proto {
+        match arg {
+            Some(ProtoArg::Icmp) => Proto::Icmp,
+            Some(ProtoArg::Udp) => Proto::Udp,
+            Some(ProtoArg::Tcp) => Proto::Tcp,
+            None if port.is_some() => Proto::Tcp,
+            None => Proto::Icmp,
+        }
+    }
+}
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -40,7 +67,7 @@ pub struct TraceArgs {
     to: String,
     /// Probe transport. Default: icmp without a port, tcp with one.
     #[arg(long, value_enum)]
-    proto: Option<Proto>,
+    proto: Option<ProtoArg>,
     /// IP packet size in bytes, headers included (at least 64; at most the source's MTU).
     /// Default: the smallest probe, 64 bytes (76 for TCP over IPv6).
     #[arg(long, value_name = "BYTES")]
@@ -72,6 +99,10 @@ pub struct TraceArgs {
     /// With --pcap: capture without a kernel filter and keep everything from the trace window.
     #[arg(long, requires = "pcap")]
     pcap_all: bool,
+    /// Also write a recording of this trace (topology snapshot, probes, every capture event)
+    /// to FILE: `dye replay FILE` prints the same report anywhere, without privileges.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
 }
 
 /// Where to listen: the flags `dye trace` and `dye mtu` share.
@@ -122,37 +153,94 @@ pub(crate) fn parse_target(s: &str) -> anyhow::Result<(IpAddr, Option<u16>)> {
     )
 }
 
+/// Creates an output file up front, so an unwritable path fails before anything is sent.
+pub(crate) fn create_output(flag: &str, path: &Path) -> anyhow::Result<File> {
+    File::create(path).with_context(|| format!("cannot write {flag} {}", path.display()))
+}
+
+/// Writes a recording as JSON.
+pub(crate) fn write_recording<T: serde::Serialize>(
+    file: File,
+    path: &Path,
+    recording: &T,
+) -> anyhow::Result<()> {
+    let mut w = std::io::BufWriter::new(file);
+    serde_json::to_writer(&mut w, recording)
+        .map_err(std::io::Error::from)
+        .and_then(|()| w.flush())
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "dye: recorded to {} (replay with `dye replay {}`)",
+        path.display(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// How a trace's result is shown: the same for a live trace and a replayed one.
+#[derive(Debug)]
+pub(crate) struct TraceOutput {
+    pub json: bool,
+    pub mermaid: bool,
+    pub pcap: Option<(File, PathBuf)>,
+    pub pcap_all: bool,
+}
+
+impl TraceOutput {
+    pub(crate) fn emit(self, run: &TraceRun, points: &[Point]) -> anyhow::Result<ExitCode> {
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            serde_json::to_writer_pretty(&mut out, &run.report)?;
+            writeln!(out)?;
+        } else if self.mermaid {
+            write!(out, "{}", render::mermaid(&run.report))?;
+        } else {
+            let style = Style {
+                color: std::io::stdout().is_terminal(),
+            };
+            write!(out, "{}", render::text(&run.report, style))?;
+        }
+        if let Some((file, path)) = self.pcap {
+            let n = render::pcapng(run, points, std::io::BufWriter::new(file), self.pcap_all)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("dye: wrote {n} packets to {}", path.display());
+        }
+        Ok(ExitCode::from(if run.interrupted {
+            EXIT_INTERRUPTED
+        } else if run.report.verdict.kind.is_success() {
+            EXIT_OK
+        } else {
+            EXIT_NEGATIVE
+        }))
+    }
+}
+
 pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let (to, port) = parse_target(&args.to)?;
     let (scope, vxlan_ports) = args.scope.into_parts();
-    let proto = args.proto.unwrap_or(if port.is_some() {
-        Proto::Tcp
-    } else {
-        Proto::Icmp
-    });
-    let config = TraceConfig {
+    let proto = ProtoArg::resolve(args.proto, port);
+    let plan = TracePlan {
         from: args.from.clone(),
         to,
         port,
         proto,
-        size: args
-            .size
-            .unwrap_or_else(|| trace::smallest_probe(to, proto)),
+        size: args.size.unwrap_or_else(|| smallest_probe(to, proto)),
         df: args.df,
         count: args.count,
         interval: args.interval,
         timeout: args.timeout,
-        scope,
         vxlan_ports,
         keep_all: args.pcap_all,
+        ids: live::random_ids()?,
     };
-    config.validate()?;
-    // An unwritable output fails before anything is captured or sent.
-    let pcap_file = match &args.pcap {
-        Some(path) => Some(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot write --pcap {}", path.display()))?,
-        ),
+    plan.validate()?;
+    // Unwritable outputs fail before anything is captured or sent.
+    let pcap = match &args.pcap {
+        Some(path) => Some((create_output("--pcap", path)?, path.clone())),
+        None => None,
+    };
+    let record = match &args.record {
+        Some(path) => Some((create_output("--record", path)?, path.clone())),
         None => None,
     };
 
@@ -162,44 +250,29 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
             .context("installing the signal handler")?;
     }
     let show_progress = std::io::stderr().is_terminal();
-    let progress = |msg: &str| {
+    let status = |msg: &str| {
         if show_progress {
             eprintln!("dye: {msg}…");
         }
     };
-    let result = trace::trace(&config, Arc::clone(&stop), &progress);
-    let run = match result {
-        Ok(run) => run,
+    let result = live::trace(&plan, &scope, Arc::clone(&stop), record.is_some(), &status);
+    let (run, snapshot, recording) = match result {
+        Ok(r) => r,
         Err(e) => {
-            if let Some(path) = &args.pcap {
+            for path in [&args.pcap, &args.record].into_iter().flatten() {
                 let _ = std::fs::remove_file(path);
             }
             return Err(e.into());
         }
     };
-
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &run.report)?;
-        writeln!(out)?;
-    } else if args.mermaid {
-        write!(out, "{}", render::mermaid(&run.report))?;
-    } else {
-        let style = Style {
-            color: std::io::stdout().is_terminal(),
-        };
-        write!(out, "{}", render::text(&run.report, style))?;
+    if let (Some((file, path)), Some(recording)) = (record, &recording) {
+        write_recording(file, &path, recording)?;
     }
-    if let (Some(file), Some(path)) = (pcap_file, &args.pcap) {
-        let n = render::pcapng(&run, std::io::BufWriter::new(file), args.pcap_all)
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("dye: wrote {n} packets to {}", path.display());
+    TraceOutput {
+        json: args.json,
+        mermaid: args.mermaid,
+        pcap,
+        pcap_all: args.pcap_all,
     }
-    Ok(ExitCode::from(if run.interrupted {
-        EXIT_INTERRUPTED
-    } else if run.report.verdict.kind.is_success() {
-        EXIT_OK
-    } else {
-        EXIT_NEGATIVE
-    }))
+    .emit(&run, &snapshot.points)
 }

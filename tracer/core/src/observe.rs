@@ -7,13 +7,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use dye_capture::Direction;
 use dye_decode::{
     dissect, Dissection, Flow, Ip, LinkType, Options, Reassembler, ReassemblyLimits, L4,
 };
 
-use super::probe::probe_ip_id;
-use super::report::{Fragments, Leg, OuterView, PacketView};
+use crate::model::{Direction, IcmpKind};
+use crate::probe::probe_ip_id;
+use crate::report::{Fragments, Leg, OuterView, PacketView};
 
 /// What a sighting is, for the verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,9 @@ pub enum SightingKind {
     /// An ICMP error about the probe, sent by `sender`.
     IcmpError {
         sender: IpAddr,
+        /// What the error means, from its type and code.
+        kind: IcmpKind,
+        /// decode's label for it ("unreachable need-frag"), for people.
         name: String,
         mtu: Option<u32>,
     },
@@ -59,6 +62,8 @@ const MAX_PENDING_FRAGMENT_FRAMES: usize = 4096;
 pub struct Observer {
     trace_id: u32,
     opts: Options,
+    /// The link type of each capture point's frames.
+    linktypes: Vec<LinkType>,
     reassembler: Reassembler<(usize, Direction)>,
     /// Innermost flows of forward sightings → probe sequence.
     forward_flows: HashMap<Flow, u32>,
@@ -69,6 +74,8 @@ pub struct Observer {
     pending_frames: HashMap<FragmentKey, Vec<usize>>,
     /// Frames that could not be dissected cleanly (counted, never fatal).
     pub malformed: u64,
+    /// The last frame observed was a fragment kept for reassembly.
+    last_held: Option<usize>,
 }
 
 impl std::fmt::Debug for Observer {
@@ -80,7 +87,9 @@ impl std::fmt::Debug for Observer {
 }
 
 impl Observer {
-    pub fn new(trace_id: u32, vxlan_ports: &[u16]) -> Observer {
+    /// An observer for trace `trace_id`, decoding VXLAN on `vxlan_ports`; `linktypes` gives
+    /// each capture point's pcap link type (Ethernet when unknown).
+    pub fn new(trace_id: u32, vxlan_ports: &[u16], linktypes: &[u32]) -> Observer {
         let opts = Options {
             vxlan_ports: vxlan_ports.to_vec(),
             ..Options::default()
@@ -88,11 +97,16 @@ impl Observer {
         Observer {
             trace_id,
             opts,
+            linktypes: linktypes
+                .iter()
+                .map(|n| LinkType::from_linktype(*n).unwrap_or(LinkType::Ethernet))
+                .collect(),
             reassembler: Reassembler::new(ReassemblyLimits::default()),
             forward_flows: HashMap::new(),
             ip_ids: HashMap::new(),
             pending_frames: HashMap::new(),
             malformed: 0,
+            last_held: None,
         }
     }
 
@@ -100,6 +114,12 @@ impl Observer {
     /// IP id is known.
     pub fn sent(&mut self, src: IpAddr, ip_id: u32, seq: u32) {
         self.ip_ids.insert((src, ip_id), seq);
+    }
+
+    /// Frame `index` (the last observed) is a fragment waiting for the rest of its datagram:
+    /// keep it, the datagram's sighting will point at it.
+    pub fn holds_fragment_of(&self, index: usize) -> bool {
+        self.last_held == Some(index)
     }
 
     /// Looks at frame number `index`, captured at `point` in `direction` at `ts_ns`.
@@ -111,7 +131,12 @@ impl Observer {
         ts_ns: u64,
         frame: &[u8],
     ) -> Option<Sighting> {
-        let d = dissect(frame, LinkType::Ethernet, &self.opts);
+        let linktype = self
+            .linktypes
+            .get(point)
+            .copied()
+            .unwrap_or(LinkType::Ethernet);
+        let d = dissect(frame, linktype, &self.opts);
         if d.is_malformed() && d.ip.is_none() {
             self.malformed += 1;
             return None;
@@ -139,6 +164,7 @@ impl Observer {
             || self.pending_frames.contains_key(&key)
         {
             self.pending_frames.entry(key).or_default().push(index);
+            self.last_held = Some(index);
         }
         let whole = self.reassembler.push((point, direction), ts_ns, frame, d)?;
         let frames = self
@@ -213,6 +239,7 @@ impl Observer {
                     seq,
                     SightingKind::IcmpError {
                         sender: ip.src,
+                        kind: IcmpKind::of(icmp.v6, icmp.kind, icmp.code),
                         name: icmp.name().to_string(),
                         mtu: icmp.mtu,
                     },
@@ -252,7 +279,9 @@ impl Observer {
     /// Probe or reply, for a packet that carries our marker.
     fn marked_kind(&self, d: &Dissection, flow: &Flow) -> SightingKind {
         match &d.l4 {
-            Some(L4::Icmp(i)) if i.name() == "echo reply" => SightingKind::Reply,
+            Some(L4::Icmp(i)) if IcmpKind::of(i.v6, i.kind, i.code) == IcmpKind::EchoReply => {
+                SightingKind::Reply
+            }
             Some(L4::Icmp(_)) => SightingKind::Probe,
             Some(L4::Tcp(t)) if t.flags & 0x12 == 0x02 => SightingKind::Probe,
             Some(L4::Tcp(_)) => SightingKind::Reply,
@@ -322,8 +351,8 @@ fn packet_view(d: &Dissection, ip: &Ip, flow: &Flow) -> PacketView {
         None => (None, None, String::new()),
     };
     PacketView {
-        src: flow.src.to_string(),
-        dst: flow.dst.to_string(),
+        src: flow.src,
+        dst: flow.dst,
         proto: proto_name(ip.proto),
         sport,
         dport,
@@ -339,8 +368,8 @@ fn outer_view(o: &dye_decode::Outer) -> OuterView {
     OuterView {
         kind: o.tunnel.name().to_string(),
         vni: o.tunnel.id(),
-        src: o.ip.src.to_string(),
-        dst: o.ip.dst.to_string(),
+        src: o.ip.src,
+        dst: o.ip.dst,
         sport: o.udp.map(|u| u.sport),
         dport: o.udp.map(|u| u.dport),
         ttl: o.ip.ttl,
@@ -352,7 +381,7 @@ fn outer_view(o: &dye_decode::Outer) -> OuterView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::probe::{ProbeTemplate, Proto};
+    use crate::probe::{ProbeTemplate, Proto};
     use dye_decode::build;
 
     fn frame(ip: &[u8]) -> Vec<u8> {
@@ -374,7 +403,7 @@ mod tests {
         };
         let p1 = t.build(1, 700).unwrap();
         let p2 = t.build(2, 701).unwrap();
-        let mut obs = Observer::new(t.trace_id, &[8472]);
+        let mut obs = Observer::new(t.trace_id, &[8472], &[1]);
         obs.sent(t.src, p1.ip_id, 1);
         obs.sent(t.src, p2.ip_id, 2);
         // Both probes seen leaving, then the error about the first one: a Packet Too Big
@@ -396,6 +425,7 @@ mod tests {
             s.kind,
             SightingKind::IcmpError {
                 sender: IpAddr::V6(fw),
+                kind: IcmpKind::TooBig,
                 name: "packet-too-big".into(),
                 mtu: Some(1280)
             }

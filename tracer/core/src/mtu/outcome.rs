@@ -3,10 +3,9 @@
 
 use std::net::IpAddr;
 
-use dye_capture::Direction;
-
-use crate::trace::observe::{Sighting, SightingKind};
-use crate::trace::report::Leg;
+use crate::model::{Direction, IcmpKind};
+use crate::observe::{Sighting, SightingKind};
+use crate::report::Leg;
 
 /// The fate of one probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,16 +32,6 @@ impl ProbeOutcome {
     }
 }
 
-/// Is `name` (decode's ICMP type/code name) a "too big" error?
-pub fn is_too_big(name: &str) -> bool {
-    name == "unreachable need-frag" || name == "packet-too-big"
-}
-
-/// ICMP errors only the destination itself sends: the probe arrived.
-fn proves_arrival(name: &str) -> bool {
-    name == "unreachable port" || name == "unreachable protocol"
-}
-
 /// The decisive sighting: something about this probe came back into the source namespace.
 /// `at_source` tells whether a capture point is in the source namespace.
 pub fn decisive(s: &Sighting, at_source: impl Fn(usize) -> bool) -> Option<ProbeOutcome> {
@@ -54,15 +43,20 @@ pub fn decisive(s: &Sighting, at_source: impl Fn(usize) -> bool) -> Option<Probe
         SightingKind::Reply => ProbeOutcome::Passed {
             how: format!("{} from {}", s.packet.what, s.packet.src),
         },
-        SightingKind::IcmpError { sender, name, mtu } if is_too_big(name) => ProbeOutcome::TooBig {
+        SightingKind::IcmpError {
+            sender,
+            kind: IcmpKind::TooBig,
+            mtu,
+            ..
+        } => ProbeOutcome::TooBig {
             sender: *sender,
             mtu: *mtu,
         },
-        SightingKind::IcmpError { sender, name, .. } if proves_arrival(name) => {
-            ProbeOutcome::Passed {
-                how: format!("ICMP {name} from {sender}"),
-            }
-        }
+        SightingKind::IcmpError {
+            sender, kind, name, ..
+        } if kind.proves_arrival() => ProbeOutcome::Passed {
+            how: format!("ICMP {name} from {sender}"),
+        },
         SightingKind::IcmpError { sender, name, .. } => ProbeOutcome::Refused {
             sender: *sender,
             what: name.clone(),
@@ -75,7 +69,7 @@ mod tests {
     use super::*;
     use dye_decode::Flow;
 
-    use crate::trace::report::PacketView;
+    use crate::report::PacketView;
 
     fn sighting(point: usize, direction: Direction, leg: Leg, kind: SightingKind) -> Sighting {
         let src: IpAddr = "10.244.2.2".parse().unwrap();
@@ -95,8 +89,8 @@ mod tests {
                 dport: 0,
             },
             packet: PacketView {
-                src: src.to_string(),
-                dst: dst.to_string(),
+                src,
+                dst,
                 proto: "icmp".into(),
                 sport: None,
                 dport: None,
@@ -112,9 +106,10 @@ mod tests {
         }
     }
 
-    fn icmp(name: &str, mtu: Option<u32>) -> SightingKind {
+    fn icmp(kind: IcmpKind, name: &str, mtu: Option<u32>) -> SightingKind {
         SightingKind::IcmpError {
             sender: "10.244.1.1".parse().unwrap(),
+            kind,
             name: name.into(),
             mtu,
         }
@@ -142,7 +137,11 @@ mod tests {
             0,
             Direction::In,
             Leg::Return,
-            icmp("unreachable need-frag", Some(1280)),
+            icmp(
+                IcmpKind::of(false, 3, 4),
+                "unreachable need-frag",
+                Some(1280),
+            ),
         );
         assert_eq!(
             decisive(&too_big, at_source),
@@ -155,7 +154,7 @@ mod tests {
             0,
             Direction::In,
             Leg::Return,
-            icmp("packet-too-big", Some(0)),
+            icmp(IcmpKind::of(true, 2, 0), "packet-too-big", Some(0)),
         );
         assert!(matches!(
             decisive(&ptb, at_source),
@@ -165,7 +164,7 @@ mod tests {
             0,
             Direction::In,
             Leg::Return,
-            icmp("unreachable port", None),
+            icmp(IcmpKind::of(false, 3, 3), "unreachable port", None),
         );
         assert!(matches!(
             decisive(&port, at_source),
@@ -175,7 +174,7 @@ mod tests {
             0,
             Direction::In,
             Leg::Return,
-            icmp("unreachable prohibited", None),
+            icmp(IcmpKind::of(false, 3, 13), "unreachable prohibited", None),
         );
         assert!(matches!(
             decisive(&prohibited, at_source),

@@ -8,8 +8,10 @@ use std::io::Write;
 
 use dye_capture::pcapng::{InterfaceInfo, PcapngWriter, SectionInfo};
 
-use super::report::{EventType, Hop, Leg, PacketView, TraceReport};
-use super::run::TraceRun;
+use dye_core::model::Direction;
+use dye_core::report::{EventType, Hop, Leg, PacketView, TraceReport};
+use dye_core::snapshot::Point;
+use dye_core::trace::TraceRun;
 
 /// ANSI styling, only when writing to a terminal.
 #[derive(Debug, Clone, Copy)]
@@ -27,19 +29,11 @@ impl Style {
     }
 }
 
-fn endpoint(addr: &str, port: Option<u16>) -> String {
-    match port {
-        Some(p) if addr.contains(':') => format!("[{addr}]:{p}"),
-        Some(p) => format!("{addr}:{p}"),
-        None => addr.to_string(),
-    }
-}
-
 fn packet_line(p: &PacketView) -> String {
     format!(
         "{} → {} {} {} ttl {} len {}{}",
-        endpoint(&p.src, p.sport),
-        endpoint(&p.dst, p.dport),
+        p.source(),
+        p.destination(),
         p.proto,
         p.what,
         p.ttl,
@@ -125,8 +119,8 @@ pub fn text(r: &TraceReport, style: Style) -> String {
             h.index,
             micros(h.t_ns),
             place,
-            h.kind,
-            h.direction
+            h.kind.as_str(),
+            h.direction.as_str()
         );
         for e in &h.events {
             let code = match e.kind {
@@ -291,7 +285,12 @@ pub enum PcapExportError {
 /// Writes the vendor pcapng: one interface per capture point (`<netns>/<ifname>`), the probe
 /// packets at every hop (every captured packet with `all`), each probe packet commented with its
 /// hop and what happened there.
-pub fn pcapng<W: Write>(run: &TraceRun, out: W, all: bool) -> Result<u64, PcapExportError> {
+pub fn pcapng<W: Write>(
+    run: &TraceRun,
+    points: &[Point],
+    out: W,
+    all: bool,
+) -> Result<u64, PcapExportError> {
     let mut section = SectionInfo::for_this_host();
     section.comment = Some(format!(
         "dye trace {} from {} to {} ({} {} bytes): {} — {}",
@@ -304,29 +303,28 @@ pub fn pcapng<W: Write>(run: &TraceRun, out: W, all: bool) -> Result<u64, PcapEx
         run.report.verdict.detail
     ));
     let mut w = PcapngWriter::new(out, &section)?;
-    let mut ids = Vec::with_capacity(run.points.len());
-    for p in &run.points {
+    let mut ids = Vec::with_capacity(points.len());
+    for p in points {
         ids.push(w.add_interface(&InterfaceInfo {
             name: p.name(),
             description: format!(
                 "{} mtu {}, netns {}, node {}",
-                p.kind, p.mtu, p.netns, p.node
+                p.class, p.mtu, p.netns, p.node
             ),
-            linktype: 1,
+            linktype: p.linktype,
             snaplen: 262_144,
         })?);
     }
     // Comments per frame: which probe, which leg, which hop of the reported path, what changed.
-    let hop_of: HashMap<(u32, usize, String, Leg), &Hop> = run
+    let hop_of: HashMap<(u32, usize, Direction, Leg), &Hop> = run
         .report
         .hops
         .iter()
         .filter_map(|h| {
-            let point = run
-                .points
+            let point = points
                 .iter()
                 .position(|p| p.netns == h.netns && p.ifname == h.ifname)?;
-            Some(((h.seq, point, h.direction.clone(), h.leg), h))
+            Some(((h.seq, point, h.direction, h.leg), h))
         })
         .collect();
     let mut comments: HashMap<usize, String> = HashMap::new();
@@ -341,7 +339,7 @@ pub fn pcapng<W: Write>(run: &TraceRun, out: W, all: bool) -> Result<u64, PcapEx
             "dye {} probe {} {leg_word}",
             run.report.probe.trace_id, s.seq
         );
-        if let Some(h) = hop_of.get(&(s.seq, s.point, s.direction.as_str().to_string(), leg)) {
+        if let Some(h) = hop_of.get(&(s.seq, s.point, s.direction, leg)) {
             let _ = write!(c, " hop {}", h.index);
             for e in &h.events {
                 let _ = write!(c, "; {:?}: {}", e.kind, e.detail);
@@ -363,7 +361,11 @@ pub fn pcapng<W: Write>(run: &TraceRun, out: W, all: bool) -> Result<u64, PcapEx
         }
         let Some(id) = ids.get(f.point) else { continue };
         let c: Vec<&str> = comment.map(|c| vec![c.as_str()]).unwrap_or_default();
-        w.write_packet(*id, f.ts_ns, f.orig_len, &f.data, Some(f.direction), &c)?;
+        let dir = match f.direction {
+            Direction::In => dye_capture::Direction::In,
+            Direction::Out => dye_capture::Direction::Out,
+        };
+        w.write_packet(*id, f.ts_ns, f.orig_len, &f.data, Some(dir), &c)?;
         written += 1;
     }
     w.flush()?;

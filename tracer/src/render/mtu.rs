@@ -3,8 +3,9 @@
 
 use std::fmt::Write as _;
 
-use super::report::{MtuReport, Status};
-use crate::trace::render::Style;
+use dye_core::mtu::{MtuReport, Status};
+
+use super::trace::Style;
 
 fn status_words(s: Status) -> &'static str {
     match s {

@@ -2,33 +2,20 @@
 //! leg; consecutive hops are compared to name what changed between them (NAT, encapsulation,
 //! fragmentation, TTL, ICMP errors); each probe gets a verdict, and the trace an overall one.
 //! Pure logic: topology questions (where should the probe have appeared next?) are asked of a
-//! [`PathOracle`].
+//! [`PathOracle`] — in dye, one answering from the snapshot.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use dye_capture::Direction;
-
-use super::observe::{Sighting, SightingKind};
-use super::report::{
+use crate::model::Direction;
+use crate::observe::{Sighting, SightingKind};
+use crate::report::{
     EventType, Hop, HopEvent, Leg, PacketView, ProbeSummary, Verdict, VerdictKind,
 };
+use crate::snapshot::Point;
 
 /// What reconstruction needs to know about a capture point.
-#[derive(Debug, Clone)]
-pub struct PointMeta {
-    pub netns: String,
-    pub ifname: String,
-    pub kind: String,
-    pub node: String,
-    pub mtu: u32,
-}
-
-impl PointMeta {
-    pub fn name(&self) -> String {
-        format!("{}/{}", self.netns, self.ifname)
-    }
-}
+pub type PointMeta = Point;
 
 /// Where a vanished probe should have shown up next, and why that matters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,11 +128,7 @@ fn stack_order(points: &[PointMeta], a: &Sighting, b: &Sighting) -> std::cmp::Or
         return Ordering::Equal;
     };
     // Lower layers first: a frame enters through the device nearest the wire.
-    let rank = |kind: &str| match kind {
-        "physical" | "veth" => 0,
-        "bridge" => 1,
-        _ => 2, // tunnels: vxlan, geneve, gre, ipip
-    };
+    let rank = |p: &Point| p.class.stack_rank();
     if pa.netns != pb.netns {
         // Leaving one namespace comes before entering the next.
         return match (a.direction, b.direction) {
@@ -155,8 +138,8 @@ fn stack_order(points: &[PointMeta], a: &Sighting, b: &Sighting) -> std::cmp::Or
         };
     }
     match (a.direction, b.direction) {
-        (Direction::In, Direction::In) => rank(&pa.kind).cmp(&rank(&pb.kind)),
-        (Direction::Out, Direction::Out) => rank(&pb.kind).cmp(&rank(&pa.kind)),
+        (Direction::In, Direction::In) => rank(pa).cmp(&rank(pb)),
+        (Direction::Out, Direction::Out) => rank(pb).cmp(&rank(pa)),
         (Direction::In, Direction::Out) => Ordering::Less,
         (Direction::Out, Direction::In) => Ordering::Greater,
     }
@@ -204,9 +187,9 @@ fn probe_path(
                 index: hops.len(),
                 netns: meta.netns.clone(),
                 ifname: meta.ifname.clone(),
-                kind: meta.kind.clone(),
+                kind: meta.class,
                 node: meta.node.clone(),
-                direction: s.direction.as_str().to_string(),
+                direction: s.direction,
                 t_ns: s.ts_ns.saturating_sub(t0),
                 leg,
                 seq,
@@ -245,14 +228,10 @@ fn probe_path(
 }
 
 fn endpoint(p: &PacketView, src: bool) -> String {
-    let (addr, port) = if src {
-        (&p.src, p.sport)
+    if src {
+        p.source().to_string()
     } else {
-        (&p.dst, p.dport)
-    };
-    match port {
-        Some(port) => format!("{addr}:{port}"),
-        None => addr.clone(),
+        p.destination().to_string()
     }
 }
 
@@ -264,7 +243,10 @@ fn events_between(
     leg: Leg,
 ) -> Vec<HopEvent> {
     let mut events = Vec::new();
-    if let SightingKind::IcmpError { sender, name, mtu } = &cur.kind {
+    if let SightingKind::IcmpError {
+        sender, name, mtu, ..
+    } = &cur.kind
+    {
         if prev.map(|p| p.kind != cur.kind).unwrap_or(true) {
             let mtu = mtu
                 .map(|m| format!(" (next-hop MTU {m})"))
@@ -272,7 +254,7 @@ fn events_between(
             events.push(HopEvent {
                 kind: EventType::Icmp,
                 from: Some(sender.to_string()),
-                to: Some(cur.packet.dst.clone()),
+                to: Some(cur.packet.dst.to_string()),
                 detail: format!("ICMP {name}{mtu} from {sender} about the probe"),
             });
         }
@@ -284,7 +266,7 @@ fn events_between(
         // A different packet (the probe turned into an error): no rewrite to compare.
         return events;
     }
-    if endpoint(a, true) != endpoint(b, true) {
+    if a.source() != b.source() {
         events.push(HopEvent {
             kind: EventType::Snat,
             from: Some(endpoint(a, true)),
@@ -303,7 +285,7 @@ fn events_between(
             },
         });
     }
-    if endpoint(a, false) != endpoint(b, false) {
+    if a.destination() != b.destination() {
         events.push(HopEvent {
             kind: EventType::Dnat,
             from: Some(endpoint(a, false)),
@@ -402,7 +384,10 @@ fn verdict_for(
         .iter()
         .find(|s| matches!(s.kind, SightingKind::IcmpError { .. }))
     {
-        if let SightingKind::IcmpError { sender, name, mtu } = &err.kind {
+        if let SightingKind::IcmpError {
+            sender, name, mtu, ..
+        } = &err.kind
+        {
             let mtu = mtu
                 .map(|m| format!(", next-hop MTU {m}"))
                 .unwrap_or_default();
@@ -457,12 +442,7 @@ fn verdict_for(
         };
     };
     let h = &hops[last];
-    let arrived = h.direction == "in"
-        && h.packet
-            .dst
-            .parse::<IpAddr>()
-            .map(|dst| oracle.owners(dst).contains(&h.netns))
-            .unwrap_or(false);
+    let arrived = h.direction == Direction::In && oracle.owners(h.packet.dst).contains(&h.netns);
     if arrived {
         return Verdict {
             kind: VerdictKind::Delivered,
@@ -508,11 +488,7 @@ fn dropped(
     let meta = points
         .iter()
         .find(|p| p.netns == h.netns && p.ifname == h.ifname);
-    let dir = if h.direction == "in" {
-        Direction::In
-    } else {
-        Direction::Out
-    };
+    let dir = h.direction;
     let outer_len = h.outer.first().map(|o| o.len);
     let exp = meta
         .map(|m| oracle.expected_next(m, dir, &h.packet, outer_len))

@@ -1,7 +1,11 @@
 //! The trace report, schema `dye.trace/v1` (tracer/docs/trace-schema.md). Scripts depend on it: fields
 //! may be added, never renamed or removed without a new schema version.
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
+
+use crate::model::{Direction, LinkClass};
 
 pub const SCHEMA: &str = "dye.trace/v1";
 
@@ -95,11 +99,11 @@ pub struct Hop {
     pub netns: String,
     pub ifname: String,
     /// veth | bridge | vxlan | geneve | ipip | gre | physical | loopback | other
-    pub kind: String,
+    pub kind: LinkClass,
     /// The node the namespace belongs to.
     pub node: String,
     /// in | out
-    pub direction: String,
+    pub direction: Direction,
     /// Nanoseconds after the probe was injected.
     pub t_ns: u64,
     pub leg: Leg,
@@ -115,8 +119,8 @@ pub struct Hop {
 /// The innermost packet as seen at a hop.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PacketView {
-    pub src: String,
-    pub dst: String,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     /// icmp | icmp6 | udp | tcp | <number>
     pub proto: String,
     pub sport: Option<u16>,
@@ -130,13 +134,31 @@ pub struct PacketView {
     pub what: String,
 }
 
+impl PacketView {
+    /// Source address and port.
+    pub fn source(&self) -> crate::model::Endpoint {
+        crate::model::Endpoint {
+            addr: self.src,
+            port: self.sport,
+        }
+    }
+
+    /// Destination address and port.
+    pub fn destination(&self) -> crate::model::Endpoint {
+        crate::model::Endpoint {
+            addr: self.dst,
+            port: self.dport,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OuterView {
     /// vxlan | geneve | gre | gretap | ipip | sit | ip6ip6 | ip4ip6
     pub kind: String,
     pub vni: Option<u32>,
-    pub src: String,
-    pub dst: String,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub sport: Option<u16>,
     pub dport: Option<u16>,
     pub ttl: u8,
@@ -201,7 +223,7 @@ pub struct ProbeSummary {
 pub struct PointReport {
     /// `netns/ifname`
     pub name: String,
-    pub kind: String,
+    pub kind: LinkClass,
     pub mtu: u32,
     /// Probe-related frames this point saw.
     pub sightings: u64,

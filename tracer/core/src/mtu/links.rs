@@ -5,12 +5,10 @@
 
 use std::net::IpAddr;
 
-use dye_capture::netlink::{Link, LinkKind};
-use dye_capture::topology::Topology;
-use dye_capture::Direction;
-
 use super::report::Encapsulation;
-use crate::trace::reconstruct::PointMeta;
+use crate::model::Direction;
+use crate::reconstruct::PointMeta;
+use crate::snapshot::{Link, LinkKind, Snapshot as Topology};
 
 /// A link and the largest inner packet that fits through it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,39 +27,23 @@ impl LinkLimit {
     }
 }
 
-/// Bytes of outer headers a tunnel adds to an inner IP packet, by kind and outer family.
-pub fn tunnel_overhead(kind: &LinkKind, outer_v6: bool) -> Option<u32> {
-    let ip = if outer_v6 { 40 } else { 20 };
-    Some(match kind {
-        // outer IP + UDP 8 + VXLAN 8 + inner Ethernet 14
-        LinkKind::Vxlan(_) => ip + 8 + 8 + 14,
-        // outer IP + UDP 8 + Geneve 8 (no options) + inner Ethernet 14
-        LinkKind::Geneve(_) => ip + 8 + 8 + 14,
-        // outer IP + GRE 4 (no key/seq)
-        LinkKind::Gre(_) => ip + 4,
-        LinkKind::Ipip(_) => ip,
-        _ => return None,
-    })
-}
-
 fn link<'t>(topology: &'t Topology, netns: &str, ifname: &str) -> Option<&'t Link> {
-    topology.namespace(netns)?.link(ifname)
+    topology.link(netns, ifname)
 }
 
 /// For a tunnel device: its underlay link and what the encapsulation costs.
 pub fn underlay_of(topology: &Topology, netns: &str, tunnel: &Link) -> Option<LinkLimit> {
     let t = tunnel.kind.tunnel()?;
-    let under = t.underlay_ifname.as_deref()?;
+    let under = t.underlay.as_deref()?;
     let under_link = link(topology, netns, under)?;
-    let outer_v6 = t.local.map(|a| a.is_ipv6()).unwrap_or(false);
-    let overhead = tunnel_overhead(&tunnel.kind, outer_v6)?;
+    let overhead = t.overhead();
     Some(LinkLimit {
         netns: netns.to_string(),
         ifname: under.to_string(),
         mtu: under_link.mtu,
         fits: under_link.mtu.saturating_sub(overhead),
         encapsulation: Some(Encapsulation {
-            kind: tunnel.kind.short().to_string(),
+            kind: t.kind.as_str().to_string(),
             tunnel: format!("{netns}/{}", tunnel.name),
             tunnel_mtu: tunnel.mtu,
             overhead,
@@ -104,8 +86,7 @@ pub fn next_link(
 ) -> Option<LinkLimit> {
     if direction == Direction::In {
         // Routed (or bridged up to the stack) inside this namespace: the route's device.
-        let info = topology.namespace(&last.netns)?;
-        let route = Topology::route_get(&info.netns, dst).ok()?;
+        let route = topology.route(&last.netns, dst)?.as_ref().ok()?;
         return egress_limit(topology, &last.netns, route.dev.as_deref()?);
     }
     let here = link(topology, &last.netns, &last.ifname)?;
@@ -127,8 +108,7 @@ pub fn next_link(
 
 /// The route a router uses towards `dst`: the link whose MTU its ICMP error advertised.
 pub fn route_limit(topology: &Topology, netns: &str, dst: IpAddr) -> Option<LinkLimit> {
-    let info = topology.namespace(netns)?;
-    let route = Topology::route_get(&info.netns, dst).ok()?;
+    let route = topology.route(netns, dst)?.as_ref().ok()?;
     egress_limit(topology, netns, route.dev.as_deref()?)
 }
 
@@ -193,18 +173,4 @@ pub fn same_mtu(
         .filter(|(n, i)| link(topology, n, i).map(|l| l.mtu) == Some(limit.mtu))
         .map(|(n, i)| format!("{n}/{i}"))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use dye_capture::netlink::Tunnel;
-
-    #[test]
-    fn vxlan_over_ipv4_costs_50_bytes_and_over_ipv6_70() {
-        let t = LinkKind::Vxlan(Tunnel::default());
-        assert_eq!(tunnel_overhead(&t, false), Some(50));
-        assert_eq!(tunnel_overhead(&t, true), Some(70));
-        assert_eq!(tunnel_overhead(&LinkKind::Bridge, false), None);
-    }
 }

@@ -6,19 +6,19 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use dye_capture::Direction;
-
 use super::links::{self, LinkLimit};
 use super::outcome::ProbeOutcome;
 use super::report::{
     CacheReport, Limit, MaxPayload, MtuReport, ProbeRecord, Recommendation, SearchReport, Sender,
     Status, SCHEMA,
 };
-use super::run::MtuConfig;
+use super::run::MtuPlan;
 use super::search::{Bound, Outcome, Search};
-use crate::trace::reconstruct::PathOracle;
-use crate::trace::report::{Hop, Leg};
-use crate::trace::scope::{Scope, TopologyOracle};
+use crate::model::Direction;
+use crate::oracle::SnapshotOracle;
+use crate::reconstruct::PathOracle;
+use crate::report::{Hop, Leg};
+use crate::snapshot::Snapshot;
 
 /// One probe of the search and what is known about where it went.
 #[derive(Debug, Clone)]
@@ -47,8 +47,8 @@ impl Tried {
         outcome: ProbeOutcome,
         rtt: Option<Duration>,
         hops: Vec<Hop>,
-        scope: &Scope,
-        oracle: &TopologyOracle<'_>,
+        snapshot: &Snapshot,
+        oracle: &SnapshotOracle<'_>,
     ) -> Tried {
         let last = hops.iter().rev().find(|h| h.leg == Leg::Forward);
         let last_seen = last.map(|h| format!("{}/{} ({})", h.netns, h.ifname, h.direction));
@@ -67,17 +67,11 @@ impl Tried {
         match &t.outcome {
             ProbeOutcome::Vanished => {
                 t.vanished_at = last.and_then(|h| {
-                    let meta = scope
-                        .metas
+                    let meta = snapshot
+                        .points
                         .iter()
                         .find(|m| m.netns == h.netns && m.ifname == h.ifname)?;
-                    let dir = if h.direction == "in" {
-                        Direction::In
-                    } else {
-                        Direction::Out
-                    };
-                    let dst: IpAddr = h.packet.dst.parse().ok()?;
-                    links::next_link(&scope.topology, meta, dir, dst)
+                    links::next_link(snapshot, meta, h.direction, h.packet.dst)
                 });
             }
             ProbeOutcome::TooBig { sender, mtu } => {
@@ -87,7 +81,7 @@ impl Tried {
                 let origin = hops
                     .iter()
                     .find(|h| h.leg == Leg::Return && h.packet.proto.starts_with("icmp"))
-                    .filter(|h| h.direction == "out")
+                    .filter(|h| h.direction == Direction::Out)
                     .map(|h| h.netns.clone());
                 let owners = oracle.owners(*sender);
                 t.sender_netns = match &origin {
@@ -105,13 +99,10 @@ impl Tried {
                         .iter()
                         .rev()
                         .find(|h| h.leg == Leg::Forward && &h.netns == ns)
-                        .and_then(|seen| seen.packet.dst.parse::<IpAddr>().ok())
-                        .and_then(|dst| links::route_limit(&scope.topology, ns, dst));
+                        .and_then(|seen| links::route_limit(snapshot, ns, seen.packet.dst));
                     match (by_route, mtu) {
                         (Some(l), Some(m)) if l.mtu == *m => Some(l),
-                        (by_route, Some(m)) => {
-                            links::link_with_mtu(&scope.topology, ns, *m).or(by_route)
-                        }
+                        (by_route, Some(m)) => links::link_with_mtu(snapshot, ns, *m).or(by_route),
                         (by_route, None) => by_route,
                     }
                 });
@@ -184,9 +175,9 @@ impl Tried {
 /// Everything the analysis reads.
 #[derive(Debug)]
 pub struct Inputs<'a> {
-    pub cfg: &'a MtuConfig,
+    pub cfg: &'a MtuPlan,
     pub src: IpAddr,
-    pub scope: &'a Scope,
+    pub snapshot: &'a Snapshot,
     pub search: &'a Search,
     pub tried: &'a [Tried],
     pub source_mtu: Option<u32>,
@@ -227,7 +218,7 @@ pub fn analyze(i: Inputs<'_>) -> MtuReport {
         .iter()
         .filter(|t| matches!(t.outcome, ProbeOutcome::Passed { .. }))
         .max_by_key(|t| t.size);
-    let topology = &i.scope.topology;
+    let topology = i.snapshot;
 
     let mut warnings = Vec::new();
     let limit = match (status, bounding) {
@@ -253,7 +244,7 @@ pub fn analyze(i: Inputs<'_>) -> MtuReport {
         for h in &t.hops {
             let Some(f) = &h.fragments else { continue };
             let key = (h.leg, f.layer.clone());
-            if h.direction != "out" || reported.contains(&key) {
+            if h.direction != Direction::Out || reported.contains(&key) {
                 continue;
             }
             reported.push(key);
@@ -343,11 +334,11 @@ pub fn analyze(i: Inputs<'_>) -> MtuReport {
         udp: m.saturating_sub(ip_header + 8),
         icmp_echo_data: m.saturating_sub(ip_header + 8),
     });
-    let to = match i.cfg.port {
-        Some(p) if i.cfg.to.is_ipv6() => format!("[{}]:{p}", i.cfg.to),
-        Some(p) => format!("{}:{p}", i.cfg.to),
-        None => i.cfg.to.to_string(),
-    };
+    let to = crate::model::Endpoint {
+        addr: i.cfg.to,
+        port: i.cfg.port,
+    }
+    .to_string();
     MtuReport {
         schema: SCHEMA.to_string(),
         from: i.cfg.from.clone(),
@@ -368,14 +359,14 @@ pub fn analyze(i: Inputs<'_>) -> MtuReport {
             probes_sent: i.tried.len() as u32,
             probe_wait_ms: i.wait.as_millis() as u64,
             elapsed_ms: i.elapsed.as_millis() as u64,
-            capture_points: i.scope.points.len(),
+            capture_points: i.snapshot.points.len(),
         },
         probes: i.tried.iter().map(Tried::record).collect(),
     }
 }
 
-fn link_mtu(topology: &dye_capture::topology::Topology, ns: &str, ifname: &str) -> Option<u32> {
-    topology.namespace(ns)?.link(ifname).map(|l| l.mtu)
+fn link_mtu(topology: &Snapshot, ns: &str, ifname: &str) -> Option<u32> {
+    topology.link(ns, ifname).map(|l| l.mtu)
 }
 
 /// The limit at link `l`, explained; the caller adds how it showed itself.
@@ -488,7 +479,7 @@ fn signalled_limit(t: &Tried) -> Option<Limit> {
 }
 
 fn healthy_limit(
-    topology: &dye_capture::topology::Topology,
+    topology: &Snapshot,
     l: &LinkLimit,
     crossed: &[(String, String)],
     source_mtu: Option<u32>,

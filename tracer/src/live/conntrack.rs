@@ -6,17 +6,25 @@ use std::net::IpAddr;
 use std::process::Command;
 
 use dye_capture::Netns;
-
-use super::report::{Conntrack, PacketView};
+use dye_core::report::Conntrack;
+use dye_core::seam::ConntrackQuery;
 
 /// The entry whose original direction is `before` (the packet as it entered the namespace).
-pub fn lookup(netns: &Netns, before: &PacketView) -> Option<Conntrack> {
-    let mut args: Vec<String> = vec!["-L".into(), "-p".into(), before.proto.clone()];
+pub fn lookup(netns: &Netns, before: &ConntrackQuery) -> Option<Conntrack> {
+    let before = *before;
+    let proto = match before.proto {
+        1 => "icmp".to_string(),
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        58 => "icmpv6".to_string(),
+        n => n.to_string(),
+    };
+    let mut args: Vec<String> = vec!["-L".into(), "-p".into(), proto];
     args.extend([
         "--orig-src".into(),
-        before.src.clone(),
+        before.src.to_string(),
         "--orig-dst".into(),
-        before.dst.clone(),
+        before.dst.to_string(),
     ]);
     if let (Some(s), Some(d)) = (before.sport, before.dport) {
         args.extend([
@@ -32,12 +40,12 @@ pub fn lookup(netns: &Netns, before: &PacketView) -> Option<Conntrack> {
         .map_err(|e| tracing::debug!("conntrack not available: {e}"))
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().find_map(|l| parse_line(l, before))
+    text.lines().find_map(|l| parse_line(l, &before))
 }
 
 /// Parses one `conntrack -L` line, e.g.
 /// `tcp 6 119 SYN_RECV src=A dst=B sport=1 dport=2 src=C dst=D sport=3 dport=4 [ASSURED] mark=0 use=1`.
-pub fn parse_line(line: &str, before: &PacketView) -> Option<Conntrack> {
+pub fn parse_line(line: &str, before: &ConntrackQuery) -> Option<Conntrack> {
     let mut words = line.split_whitespace();
     let proto = words.next()?.to_string();
     let mut tuples: Vec<Vec<(&str, &str)>> = vec![Vec::new()];
@@ -69,7 +77,8 @@ pub fn parse_line(line: &str, before: &PacketView) -> Option<Conntrack> {
             .map(|(_, v)| v.to_string())
     };
     // It must be the probe's entry.
-    if get(&orig, "src")? != before.src || get(&orig, "dst")? != before.dst {
+    if get(&orig, "src")? != before.src.to_string() || get(&orig, "dst")? != before.dst.to_string()
+    {
         return None;
     }
     let fmt = |t: &[(&str, &str)]| -> String {
@@ -102,18 +111,13 @@ fn bracket(a: &str) -> String {
 mod tests {
     use super::*;
 
-    fn before() -> PacketView {
-        PacketView {
-            src: "10.244.1.3".into(),
-            dst: "10.96.0.10".into(),
-            proto: "tcp".into(),
+    fn before() -> ConntrackQuery {
+        ConntrackQuery {
+            proto: 6,
+            src: "10.244.1.3".parse().unwrap(),
+            dst: "10.96.0.10".parse().unwrap(),
             sport: Some(40001),
             dport: Some(80),
-            ttl: 64,
-            len: 64,
-            ip_id: 1,
-            df: false,
-            what: "SYN".into(),
         }
     }
 

@@ -3,17 +3,15 @@
 //! (DF, IP id, TTL) and the probe leaves exactly as built. Sends are paced and bounded.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
 
-use dye_capture::Netns;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::probe::Probe;
+use crate::Netns;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
     #[error("cannot enter the source namespace: {0}")]
-    Netns(#[from] dye_capture::NetnsError),
+    Netns(#[from] crate::NetnsError),
     #[error("cannot open a raw socket in {netns} (needs CAP_NET_RAW): {source}")]
     Socket {
         netns: String,
@@ -63,42 +61,19 @@ impl Injector {
         })
     }
 
-    /// Sends one probe to `dst` and returns the time it left (ns since the epoch).
-    pub fn send(&self, probe: &Probe, dst: IpAddr) -> Result<u64, InjectError> {
+    /// Sends one whole IP packet (probe `seq`) to `dst`; returns the time it left (ns since
+    /// the epoch, the clock capture timestamps use).
+    pub fn send(&self, packet: &[u8], seq: u32, dst: IpAddr) -> Result<u64, InjectError> {
         let addr = SockAddr::from(SocketAddr::new(dst, 0));
         let t = now_ns();
         self.socket
-            .send_to(&probe.packet, &addr)
+            .send_to(packet, &addr)
             .map_err(|source| InjectError::Send {
                 netns: self.netns.clone(),
-                seq: probe.seq,
+                seq,
                 source,
             })?;
         Ok(t)
-    }
-
-    /// Sends every probe, `interval` apart, stopping early when `stop` says so. Returns
-    /// (seq, send time) for each probe sent.
-    pub fn send_all(
-        &self,
-        probes: &[Probe],
-        dst: IpAddr,
-        interval: Duration,
-        stop: &dyn Fn() -> bool,
-    ) -> Result<Vec<(u32, u64)>, InjectError> {
-        let mut sent = Vec::with_capacity(probes.len());
-        let start = Instant::now();
-        for (i, p) in probes.iter().enumerate() {
-            if stop() {
-                break;
-            }
-            let due = start + interval * i as u32;
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            sent.push((p.seq, self.send(p, dst)?));
-        }
-        Ok(sent)
     }
 }
 

@@ -7,31 +7,7 @@ use std::net::IpAddr;
 use dye_decode::build::{self, tcp_flags, V4};
 use dye_decode::Marker;
 
-/// Transport of the probes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Proto {
-    Icmp,
-    Udp,
-    Tcp,
-}
-
-impl Proto {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Icmp => "icmp",
-            Proto::Udp => "udp",
-            Proto::Tcp => "tcp",
-        }
-    }
-
-    /// L4 header length.
-    fn header_len(self) -> u32 {
-        match self {
-            Proto::Icmp | Proto::Udp => 8,
-            Proto::Tcp => 20,
-        }
-    }
-}
+pub use crate::model::Proto;
 
 /// The smallest probe: no link pads a 64-byte IP packet (padding would move the marker away
 /// from the end of the frame).

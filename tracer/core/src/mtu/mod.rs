@@ -1,0 +1,13 @@
+//! `dye mtu`'s logic: `search` picks probe sizes, `outcome` reads what a probe did, `links`
+//! asks the snapshot which link limits and what fits through it, `analyze` builds the
+//! `dye.mtu/v1` report, `run` drives the probes through the seam one at a time.
+
+pub mod analyze;
+pub mod links;
+pub mod outcome;
+pub mod report;
+pub mod run;
+pub mod search;
+
+pub use report::{MtuReport, Status};
+pub use run::{run_mtu, MtuPlan, MtuRun, Progress};

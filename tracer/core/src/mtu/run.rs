@@ -1,0 +1,438 @@
+//! One MTU search over the seam: DF probes one at a time, each size chosen by [`Search`] from
+//! what the previous ones did, each watched until something decisive comes back into the
+//! source or it is given up as lost; then the source's PMTU cache is restored if the probes
+//! changed it, and everything goes to the analysis.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::analyze::{analyze, Inputs, Tried};
+use super::outcome::{decisive, ProbeOutcome};
+use super::report::{CacheReport, MtuReport};
+use super::search::Search;
+use crate::model::Proto;
+use crate::observe::{Observer, Sighting};
+use crate::oracle::SnapshotOracle;
+use crate::probe::ProbeTemplate;
+use crate::reconstruct::reconstruct;
+use crate::report::VerdictKind;
+use crate::seam::{Event, Network, PmtuRestore, Wait};
+use crate::snapshot::{Route, Snapshot};
+use crate::trace::{check_port, complete_lookups, source_route, TraceError, TraceIds};
+
+/// What to measure and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MtuPlan {
+    /// The source namespace as the user named it.
+    pub from: String,
+    pub to: IpAddr,
+    pub port: Option<u16>,
+    pub proto: Proto,
+    /// Smallest probe (default: 68 for IPv4, 1280 for IPv6 — the sizes every link must carry).
+    pub min: Option<u32>,
+    /// Largest probe (default and ceiling: the MTU of the source's egress interface).
+    pub max: Option<u32>,
+    /// Probes that must vanish at a size before it counts as too big.
+    pub attempts: u32,
+    /// How long to wait for each probe; None adapts to the path's round trip.
+    pub wait: Option<Duration>,
+    pub vxlan_ports: Vec<u16>,
+    pub ids: TraceIds,
+}
+
+/// Bounds that keep a search light and finite.
+pub const MAX_PROBES: u32 = 64;
+pub const MAX_ATTEMPTS: u32 = 5;
+pub const MAX_WAIT: Duration = Duration::from_secs(10);
+/// The whole search never runs longer than this.
+pub const MAX_ELAPSED: Duration = Duration::from_secs(120);
+/// The first probe proves the path and measures its round trip: it may take this long.
+const FIRST_WAIT: Duration = Duration::from_secs(2);
+/// Adaptive waits stay within these bounds.
+const MIN_ADAPTIVE_WAIT: Duration = Duration::from_millis(150);
+const MAX_ADAPTIVE_WAIT: Duration = Duration::from_secs(2);
+
+impl MtuPlan {
+    pub fn min_size(&self) -> u32 {
+        self.min
+            .unwrap_or(if self.to.is_ipv4() { 68 } else { 1280 })
+    }
+
+    /// Checks everything that can be checked before touching the system.
+    pub fn validate(&self) -> Result<(), TraceError> {
+        let bad = |m: String| Err(TraceError::Invalid(m));
+        if self.attempts == 0 || self.attempts > MAX_ATTEMPTS {
+            return bad(format!(
+                "--attempts {} must be 1..={MAX_ATTEMPTS}",
+                self.attempts
+            ));
+        }
+        if let Some(w) = self.wait {
+            if w.is_zero() || w > MAX_WAIT {
+                return bad(format!(
+                    "--wait {w:?} must be above 0 and at most {MAX_WAIT:?}"
+                ));
+            }
+        }
+        if let (Some(min), Some(max)) = (self.min, self.max) {
+            if min > max {
+                return bad(format!("--min {min} is above --max {max}"));
+            }
+        }
+        if let Some(max) = self.max {
+            if max > 65535 {
+                return bad(format!(
+                    "--max {max}: an IP packet holds at most 65535 bytes"
+                ));
+            }
+        }
+        check_port(self.proto, self.to, self.port)
+    }
+}
+
+/// Where the search is, for a progress line.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub probes: u32,
+    pub size: u32,
+    /// Largest size known to pass.
+    pub passes: Option<u32>,
+    /// Smallest size known not to pass.
+    pub fails: Option<u32>,
+}
+
+/// The result of a search.
+#[derive(Debug)]
+pub struct MtuRun {
+    pub report: MtuReport,
+    /// Cut short by the user.
+    pub interrupted: bool,
+}
+
+/// Runs an MTU search through `net`.
+pub fn run_mtu(
+    plan: &MtuPlan,
+    snapshot: &mut Snapshot,
+    net: &mut dyn Network,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<MtuRun, TraceError> {
+    plan.validate()?;
+    let (src, source_mtu) = source_route(snapshot, &plan.from, plan.to)?;
+    let min = plan.min_size();
+    // Raw sends are checked against the egress device's MTU: no probe can be larger.
+    let max = match (plan.max, source_mtu) {
+        (Some(m), Some(s)) => m.min(s),
+        (Some(m), None) => m,
+        (None, Some(s)) => s,
+        (None, None) => 1500,
+    };
+    let template = ProbeTemplate {
+        src,
+        dst: plan.to,
+        proto: plan.proto,
+        dport: plan.port.unwrap_or(0),
+        sport_base: plan.ids.sport_base,
+        size: min,
+        df: true,
+        trace_id: plan.ids.trace_id,
+    };
+    template.check()?;
+    if min > max {
+        return Err(TraceError::Invalid(format!(
+            "--min {min} is above the largest probe {} can send ({max}, the MTU of its route's device)",
+            plan.from
+        )));
+    }
+
+    let at_source: Vec<bool> = snapshot
+        .points
+        .iter()
+        .map(|p| p.netns == snapshot.source)
+        .collect();
+    let linktypes: Vec<u32> = snapshot.points.iter().map(|p| p.linktype).collect();
+    let mut observer = Observer::new(plan.ids.trace_id, &plan.vxlan_ports, &linktypes);
+    let mut sightings: Vec<Sighting> = Vec::new();
+    let mut search = Search::new(min, max, plan.attempts);
+    // Per probe: (seq, size, sent at (capture clock), outcome, when dye learned it, rtt).
+    let mut watched: Vec<Watched> = Vec::new();
+    let mut wait = plan.wait.unwrap_or(FIRST_WAIT);
+    let mut frame_index = 0usize;
+    let mut interrupted = false;
+    let mut capture_ended = false;
+
+    while let Some(size) = search.next() {
+        if interrupted
+            || capture_ended
+            || watched.len() as u32 >= MAX_PROBES
+            || net.now() >= MAX_ELAPSED
+        {
+            break;
+        }
+        let seq = watched.len() as u32 + 1;
+        let probe = ProbeTemplate {
+            size,
+            ..template.clone()
+        }
+        .build(seq, plan.ids.id_base.wrapping_add(seq as u16))?;
+        observer.sent(src, probe.ip_id, seq);
+        progress(Progress {
+            probes: seq,
+            size,
+            passes: search.passed(),
+            fails: search.failed().map(|(s, _)| s),
+        });
+        let sent_ns = net.send(&probe)?;
+        let sent_at = net.now();
+        let deadline = sent_at + wait;
+
+        // Watch until something decisive comes back into the source, or the wait runs out.
+        let mut decided: Option<(ProbeOutcome, Duration, Duration)> = None;
+        while decided.is_none() && net.now() < deadline {
+            match net.next(deadline)? {
+                Wait::Event(Event::Frame(f)) => {
+                    let s = observer.observe(frame_index, f.point, f.direction, f.ts_ns, &f.data);
+                    frame_index += 1;
+                    let Some(s) = s else { continue };
+                    if s.seq == seq {
+                        decided =
+                            decisive(&s, |p| at_source.get(p).copied().unwrap_or(false)).map(|o| {
+                                let rtt = Duration::from_nanos(s.ts_ns.saturating_sub(sent_ns));
+                                (o, net.now().saturating_sub(sent_at), rtt)
+                            });
+                    }
+                    sightings.push(s);
+                }
+                Wait::Event(Event::PointLost { point, reason }) => {
+                    tracing::warn!(point, reason, "capture point lost");
+                }
+                Wait::Idle => break,
+                Wait::Stopped => {
+                    interrupted = true;
+                    break;
+                }
+                Wait::Ended => {
+                    capture_ended = true;
+                    break;
+                }
+            }
+        }
+        if decided.is_none() && interrupted {
+            break;
+        }
+        watched.push(Watched {
+            seq,
+            size,
+            sent_ns,
+            decided,
+        });
+        let w = watched.last().expect("just pushed");
+        // The search needs this probe's outcome now, and where it vanished may need a route
+        // towards an address the capture just revealed.
+        complete_lookups(snapshot, net, &sightings)?;
+        let outcome = provisional_outcome(w, snapshot, &sightings);
+        search.record(size, outcome.search);
+        // The first answer sets the pace: a generous multiple of the time dye took to learn it
+        // (capture and reorder delay included, not just the network's round trip).
+        if plan.wait.is_none() && outcome.passed {
+            if let Some((_, learned, _)) = w.decided {
+                if watched.iter().filter(|x| x.decided.is_some()).count() == 1 {
+                    wait = (learned * 4 + Duration::from_millis(100))
+                        .clamp(MIN_ADAPTIVE_WAIT, MAX_ADAPTIVE_WAIT);
+                }
+            }
+        }
+        tracing::debug!(seq, size, passed = outcome.passed, "probe done");
+    }
+    let stats = net.finish()?;
+    let dropped: u64 = stats.iter().map(|s| s.kernel_dropped).sum();
+    if dropped > 0 {
+        tracing::warn!(dropped, "capture rings dropped frames during the search");
+    }
+    let restore = net.restore_pmtu()?;
+
+    // Complete the snapshot, then analyse every probe against it.
+    complete_lookups(snapshot, net, &sightings)?;
+    let snapshot: &Snapshot = snapshot;
+    let oracle = SnapshotOracle { snapshot };
+    let tried: Vec<Tried> = watched
+        .iter()
+        .map(|w| {
+            let (outcome, rtt) = final_outcome(w, snapshot, &sightings);
+            let mine: Vec<Sighting> = sightings
+                .iter()
+                .filter(|s| s.seq == w.seq)
+                .cloned()
+                .collect();
+            let rec = reconstruct(
+                &snapshot.points,
+                &snapshot.source,
+                &[(w.seq, w.sent_ns)],
+                &mine,
+                &oracle,
+            );
+            Tried::new(w.seq, w.size, outcome, rtt, rec.hops, snapshot, &oracle)
+        })
+        .collect();
+    let report = analyze(Inputs {
+        cfg: plan,
+        src,
+        snapshot,
+        search: &search,
+        tried: &tried,
+        source_mtu,
+        min,
+        max,
+        wait,
+        cache: cache_report(plan.to, &snapshot.source, &restore),
+        complete: !interrupted && search.done(),
+        elapsed: net.now(),
+    });
+    Ok(MtuRun {
+        report,
+        interrupted,
+    })
+}
+
+/// One probe as watched: when it left and what decided it, if anything did in time.
+#[derive(Debug)]
+struct Watched {
+    seq: u32,
+    size: u32,
+    sent_ns: u64,
+    /// (outcome, how long dye took to learn it, round trip by kernel timestamps)
+    decided: Option<(ProbeOutcome, Duration, Duration)>,
+}
+
+struct Provisional {
+    search: super::search::Outcome,
+    passed: bool,
+}
+
+/// The outcome the search needs right after a probe: decided, delivered, or vanished (with the
+/// size that fits through the link after its last sighting, from the snapshot so far).
+fn provisional_outcome(w: &Watched, snapshot: &Snapshot, sightings: &[Sighting]) -> Provisional {
+    let (outcome, _) = final_outcome(w, snapshot, sightings);
+    let passed = matches!(outcome, ProbeOutcome::Passed { .. });
+    let oracle = SnapshotOracle { snapshot };
+    let mine: Vec<Sighting> = sightings
+        .iter()
+        .filter(|s| s.seq == w.seq)
+        .cloned()
+        .collect();
+    let rec = reconstruct(
+        &snapshot.points,
+        &snapshot.source,
+        &[(w.seq, w.sent_ns)],
+        &mine,
+        &oracle,
+    );
+    let t = Tried::new(w.seq, w.size, outcome, None, rec.hops, snapshot, &oracle);
+    Provisional {
+        search: t.search_outcome(),
+        passed,
+    }
+}
+
+/// What a watched probe did: its decisive answer, or — without one — delivered when it was
+/// seen entering the destination's namespace, else vanished.
+fn final_outcome(
+    w: &Watched,
+    snapshot: &Snapshot,
+    sightings: &[Sighting],
+) -> (ProbeOutcome, Option<Duration>) {
+    if let Some((o, _, rtt)) = &w.decided {
+        return (o.clone(), Some(*rtt));
+    }
+    let oracle = SnapshotOracle { snapshot };
+    let mine: Vec<Sighting> = sightings
+        .iter()
+        .filter(|s| s.seq == w.seq)
+        .cloned()
+        .collect();
+    let rec = reconstruct(
+        &snapshot.points,
+        &snapshot.source,
+        &[(w.seq, w.sent_ns)],
+        &mine,
+        &oracle,
+    );
+    if rec.verdict.kind == VerdictKind::Delivered {
+        (
+            ProbeOutcome::Passed {
+                how: "seen entering the destination's namespace (no answer)".into(),
+            },
+            None,
+        )
+    } else {
+        (ProbeOutcome::Vanished, None)
+    }
+}
+
+fn describe(r: &Option<Route>) -> Option<String> {
+    r.as_ref().map(|r| r.to_string())
+}
+
+/// The PMTU cache section of the report, in words.
+pub fn cache_report(dst: IpAddr, source: &str, r: &PmtuRestore) -> CacheReport {
+    let mtu_before = r.before.as_ref().and_then(|r| r.mtu);
+    let mtu_after = r.after.as_ref().and_then(|r| r.mtu);
+    let none_or = |m: Option<u32>| m.map(|m| m.to_string()).unwrap_or_else(|| "none".into());
+    let (restored, detail) = match &r.removed {
+        None if mtu_before == mtu_after => (
+            false,
+            match mtu_after {
+                Some(m) => format!(
+                    "the source already had a cached path MTU of {m} towards {dst}; unchanged"
+                ),
+                None => {
+                    format!("no cached path MTU towards {dst} before or after: nothing to restore")
+                }
+            },
+        ),
+        None => (
+            false,
+            format!(
+                "the cached path MTU towards {dst} changed from {} to {} during the search; dye left it",
+                none_or(mtu_before),
+                none_or(mtu_after)
+            ),
+        ),
+        Some(result) => {
+            let changed = format!(
+                "dye's probes changed the source's cached path MTU towards {dst} from {} to {}",
+                none_or(mtu_before),
+                none_or(mtu_after)
+            );
+            let now = r.now.as_ref().and_then(|r| r.mtu);
+            let was = mtu_before
+                .map(|m| format!("a cached path MTU of {m}"))
+                .unwrap_or_else(|| "no cached path MTU".into());
+            match result {
+                Ok(()) if now == mtu_before => (
+                    true,
+                    format!("{changed}; removed the cached route towards {dst} in {source}, back to {was}"),
+                ),
+                Ok(()) => (
+                    now.is_none(),
+                    format!(
+                        "{changed}; removed the cached route towards {dst} in {source}: it had {was} and now has {} (the kernel relearns from the pod's own traffic)",
+                        now.map(|m| format!("a cached path MTU of {m}"))
+                            .unwrap_or_else(|| "none".into())
+                    ),
+                ),
+                Err(e) => (
+                    false,
+                    format!("{changed}, and removing it failed ({e}): run `ip route flush cache` in {source}"),
+                ),
+            }
+        }
+    };
+    CacheReport {
+        before: describe(&r.before),
+        after: describe(&r.after),
+        restored,
+        detail,
+    }
+}

@@ -1,0 +1,149 @@
+//! The one seam between the core and the system. Probes go out and capture events come back
+//! through [`Network`]; so do the few questions the core asks after the capture (route
+//! lookups for addresses the capture revealed, conntrack entries, the PMTU cache). A live
+//! implementation wraps namespaces, packet sockets and netlink; [`crate::recording`] wraps any
+//! implementation to journal every answer, and replays a journal without privileges.
+//!
+//! Time is the seam's too: [`Network::now`] only advances when a call returns, so the core's
+//! decisions (how long a probe took to answer, when to stop waiting) come out the same when a
+//! journal is replayed.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Direction;
+use crate::probe::Probe;
+use crate::report::Conntrack;
+use crate::snapshot::{Route, RouteLookup};
+
+/// One frame captured at a point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Index into the snapshot's capture points.
+    pub point: usize,
+    pub direction: Direction,
+    /// Kernel capture timestamp, ns since the Unix epoch.
+    pub ts_ns: u64,
+    /// Length on the wire (the frame may be cut at the snap length).
+    pub orig_len: u32,
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// What the capture side reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    Frame(Frame),
+    /// A capture point stopped working (its interface vanished).
+    PointLost {
+        point: usize,
+        reason: String,
+    },
+}
+
+/// The answer to waiting for the next event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wait {
+    Event(Event),
+    /// The wait ran out with nothing to report.
+    Idle,
+    /// The user asked to stop (SIGINT, SIGTERM).
+    Stopped,
+    /// The capture ended on its own (its duration or packet bound).
+    Ended,
+}
+
+/// What one capture point saw and lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointStats {
+    pub point: usize,
+    pub captured: u64,
+    pub kernel_dropped: u64,
+    /// Set when the interface disappeared mid-capture.
+    pub lost: Option<String>,
+}
+
+/// The conntrack question: the flow as it looked before a rewrite, in the namespace that
+/// rewrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackQuery {
+    /// IP protocol number.
+    pub proto: u8,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+}
+
+/// The source's cached path MTU around an MTU search, and what restoring it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PmtuRestore {
+    /// The route towards the destination before the first probe and after the last.
+    pub before: Option<Route>,
+    pub after: Option<Route>,
+    /// Whether dye removed the exception its probes left (None: nothing to remove).
+    pub removed: Option<Result<(), String>>,
+    /// The route after the removal.
+    pub now: Option<Route>,
+}
+
+/// Why the seam failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeamError {
+    #[error("sending probe {seq}: {detail}")]
+    Send { seq: u32, detail: String },
+    #[error("capture: {0}")]
+    Capture(String),
+    #[error("{0}")]
+    System(String),
+    /// A replayed journal does not match what the core asks (another dye version's logic, or
+    /// a damaged file).
+    #[error(
+        "the recording does not match this replay: expected {expected}, the journal has {found}"
+    )]
+    Diverged { expected: String, found: String },
+}
+
+/// How the core reaches the system.
+pub trait Network {
+    /// Time since the session started; advances only when a call of this trait returns.
+    fn now(&self) -> Duration;
+    /// Sends one probe; returns when it left, in the capture clock (ns since the Unix epoch).
+    fn send(&mut self, probe: &Probe) -> Result<u64, SeamError>;
+    /// Waits for the next capture event, at most until `until` (session time).
+    fn next(&mut self, until: Duration) -> Result<Wait, SeamError>;
+    /// `ip route get` answers for addresses the capture revealed.
+    fn routes(&mut self, wanted: &[(String, IpAddr)]) -> Result<Vec<RouteLookup>, SeamError>;
+    /// The conntrack entry of `query`'s flow in `netns`.
+    fn conntrack(
+        &mut self,
+        netns: &str,
+        query: &ConntrackQuery,
+    ) -> Result<Option<Conntrack>, SeamError>;
+    /// Restores the source's cached path MTU towards the destination if the probes changed it.
+    fn restore_pmtu(&mut self) -> Result<PmtuRestore, SeamError>;
+    /// Stops capturing; what each point saw and lost.
+    fn finish(&mut self) -> Result<Vec<PointStats>, SeamError>;
+}
+
+/// Frames as base64 in JSON: a third of hex's overhead, and still text.
+mod base64_bytes {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,449 @@
+//! One trace over the seam: build the probes, send them on a fixed schedule, turn capture
+//! events into sightings, stop when every probe is answered (or the wait runs out), complete
+//! the snapshot's route lookups for the addresses the capture revealed, reconstruct, and
+//! confirm NAT rewrites against conntrack.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Direction, Proto};
+use crate::observe::{Observer, Sighting, SightingKind};
+use crate::oracle::SnapshotOracle;
+use crate::probe::{Probe, ProbeError, ProbeTemplate};
+use crate::reconstruct::reconstruct;
+use crate::report::{EventType, Hop, Leg, PointReport, ProbeSpec, TraceReport, SCHEMA};
+use crate::seam::{ConntrackQuery, Event, Frame, Network, PointStats, SeamError, Wait};
+use crate::snapshot::Snapshot;
+
+/// The random values of one trace, drawn at the edge so the core stays deterministic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceIds {
+    /// The marker's per-trace id.
+    pub trace_id: u32,
+    /// First UDP/TCP source port (ICMP: echo identifier).
+    pub sport_base: u16,
+    /// First IPv4 id.
+    pub id_base: u16,
+}
+
+/// What to trace and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracePlan {
+    /// The source namespace as the user named it.
+    pub from: String,
+    pub to: IpAddr,
+    pub port: Option<u16>,
+    pub proto: Proto,
+    /// IP packet size of each probe.
+    pub size: u32,
+    pub df: bool,
+    pub count: u32,
+    pub interval: Duration,
+    /// How long to wait for answers after the last probe.
+    pub timeout: Duration,
+    pub vxlan_ports: Vec<u16>,
+    /// Keep every frame of the window for the pcap, not only the probes'.
+    pub keep_all: bool,
+    pub ids: TraceIds,
+}
+
+/// Bounds that keep a trace light on a busy node.
+pub const MAX_COUNT: u32 = 100;
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_FRAMES: usize = 100_000;
+const MAX_FRAME_BYTES: usize = 64 << 20;
+/// After the last answer, how long to keep draining: longer than the capture's reorder window,
+/// so the hops still in it arrive.
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// Why a trace cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// A setting out of bounds, in the user's words.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no route from {from} to {to}: {detail}")]
+    NoRoute {
+        from: String,
+        to: IpAddr,
+        detail: String,
+    },
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Seam(#[from] SeamError),
+}
+
+impl TracePlan {
+    /// Checks everything that can be checked before touching the system.
+    pub fn validate(&self) -> Result<(), TraceError> {
+        let bad = |m: String| Err(TraceError::Invalid(m));
+        if self.count == 0 || self.count > MAX_COUNT {
+            return bad(format!("--count {} must be 1..={MAX_COUNT}", self.count));
+        }
+        if self.interval < MIN_INTERVAL {
+            return bad(format!(
+                "--interval {:?} is below the minimum {:?}",
+                self.interval, MIN_INTERVAL
+            ));
+        }
+        if self.timeout > MAX_TIMEOUT {
+            return bad(format!(
+                "--timeout {:?} is above the maximum {:?}",
+                self.timeout, MAX_TIMEOUT
+            ));
+        }
+        check_port(self.proto, self.to, self.port)
+    }
+
+    /// The destination as the report writes it: `ip`, `ip:port`, `[ipv6]:port`.
+    pub fn target(&self) -> String {
+        crate::model::Endpoint {
+            addr: self.to,
+            port: self.port,
+        }
+        .to_string()
+    }
+}
+
+/// A UDP or TCP probe needs a destination port, an ICMP probe has none.
+pub fn check_port(proto: Proto, to: IpAddr, port: Option<u16>) -> Result<(), TraceError> {
+    match (proto, port) {
+        (Proto::Udp | Proto::Tcp, None) => Err(TraceError::Invalid(format!(
+            "--proto {} needs a port: --to {to}:PORT",
+            proto.as_str()
+        ))),
+        (Proto::Icmp, Some(p)) => Err(TraceError::Invalid(format!(
+            "--proto icmp has no port, but --to names port {p}; add --proto tcp or udp"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The source's address towards `to` and its egress MTU, from the snapshot's lookup.
+pub fn source_route(
+    snapshot: &Snapshot,
+    from: &str,
+    to: IpAddr,
+) -> Result<(IpAddr, Option<u32>), TraceError> {
+    let no_route = |detail: String| TraceError::NoRoute {
+        from: from.to_string(),
+        to,
+        detail,
+    };
+    let route = match snapshot.route(&snapshot.source, to) {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return Err(no_route(e.clone())),
+        None => return Err(no_route("the snapshot holds no route lookup for it".into())),
+    };
+    let src = route
+        .prefsrc
+        .ok_or_else(|| no_route(format!("route `{route}` has no source address")))?;
+    let mtu = route
+        .dev
+        .as_deref()
+        .and_then(|dev| snapshot.link(&snapshot.source, dev))
+        .map(|l| l.mtu);
+    Ok((src, mtu))
+}
+
+/// Where a trace is, for a progress line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Sending { count: u32 },
+    Waiting,
+    Reconstructing,
+}
+
+/// Everything a trace produced.
+#[derive(Debug)]
+pub struct TraceRun {
+    pub report: TraceReport,
+    /// Every frame in capture order; `None` where it was not kept (not the probe's, or over
+    /// the memory bound).
+    pub frames: Vec<Option<Frame>>,
+    pub sightings: Vec<Sighting>,
+    /// The trace was cut short by the user.
+    pub interrupted: bool,
+}
+
+/// Runs a trace through `net`. The snapshot gains the route lookups the reconstruction needs.
+pub fn run_trace(
+    plan: &TracePlan,
+    snapshot: &mut Snapshot,
+    net: &mut dyn Network,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TraceRun, TraceError> {
+    plan.validate()?;
+    let (src, source_mtu) = source_route(snapshot, &plan.from, plan.to)?;
+    if let Some(mtu) = source_mtu {
+        if plan.size > mtu {
+            return Err(TraceError::Invalid(format!(
+                "--size {} exceeds the MTU {mtu} of the route's device in {}: dye sends probes whole, so the largest probe here is {mtu}",
+                plan.size, plan.from
+            )));
+        }
+    }
+    let template = ProbeTemplate {
+        src,
+        dst: plan.to,
+        proto: plan.proto,
+        dport: plan.port.unwrap_or(0),
+        sport_base: plan.ids.sport_base,
+        size: plan.size,
+        df: plan.df,
+        trace_id: plan.ids.trace_id,
+    };
+    template.check()?;
+    let probes: Vec<Probe> = (1..=plan.count)
+        .map(|seq| template.build(seq, plan.ids.id_base.wrapping_add(seq as u16)))
+        .collect::<Result<_, _>>()?;
+
+    let linktypes: Vec<u32> = snapshot.points.iter().map(|p| p.linktype).collect();
+    let mut observer = Observer::new(plan.ids.trace_id, &plan.vxlan_ports, &linktypes);
+    for p in &probes {
+        observer.sent(src, p.ip_id, p.seq);
+    }
+    let at_source: Vec<bool> = snapshot
+        .points
+        .iter()
+        .map(|p| p.netns == snapshot.source)
+        .collect();
+    let mut collected = Collected::default();
+    let mut sent: Vec<(u32, u64)> = Vec::new();
+    let mut interrupted = false;
+
+    progress(Progress::Sending { count: plan.count });
+    // Probe k leaves at k × interval; between sends, and after the last until the timeout
+    // (or until every probe is answered and the stragglers have settled), collect events.
+    'probing: for (k, probe) in probes.iter().enumerate() {
+        sent.push((probe.seq, net.send(probe)?));
+        let last = k + 1 == probes.len();
+        let until = if last {
+            net.now() + plan.timeout
+        } else {
+            net.now() + plan.interval
+        };
+        let mut settle_until: Option<Duration> = None;
+        loop {
+            let deadline = settle_until.map(|s| s.min(until)).unwrap_or(until);
+            match net.next(deadline)? {
+                Wait::Event(ev) => {
+                    collected.take(ev, &mut observer, plan.keep_all);
+                    if last
+                        && settle_until.is_none()
+                        && all_finished(plan.count, &collected.sightings, &at_source)
+                    {
+                        settle_until = Some(net.now() + SETTLE);
+                    }
+                }
+                Wait::Idle => break,
+                Wait::Stopped => {
+                    interrupted = true;
+                    break 'probing;
+                }
+                Wait::Ended => break 'probing,
+            }
+            if net.now() >= deadline {
+                break;
+            }
+        }
+        if !last {
+            progress(Progress::Waiting);
+        }
+    }
+    let stats = net.finish()?;
+    progress(Progress::Reconstructing);
+
+    complete_lookups(snapshot, net, &collected.sightings)?;
+    let oracle = SnapshotOracle { snapshot };
+    let mut rec = reconstruct(
+        &snapshot.points,
+        &snapshot.source,
+        &sent,
+        &collected.sightings,
+        &oracle,
+    );
+    confirm_nat(snapshot, net, &mut rec.hops)?;
+
+    let capture = capture_report(snapshot, &stats, &collected);
+    let report = TraceReport {
+        schema: SCHEMA.to_string(),
+        probe: ProbeSpec {
+            from: plan.from.clone(),
+            src: src.to_string(),
+            to: plan.target(),
+            proto: plan.proto.as_str().to_string(),
+            size: plan.size,
+            df: plan.df,
+            trace_id: format!("{:08x}", plan.ids.trace_id),
+            count: plan.count,
+        },
+        verdict: rec.verdict,
+        hops: rec.hops,
+        probes: rec.probes,
+        capture,
+        elapsed_ms: net.now().as_millis() as u64,
+    };
+    Ok(TraceRun {
+        report,
+        frames: collected.frames,
+        sightings: collected.sightings,
+        interrupted,
+    })
+}
+
+/// What the capture brought, bounded.
+#[derive(Debug, Default)]
+struct Collected {
+    frames: Vec<Option<Frame>>,
+    frame_bytes: usize,
+    sightings: Vec<Sighting>,
+    lost: Vec<(usize, String)>,
+}
+
+impl Collected {
+    fn take(&mut self, ev: Event, observer: &mut Observer, keep_all: bool) {
+        match ev {
+            Event::Frame(f) => {
+                let index = self.frames.len();
+                let s = observer.observe(index, f.point, f.direction, f.ts_ns, &f.data);
+                let keep = keep_all || s.is_some() || observer.holds_fragment_of(index);
+                if keep
+                    && self.frames.len() < MAX_FRAMES
+                    && self.frame_bytes + f.data.len() <= MAX_FRAME_BYTES
+                {
+                    self.frame_bytes += f.data.len();
+                    self.frames.push(Some(f));
+                } else {
+                    self.frames.push(None);
+                }
+                if let Some(s) = s {
+                    self.sightings.push(s);
+                }
+            }
+            Event::PointLost { point, reason } => self.lost.push((point, reason)),
+        }
+    }
+}
+
+/// True when every probe has its answer (or ICMP error) back in the source namespace.
+fn all_finished(count: u32, sightings: &[Sighting], at_source: &[bool]) -> bool {
+    (1..=count).all(|seq| {
+        sightings.iter().any(|s| {
+            s.seq == seq
+                && s.leg == Leg::Return
+                && at_source.get(s.point).copied().unwrap_or(false)
+                && !matches!(s.kind, SightingKind::Probe)
+        })
+    })
+}
+
+/// Completes the snapshot with the route lookups reconstruction may ask for the addresses
+/// `sightings` carried, in every namespace in scope. Only missing ones are asked for, through
+/// the seam, so a replay (which starts from the same snapshot) asks the same questions.
+pub fn complete_lookups(
+    snapshot: &mut Snapshot,
+    net: &mut dyn Network,
+    sightings: &[Sighting],
+) -> Result<(), SeamError> {
+    let wanted = snapshot.lookups_for(&seen_addresses(sightings));
+    let missing = snapshot.missing_lookups(&wanted);
+    if !missing.is_empty() {
+        let found = net.routes(&missing)?;
+        snapshot.add_lookups(found);
+    }
+    Ok(())
+}
+
+/// Every address the probes and their answers carried, inner and outer.
+pub fn seen_addresses(sightings: &[Sighting]) -> Vec<IpAddr> {
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    let mut add = |a: IpAddr| {
+        if !addrs.contains(&a) {
+            addrs.push(a);
+        }
+    };
+    for s in sightings {
+        add(s.packet.src);
+        add(s.packet.dst);
+        for o in &s.outer {
+            add(o.src);
+            add(o.dst);
+        }
+        if let SightingKind::IcmpError { sender, .. } = &s.kind {
+            add(*sender);
+        }
+    }
+    addrs
+}
+
+/// Attaches the conntrack entry to every hop where a NAT rewrite was first seen.
+fn confirm_nat(
+    snapshot: &Snapshot,
+    net: &mut dyn Network,
+    hops: &mut [Hop],
+) -> Result<(), SeamError> {
+    for i in 1..hops.len() {
+        let rewrote = hops[i]
+            .events
+            .iter()
+            .any(|e| matches!(e.kind, EventType::Dnat | EventType::Snat));
+        if !rewrote || hops[i].leg != Leg::Forward || snapshot.namespace(&hops[i].netns).is_none() {
+            continue;
+        }
+        let before = &hops[i - 1].packet;
+        let Some(proto) = ip_proto(&before.proto) else {
+            continue;
+        };
+        let query = ConntrackQuery {
+            proto,
+            src: before.src,
+            dst: before.dst,
+            sport: before.sport,
+            dport: before.dport,
+        };
+        hops[i].conntrack = net.conntrack(&hops[i].netns, &query)?;
+    }
+    Ok(())
+}
+
+fn ip_proto(name: &str) -> Option<u8> {
+    match name {
+        "icmp" => Some(1),
+        "tcp" => Some(6),
+        "udp" => Some(17),
+        "icmp6" => Some(58),
+        n => n.parse().ok(),
+    }
+}
+
+fn capture_report(snapshot: &Snapshot, stats: &[PointStats], c: &Collected) -> Vec<PointReport> {
+    snapshot
+        .points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let st = stats.iter().find(|s| s.point == i);
+            PointReport {
+                name: p.name(),
+                kind: p.class,
+                mtu: p.mtu,
+                sightings: c.sightings.iter().filter(|s| s.point == i).count() as u64,
+                captured: st.map(|s| s.captured).unwrap_or(0),
+                kernel_dropped: st.map(|s| s.kernel_dropped).unwrap_or(0),
+                lost: st
+                    .and_then(|s| s.lost.clone())
+                    .or_else(|| c.lost.iter().find(|(p, _)| *p == i).map(|(_, r)| r.clone())),
+            }
+        })
+        .collect()
+}
+
+/// The direction word of a frame, for renderers that have only the frame.
+pub fn direction_of(f: &Frame) -> Direction {
+    f.direction
+}

@@ -1,0 +1,277 @@
+//! dye on this host: resolve the source, discover the scope, take the topology snapshot, open
+//! the capture and the injector, and hand the core a live [`network::LiveNetwork`] — recorded
+//! when the user asked for `--record`. Everything that touches the system for a trace or an
+//! MTU search is here; the logic is in `dye-core`.
+
+pub mod conntrack;
+pub mod network;
+pub mod pmtu;
+pub mod scope;
+pub mod snapshot;
+
+use std::net::IpAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dye_capture::topology::Topology;
+use dye_capture::{CaptureConfig, CaptureSession, Injector, Netns};
+use dye_core::mtu::{self as core_mtu, MtuPlan, MtuRun};
+use dye_core::recording::{Recorder, Recording, SCHEMA as RECORDING_SCHEMA};
+use dye_core::seam::Network;
+use dye_core::snapshot::{Point, Snapshot};
+use dye_core::trace::{self as core_trace, TraceIds, TracePlan, TraceRun};
+use dye_core::Proto;
+
+pub use scope::{Scope, ScopeError, ScopeRequest};
+
+use network::LiveNetwork;
+
+/// Why dye could not set up or run a trace or search on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("source namespace: {0}")]
+    Netns(#[from] dye_capture::NetnsError),
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
+    #[error("no route from {from} to {to}: {detail}")]
+    NoRoute {
+        from: String,
+        to: IpAddr,
+        detail: String,
+    },
+    #[error("capture: {0}")]
+    Capture(#[from] dye_capture::CaptureError),
+    #[error(transparent)]
+    Inject(#[from] dye_capture::InjectError),
+    #[error(transparent)]
+    Core(#[from] core_trace::TraceError),
+    #[error("random ids: {0}")]
+    Random(String),
+}
+
+impl LiveError {
+    /// True when the user's request is at fault (exit 2), not the system (exit 3).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            LiveError::Netns(_)
+                | LiveError::Scope(_)
+                | LiveError::NoRoute { .. }
+                | LiveError::Core(core_trace::TraceError::Invalid(_))
+                | LiveError::Core(core_trace::TraceError::Probe(_))
+                | LiveError::Core(core_trace::TraceError::NoRoute { .. })
+        )
+    }
+}
+
+/// Fresh random ids for a trace or search, from the kernel.
+pub fn random_ids() -> Result<TraceIds, LiveError> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| LiveError::Random(e.to_string()))?;
+    Ok(TraceIds {
+        trace_id: u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        sport_base: 32768 + (u16::from_ne_bytes([b[4], b[5]]) % 16384),
+        id_base: u16::from_ne_bytes([b[6], b[7]]),
+    })
+}
+
+/// What the capture needs to know about the probes, for its kernel filter.
+#[derive(Debug, Clone)]
+pub struct CaptureNeeds {
+    pub trace_id: u32,
+    pub proto: Proto,
+    pub vxlan_ports: Vec<u16>,
+    /// No kernel filter (keep everything for the pcap).
+    pub unfiltered: bool,
+    pub reorder_window: Option<Duration>,
+    pub duration: Duration,
+}
+
+/// A source namespace, its scope and snapshot, and the live network over them.
+#[derive(Debug)]
+pub struct Setup {
+    pub network: LiveNetwork,
+    /// The snapshot as taken (before the core completes it): what a recording stores.
+    pub snapshot: Snapshot,
+}
+
+/// Opens the source, discovers the scope, snapshots it with the route lookups towards the
+/// destination and the source address, starts capturing and opens the injector.
+pub fn setup(
+    from: &str,
+    to: IpAddr,
+    req: &ScopeRequest,
+    needs: &CaptureNeeds,
+    stop: Arc<AtomicBool>,
+    status: &dyn Fn(&str),
+) -> Result<Setup, LiveError> {
+    let source = Netns::open_str(from)?;
+    let no_route = |detail: String| LiveError::NoRoute {
+        from: from.to_string(),
+        to,
+        detail,
+    };
+    let route = Topology::route_get(&source, to).map_err(|e| no_route(e.to_string()))?;
+    let src = route
+        .prefsrc
+        .ok_or_else(|| no_route(format!("route `{route}` has no source address")))?;
+    status(&format!(
+        "discovering namespaces reachable from {}",
+        source.name()
+    ));
+    let scope = Scope::discover(&source, req)?;
+    let mut snap = snapshot::from_topology(&scope.topology, &scope.source, scope.metas.clone());
+    let wanted = snap.lookups_for(&[to, src]);
+    snap.add_lookups(snapshot::lookups(&scope.topology, &wanted));
+
+    let mut capture = CaptureConfig::new(scope.points.clone());
+    capture.filter = (!needs.unfiltered)
+        .then(|| capture_filter(needs.trace_id, needs.proto, &needs.vxlan_ports));
+    capture.immediate = true;
+    capture.promisc = false;
+    // Probes are few: small rings keep a wide trace light (two rings per point).
+    capture.buffer_bytes = 256 << 10;
+    capture.max_packets = Some(200_000);
+    capture.reorder_window = needs.reorder_window;
+    capture.duration = Some(needs.duration);
+    status(&format!(
+        "capturing on {} interfaces in {} namespaces",
+        scope.points.len(),
+        scope.topology.namespaces.len()
+    ));
+    let session = CaptureSession::start(capture)?;
+    fill_linktypes(&mut snap.points, &session);
+    let injector = Injector::open(&source, to)?;
+    let network = LiveNetwork::new(session, injector, scope.topology, source, to, stop);
+    Ok(Setup {
+        network,
+        snapshot: snap,
+    })
+}
+
+fn fill_linktypes(points: &mut [Point], session: &CaptureSession) {
+    for (p, open) in points.iter_mut().zip(session.points()) {
+        p.linktype = open.linktype;
+    }
+}
+
+/// Runs `f` over the live network, journaling it into a recording when `record` is set.
+fn run_recorded<P: Clone, T>(
+    command: &str,
+    plan: &P,
+    setup: Setup,
+    record: bool,
+    f: impl FnOnce(&mut Snapshot, &mut dyn Network) -> T,
+) -> (T, Option<Recording<P>>) {
+    let Setup {
+        network,
+        snapshot: taken,
+    } = setup;
+    let mut snap = taken.clone();
+    if !record {
+        let mut net = network;
+        return (f(&mut snap, &mut net), None);
+    }
+    let mut rec = Recorder::new(network);
+    let out = f(&mut snap, &mut rec);
+    let (_, journal) = rec.into_parts();
+    let recording = Recording {
+        schema: RECORDING_SCHEMA.to_string(),
+        command: command.to_string(),
+        dye_version: env!("CARGO_PKG_VERSION").to_string(),
+        plan: plan.clone(),
+        snapshot: taken,
+        journal,
+    };
+    (out, Some(recording))
+}
+
+/// A trace on this host.
+pub fn trace(
+    plan: &TracePlan,
+    req: &ScopeRequest,
+    stop: Arc<AtomicBool>,
+    record: bool,
+    status: &dyn Fn(&str),
+) -> Result<(TraceRun, Snapshot, Option<Recording<TracePlan>>), LiveError> {
+    plan.validate()?;
+    let needs = CaptureNeeds {
+        trace_id: plan.ids.trace_id,
+        proto: plan.proto,
+        vxlan_ports: plan.vxlan_ports.clone(),
+        unfiltered: plan.keep_all,
+        reorder_window: None,
+        duration: plan.interval * plan.count + plan.timeout + Duration::from_secs(5),
+    };
+    let setup = setup(&plan.from, plan.to, req, &needs, stop, status)?;
+    let mut final_snapshot = Snapshot::default();
+    let (run, recording) = run_recorded("trace", plan, setup, record, |snap, net| {
+        let r = core_trace::run_trace(plan, snap, net, &mut |p| {
+            if let core_trace::Progress::Sending { count } = p {
+                status(&format!(
+                    "sending {count} {} probe(s) of {} bytes to {}",
+                    plan.proto, plan.size, plan.to
+                ));
+            }
+        });
+        final_snapshot = snap.clone();
+        r
+    });
+    Ok((run?, final_snapshot, recording))
+}
+
+/// An MTU search on this host.
+pub fn mtu(
+    plan: &MtuPlan,
+    req: &ScopeRequest,
+    stop: Arc<AtomicBool>,
+    record: bool,
+    status: &dyn Fn(&str),
+    progress: &mut dyn FnMut(core_mtu::Progress),
+) -> Result<(MtuRun, Option<Recording<MtuPlan>>), LiveError> {
+    plan.validate()?;
+    let needs = CaptureNeeds {
+        trace_id: plan.ids.trace_id,
+        proto: plan.proto,
+        vxlan_ports: plan.vxlan_ports.clone(),
+        unfiltered: false,
+        // Probes are watched one at a time, so cross-point ordering can be short.
+        reorder_window: Some(Duration::from_millis(20)),
+        duration: core_mtu::run::MAX_ELAPSED + Duration::from_secs(5),
+    };
+    let mut setup = setup(&plan.from, plan.to, req, &needs, stop, status)?;
+    setup.network.note_pmtu();
+    let (run, recording) = run_recorded("mtu", plan, setup, record, |snap, net| {
+        core_mtu::run_mtu(plan, snap, net, progress)
+    });
+    Ok((run?, recording))
+}
+
+/// The kernel filter: the decode crate's marker/fragment/ICMP-error expression, plus the
+/// unmarked answers to TCP probes (SYN-ACK, RST) plain and one VXLAN level down.
+pub fn capture_filter(trace_id: u32, proto: Proto, vxlan_ports: &[u16]) -> String {
+    let mut f = dye_decode::filter_expression_with(Some(trace_id), vxlan_ports);
+    if proto == Proto::Tcp {
+        f.push_str(" or (tcp and (tcp[13] & 0x12 = 0x12 or tcp[13] & 0x04 != 0))");
+        // libpcap's tcp[] only reads IPv4: IPv6 answers (no extension headers) by offset, plain
+        // and inside VXLAN over an IPv6 underlay (inner IPv6 at ip6[70], its TCP flags at ip6[123]).
+        f.push_str(" or (ip6 and ip6[6] = 6 and (ip6[53] & 0x12 = 0x12 or ip6[53] & 0x04 != 0))");
+        if !vxlan_ports.is_empty() {
+            let ports = vxlan_ports
+                .iter()
+                .map(|p| format!("ip6[42:2] = {p}"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            f.push_str(&format!(" or (ip6 and ip6[6] = 17 and ({ports}) and ip6[68:2] = 0x86dd and ip6[76] = 6 and (ip6[123] & 0x12 = 0x12 or ip6[123] & 0x04 != 0))"));
+            let ports = vxlan_ports
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(" or ");
+            // udp[30..] inner IPv4 without options: protocol at udp[39], TCP flags at udp[63].
+            f.push_str(&format!(" or (udp dst port ({ports}) and udp[28:2] = 0x0800 and udp[39] = 6 and (udp[63] & 0x12 = 0x12 or udp[63] & 0x04 != 0))"));
+        }
+    }
+    f
+}
