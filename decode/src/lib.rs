@@ -15,6 +15,7 @@
 //! * [`fmt::Line`] renders a dissection on one tcpdump-like line.
 
 pub mod build;
+#[cfg(feature = "capfile")]
 pub mod capfile;
 pub mod dissect;
 pub mod fmt;

@@ -1,0 +1,812 @@
+//! The core on real recordings: every fixture in samples/recordings/ was recorded by
+//! `scripts/record-fixtures.sh` from a real run on the built-in lab (lab id `fx`), and replays
+//! here through the same reconstruction and analysis — without root, without the network.
+//! Each test asserts what the logic must conclude from what the kernel really did.
+
+use std::path::PathBuf;
+
+use dye_core::model::{Direction, LinkClass, TunnelKind};
+use dye_core::mtu::{run_mtu, MtuPlan, MtuRun, Status};
+use dye_core::recording::{self, Call, Recording, Replayer};
+use dye_core::report::{EventType, Hop, Leg, TraceReport, VerdictKind};
+use dye_core::seam::{Event, Wait};
+use dye_core::snapshot::Snapshot;
+use dye_core::trace::{run_trace, TracePlan, TraceRun};
+
+fn path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../samples/recordings")
+        .join(format!("{name}.dye"))
+}
+
+fn load<P: serde::de::DeserializeOwned>(name: &str) -> Recording<P> {
+    let text = std::fs::read_to_string(path(name)).expect("fixture readable");
+    recording::header(&text).expect("a dye recording");
+    serde_json::from_str(&text).expect("fixture parses")
+}
+
+fn trace(name: &str) -> (TraceRun, Snapshot) {
+    let rec: Recording<TracePlan> = load(name);
+    assert_eq!(rec.command, "trace");
+    let mut snapshot = rec.snapshot;
+    let mut net = Replayer::new(rec.journal);
+    let run = run_trace(&rec.plan, &mut snapshot, &mut net, &mut |_| {}).expect("replays");
+    (run, snapshot)
+}
+
+fn report(name: &str) -> TraceReport {
+    trace(name).0.report
+}
+
+fn mtu(name: &str) -> MtuRun {
+    let rec: Recording<MtuPlan> = load(name);
+    assert_eq!(rec.command, "mtu");
+    let mut snapshot = rec.snapshot;
+    let mut net = Replayer::new(rec.journal);
+    run_mtu(&rec.plan, &mut snapshot, &mut net, &mut |_| {}).expect("replays")
+}
+
+/// `netns/ifname:dir` of each hop of one leg, lab prefix dropped.
+fn path_of(r: &TraceReport, leg: Leg) -> Vec<String> {
+    r.hops
+        .iter()
+        .filter(|h| h.leg == leg)
+        .map(|h| {
+            format!(
+                "{}/{}:{}",
+                h.netns.trim_start_matches("dye-fx-"),
+                h.ifname,
+                h.direction
+            )
+        })
+        .collect()
+}
+
+fn hop<'r>(r: &'r TraceReport, leg: Leg, netns: &str, ifname: &str, dir: Direction) -> &'r Hop {
+    r.hops
+        .iter()
+        .find(|h| {
+            h.leg == leg
+                && h.netns == format!("dye-fx-{netns}")
+                && h.ifname == ifname
+                && h.direction == dir
+        })
+        .unwrap_or_else(|| panic!("no {leg:?} hop at {netns}/{ifname} {dir}"))
+}
+
+fn events(h: &Hop, kind: EventType) -> Vec<(Option<String>, Option<String>)> {
+    h.events
+        .iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| (e.from.clone(), e.to.clone()))
+        .collect()
+}
+
+fn s(x: &str) -> Option<String> {
+    Some(x.to_string())
+}
+
+// ---- verdicts ------------------------------------------------------------------------------
+
+#[test]
+fn a_cross_node_echo_is_answered_with_both_legs() {
+    let r = report("trace-icmp-cross-node");
+    assert_eq!(r.verdict.kind, VerdictKind::Answered);
+    assert_eq!(r.verdict.detail, "echo reply from 10.244.2.2");
+    assert_eq!(r.hops.iter().filter(|h| h.leg == Leg::Forward).count(), 12);
+    assert_eq!(r.hops.iter().filter(|h| h.leg == Leg::Return).count(), 12);
+    assert_eq!(
+        path_of(&r, Leg::Forward).first().map(String::as_str),
+        Some("pod-a/eth0:out")
+    );
+    assert_eq!(
+        path_of(&r, Leg::Forward).last().map(String::as_str),
+        Some("pod-c/eth0:in")
+    );
+}
+
+#[test]
+fn the_forward_path_crosses_bridge_overlay_and_underlay_in_stack_order() {
+    let r = report("trace-icmp-cross-node");
+    let p = path_of(&r, Leg::Forward);
+    let at = |s: &str| {
+        p.iter()
+            .position(|x| x == s)
+            .unwrap_or_else(|| panic!("{s} in {p:?}"))
+    };
+    assert!(at("pod-a/eth0:out") < at("node-1/cni0:in"));
+    assert!(at("node-1/cni0:in") < at("node-1/flannel.1:out"));
+    assert!(at("node-1/flannel.1:out") < at("node-1/eth0:out"));
+    assert!(at("node-1/eth0:out") < at("underlay/node-1:in"));
+    assert!(at("underlay/node-2:out") < at("node-2/eth0:in"));
+    // Same kernel timestamp on receive: the underlay device before the VXLAN device.
+    assert_eq!(at("node-2/eth0:in") + 1, at("node-2/flannel.1:in"));
+    assert!(at("node-2/cni0:out") < at("pod-c/eth0:in"));
+}
+
+#[test]
+fn ttl_drops_once_per_routing_namespace_and_never_on_bridges() {
+    let r = report("trace-icmp-cross-node");
+    let ttl: Vec<(String, Option<String>, Option<String>)> = r
+        .hops
+        .iter()
+        .filter(|h| h.leg == Leg::Forward)
+        .flat_map(|h| {
+            events(h, EventType::Ttl)
+                .into_iter()
+                .map(move |(a, b)| (h.netns.clone(), a, b))
+        })
+        .collect();
+    assert_eq!(
+        ttl,
+        vec![
+            ("dye-fx-node-1".into(), s("64"), s("63")),
+            ("dye-fx-node-2".into(), s("63"), s("62")),
+        ]
+    );
+    let last = hop(&r, Leg::Forward, "pod-c", "eth0", Direction::In);
+    assert_eq!(last.packet.ttl, 62);
+}
+
+#[test]
+fn vxlan_encapsulation_and_decapsulation_are_named_with_vni_and_vteps() {
+    let r = report("trace-icmp-cross-node");
+    let enc = hop(&r, Leg::Forward, "node-1", "eth0", Direction::Out);
+    assert_eq!(
+        events(enc, EventType::Encap),
+        vec![(None, s("192.168.50.11 → 192.168.50.12"))]
+    );
+    let o = &enc.outer[0];
+    assert_eq!(o.kind, "vxlan");
+    assert_eq!(o.vni, Some(1));
+    assert_eq!(o.dport, Some(8472));
+    assert_eq!(o.len, 64 + 50, "VXLAN adds 50 bytes on an IPv4 underlay");
+    let dec = hop(&r, Leg::Forward, "node-2", "flannel.1", Direction::In);
+    assert_eq!(events(dec, EventType::Decap).len(), 1);
+    assert!(dec.outer.is_empty());
+}
+
+#[test]
+fn hop_kinds_come_from_the_snapshot() {
+    let r = report("trace-icmp-cross-node");
+    let kind = |ns, ifn, d| hop(&r, Leg::Forward, ns, ifn, d).kind;
+    assert_eq!(kind("node-1", "cni0", Direction::In), LinkClass::Bridge);
+    assert_eq!(
+        kind("node-1", "flannel.1", Direction::Out),
+        LinkClass::Tunnel(TunnelKind::Vxlan)
+    );
+    assert_eq!(kind("pod-a", "eth0", Direction::Out), LinkClass::Veth);
+    assert_eq!(
+        hop(&r, Leg::Forward, "pod-a", "eth0", Direction::Out).node,
+        "dye-fx-node-1",
+        "a pod belongs to the node at its veth's far end"
+    );
+}
+
+#[test]
+fn hop_times_grow_along_each_leg_and_the_round_trip_is_the_last_return_hop() {
+    let r = report("trace-icmp-cross-node");
+    for leg in [Leg::Forward, Leg::Return] {
+        let t: Vec<u64> = r
+            .hops
+            .iter()
+            .filter(|h| h.leg == leg)
+            .map(|h| h.t_ns)
+            .collect();
+        assert!(t.windows(2).all(|w| w[0] <= w[1]), "{leg:?}: {t:?}");
+    }
+    let rtt = r.probes[0].rtt_ns.expect("answered: a round trip");
+    assert_eq!(Some(rtt), r.hops.last().map(|h| h.t_ns));
+    assert!(rtt > 0 && rtt < 1_000_000_000);
+}
+
+#[test]
+fn a_same_node_echo_is_bridged_without_routing() {
+    let r = report("trace-icmp-same-node");
+    assert_eq!(r.verdict.kind, VerdictKind::Answered);
+    assert!(
+        r.hops.iter().all(|h| h.events.is_empty()),
+        "no TTL, NAT or tunnel event"
+    );
+    assert!(r.hops.iter().all(|h| h.packet.ttl == 64));
+    assert!(r.hops.iter().all(|h| h.outer.is_empty()));
+    assert!(r.hops.iter().all(|h| h.node == "dye-fx-node-1"));
+}
+
+#[test]
+fn a_forward_drop_names_the_last_sighting_and_the_expected_next_hop() {
+    let r = report("trace-drop-pod");
+    assert_eq!(r.verdict.kind, VerdictKind::Dropped);
+    let last = r.verdict.last_seen.expect("last seen");
+    let h = &r.hops[last];
+    assert_eq!(
+        (h.netns.as_str(), h.ifname.as_str()),
+        ("dye-fx-node-2", "flannel.1")
+    );
+    assert_eq!(h.direction, Direction::In);
+    let next = r.verdict.expected_next.as_deref().expect("expected next");
+    assert!(
+        next.starts_with("dye-fx-node-2/veth") && next.ends_with("(out)"),
+        "{next}"
+    );
+    assert!(
+        r.verdict.detail.contains("firewall"),
+        "{}",
+        r.verdict.detail
+    );
+    assert_eq!(events(h, EventType::Drop).len(), 1);
+}
+
+#[test]
+fn the_expected_next_port_is_the_one_leading_to_the_destination_pod() {
+    let (run, snap) = trace("trace-drop-pod");
+    let next = run.report.verdict.expected_next.expect("expected next");
+    let port = next.trim_end_matches(" (out)");
+    let (ns, ifname) = port.split_once('/').expect("netns/ifname");
+    let peer = snap.veth_peer(ns, ifname).expect("a veth");
+    assert_eq!(peer.netns, "dye-fx-pod-c");
+}
+
+#[test]
+fn a_lost_route_sends_the_probe_to_the_default_gateway_where_it_dies() {
+    let r = report("trace-no-route");
+    assert_eq!(r.verdict.kind, VerdictKind::Dropped);
+    let p = path_of(&r, Leg::Forward);
+    assert!(!p.iter().any(|x| x.contains("flannel.1")), "{p:?}");
+    assert_eq!(p.last().map(String::as_str), Some("fw/eth0:in"));
+    assert_eq!(
+        r.verdict.expected_next.as_deref(),
+        Some("dye-fx-fw/eth1 (out)")
+    );
+}
+
+#[test]
+fn a_udp_probe_to_a_closed_port_ends_in_the_destinations_port_unreachable() {
+    let r = report("trace-udp-closed-port");
+    assert_eq!(r.verdict.kind, VerdictKind::IcmpError);
+    assert!(
+        r.verdict
+            .detail
+            .starts_with("10.244.2.2 sent ICMP unreachable port"),
+        "{}",
+        r.verdict.detail
+    );
+    let icmp: Vec<&Hop> = r
+        .hops
+        .iter()
+        .filter(|h| h.events.iter().any(|e| e.kind == EventType::Icmp))
+        .collect();
+    assert_eq!(
+        icmp.len(),
+        1,
+        "the error is announced once, where first seen"
+    );
+    assert_eq!(icmp[0].netns, "dye-fx-pod-c");
+    assert_eq!(icmp[0].leg, Leg::Return);
+}
+
+#[test]
+fn a_probe_that_enters_the_destination_unanswered_is_delivered() {
+    let r = report("trace-delivered");
+    assert_eq!(r.verdict.kind, VerdictKind::Delivered);
+    assert_eq!(
+        r.verdict.detail,
+        "reached 10.244.2.2:9999 in dye-fx-pod-c (no reply seen)"
+    );
+    assert!(r.hops.iter().all(|h| h.leg == Leg::Forward));
+    assert!(r.verdict.kind.is_success());
+}
+
+#[test]
+fn a_probe_seen_nowhere_times_out() {
+    let r = report("trace-timeout");
+    assert_eq!(r.verdict.kind, VerdictKind::Timeout);
+    assert!(r.hops.is_empty());
+    assert_eq!(r.verdict.last_seen, None);
+    assert_eq!(r.capture.len(), 1, "-i limited the capture to one point");
+    assert!(!r.verdict.kind.is_success());
+}
+
+// ---- NAT -----------------------------------------------------------------------------------
+
+#[test]
+fn cluster_ip_dnat_is_found_where_it_happens_and_confirmed_by_conntrack() {
+    let r = report("trace-tcp-clusterip");
+    let rewrote: Vec<&Hop> = r
+        .hops
+        .iter()
+        .filter(|h| h.leg == Leg::Forward && !events(h, EventType::Dnat).is_empty())
+        .collect();
+    assert_eq!(rewrote.len(), 1);
+    let h = rewrote[0];
+    assert_eq!(h.netns, "dye-fx-node-1");
+    let (from, to) = events(h, EventType::Dnat).remove(0);
+    assert_eq!(from.as_deref(), Some("10.96.0.10:80"));
+    let to = to.expect("rewritten to an endpoint");
+    assert!(
+        to == "10.244.1.2:8080" || to == "10.244.2.2:8080",
+        "a Service endpoint: {to}"
+    );
+    let ct = h.conntrack.as_ref().expect("confirmed by conntrack");
+    assert!(ct.orig.ends_with("→ 10.96.0.10:80"), "{}", ct.orig);
+    assert!(
+        ct.reply.starts_with(&format!("tcp {to}")),
+        "{} vs {to}",
+        ct.reply
+    );
+}
+
+#[test]
+fn the_reply_from_a_cluster_ip_endpoint_is_un_dnatted_on_its_way_back() {
+    let r = report("trace-tcp-clusterip");
+    assert_eq!(r.verdict.kind, VerdictKind::Answered);
+    assert!(r
+        .verdict
+        .detail
+        .starts_with("SYN-ACK from 10.96.0.10:80 (sent by 10.244."));
+    let undo: Vec<_> = r
+        .hops
+        .iter()
+        .filter(|h| h.leg == Leg::Return)
+        .flat_map(|h| events(h, EventType::Snat))
+        .collect();
+    assert_eq!(undo.len(), 1);
+    assert_eq!(undo[0].1.as_deref(), Some("10.96.0.10:80"));
+    let home = r.hops.last().expect("hops");
+    assert_eq!(home.packet.source().to_string(), "10.96.0.10:80");
+}
+
+#[test]
+fn a_udp_cluster_ip_maps_port_53_to_the_endpoints_5353() {
+    let r = report("trace-udp-clusterip");
+    assert_eq!(r.verdict.kind, VerdictKind::Answered);
+    let dnat: Vec<_> = r
+        .hops
+        .iter()
+        .filter(|h| h.leg == Leg::Forward)
+        .flat_map(|h| events(h, EventType::Dnat))
+        .collect();
+    assert_eq!(dnat.len(), 1);
+    assert_eq!(dnat[0].0.as_deref(), Some("10.96.0.10:53"));
+    assert!(dnat[0].1.as_deref().is_some_and(|t| t.ends_with(":5353")));
+}
+
+#[test]
+fn office_to_vip_is_snatted_and_dnatted_at_the_firewall_then_again_at_the_node_port() {
+    let r = report("trace-office-vip");
+    assert_eq!(r.verdict.kind, VerdictKind::Answered);
+    let fw = hop(&r, Leg::Forward, "fw", "eth0", Direction::Out);
+    let snat = events(fw, EventType::Snat);
+    assert_eq!(snat.len(), 1);
+    assert!(snat[0]
+        .0
+        .as_deref()
+        .is_some_and(|f| f.starts_with("10.244.2.50:")));
+    assert!(snat[0]
+        .1
+        .as_deref()
+        .is_some_and(|t| t.starts_with("100.64.0.1:")));
+    assert_eq!(
+        events(fw, EventType::Dnat),
+        vec![(s("203.0.113.80:80"), s("192.168.50.11:30080"))]
+    );
+    assert!(fw.conntrack.is_some(), "the firewall's entry confirms it");
+    // The node port balances to either endpoint: the rewrite is in node-1 either way.
+    let node = r
+        .hops
+        .iter()
+        .find(|h| {
+            h.leg == Leg::Forward
+                && h.netns == "dye-fx-node-1"
+                && !events(h, EventType::Dnat).is_empty()
+        })
+        .expect("node-1 rewrites the node port");
+    let (from, to) = events(node, EventType::Dnat).remove(0);
+    assert_eq!(from.as_deref(), Some("192.168.50.11:30080"));
+    assert!(to.is_some_and(|t| t.ends_with(":8080")));
+    assert_eq!(
+        events(node, EventType::Snat).len(),
+        1,
+        "masquerade at the node port"
+    );
+}
+
+#[test]
+fn the_office_reply_is_un_natted_back_to_the_vip_it_dialled() {
+    let r = report("trace-office-vip");
+    let home = r.hops.last().expect("hops");
+    assert_eq!(home.netns, "dye-fx-office");
+    assert_eq!(home.packet.source().to_string(), "203.0.113.80:80");
+    assert_eq!(home.packet.dst.to_string(), "10.244.2.50");
+    let undone: usize = r
+        .hops
+        .iter()
+        .filter(|h| h.leg == Leg::Return)
+        .map(|h| events(h, EventType::Snat).len() + events(h, EventType::Dnat).len())
+        .sum();
+    assert!(undone >= 2, "both rewrites are undone on the way back");
+}
+
+#[test]
+fn probes_of_one_trace_are_each_their_own_flow_with_their_own_verdict() {
+    let r = report("trace-tcp-clusterip-count");
+    assert_eq!(r.probes.len(), 6);
+    assert_eq!(r.probe.count, 6);
+    assert!(r.probes.iter().all(|p| p.verdict == VerdictKind::Answered));
+    let seqs: Vec<u32> = r.probes.iter().map(|p| p.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
+    assert!(r.probes.iter().all(|p| p.rtt_ns.is_some()));
+    assert!(r.probes.iter().all(|p| p
+        .path
+        .first()
+        .is_some_and(|x| x.ends_with("pod-b/eth0:out"))));
+}
+
+// ---- fragmentation and MTU on a trace ------------------------------------------------------
+
+#[test]
+fn outer_fragmentation_on_the_underlay_is_named_and_reassembled_at_the_far_vtep() {
+    let r = report("trace-outer-fragments");
+    assert_eq!(r.verdict.kind, VerdictKind::Answered);
+    let out = hop(&r, Leg::Forward, "node-1", "eth0", Direction::Out);
+    let f = out.fragments.as_ref().expect("fragmented");
+    assert_eq!(f.layer, "outer");
+    assert_eq!(f.count, 2);
+    assert_eq!(
+        f.sizes.iter().max(),
+        Some(&1396),
+        "the underlay's MTU 1400, 8-byte aligned"
+    );
+    assert_eq!(events(out, EventType::Fragment).len(), 1);
+    let back = hop(&r, Leg::Forward, "node-2", "flannel.1", Direction::In);
+    assert_eq!(events(back, EventType::Reassemble).len(), 1);
+    assert!(back.fragments.is_none());
+}
+
+#[test]
+fn inner_fragmentation_happens_before_encapsulation() {
+    let r = report("trace-inner-fragments");
+    assert_eq!(r.verdict.kind, VerdictKind::Answered);
+    let tun = hop(&r, Leg::Forward, "node-1", "flannel.1", Direction::Out);
+    assert_eq!(events(tun, EventType::Fragment).len(), 1);
+    assert_eq!(
+        tun.fragments.as_ref().map(|f| f.sizes.clone()),
+        Some(vec![1444, 56])
+    );
+    let under = hop(&r, Leg::Forward, "node-1", "eth0", Direction::Out);
+    assert_eq!(
+        under.fragments.as_ref().map(|f| f.layer.as_str()),
+        Some("inner")
+    );
+    assert_eq!(under.outer.len(), 1);
+}
+
+#[test]
+fn a_df_probe_above_the_overlay_mtu_gets_fragmentation_needed_from_its_node() {
+    let r = report("trace-df-too-big");
+    assert_eq!(r.verdict.kind, VerdictKind::IcmpError);
+    assert_eq!(
+        r.verdict.detail,
+        "10.244.1.1 sent ICMP unreachable need-frag, next-hop MTU 1450 (first seen at dye-fx-node-1/cni0)"
+    );
+    assert!(r.hops.iter().all(|h| h.packet.df || h.leg == Leg::Return));
+}
+
+#[test]
+fn a_vxlan_black_hole_is_located_at_the_tunnel_with_the_overhead_arithmetic() {
+    let r = report("trace-black-hole");
+    assert_eq!(r.verdict.kind, VerdictKind::Dropped);
+    assert_eq!(
+        path_of(&r, Leg::Forward).last().map(String::as_str),
+        Some("node-1/flannel.1:out")
+    );
+    assert_eq!(
+        r.verdict.expected_next.as_deref(),
+        Some("dye-fx-node-1/eth0 (out)")
+    );
+    let d = &r.verdict.detail;
+    assert!(
+        d.contains("1400 + 50 bytes of vxlan overhead = 1450 bytes"),
+        "{d}"
+    );
+    assert!(d.contains("over eth0's MTU 1400"), "{d}");
+    assert!(d.contains("DF set"), "{d}");
+    assert!(d.contains("Lower the overlay MTU to 1350"), "{d}");
+}
+
+// ---- IPv6 ----------------------------------------------------------------------------------
+
+#[test]
+fn ipv6_crosses_the_v6_overlay_with_an_ipv6_underlay_and_70_bytes_of_overhead() {
+    let r = report("trace-v6-cross-node");
+    assert_eq!(r.verdict.kind, VerdictKind::Answered);
+    let tun = hop(&r, Leg::Forward, "node-1", "flannel-v6.1", Direction::Out);
+    assert_eq!(tun.kind, LinkClass::Tunnel(TunnelKind::Vxlan));
+    let under = hop(&r, Leg::Forward, "node-1", "eth0", Direction::Out);
+    let o = &under.outer[0];
+    assert!(o.src.is_ipv6() && o.dst.is_ipv6());
+    assert_eq!(
+        o.len - under.packet.len,
+        70,
+        "VXLAN on an IPv6 underlay costs 70 bytes"
+    );
+    assert!(under.packet.src.is_ipv6());
+}
+
+#[test]
+fn ipv6_tcp_is_answered_with_a_syn_ack() {
+    let r = report("trace-v6-tcp");
+    assert_eq!(r.verdict.kind, VerdictKind::Answered);
+    assert!(
+        r.verdict
+            .detail
+            .starts_with("SYN-ACK from [fd00:244:2::2]:8080"),
+        "{}",
+        r.verdict.detail
+    );
+    assert_eq!(r.probe.to, "[fd00:244:2::2]:8080");
+}
+
+#[test]
+fn an_ipv6_packet_too_big_from_the_firewall_is_the_verdict() {
+    let r = report("trace-v6-packet-too-big");
+    assert_eq!(r.verdict.kind, VerdictKind::IcmpError);
+    assert!(r
+        .verdict
+        .detail
+        .starts_with("fd00:50::254 sent ICMP packet-too-big, next-hop MTU 1280"));
+    assert_eq!(
+        path_of(&r, Leg::Forward).last().map(String::as_str),
+        Some("fw/eth0:in")
+    );
+}
+
+// ---- MTU searches --------------------------------------------------------------------------
+
+#[test]
+fn a_healthy_overlay_is_limited_by_flannel_in_two_probes() {
+    let m = mtu("mtu-healthy").report;
+    assert_eq!(m.status, Status::Healthy);
+    assert_eq!(m.path_mtu, Some(1450));
+    let l = m.limit.expect("a limit");
+    assert_eq!(
+        (l.netns.as_str(), l.ifname.as_str()),
+        ("dye-fx-node-1", "flannel.1")
+    );
+    let e = l.encapsulation.expect("a tunnel");
+    assert_eq!((e.overhead, e.needs_underlay_mtu), (50, 1500));
+    assert_eq!(
+        m.probes.iter().map(|p| p.size).collect::<Vec<_>>(),
+        vec![68, 1450]
+    );
+}
+
+#[test]
+fn the_largest_payloads_follow_from_the_path_mtu() {
+    let m = mtu("mtu-healthy").report;
+    let p = m.max_payload.expect("payloads");
+    assert_eq!(p.tcp_mss, 1450 - 40);
+    assert_eq!(p.udp, 1450 - 28);
+    assert_eq!(p.icmp_echo_data, 1450 - 28);
+}
+
+#[test]
+fn a_vxlan_df_black_hole_is_found_at_the_underlay_egress() {
+    let m = mtu("mtu-black-hole").report;
+    assert_eq!(m.status, Status::BlackHole);
+    assert_eq!(m.path_mtu, Some(1350));
+    let l = m.limit.expect("a limit");
+    assert_eq!(
+        (l.netns.as_str(), l.ifname.as_str(), l.mtu),
+        ("dye-fx-node-1", "eth0", 1400)
+    );
+    assert_eq!(
+        l.vanished_after.as_deref(),
+        Some("dye-fx-node-1/flannel.1 (out)")
+    );
+    let rec = m.recommendation.expect("a recommendation");
+    assert_eq!((rec.mtu, rec.applies_to.as_str()), (1350, "overlay"));
+    assert!(
+        m.probes.iter().all(|p| p.outcome != "too_big"),
+        "nobody sent ICMP"
+    );
+    assert!(m.probes.len() <= 8);
+}
+
+#[test]
+fn without_outer_df_the_overlay_passes_but_underlay_fragmentation_is_warned() {
+    let m = mtu("mtu-outer-fragmenting").report;
+    assert_eq!(m.status, Status::Healthy);
+    assert_eq!(m.path_mtu, Some(1450));
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("dye-fx-node-1/eth0 (MTU 1400) fragments")),
+        "{:?}",
+        m.warnings
+    );
+    assert_eq!(m.recommendation.map(|r| r.mtu), Some(1350));
+}
+
+#[test]
+fn a_pod_mtu_above_the_overlay_is_signalled_by_its_node() {
+    let m = mtu("mtu-signalled-by-node").report;
+    assert_eq!(m.status, Status::Signalled);
+    assert_eq!(m.path_mtu, Some(1450));
+    let l = m.limit.expect("a limit");
+    assert_eq!(l.ifname, "flannel.1");
+    let by = l.signalled_by.expect("a sender");
+    assert_eq!(by.address, "10.244.1.1");
+    assert_eq!(by.netns, vec!["dye-fx-node-1".to_string()]);
+    assert_eq!(by.advertised_mtu, Some(1450));
+    assert!(!by.nat_rewritten);
+}
+
+#[test]
+fn an_ipv6_packet_too_big_names_the_firewall_link() {
+    let m = mtu("mtu-v6-packet-too-big").report;
+    assert_eq!(m.status, Status::Signalled);
+    assert_eq!(m.path_mtu, Some(1280));
+    assert_eq!(m.search.min, 1280, "IPv6 links carry at least 1280");
+    let l = m.limit.expect("a limit");
+    assert_eq!((l.netns.as_str(), l.ifname.as_str()), ("dye-fx-fw", "eth1"));
+    assert_eq!(m.max_payload.map(|p| p.tcp_mss), Some(1220));
+}
+
+#[test]
+fn the_pmtu_cache_a_packet_too_big_poisoned_is_reported_restored() {
+    let m = mtu("mtu-v6-packet-too-big").report;
+    let c = m.pmtu_cache;
+    assert!(c.restored, "{}", c.detail);
+    assert!(
+        c.after.as_deref().is_some_and(|a| a.contains("mtu 1280")),
+        "{:?}",
+        c.after
+    );
+    assert!(c.before.as_deref().is_some_and(|b| !b.contains("mtu 1280")));
+}
+
+#[test]
+fn an_icmp_error_natted_on_its_way_back_is_attributed_to_the_firewall() {
+    let m = mtu("mtu-through-nat").report;
+    assert_eq!(m.status, Status::Signalled);
+    assert_eq!(m.path_mtu, Some(1280));
+    let l = m.limit.expect("a limit");
+    assert_eq!((l.netns.as_str(), l.ifname.as_str()), ("dye-fx-fw", "eth0"));
+    let by = l.signalled_by.expect("a sender");
+    assert_eq!(by.address, "203.0.113.80");
+    assert!(by.nat_rewritten);
+    assert_eq!(by.netns, vec!["dye-fx-fw".to_string()]);
+}
+
+#[test]
+fn a_path_that_passes_nothing_is_unreachable() {
+    let m = mtu("mtu-unreachable").report;
+    assert_eq!(m.status, Status::Unreachable);
+    assert_eq!(m.path_mtu, None);
+    assert_eq!(
+        m.probes.iter().map(|p| p.size).collect::<Vec<_>>(),
+        vec![68, 68]
+    );
+    assert!(m.probes.iter().all(|p| p.outcome == "vanished"));
+}
+
+// ---- record and replay ---------------------------------------------------------------------
+
+#[test]
+fn replaying_twice_gives_the_same_json() {
+    let a = serde_json::to_string(&report("trace-office-vip")).expect("json");
+    let b = serde_json::to_string(&report("trace-office-vip")).expect("json");
+    assert_eq!(a, b);
+    let a = serde_json::to_string(&mtu("mtu-black-hole").report).expect("json");
+    let b = serde_json::to_string(&mtu("mtu-black-hole").report).expect("json");
+    assert_eq!(a, b);
+}
+
+#[test]
+fn the_report_json_keeps_the_v1_shape() {
+    let v = serde_json::to_value(report("trace-icmp-cross-node")).expect("json");
+    assert_eq!(v["schema"], "dye.trace/v1");
+    assert_eq!(v["hops"][0]["direction"], "out");
+    assert_eq!(v["hops"][0]["kind"], "veth");
+    assert_eq!(v["hops"][0]["leg"], "forward");
+    assert_eq!(v["hops"][0]["packet"]["src"], "10.244.1.2");
+    assert!(v["hops"][3]["kind"] == "vxlan" || v["hops"][4]["outer"][0]["kind"] == "vxlan");
+    assert_eq!(v["verdict"]["kind"], "answered");
+}
+
+#[test]
+fn a_journal_that_does_not_match_the_plan_is_refused_not_misreported() {
+    let mut rec: Recording<TracePlan> = load("trace-icmp-cross-node");
+    // Another probe count than the journal recorded: the replay must notice.
+    rec.plan.count = 2;
+    let mut snapshot = rec.snapshot;
+    let mut net = Replayer::new(rec.journal);
+    let err = run_trace(&rec.plan, &mut snapshot, &mut net, &mut |_| {})
+        .expect_err("a mismatch is an error");
+    assert!(err.to_string().contains("does not match"), "{err}");
+}
+
+#[test]
+fn a_truncated_journal_is_an_error() {
+    let mut rec: Recording<MtuPlan> = load("mtu-healthy");
+    rec.journal.truncate(3);
+    let mut snapshot = rec.snapshot;
+    let mut net = Replayer::new(rec.journal);
+    let err = run_mtu(&rec.plan, &mut snapshot, &mut net, &mut |_| {}).expect_err("truncated");
+    assert!(err.to_string().contains("its end"), "{err}");
+}
+
+#[test]
+fn a_frame_dropped_from_the_journal_changes_the_verdict() {
+    // Take out every frame captured in the destination pod: the probe now dies at node-2.
+    let mut rec: Recording<TracePlan> = load("trace-delivered");
+    let pod_c: Vec<usize> = rec
+        .snapshot
+        .points
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.netns == "dye-fx-pod-c")
+        .map(|(i, _)| i)
+        .collect();
+    rec.journal.retain(|e| {
+        !matches!(&e.call, Call::Wait(Wait::Event(Event::Frame(f))) if pod_c.contains(&f.point))
+    });
+    let mut snapshot = rec.snapshot;
+    let mut net = Replayer::new(rec.journal);
+    let r = run_trace(&rec.plan, &mut snapshot, &mut net, &mut |_| {})
+        .expect("replays")
+        .report;
+    assert_eq!(r.verdict.kind, VerdictKind::Dropped);
+    assert_eq!(
+        r.verdict
+            .expected_next
+            .as_deref()
+            .map(|n| n.starts_with("dye-fx-pod-c/eth0")),
+        Some(true)
+    );
+}
+
+#[test]
+fn the_snapshot_holds_the_route_lookups_reconstruction_asked_for() {
+    let (run, snap) = trace("trace-office-vip");
+    let vip: std::net::IpAddr = "203.0.113.80".parse().expect("ip");
+    let pod = run.report.hops[run.report.verdict.last_seen.expect("delivered")]
+        .packet
+        .dst;
+    let office = snap.route("dye-fx-office", vip).expect("looked up");
+    assert_eq!(
+        office.as_ref().ok().and_then(|r| r.dev.as_deref()),
+        Some("eth0")
+    );
+    // The firewall has no route to its own VIP (it DNATs it before routing): the answer
+    // "unreachable" is recorded too, not left out.
+    assert!(snap.route("dye-fx-fw", vip).is_some_and(|r| r.is_err()));
+    assert!(
+        snap.route("dye-fx-node-1", pod).is_some(),
+        "the DNAT target was looked up too"
+    );
+    assert_eq!(snap.source, "dye-fx-office");
+    assert!(
+        snap.points.iter().all(|p| p.linktype == 1),
+        "veths and bridges capture Ethernet"
+    );
+}
+
+#[test]
+fn the_pcap_frames_of_a_trace_are_the_probes_at_every_hop() {
+    let (run, _) = trace("trace-outer-fragments");
+    let kept = run.frames.iter().flatten().count();
+    // Every sighting's frames were kept, fragments included.
+    for s in &run.sightings {
+        for f in &s.frames {
+            assert!(run.frames.get(*f).is_some_and(|x| x.is_some()), "frame {f}");
+        }
+    }
+    let fragmented = run.sightings.iter().filter(|s| s.frames.len() == 2).count();
+    assert!(
+        fragmented >= 4,
+        "the outer fragments were seen at several hops"
+    );
+    assert!(kept >= run.sightings.len());
+}
