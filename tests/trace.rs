@@ -853,3 +853,90 @@ fn ipv6_error_with_a_short_quote_is_seen_inside_vxlan_on_the_underlay() {
     assert_eq!(wire["packet"]["what"], "unreachable port");
     assert_eq!(wire["packet"]["len"], 1280);
 }
+
+#[test]
+fn a_recorded_trace_replays_to_the_same_report_after_the_lab_is_gone_without_privileges() {
+    let lab = Lab::up();
+    let recording = TempPcap::new(&format!("{}-rec", lab.id));
+    let out = dye(&[
+        "trace",
+        "--json",
+        "--from",
+        &lab.ns("pod-b"),
+        "--to",
+        "10.96.0.10:80",
+        "--record",
+        recording.path(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let live_bytes = out.stdout;
+    let live: Value = serde_json::from_slice(&live_bytes).expect("live JSON");
+    let ns_names: Vec<String> = ["pod-b", "node-1"].iter().map(|m| lab.ns(m)).collect();
+    drop(lab);
+    let listed = String::from_utf8_lossy(
+        &std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns")
+            .stdout,
+    )
+    .to_string();
+    assert!(
+        ns_names.iter().all(|n| !listed.contains(n.as_str())),
+        "the lab is gone"
+    );
+
+    // A fresh process without network privileges prints the same report, byte for byte.
+    let replay = std::process::Command::new("capsh")
+        .args([
+            "--drop=cap_net_admin,cap_net_raw,cap_sys_admin",
+            "--",
+            "-c",
+            &format!(
+                "{} replay --json {}",
+                support::dye_bin().display(),
+                recording.path()
+            ),
+        ])
+        .output()
+        .expect("capsh");
+    assert!(
+        replay.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let replayed: Value = serde_json::from_slice(&replay.stdout).expect("replay JSON");
+    assert_eq!(replayed, live);
+    assert!(
+        replay.stdout == live_bytes,
+        "the replay printed other bytes than the live run's --json"
+    );
+
+    // The vendor pcap comes out of the recording too, and tshark reads every hop in it.
+    let pcap = TempPcap::new("replayed");
+    let out = dye(&["replay", recording.path(), "--pcap", pcap.path()]);
+    assert_eq!(out.status.code(), Some(0));
+    let rows = tshark_fields(pcap.path(), &[], &["frame.interface_name", "tcp.dstport"]);
+    assert_eq!(rows.len(), hops(&live).len());
+    assert!(
+        rows.iter().any(|r| r[1] == "8080"),
+        "the DNATed SYN: {rows:?}"
+    );
+}
+
+#[test]
+fn replay_refuses_what_is_not_a_recording() {
+    let junk = TempPcap::new("junk");
+    std::fs::write(
+        junk.path(),
+        b"{\"schema\":\"something/else\",\"command\":\"trace\",\"dye_version\":\"0\"}",
+    )
+    .expect("write");
+    let out = dye(&["replay", junk.path()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a dye recording"), "{err}");
+    let out = dye(&["replay", "/nonexistent/trace.dye"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/trace.dye"));
+}
