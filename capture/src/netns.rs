@@ -203,12 +203,7 @@ impl Netns {
                 reference: reference.to_string(),
                 path: path.to_path_buf(),
                 hint: if path.starts_with(NETNS_RUN_DIR) {
-                    let known = list_named().unwrap_or_default();
-                    if known.is_empty() {
-                        "; no named namespaces exist".to_string()
-                    } else {
-                        format!("; known: {}", known.join(", "))
-                    }
+                    known_hint(name, list_named().unwrap_or_default())
                 } else {
                     String::new()
                 },
@@ -497,34 +492,53 @@ pub fn select(refs: &[String], all: bool) -> Result<Vec<Netns>, NetnsError> {
 
 /// Minimal glob: `*` matches any run, `?` one character.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti, mut star, mut mark) = (0usize, 0usize, None::<usize>, 0usize);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
+    glob::Pattern::new(pattern)
+        .map(|p| p.matches(text))
+        .unwrap_or(false)
+}
+
+/// How many known names an error lists: a node with hundreds of pods must not print them all.
+const KNOWN_SHOWN: usize = 5;
+
+/// "; known: a, b, c and 212 more", the names most like `wanted` (longest common prefix) first.
+fn known_hint(wanted: &str, mut known: Vec<String>) -> String {
+    if known.is_empty() {
+        return "; no named namespaces exist".to_string();
     }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
+    let common = |n: &str| {
+        n.chars()
+            .zip(wanted.chars())
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
+    known.sort_by(|a, b| common(b).cmp(&common(a)).then_with(|| a.cmp(b)));
+    let more = known.len().saturating_sub(KNOWN_SHOWN);
+    known.truncate(KNOWN_SHOWN);
+    let mut hint = format!("; known: {}", known.join(", "));
+    if more > 0 {
+        hint.push_str(&format!(" and {more} more (ip netns list)"));
     }
-    pi == p.len()
+    hint
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_name_lists_a_handful_of_the_closest_known_ones() {
+        let known: Vec<String> = (0..300)
+            .map(|i| format!("cni-{i:04}"))
+            .chain(["dye-demo-pod-a".to_string(), "dye-demo-pod-b".to_string()])
+            .collect();
+        let hint = known_hint("dye-demo-pod-x", known);
+        assert!(
+            hint.starts_with("; known: dye-demo-pod-a, dye-demo-pod-b, "),
+            "{hint}"
+        );
+        assert!(hint.ends_with(" and 297 more (ip netns list)"), "{hint}");
+        assert_eq!(known_hint("x", Vec::new()), "; no named namespaces exist");
+    }
 
     #[test]
     fn parses_references() {

@@ -1,5 +1,6 @@
 //! Command line: one module per subcommand, each turning its flags into a call on the library.
 
+mod args;
 mod capture;
 mod decode;
 mod lab;

@@ -62,7 +62,7 @@ pub struct MtuArgs {
     attempts: u32,
     /// How long to wait for each probe [default: adapts to the first probe's round trip,
     /// between 150ms and 2s].
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = super::args::parse_duration, value_name = "DURATION")]
     wait: Option<Duration>,
     #[command(flatten)]
     scope: ScopeArgs,

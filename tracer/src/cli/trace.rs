@@ -80,10 +80,10 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = 1)]
     count: u32,
     /// Time between probes (at least 10ms).
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "100ms", value_parser = super::args::parse_duration, value_name = "DURATION")]
     interval: Duration,
     /// How long to wait for answers after the last probe.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "2s", value_parser = super::args::parse_duration, value_name = "DURATION")]
     timeout: Duration,
     #[command(flatten)]
     scope: ScopeArgs,

@@ -12,11 +12,12 @@ use dye_core::snapshot::Point;
 /// How the user shaped the capture.
 #[derive(Debug, Clone, Default)]
 pub struct ScopeRequest {
-    /// Capture only in these namespaces (the source is always included).
+    /// Capture only in these namespaces (names, paths, PIDs, `host`, or globs over /run/netns;
+    /// the source is always included).
     pub namespaces: Vec<String>,
     /// Capture in every namespace on the host.
     pub all_namespaces: bool,
-    /// Capture only on interfaces with these names (`IFACE` or `NETNS/IFACE`).
+    /// Capture only on interfaces with these names (`IFACE` or `NETNS/IFACE`, globs allowed).
     pub interfaces: Vec<String>,
     /// Refuse more points than this (each point is two kernel capture handles).
     pub max_points: usize,
@@ -49,10 +50,11 @@ pub struct Scope {
 impl Scope {
     pub fn discover(source: &Netns, req: &ScopeRequest) -> Result<Scope, ScopeError> {
         let topology = if !req.all_namespaces && !req.namespaces.is_empty() {
+            // Names, paths, PIDs, `host`, or patterns over /run/netns (`dye-demo-*`), as
+            // `dye capture --ns` takes them.
             let mut chosen = vec![source.clone()];
-            for r in &req.namespaces {
-                let ns = Netns::open_str(r)?;
-                if !chosen.contains(&ns) {
+            for ns in dye_capture::netns::select(&req.namespaces, false)? {
+                if !chosen.iter().any(|c| c.id() == ns.id()) {
                     chosen.push(ns);
                 }
             }
@@ -84,7 +86,7 @@ impl Scope {
                     && !req
                         .interfaces
                         .iter()
-                        .any(|i| i == &link.name || *i == format!("{}/{}", info.name, link.name))
+                        .any(|i| selects(i, &info.name, &link.name))
                 {
                     continue;
                 }
@@ -108,7 +110,7 @@ impl Scope {
         if let Some(missing) = req
             .interfaces
             .iter()
-            .find(|i| !metas.iter().any(|m| &m.ifname == *i || m.name() == **i))
+            .find(|i| !metas.iter().any(|m| selects(i, &m.netns, &m.ifname)))
         {
             return Err(ScopeError::NoSuchInterface(missing.clone()));
         }
@@ -124,6 +126,16 @@ impl Scope {
             metas,
             source: source_name,
         })
+    }
+}
+
+/// Does `-i` value `sel` (IFACE or NETNS/IFACE, each part a glob: `veth*`, `dye-*-node-1/eth0`)
+/// select interface `ifname` of namespace `netns`?
+fn selects(sel: &str, netns: &str, ifname: &str) -> bool {
+    use dye_capture::netns::glob_match;
+    match sel.rsplit_once('/') {
+        Some((ns, i)) => glob_match(ns, netns) && glob_match(i, ifname),
+        None => glob_match(sel, ifname),
     }
 }
 
