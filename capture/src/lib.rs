@@ -7,7 +7,8 @@
 //!   by (dev, ino); run code *inside* it on a dedicated OS thread ([`Netns::run`]) so sockets can
 //!   be opened there and used anywhere.
 //! - [`netlink`]: a small synchronous rtnetlink client whose socket is created inside a
-//!   namespace: links, addresses, routes, `ip route get`, nsid lookups.
+//!   namespace: links, addresses, routes, `ip route get`, nsid lookups, cached path-MTU
+//!   exceptions and removing one of them.
 //! - [`conntrack`]: conntrack entries of a namespace read over ctnetlink (`NETLINK_NETFILTER`)
 //!   in process: lookup by original tuple, dumps, NAT status.
 //! - [`topology`]: discovery of many namespaces joined into one graph (veth pairs across
