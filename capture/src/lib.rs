@@ -7,7 +7,10 @@
 //!   by (dev, ino); run code *inside* it on a dedicated OS thread ([`Netns::run`]) so sockets can
 //!   be opened there and used anywhere.
 //! - [`netlink`]: a small synchronous rtnetlink client whose socket is created inside a
-//!   namespace: links, addresses, routes, `ip route get`, nsid lookups.
+//!   namespace: links, addresses, routes, `ip route get`, nsid lookups, cached path-MTU
+//!   exceptions and removing one of them.
+//! - [`conntrack`]: conntrack entries of a namespace read over ctnetlink (`NETLINK_NETFILTER`)
+//!   in process: lookup by original tuple, dumps, NAT status.
 //! - [`topology`]: discovery of many namespaces joined into one graph (veth pairs across
 //!   namespaces, bridge ports, tunnel → underlay device), with text / JSON / Mermaid renderers.
 //! - [`capture`]: live capture on many (namespace, interface) points at once, each with two
@@ -17,12 +20,15 @@
 //!   leave exactly as built.
 //! - [`pcapng`]: one interface block per capture point (`<netns>/<ifname>`), nanosecond
 //!   resolution, direction flags, per-packet comments, interface statistics.
+//! - [`random`]: OS randomness that returns an error rather than falling back to the clock.
 
 pub mod capture;
+pub mod conntrack;
 pub mod inject;
 pub mod netlink;
 pub mod netns;
 pub mod pcapng;
+pub mod random;
 pub mod topology;
 
 pub use capture::{

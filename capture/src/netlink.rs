@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -19,7 +19,7 @@ use netlink_packet_route::link::{
 };
 use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteMetric, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -41,6 +41,13 @@ pub enum NetlinkError {
     },
     #[error("netlink {what} in {netns:?}: cannot decode reply: {detail}")]
     Decode {
+        netns: String,
+        what: &'static str,
+        detail: String,
+    },
+    /// The kernel offers no way to do this (see the operation's documentation).
+    #[error("{what} in {netns:?}: not supported by the kernel: {detail}")]
+    Unsupported {
         netns: String,
         what: &'static str,
         detail: String,
@@ -255,10 +262,23 @@ impl Rtnl {
         msg: RouteNetlinkMessage,
         dump: bool,
     ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        self.request_flags(what, msg, if dump { NLM_F_DUMP } else { 0 })
+    }
+
+    /// Sends `msg` with `NLM_F_REQUEST | flags` and collects the replies: every message up to
+    /// `NLMSG_DONE` for a dump, else the first message, the acknowledgement (`NLM_F_ACK`) or the
+    /// error.
+    fn request_flags(
+        &mut self,
+        what: &'static str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
+        header.flags = NLM_F_REQUEST | flags;
         header.sequence_number = seq;
         let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
         nl.finalize();
@@ -407,8 +427,17 @@ impl Rtnl {
         Ok(out)
     }
 
-    /// The route the kernel would use for `dst` (`ip route get DST`).
+    /// The route the kernel would use for `dst` (`ip route get DST`). When the namespace holds
+    /// a cached exception towards `dst` (a path MTU learned from ICMP "fragmentation needed" /
+    /// "packet too big"), the reply carries it: [`Route::mtu`] is the cached path MTU and
+    /// [`Route::expires_s`] the seconds it has left, as `ip route get` prints
+    /// `cache expires 598sec mtu 1300`.
     pub fn route_get(&mut self, dst: IpAddr, links: &[Link]) -> Result<Route, NetlinkError> {
+        let r = self.route_get_raw(dst)?;
+        Ok(parse_route(&r, links))
+    }
+
+    fn route_get_raw(&mut self, dst: IpAddr) -> Result<RouteMessage, NetlinkError> {
         let mut req = RouteMessage::default();
         req.header.address_family = match dst {
             IpAddr::V4(_) => AddressFamily::Inet,
@@ -421,7 +450,7 @@ impl Rtnl {
         replies
             .into_iter()
             .find_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) => Some(parse_route(&r, links)),
+                RouteNetlinkMessage::NewRoute(r) => Some(r),
                 _ => None,
             })
             .ok_or_else(|| NetlinkError::Decode {
@@ -429,6 +458,135 @@ impl Rtnl {
                 what: "route get",
                 detail: "no route in reply".into(),
             })
+    }
+
+    /// The cached route exceptions of the namespace, IPv4 then IPv6 (`ip route list cache`,
+    /// `ip -6 route list cache`): one [`Route`] per destination with a learned path MTU (or a
+    /// redirect), `dst` as `ADDR/32` or `ADDR/128`, with [`Route::mtu`] and
+    /// [`Route::expires_s`].
+    pub fn cached_routes(&mut self, links: &[Link]) -> Result<Vec<Route>, NetlinkError> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            out.extend(
+                self.cached_raw(family)?
+                    .iter()
+                    .map(|r| parse_route(r, links)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Exceptions of one family. The kernel lists them only for an `RTM_GETROUTE` dump with
+    /// `RTM_F_CLONED` on a socket with `NETLINK_GET_STRICT_CHK` (Linux 5.3+, "Dump route
+    /// exceptions if requested"); strict checking is on for the duration of this call only.
+    fn cached_raw(&mut self, family: AddressFamily) -> Result<Vec<RouteMessage>, NetlinkError> {
+        let strict = |on: bool, netns: &str, sock: &Socket| {
+            sock.set_netlink_get_strict_chk(on)
+                .map_err(|source| NetlinkError::Io {
+                    netns: netns.to_string(),
+                    what: "NETLINK_GET_STRICT_CHK",
+                    source,
+                })
+        };
+        strict(true, &self.netns, &self.sock)?;
+        let mut req = RouteMessage::default();
+        req.header.address_family = family;
+        req.header.flags = RouteFlags::Cloned;
+        let replies = self.request("route cache dump", RouteNetlinkMessage::GetRoute(req), true);
+        strict(false, &self.netns, &self.sock)?;
+        Ok(replies?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) if r.header.flags.contains(RouteFlags::Cloned) => {
+                    Some(r)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Removes the cached route exception towards `dst` — the path MTU the namespace learned
+    /// for that one destination — and leaves every other cached exception alone. Returns
+    /// whether there was one to remove (false: nothing cached towards `dst`, nothing sent).
+    ///
+    /// What the kernel offers (from the kernel and iproute2 sources, verified on Linux 6.18 by
+    /// `capture/tests/pmtu.rs`):
+    ///
+    /// - **IPv6**: exceptions (`RTF_CACHE` routes in a route's exception table) can be deleted
+    ///   one at a time: `RTM_DELROUTE` with `RTM_F_CLONED` in `rtm_flags` and the destination
+    ///   as a /128 makes `ip6_route_del` remove only the cached route for that address
+    ///   (`ip6_del_cached_rt` → `rt6_remove_exception_rt`). This is what
+    ///   `ip -6 route flush cache to ADDR` does: it dumps the cached routes and sends each
+    ///   matching one back as `RTM_DELROUTE`. The kernel acknowledges such a delete with
+    ///   success even when there is no exception (since 5.3 `ip6_del_cached_rt` returns 0 when
+    ///   it finds none), so whether there was one is read from the exception dump first
+    ///   ([`Rtnl::cached_routes`]), whose table, device and gateway the delete then names.
+    /// - **IPv4**: no per-destination removal exists. PMTU exceptions live in the nexthop's
+    ///   exception hash (`fib_nh_exception`); `RTM_DELROUTE` only deletes FIB entries
+    ///   (`fib_table_delete` ignores `RTM_F_CLONED`, so a /32 delete finds no route and answers
+    ///   `ESRCH`), and an exception is freed only once it has expired
+    ///   (`find_exception` → `ip_del_fnhe`), when its nexthop goes away, or by the
+    ///   namespace-wide flush: `ip route flush cache` — with or without `to ADDR` — writes
+    ///   `/proc/sys/net/ipv4/route/flush`, which bumps the namespace's route generation and so
+    ///   invalidates *every* IPv4 exception. So when an IPv4 exception towards `dst` exists
+    ///   this returns [`NetlinkError::Unsupported`] and touches nothing; a caller that accepts
+    ///   losing the namespace's other learned IPv4 path MTUs can use
+    ///   [`flush_route_cache_v4`].
+    pub fn flush_cached_route(&mut self, dst: IpAddr) -> Result<bool, NetlinkError> {
+        const WHAT: &str = "flush cached route";
+        let (family, len) = match dst {
+            IpAddr::V4(_) => (AddressFamily::Inet, 32),
+            IpAddr::V6(_) => (AddressFamily::Inet6, 128),
+        };
+        let want = RouteAddress::from(dst);
+        let cached: Vec<RouteMessage> = self
+            .cached_raw(family)?
+            .into_iter()
+            .filter(|r| {
+                r.header.destination_prefix_length == len
+                    && r.attributes
+                        .iter()
+                        .any(|a| matches!(a, RouteAttribute::Destination(d) if *d == want))
+            })
+            .collect();
+        if cached.is_empty() {
+            return Ok(false);
+        }
+        if dst.is_ipv4() {
+            return Err(NetlinkError::Unsupported {
+                netns: self.netns.clone(),
+                what: WHAT,
+                detail: format!(
+                    "the cached IPv4 path MTU towards {dst} cannot be removed on its own; \
+                     only the namespace-wide `ip route flush cache` exists"
+                ),
+            });
+        }
+        for r in cached {
+            let mut req = RouteMessage::default();
+            req.header = r.header.clone();
+            req.attributes = r
+                .attributes
+                .into_iter()
+                .filter(|a| {
+                    matches!(
+                        a,
+                        RouteAttribute::Destination(_)
+                            | RouteAttribute::Table(_)
+                            | RouteAttribute::Oif(_)
+                            | RouteAttribute::Gateway(_)
+                    )
+                })
+                .collect();
+            match self.request_flags(WHAT, RouteNetlinkMessage::DelRoute(req), NLM_F_ACK) {
+                Ok(_) => {}
+                // Expired or removed by someone else in between.
+                Err(NetlinkError::Io { source, .. })
+                    if matches!(source.raw_os_error(), Some(libc::ESRCH)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
     }
 
     /// The nsid this socket's namespace assigns to `other` (RTM_GETNSID with NETNSA_FD), or
@@ -450,6 +608,27 @@ impl Rtnl {
         }
         Ok(None)
     }
+}
+
+/// [`Rtnl::flush_cached_route`] in `ns`: removes the cached path MTU towards `dst` (IPv6) and
+/// nothing else; IPv4 is [`NetlinkError::Unsupported`].
+pub fn flush_cached_route(ns: &Netns, dst: IpAddr) -> Result<bool, NetlinkError> {
+    Rtnl::open_in(ns)?.flush_cached_route(dst)
+}
+
+/// The namespace-wide IPv4 flush, `ip -4 route flush cache`: writes `-1` to
+/// `/proc/sys/net/ipv4/route/flush` from a thread inside `ns` (the file acts on the namespace
+/// of the thread that opens it). Every IPv4 path MTU exception of the namespace is invalidated,
+/// not just one: the kernel has nothing finer for IPv4 (see [`Rtnl::flush_cached_route`]).
+pub fn flush_route_cache_v4(ns: &Netns) -> Result<(), NetlinkError> {
+    const FLUSH: &str = "/proc/sys/net/ipv4/route/flush";
+    let name = ns.name().to_string();
+    ns.run(|| std::fs::write(FLUSH, "-1"))?
+        .map_err(|source| NetlinkError::Io {
+            netns: name,
+            what: "IPv4 route cache flush",
+            source,
+        })
 }
 
 fn parse_link(m: &LinkMessage) -> Link {

@@ -222,7 +222,7 @@ impl Netns {
         // namespace: an unmounted /run/netns entry is an ordinary file, /proc/PID/ns/mnt is a
         // namespace of another type.
         let on_nsfs = nix::sys::statfs::fstatfs(&file)
-            .map(|s| s.filesystem_type().0 == NSFS_MAGIC as _)
+            .map(|s| s.filesystem_type().0 == NSFS_MAGIC as libc::__fsword_t)
             .unwrap_or(false);
         if !on_nsfs {
             return Err(NetnsError::NotNetns {

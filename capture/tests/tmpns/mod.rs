@@ -124,3 +124,82 @@ pub fn segment() -> Segment {
     ns.ip(&b, &["link", "set", "vx0", "mtu", "1450", "up"]);
     Segment { ns, a, b, c }
 }
+
+/// Three namespaces in a line, `c` — `r` — `s`, dual-stack, `r` forwarding:
+/// c/eth0 10.N.1.1 fd00:N:1::1 · r/rc 10.N.1.2 fd00:N:1::2 · r/rs 10.N.2.1 fd00:N:2::1 ·
+/// s/eth0 10.N.2.2 fd00:N:2::2 (N = `net`), default routes via `r`. Returns (c, r, s).
+pub fn routed(ns: &mut TmpNs, net: u8) -> (String, String, String) {
+    let c = ns.add("c");
+    let r = ns.add("r");
+    let s = ns.add("s");
+    ns.veth(&c, "eth0", &r, "rc");
+    ns.veth(&r, "rs", &s, "eth0");
+    let a = |n: &str, dev: &str, v4: String, v6: String| {
+        ns.ip(n, &["addr", "add", &v4, "dev", dev]);
+        ns.ip(n, &["-6", "addr", "add", &v6, "dev", dev, "nodad"]);
+    };
+    a(
+        &c,
+        "eth0",
+        format!("10.{net}.1.1/24"),
+        format!("fd00:{net}:1::1/64"),
+    );
+    a(
+        &r,
+        "rc",
+        format!("10.{net}.1.2/24"),
+        format!("fd00:{net}:1::2/64"),
+    );
+    a(
+        &r,
+        "rs",
+        format!("10.{net}.2.1/24"),
+        format!("fd00:{net}:2::1/64"),
+    );
+    a(
+        &s,
+        "eth0",
+        format!("10.{net}.2.2/24"),
+        format!("fd00:{net}:2::2/64"),
+    );
+    ns.ip(
+        &c,
+        &["route", "add", "default", "via", &format!("10.{net}.1.2")],
+    );
+    ns.ip(
+        &s,
+        &["route", "add", "default", "via", &format!("10.{net}.2.1")],
+    );
+    ns.ip(
+        &c,
+        &[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("fd00:{net}:1::2"),
+        ],
+    );
+    ns.ip(
+        &s,
+        &[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("fd00:{net}:2::1"),
+        ],
+    );
+    ns.exec(
+        &r,
+        &[
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
+        ],
+    );
+    (c, r, s)
+}

@@ -68,7 +68,7 @@ impl LiveError {
 /// Fresh random ids for a trace or search, from the kernel.
 pub fn random_ids() -> Result<TraceIds, LiveError> {
     let mut b = [0u8; 8];
-    getrandom::fill(&mut b).map_err(|e| LiveError::Random(e.to_string()))?;
+    dye_capture::random::fill(&mut b).map_err(|e| LiveError::Random(e.to_string()))?;
     Ok(TraceIds {
         trace_id: u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
         sport_base: 32768 + (u16::from_ne_bytes([b[4], b[5]]) % 16384),
