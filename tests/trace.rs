@@ -940,3 +940,45 @@ fn replay_refuses_what_is_not_a_recording() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/trace.dye"));
 }
+
+#[test]
+fn a_big_ipv6_probe_leaves_no_cached_path_mtu_in_the_source() {
+    let lab = Lab::up();
+    lab.fault(&["link-mtu", "fw/eth1", "1280"]);
+    let office = lab.addr6("office", "eth0");
+    let cached = |lab: &Lab| {
+        String::from_utf8_lossy(
+            &lab.exec("pod-a", &["ip", "-6", "route", "get", &office])
+                .stdout,
+        )
+        .contains("mtu 1280")
+    };
+    assert!(!cached(&lab));
+    let (code, r) = trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &office,
+        "--size",
+        "1400",
+    ]);
+    assert_eq!(code, 1, "{r}");
+    assert_eq!(r["verdict"]["kind"], "icmp_error");
+    // The Packet Too Big taught pod-a's kernel 1280 for the office, as if the pod's own traffic
+    // had: dye removed that one cached route again and says so.
+    let c = &r["pmtu_cache"];
+    assert_eq!(c["restored"], true, "{c}");
+    assert!(c["after"].as_str().unwrap().contains("mtu 1280"), "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("removed the cached route towards fd00:10::50"),
+        "{c}"
+    );
+    assert!(!cached(&lab), "the cached path MTU is gone");
+    // A small probe changes nothing, and the report says nothing about the cache.
+    let (code, r) = trace(&["--from", &lab.ns("pod-a"), "--to", &office]);
+    assert_eq!(code, 0, "{r}");
+    assert!(r["pmtu_cache"].is_null(), "{r}");
+}

@@ -23,6 +23,11 @@ pub struct TraceReport {
     pub capture: Vec<PointReport>,
     /// Wall time of the whole trace in milliseconds (setup, probes, wait, reconstruction).
     pub elapsed_ms: u64,
+    /// Set when the probes changed the source's cached path MTU (an ICMPv6 Packet Too Big about
+    /// a big probe does) and dye put it back — or could not. Added in v1; absent in older
+    /// reports.
+    #[serde(default)]
+    pub pmtu_cache: Option<crate::mtu::report::CacheReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

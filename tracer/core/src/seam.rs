@@ -85,10 +85,20 @@ pub struct PmtuRestore {
     /// The route towards the destination before the first probe and after the last.
     pub before: Option<Route>,
     pub after: Option<Route>,
-    /// Whether dye removed the exception its probes left (None: nothing to remove).
-    pub removed: Option<Result<(), String>>,
+    /// Whether dye removed the exception its probes left, and how (None: nothing to remove).
+    pub removed: Option<Result<PmtuRemoval, String>>,
     /// The route after the removal.
     pub now: Option<Route>,
+}
+
+/// How a cached path MTU was removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PmtuRemoval {
+    /// The exception towards the destination alone (IPv6: the kernel deletes one cached route).
+    OneDestination,
+    /// Every IPv4 exception of the namespace: the kernel has no per-destination removal there.
+    WholeNamespace,
 }
 
 /// Why the seam failed.

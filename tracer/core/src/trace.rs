@@ -256,6 +256,13 @@ pub fn run_trace(
         }
     }
     let stats = net.finish()?;
+    // A Packet Too Big about a big IPv6 probe updates the source's cached path MTU as if the
+    // pod's own traffic had caused it: put it back, and say so.
+    let restore = net.restore_pmtu()?;
+    let pmtu_cache = restore
+        .removed
+        .is_some()
+        .then(|| crate::mtu::run::cache_report(plan.to, &snapshot.source, &restore));
     progress(Progress::Reconstructing);
 
     complete_lookups(snapshot, net, &collected.sightings)?;
@@ -287,6 +294,7 @@ pub fn run_trace(
         probes: rec.probes,
         capture,
         elapsed_ms: net.now().as_millis() as u64,
+        pmtu_cache,
     };
     Ok(TraceRun {
         report,

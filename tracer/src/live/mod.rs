@@ -204,7 +204,8 @@ pub fn trace(
         reorder_window: None,
         duration: plan.interval * plan.count + plan.timeout + Duration::from_secs(5),
     };
-    let setup = setup(&plan.from, plan.to, req, &needs, stop, status)?;
+    let mut setup = setup(&plan.from, plan.to, req, &needs, stop, status)?;
+    setup.network.note_pmtu();
     let mut final_snapshot = Snapshot::default();
     let (run, recording) = run_recorded("trace", plan, setup, record, |snap, net| {
         let r = core_trace::run_trace(plan, snap, net, &mut |p| {

@@ -7,11 +7,11 @@
 //! probes changed it, removes it so that the pod's traffic relearns from its own packets.
 
 use std::net::IpAddr;
-use std::process::Command;
 
+use dye_capture::netlink::{self, NetlinkError};
 use dye_capture::topology::Topology;
 use dye_capture::Netns;
-use dye_core::seam::PmtuRestore;
+use dye_core::seam::{PmtuRemoval, PmtuRestore};
 use dye_core::snapshot::Route;
 
 use super::snapshot::route;
@@ -43,22 +43,14 @@ pub fn restore_if_changed(netns: &Netns, dst: IpAddr, before: Option<Route>) -> 
     }
 }
 
-/// Flushes the namespace's route cache for `dst`'s family.
-fn remove_cached(netns: &Netns, dst: IpAddr) -> Result<(), String> {
-    let family = if dst.is_ipv4() { "-4" } else { "-6" };
-    netns
-        .run(move || {
-            Command::new("ip")
-                .args([family, "route", "flush", "cache"])
-                .output()
-        })
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| format!("running ip: {e}")))
-        .and_then(|o| {
-            if o.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
-            }
-        })
+/// Removes the exception towards `dst` alone (IPv6); IPv4 has no per-destination removal, so
+/// the namespace's IPv4 exceptions are invalidated together, and the report says so.
+fn remove_cached(netns: &Netns, dst: IpAddr) -> Result<PmtuRemoval, String> {
+    match netlink::flush_cached_route(netns, dst) {
+        Ok(_) => Ok(PmtuRemoval::OneDestination),
+        Err(NetlinkError::Unsupported { .. }) => netlink::flush_route_cache_v4(netns)
+            .map(|()| PmtuRemoval::WholeNamespace)
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }

@@ -186,6 +186,9 @@ pub fn text(r: &TraceReport, style: Style) -> String {
     } else if let Some(rtt) = r.probes.first().and_then(|p| p.rtt_ns) {
         let _ = writeln!(out, "round trip: {} µs", micros(rtt));
     }
+    if let Some(c) = &r.pmtu_cache {
+        let _ = writeln!(out, "pmtu cache: {}", c.detail);
+    }
     let dropped: u64 = r.capture.iter().map(|c| c.kernel_dropped).sum();
     let lost: Vec<&str> = r
         .capture

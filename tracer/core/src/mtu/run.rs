@@ -18,7 +18,7 @@ use crate::oracle::SnapshotOracle;
 use crate::probe::ProbeTemplate;
 use crate::reconstruct::reconstruct;
 use crate::report::VerdictKind;
-use crate::seam::{Event, Network, PmtuRestore, Wait};
+use crate::seam::{Event, Network, PmtuRemoval, PmtuRestore, Wait};
 use crate::snapshot::{Route, Snapshot};
 use crate::trace::{check_port, complete_lookups, source_route, TraceError, TraceIds};
 
@@ -409,15 +409,21 @@ pub fn cache_report(dst: IpAddr, source: &str, r: &PmtuRestore) -> CacheReport {
             let was = mtu_before
                 .map(|m| format!("a cached path MTU of {m}"))
                 .unwrap_or_else(|| "no cached path MTU".into());
-            match result {
-                Ok(()) if now == mtu_before => (
-                    true,
-                    format!("{changed}; removed the cached route towards {dst} in {source}, back to {was}"),
+            let how = |r: &PmtuRemoval| match r {
+                PmtuRemoval::OneDestination => {
+                    format!("removed the cached route towards {dst} in {source}")
+                }
+                PmtuRemoval::WholeNamespace => format!(
+                    "flushed {source}'s cached IPv4 path MTUs (the kernel cannot remove one destination's alone)"
                 ),
-                Ok(()) => (
+            };
+            match result {
+                Ok(r) if now == mtu_before => (true, format!("{changed}; {}, back to {was}", how(r))),
+                Ok(r) => (
                     now.is_none(),
                     format!(
-                        "{changed}; removed the cached route towards {dst} in {source}: it had {was} and now has {} (the kernel relearns from the pod's own traffic)",
+                        "{changed}; {}: it had {was} and now has {} (the kernel relearns from the pod's own traffic)",
+                        how(r),
                         now.map(|m| format!("a cached path MTU of {m}"))
                             .unwrap_or_else(|| "none".into())
                     ),
