@@ -559,6 +559,21 @@ fn an_ipv6_packet_too_big_from_the_firewall_is_the_verdict() {
         path_of(&r, Leg::Forward).last().map(String::as_str),
         Some("fw/eth0:in")
     );
+    // The error taught the source's kernel the path MTU; the trace put it back.
+    let c = r.pmtu_cache.expect("the cache changed");
+    assert!(c.restored, "{}", c.detail);
+    assert!(
+        c.detail
+            .contains("removed the cached route towards fd00:10::50"),
+        "{}",
+        c.detail
+    );
+}
+
+#[test]
+fn a_trace_that_changes_no_cache_reports_none() {
+    assert!(report("trace-icmp-cross-node").pmtu_cache.is_none());
+    assert!(report("trace-v6-cross-node").pmtu_cache.is_none());
 }
 
 // ---- MTU searches --------------------------------------------------------------------------
