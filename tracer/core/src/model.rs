@@ -223,7 +223,7 @@ impl fmt::Display for PointRef {
 
 /// An address with an optional port, written the one way dye writes endpoints everywhere:
 /// `10.0.0.1`, `10.0.0.1:80`, `fd00::1`, `[fd00::1]:80`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Endpoint {
     pub addr: std::net::IpAddr,
     pub port: Option<u16>,

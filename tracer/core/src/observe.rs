@@ -12,8 +12,8 @@ use dye_decode::{
 };
 
 use crate::model::{Direction, IcmpKind};
+use crate::path::{FragmentLayer, Fragments, Leg, Outer, Packet, Transport};
 use crate::probe::probe_ip_id;
-use crate::report::{Fragments, Leg, OuterView, PacketView};
 
 /// What a sighting is, for the verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +27,10 @@ pub enum SightingKind {
         sender: IpAddr,
         /// What the error means, from its type and code.
         kind: IcmpKind,
-        /// decode's label for it ("unreachable need-frag"), for people.
-        name: String,
+        /// Type and code on the wire, and the family.
+        ty: u8,
+        code: u8,
+        v6: bool,
         mtu: Option<u32>,
     },
 }
@@ -44,8 +46,8 @@ pub struct Sighting {
     pub kind: SightingKind,
     /// Innermost 5-tuple.
     pub flow: Flow,
-    pub packet: PacketView,
-    pub outer: Vec<OuterView>,
+    pub packet: Packet,
+    pub outer: Vec<Outer>,
     pub fragments: Option<Fragments>,
     /// Indices of the frames (in capture order) this sighting is made of: one, or every fragment.
     pub frames: Vec<usize>,
@@ -180,16 +182,14 @@ impl Observer {
             rd.outer = outer;
         }
         let fragments = Fragments {
-            count: whole.fragment_sizes.len(),
             sizes: whole.fragment_sizes.iter().map(|s| u32::from(*s)).collect(),
             layer: if depth == 0 && !rd.outer.is_empty() {
-                "outer"
+                FragmentLayer::Outer
             } else if depth > 0 {
-                "inner"
+                FragmentLayer::Inner
             } else {
-                "ip"
-            }
-            .to_string(),
+                FragmentLayer::Ip
+            },
         };
         self.classify(&rd, Some(fragments), point, direction, ts_ns, frames)
     }
@@ -240,7 +240,9 @@ impl Observer {
                     SightingKind::IcmpError {
                         sender: ip.src,
                         kind: IcmpKind::of(icmp.v6, icmp.kind, icmp.code),
-                        name: icmp.name().to_string(),
+                        ty: icmp.kind,
+                        code: icmp.code,
+                        v6: icmp.v6,
                         mtu: icmp.mtu,
                     },
                 )
@@ -307,66 +309,44 @@ impl Observer {
     }
 }
 
-fn proto_name(p: u8) -> String {
-    match p {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmp6".into(),
-        n => n.to_string(),
-    }
-}
-
-fn tcp_flags(flags: u8) -> String {
-    let names = [
-        (0x02, "SYN"),
-        (0x10, "ACK"),
-        (0x04, "RST"),
-        (0x01, "FIN"),
-        (0x08, "PSH"),
-    ];
-    let v: Vec<&str> = names
-        .iter()
-        .filter(|(b, _)| flags & b != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    if v.is_empty() {
-        "none".into()
-    } else {
-        v.join("-")
-    }
-}
-
-fn packet_view(d: &Dissection, ip: &Ip, flow: &Flow) -> PacketView {
-    let (sport, dport, what) = match &d.l4 {
-        Some(L4::Tcp(t)) => (Some(t.sport), Some(t.dport), tcp_flags(t.flags)),
-        Some(L4::Udp(u)) => (Some(u.sport), Some(u.dport), "datagram".to_string()),
-        Some(L4::Icmp(i)) => {
-            let mut w = i.name().to_string();
-            if let Some(mtu) = i.mtu {
-                w.push_str(&format!(" mtu {mtu}"));
-            }
-            (None, None, w)
-        }
-        None => (None, None, String::new()),
+fn packet_view(d: &Dissection, ip: &Ip, flow: &Flow) -> Packet {
+    let (sport, dport, transport) = match &d.l4 {
+        Some(L4::Tcp(t)) => (
+            Some(t.sport),
+            Some(t.dport),
+            Transport::Tcp { flags: t.flags },
+        ),
+        Some(L4::Udp(u)) => (Some(u.sport), Some(u.dport), Transport::Udp),
+        Some(L4::Icmp(i)) => (
+            None,
+            None,
+            Transport::Icmp {
+                v6: i.v6,
+                ty: i.kind,
+                code: i.code,
+                kind: IcmpKind::of(i.v6, i.kind, i.code),
+                mtu: i.mtu,
+            },
+        ),
+        None => (None, None, Transport::Other),
     };
-    PacketView {
+    Packet {
         src: flow.src,
         dst: flow.dst,
-        proto: proto_name(ip.proto),
+        proto: ip.proto,
         sport,
         dport,
         ttl: ip.ttl,
         len: u32::from(ip.total_len),
         ip_id: ip.id,
         df: ip.df,
-        what,
+        transport,
     }
 }
 
-fn outer_view(o: &dye_decode::Outer) -> OuterView {
-    OuterView {
-        kind: o.tunnel.name().to_string(),
+fn outer_view(o: &dye_decode::Outer) -> Outer {
+    Outer {
+        tunnel: o.tunnel.name().to_string(),
         vni: o.tunnel.id(),
         src: o.ip.src,
         dst: o.ip.dst,
@@ -426,7 +406,9 @@ mod tests {
             SightingKind::IcmpError {
                 sender: IpAddr::V6(fw),
                 kind: IcmpKind::TooBig,
-                name: "packet-too-big".into(),
+                ty: 2,
+                code: 0,
+                v6: true,
                 mtu: Some(1280)
             }
         );

@@ -3,9 +3,9 @@
 
 use std::net::IpAddr;
 
-use crate::model::Direction;
-use crate::reconstruct::{Expectation, PathOracle, PointMeta};
-use crate::report::PacketView;
+use crate::model::{Direction, PointRef};
+use crate::path::{discards, DropReason, Expectation, Next, Packet};
+use crate::reconstruct::{PathOracle, PointMeta};
 use crate::snapshot::{LinkKind, RouteKind, Snapshot};
 
 /// Answers the verdict's questions from the snapshot (its links, edges and route lookups).
@@ -14,80 +14,103 @@ pub struct SnapshotOracle<'a> {
     pub snapshot: &'a Snapshot,
 }
 
+fn expect(next: Option<Next>, reason: DropReason) -> Expectation {
+    Expectation { next, reason }
+}
+
+fn out_of(at: PointRef) -> Option<Next> {
+    Some(Next {
+        at,
+        direction: Direction::Out,
+    })
+}
+
 impl SnapshotOracle<'_> {
     fn link_mtu(&self, netns: &str, ifname: &str) -> Option<u32> {
         self.snapshot.link(netns, ifname).map(|l| l.mtu)
     }
 
-    /// After a packet enters `ns`: where does the kernel route it?
-    fn routed_next(&self, netns: &str, in_if: &str, packet: &PacketView) -> Expectation {
+    /// After a packet enters `netns` through `in_if`: where does the kernel route it?
+    fn routed_next(&self, netns: &str, in_if: &str, packet: &Packet) -> Expectation {
         let Some(info) = self.snapshot.namespace(netns) else {
-            return Expectation {
-                next: None,
-                explanation: String::new(),
-            };
+            return expect(None, DropReason::Unknown);
         };
         let dst = packet.dst;
         let route = match self.snapshot.route(netns, dst) {
             Some(Ok(r)) => r.clone(),
             None => {
-                return Expectation {
-                    next: None,
-                    explanation: format!("dye did not look up {netns}'s route to {dst}"),
-                }
+                return expect(
+                    None,
+                    DropReason::NoRouteLookup {
+                        netns: netns.to_string(),
+                        dst,
+                    },
+                )
             }
             Some(Err(e)) => {
-                return Expectation {
-                    next: None,
-                    explanation: format!("{netns} has no route to {dst} ({e})"),
-                }
+                return expect(
+                    None,
+                    DropReason::NoRoute {
+                        netns: netns.to_string(),
+                        dst,
+                        error: e.clone(),
+                    },
+                )
             }
         };
-        if route.kind != RouteKind::Unicast && route.kind != RouteKind::Local {
-            return Expectation {
-                next: None,
-                explanation: format!(
-                    "{netns} routes {dst} as {} (`{route}`): the kernel discards it",
-                    route.kind.as_str()
-                ),
-            };
+        if discards(&route.kind) {
+            return expect(
+                None,
+                DropReason::RouteDiscards {
+                    netns: netns.to_string(),
+                    dst,
+                    route,
+                },
+            );
         }
         if route.kind == RouteKind::Local {
-            return Expectation {
-                next: None,
-                explanation: format!("{dst} is local to {netns} but nothing took the probe: check INPUT rules and the listening socket"),
-            };
+            return expect(
+                None,
+                DropReason::LocalUnclaimed {
+                    netns: netns.to_string(),
+                    dst,
+                },
+            );
         }
         let Some(dev) = route.dev.clone() else {
-            return Expectation {
-                next: None,
-                explanation: format!("{netns}: route `{route}` has no device"),
-            };
+            return expect(
+                None,
+                DropReason::RouteWithoutDevice {
+                    netns: netns.to_string(),
+                    route,
+                },
+            );
         };
         // A bridge: the next hop is the port leading to the namespace that owns the address.
-        let mut next = format!("{netns}/{dev}");
+        let mut next = PointRef::new(netns, dev.clone());
         if info
             .link(&dev)
             .map(|l| l.kind == LinkKind::Bridge)
             .unwrap_or(false)
         {
             let owners = self.owners(dst);
-            let port = self.snapshot.bridge_ports(netns, &dev).find_map(|port| {
+            if let Some(port) = self.snapshot.bridge_ports(netns, &dev).find(|port| {
                 self.snapshot
                     .veth_peer(&port.netns, &port.ifname)
-                    .filter(|peer| owners.contains(&peer.netns))
-                    .map(|_| port.to_string())
-            });
-            if let Some(p) = port {
-                next = p;
+                    .is_some_and(|peer| owners.contains(&peer.netns))
+            }) {
+                next = port.clone();
             }
         }
-        Expectation {
-            next: Some(format!("{next} (out)")),
-            explanation: format!(
-                "{netns} has a route (`{route}`) but the probe never left through {dev}: it was dropped inside {netns} between {in_if} and {dev} — look at its firewall (iptables/nft FORWARD and INPUT, policies, NetworkPolicy chains), rp_filter and conntrack"
-            ),
-        }
+        expect(
+            out_of(next),
+            DropReason::DroppedInside {
+                netns: netns.to_string(),
+                in_if: in_if.to_string(),
+                dev,
+                route,
+            },
+        )
     }
 }
 
@@ -96,7 +119,7 @@ impl PathOracle for SnapshotOracle<'_> {
         &self,
         last: &PointMeta,
         direction: Direction,
-        packet: &PacketView,
+        packet: &Packet,
         outer_len: Option<u32>,
     ) -> Expectation {
         let ns = &last.netns;
@@ -105,52 +128,62 @@ impl PathOracle for SnapshotOracle<'_> {
         }
         let link = self.snapshot.link(ns, &last.ifname);
         if let Some(tunnel) = link.and_then(|l| l.kind.tunnel()) {
-            let under = tunnel
-                .underlay
-                .clone()
-                .unwrap_or_else(|| "its underlay device".into());
-            let under_mtu = self.link_mtu(ns, &under);
-            let encapsulated = outer_len.unwrap_or(packet.len + tunnel.overhead());
-            let df = tunnel.df.map(|d| d.as_str()).unwrap_or("unset");
-            let mut explanation = format!("the encapsulated packet never left through {under}");
-            if let Some(m) = under_mtu {
-                if encapsulated > m {
-                    explanation = format!(
-                        "{} + {} bytes of {} overhead = {encapsulated} bytes, over {under}'s MTU {m}, and the outer header has DF {df}: {} drops it (a black hole for the sender unless it gets ICMP). Lower the overlay MTU to {} or raise the underlay MTU to {}",
-                        packet.len,
-                        encapsulated - packet.len,
-                        last.class,
-                        if df == "set" { "the kernel" } else { "something" },
-                        m.saturating_sub(encapsulated - packet.len),
-                        encapsulated
-                    );
-                }
-            }
-            return Expectation {
-                next: Some(format!("{ns}/{under} (out)")),
-                explanation,
+            let Some(under) = tunnel.underlay.clone() else {
+                return expect(
+                    None,
+                    DropReason::EncapNeverLeft {
+                        under: "its underlay device".into(),
+                    },
+                );
+            };
+            let next = out_of(PointRef::new(ns.clone(), under.clone()));
+            let total = outer_len.unwrap_or(packet.len + tunnel.overhead());
+            return match self.link_mtu(ns, &under) {
+                Some(under_mtu) if total > under_mtu => expect(
+                    next,
+                    DropReason::EncapTooBig {
+                        tunnel: last.class,
+                        inner: packet.len,
+                        total,
+                        under,
+                        under_mtu,
+                        df: tunnel.df,
+                    },
+                ),
+                _ => expect(next, DropReason::EncapNeverLeft { under }),
             };
         }
         if let Some(peer) = self.snapshot.veth_peer(ns, &last.ifname) {
-            return Expectation {
-                next: Some(format!("{peer} (in)")),
-                explanation: format!("a veth pair delivers what enters one end to the other: {peer} is down, or its namespace discarded the frame (MTU {} on its side?)", self.link_mtu(&peer.netns, &peer.ifname).map(|m| m.to_string()).unwrap_or_else(|| "?".into())),
-            };
+            return expect(
+                Some(Next {
+                    at: peer.clone(),
+                    direction: Direction::In,
+                }),
+                DropReason::VethPeer {
+                    peer: peer.clone(),
+                    peer_mtu: self.link_mtu(&peer.netns, &peer.ifname),
+                },
+            );
         }
-        // A port of a bridge: the frame should show up on the other ports / the bridge device.
+        // A port of a bridge: the frame should show up on the bridge device.
         if let Some(bridge) = self.snapshot.bridge_of(ns, &last.ifname) {
-            return Expectation {
-                next: Some(format!("{bridge} (in)")),
-                explanation: format!("the frame left through a port of bridge {}", bridge.ifname),
-            };
+            return expect(
+                Some(Next {
+                    at: bridge.clone(),
+                    direction: Direction::In,
+                }),
+                DropReason::BridgePort {
+                    bridge: bridge.clone(),
+                },
+            );
         }
-        Expectation {
-            next: None,
-            explanation: format!(
-                "it left {ns} through {} and dye cannot see beyond it",
-                last.ifname
-            ),
-        }
+        expect(
+            None,
+            DropReason::BeyondSight {
+                netns: ns.clone(),
+                ifname: last.ifname.clone(),
+            },
+        )
     }
 
     fn owners(&self, addr: IpAddr) -> Vec<String> {

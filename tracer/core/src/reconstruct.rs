@@ -7,24 +7,16 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::model::Direction;
+use crate::model::{Direction, PointRef};
 use crate::observe::{Sighting, SightingKind};
-use crate::report::{
-    EventType, Hop, HopEvent, Leg, PacketView, ProbeSummary, Verdict, VerdictKind,
+use crate::path::{
+    Expectation, Hop, HopEvent, Leg, Next, Outcome, Packet, Partial, ProbeSummary, Rewrite,
+    Subject, Verdict, VerdictKind,
 };
 use crate::snapshot::Point;
 
 /// What reconstruction needs to know about a capture point.
 pub type PointMeta = Point;
-
-/// Where a vanished probe should have shown up next, and why that matters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expectation {
-    /// `netns/ifname`
-    pub next: Option<String>,
-    /// A sentence a person can act on.
-    pub explanation: String,
-}
 
 /// Topology knowledge for verdicts.
 pub trait PathOracle {
@@ -33,7 +25,7 @@ pub trait PathOracle {
         &self,
         last: &PointMeta,
         direction: Direction,
-        packet: &PacketView,
+        packet: &Packet,
         outer_len: Option<u32>,
     ) -> Expectation;
     /// Namespaces that own `addr`.
@@ -86,31 +78,31 @@ pub fn reconstruct(
     let worst = per_probe
         .iter()
         .enumerate()
-        .max_by_key(|(i, p)| (severity(p.verdict.kind), std::cmp::Reverse(*i)))
+        .max_by_key(|(i, p)| (severity(p.verdict.kind()), std::cmp::Reverse(*i)))
         .map(|(i, _)| i);
     let Some(rep) = worst.and_then(|i| per_probe.into_iter().nth(i)) else {
         return Reconstruction {
             hops: Vec::new(),
             probes,
             verdict: Verdict {
-                kind: VerdictKind::Timeout,
-                detail: "no probe was sent".into(),
+                outcome: Outcome::Timeout { sent: false },
                 last_seen: None,
-                expected_next: None,
+                partial: None,
             },
         };
     };
     let mut verdict = rep.verdict;
     let total = probes.len();
-    let same = probes.iter().filter(|p| p.verdict == verdict.kind).count();
+    let same = probes
+        .iter()
+        .filter(|p| p.verdict == verdict.kind())
+        .count();
     if total > 1 && same < total {
-        let ok = probes.iter().filter(|p| p.verdict.is_success()).count();
-        verdict.detail = format!(
-            "{ok} of {total} probes got through; probe {} {}: {}",
-            rep.summary.seq,
-            verdict.kind.as_str(),
-            verdict.detail
-        );
+        verdict.partial = Some(Partial {
+            ok: probes.iter().filter(|p| p.verdict.is_success()).count(),
+            total,
+            seq: rep.summary.seq,
+        });
     }
     Reconstruction {
         hops: rep.hops,
@@ -182,7 +174,7 @@ fn probe_path(
             let Some(meta) = points.get(s.point) else {
                 continue;
             };
-            let events = events_between(prev, s, meta, leg);
+            let events = events_between(prev, s, meta);
             hops.push(Hop {
                 index: hops.len(),
                 netns: meta.netns.clone(),
@@ -203,7 +195,7 @@ fn probe_path(
         }
     }
     let verdict = verdict_for(points, source_netns, seen, &mut hops, oracle);
-    let rtt_ns = (verdict.kind == VerdictKind::Answered)
+    let rtt_ns = (verdict.kind() == VerdictKind::Answered)
         .then(|| {
             hops.iter()
                 .rev()
@@ -213,10 +205,13 @@ fn probe_path(
         .flatten();
     let summary = ProbeSummary {
         seq,
-        verdict: verdict.kind,
+        verdict: verdict.kind(),
         path: hops
             .iter()
-            .map(|h| format!("{}/{}:{}", h.netns, h.ifname, h.direction))
+            .map(|h| Next {
+                at: h.at(),
+                direction: h.direction,
+            })
             .collect(),
         rtt_ns,
     };
@@ -227,145 +222,84 @@ fn probe_path(
     }
 }
 
-fn endpoint(p: &PacketView, src: bool) -> String {
-    if src {
-        p.source().to_string()
-    } else {
-        p.destination().to_string()
-    }
-}
-
 /// What changed between the previous hop of the same leg and this one.
-fn events_between(
-    prev: Option<&Sighting>,
-    cur: &Sighting,
-    meta: &PointMeta,
-    leg: Leg,
-) -> Vec<HopEvent> {
+fn events_between(prev: Option<&Sighting>, cur: &Sighting, meta: &PointMeta) -> Vec<HopEvent> {
     let mut events = Vec::new();
+    let ns = &meta.netns;
     if let SightingKind::IcmpError {
-        sender, name, mtu, ..
+        sender,
+        kind,
+        ty,
+        code,
+        v6,
+        mtu,
     } = &cur.kind
     {
         if prev.map(|p| p.kind != cur.kind).unwrap_or(true) {
-            let mtu = mtu
-                .map(|m| format!(" (next-hop MTU {m})"))
-                .unwrap_or_default();
-            events.push(HopEvent {
-                kind: EventType::Icmp,
-                from: Some(sender.to_string()),
-                to: Some(cur.packet.dst.to_string()),
-                detail: format!("ICMP {name}{mtu} from {sender} about the probe"),
+            events.push(HopEvent::Icmp {
+                sender: *sender,
+                to: cur.packet.dst,
+                kind: *kind,
+                ty: *ty,
+                code: *code,
+                v6: *v6,
+                mtu: *mtu,
             });
         }
     }
     let Some(prev) = prev else { return events };
     let (a, b) = (&prev.packet, &cur.packet);
-    let ns = &meta.netns;
     if prev.kind != cur.kind {
         // A different packet (the probe turned into an error): no rewrite to compare.
         return events;
     }
     if a.source() != b.source() {
-        events.push(HopEvent {
-            kind: EventType::Snat,
-            from: Some(endpoint(a, true)),
-            to: Some(endpoint(b, true)),
-            detail: match leg {
-                Leg::Forward => format!(
-                    "SNAT in {ns}: source {} → {}",
-                    endpoint(a, true),
-                    endpoint(b, true)
-                ),
-                Leg::Return => format!(
-                    "un-DNAT in {ns}: reply source {} → {}",
-                    endpoint(a, true),
-                    endpoint(b, true)
-                ),
-            },
+        events.push(HopEvent::Nat {
+            rewrite: Rewrite::Source,
+            netns: ns.clone(),
+            from: a.source(),
+            to: b.source(),
         });
     }
     if a.destination() != b.destination() {
-        events.push(HopEvent {
-            kind: EventType::Dnat,
-            from: Some(endpoint(a, false)),
-            to: Some(endpoint(b, false)),
-            detail: match leg {
-                Leg::Forward => format!(
-                    "DNAT in {ns}: destination {} → {}",
-                    endpoint(a, false),
-                    endpoint(b, false)
-                ),
-                Leg::Return => format!(
-                    "un-SNAT in {ns}: reply destination {} → {}",
-                    endpoint(a, false),
-                    endpoint(b, false)
-                ),
-            },
+        events.push(HopEvent::Nat {
+            rewrite: Rewrite::Destination,
+            netns: ns.clone(),
+            from: a.destination(),
+            to: b.destination(),
         });
     }
     if cur.outer.len() > prev.outer.len() {
         if let Some(o) = cur.outer.first() {
-            let vni = o.vni.map(|v| format!(" vni {v}")).unwrap_or_default();
-            let port = o
-                .dport
-                .map(|p| format!(" udp dport {p}"))
-                .unwrap_or_default();
-            events.push(HopEvent {
-                kind: EventType::Encap,
-                from: None,
-                to: Some(format!("{} → {}", o.src, o.dst)),
-                detail: format!(
-                    "{} encapsulation in {ns}{vni}{port}: outer {} → {}, {} bytes",
-                    o.kind.to_uppercase(),
-                    o.src,
-                    o.dst,
-                    o.len
-                ),
+            events.push(HopEvent::Encap {
+                netns: ns.clone(),
+                outer: o.clone(),
             });
         }
     } else if cur.outer.len() < prev.outer.len() {
         if let Some(o) = prev.outer.first() {
-            let vni = o.vni.map(|v| format!(" vni {v}")).unwrap_or_default();
-            events.push(HopEvent {
-                kind: EventType::Decap,
-                from: Some(format!("{} → {}", o.src, o.dst)),
-                to: None,
-                detail: format!("{} decapsulation in {ns}{vni}", o.kind.to_uppercase()),
+            events.push(HopEvent::Decap {
+                netns: ns.clone(),
+                outer: o.clone(),
             });
         }
     }
     if b.ttl < a.ttl {
-        events.push(HopEvent {
-            kind: EventType::Ttl,
-            from: Some(a.ttl.to_string()),
-            to: Some(b.ttl.to_string()),
-            detail: format!("routed by {ns}: TTL {} → {}", a.ttl, b.ttl),
+        events.push(HopEvent::Ttl {
+            netns: ns.clone(),
+            from: a.ttl,
+            to: b.ttl,
         });
     }
     match (&prev.fragments, &cur.fragments) {
-        (None, Some(f)) => events.push(HopEvent {
-            kind: EventType::Fragment,
-            from: None,
-            to: Some(format!("{} fragments", f.count)),
-            detail: format!(
-                "{} packet split into {} fragments ({} bytes) leaving through {} (MTU {})",
-                f.layer,
-                f.count,
-                f.sizes
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" + "),
-                meta.ifname,
-                meta.mtu
-            ),
+        (None, Some(f)) => events.push(HopEvent::Fragment {
+            fragments: f.clone(),
+            ifname: meta.ifname.clone(),
+            mtu: meta.mtu,
         }),
-        (Some(f), None) => events.push(HopEvent {
-            kind: EventType::Reassemble,
-            from: Some(format!("{} fragments", f.count)),
-            to: None,
-            detail: format!("reassembled from {} fragments in {ns}", f.count),
+        (Some(f), None) => events.push(HopEvent::Reassemble {
+            netns: ns.clone(),
+            count: f.sizes.len(),
         }),
         _ => {}
     }
@@ -380,24 +314,40 @@ fn verdict_for(
     oracle: &dyn PathOracle,
 ) -> Verdict {
     let last_forward = hops.iter().rposition(|h| h.leg == Leg::Forward);
+    let verdict = |outcome, last_seen| Verdict {
+        outcome,
+        last_seen,
+        partial: None,
+    };
     if let Some(err) = seen
         .iter()
         .find(|s| matches!(s.kind, SightingKind::IcmpError { .. }))
     {
         if let SightingKind::IcmpError {
-            sender, name, mtu, ..
+            sender,
+            kind,
+            ty,
+            code,
+            v6,
+            mtu,
         } = &err.kind
         {
-            let mtu = mtu
-                .map(|m| format!(", next-hop MTU {m}"))
-                .unwrap_or_default();
-            let at = points.get(err.point).map(|p| p.name()).unwrap_or_default();
-            return Verdict {
-                kind: VerdictKind::IcmpError,
-                detail: format!("{sender} sent ICMP {name}{mtu} (first seen at {at})"),
-                last_seen: last_forward,
-                expected_next: None,
-            };
+            let at = points
+                .get(err.point)
+                .map(|p| p.at())
+                .unwrap_or_else(|| PointRef::new("?", "?"));
+            return verdict(
+                Outcome::IcmpError {
+                    sender: *sender,
+                    kind: *kind,
+                    ty: *ty,
+                    code: *code,
+                    v6: *v6,
+                    mtu: *mtu,
+                    first_seen_at: at,
+                },
+                last_forward,
+            );
         }
     }
     let replies: Vec<&&Sighting> = seen
@@ -412,123 +362,88 @@ fn verdict_for(
                 .unwrap_or(false)
         });
         if let Some(home) = home {
-            let sender = replies
+            let seen_as = home.packet.source();
+            let sent_by = replies
                 .first()
-                .map(|f| endpoint(&f.packet, true))
-                .unwrap_or_default();
-            let seen_as = endpoint(&home.packet, true);
-            let via = if sender != seen_as {
-                format!(" (sent by {sender})")
-            } else {
-                String::new()
-            };
-            return Verdict {
-                kind: VerdictKind::Answered,
-                detail: format!("{} from {seen_as}{via}", home.packet.what),
-                last_seen: last_forward,
-                expected_next: None,
-            };
+                .map(|f| f.packet.source())
+                .filter(|s| *s != seen_as);
+            return verdict(
+                Outcome::Answered {
+                    answer: home.packet.transport,
+                    seen_as,
+                    sent_by,
+                },
+                last_forward,
+            );
         }
         let last = hops.len().checked_sub(1);
-        return dropped(points, seen, hops, last, Leg::Return, oracle, "the reply");
+        return dropped(points, hops, last, Leg::Return, oracle, Subject::Reply);
     }
     let Some(last) = last_forward else {
-        return Verdict {
-            kind: VerdictKind::Timeout,
-            detail: "the probe was not seen at any capture point, not even leaving the source"
-                .into(),
-            last_seen: None,
-            expected_next: None,
-        };
+        return verdict(Outcome::Timeout { sent: true }, None);
     };
     let h = &hops[last];
     let arrived = h.direction == Direction::In && oracle.owners(h.packet.dst).contains(&h.netns);
     if arrived {
-        return Verdict {
-            kind: VerdictKind::Delivered,
-            detail: format!(
-                "reached {} in {} (no reply seen)",
-                endpoint(&h.packet, false),
-                h.netns
-            ),
-            last_seen: Some(last),
-            expected_next: None,
-        };
+        return verdict(
+            Outcome::Delivered {
+                to: h.packet.destination(),
+                netns: h.netns.clone(),
+            },
+            Some(last),
+        );
     }
     dropped(
         points,
-        seen,
         hops,
         Some(last),
         Leg::Forward,
         oracle,
-        "the probe",
+        Subject::Probe,
     )
 }
 
-#[allow(clippy::too_many_arguments)]
 fn dropped(
     points: &[PointMeta],
-    seen: &[&Sighting],
     hops: &mut [Hop],
     last: Option<usize>,
     leg: Leg,
     oracle: &dyn PathOracle,
-    what: &str,
+    subject: Subject,
 ) -> Verdict {
     let Some(last) = last else {
         return Verdict {
-            kind: VerdictKind::Dropped,
-            detail: format!("{what} vanished"),
+            outcome: Outcome::Dropped {
+                subject,
+                leg,
+                last: None,
+                expectation: None,
+            },
             last_seen: None,
-            expected_next: None,
+            partial: None,
         };
     };
     let h = &hops[last];
     let meta = points
         .iter()
         .find(|p| p.netns == h.netns && p.ifname == h.ifname);
-    let dir = h.direction;
     let outer_len = h.outer.first().map(|o| o.len);
-    let exp = meta
-        .map(|m| oracle.expected_next(m, dir, &h.packet, outer_len))
-        .unwrap_or(Expectation {
-            next: None,
-            explanation: String::new(),
-        });
-    let _ = seen;
-    let leg_word = if leg == Leg::Return {
-        " on its way back"
-    } else {
-        ""
+    let exp = meta.map(|m| oracle.expected_next(m, h.direction, &h.packet, outer_len));
+    let at = Next {
+        at: h.at(),
+        direction: h.direction,
     };
-    let mut detail = format!(
-        "{what} was last seen{leg_word} at {}/{} ({})",
-        h.netns, h.ifname, h.direction
-    );
-    if let Some(next) = &exp.next {
-        detail.push_str(&format!(" and never appeared at {next}"));
-    }
-    if !exp.explanation.is_empty() {
-        detail.push_str(": ");
-        detail.push_str(&exp.explanation);
-    }
-    hops[last].events.push(HopEvent {
-        kind: EventType::Drop,
-        from: None,
-        to: exp.next.clone(),
-        detail: format!(
-            "last seen here{}",
-            exp.next
-                .as_ref()
-                .map(|n| format!("; expected next at {n}"))
-                .unwrap_or_default()
-        ),
+    hops[last].events.push(HopEvent::Drop {
+        expected_next: exp.as_ref().and_then(|e| e.next.clone()),
     });
     Verdict {
-        kind: VerdictKind::Dropped,
-        detail,
+        outcome: Outcome::Dropped {
+            subject,
+            leg,
+            last: Some(at),
+            expectation: exp.map(Box::new),
+        },
         last_seen: Some(last),
-        expected_next: exp.next,
+        partial: None,
     }
 }

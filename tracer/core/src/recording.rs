@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::path::Conntrack;
 use crate::probe::Probe;
-use crate::report::Conntrack;
 use crate::seam::{ConntrackQuery, Network, PmtuRestore, PointStats, SeamError, Wait};
 use crate::snapshot::{RouteLookup, Snapshot};
 

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Direction;
+use crate::path::Conntrack;
 use crate::probe::Probe;
-use crate::report::Conntrack;
 use crate::snapshot::{Route, RouteLookup};
 
 /// One frame captured at a point.

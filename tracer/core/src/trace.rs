@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Direction, Proto};
 use crate::observe::{Observer, Sighting, SightingKind};
 use crate::oracle::SnapshotOracle;
+use crate::path::{Hop, HopEvent, Leg, ProbeSummary, Verdict};
 use crate::probe::{Probe, ProbeError, ProbeTemplate};
 use crate::reconstruct::reconstruct;
-use crate::report::{EventType, Hop, Leg, PointReport, ProbeSpec, TraceReport, SCHEMA};
-use crate::seam::{ConntrackQuery, Event, Frame, Network, PointStats, SeamError, Wait};
+use crate::seam::{
+    ConntrackQuery, Event, Frame, Network, PmtuRestore, PointStats, SeamError, Wait,
+};
 use crate::snapshot::Snapshot;
 
 /// The random values of one trace, drawn at the edge so the core stays deterministic.
@@ -158,10 +160,41 @@ pub enum Progress {
     Reconstructing,
 }
 
+/// What one capture point saw and lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointResult {
+    /// Index into the snapshot's points.
+    pub point: usize,
+    /// Probe-related frames this point saw.
+    pub sightings: u64,
+    /// Frames captured (after the kernel filter), both directions.
+    pub captured: u64,
+    pub kernel_dropped: u64,
+    /// Set when the interface disappeared mid-trace.
+    pub lost: Option<String>,
+}
+
+/// The trace, reconstructed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trace {
+    pub plan: TracePlan,
+    /// The source address the probes carried.
+    pub src: IpAddr,
+    pub verdict: Verdict,
+    /// The path of the representative probe, forward leg then return leg.
+    pub hops: Vec<Hop>,
+    pub probes: Vec<ProbeSummary>,
+    pub capture: Vec<PointResult>,
+    /// Session time of the whole trace.
+    pub elapsed: Duration,
+    /// The source's cached path MTU, when the probes changed it (and what restoring did).
+    pub pmtu: Option<PmtuRestore>,
+}
+
 /// Everything a trace produced.
 #[derive(Debug)]
 pub struct TraceRun {
-    pub report: TraceReport,
+    pub trace: Trace,
     /// Every frame in capture order; `None` where it was not kept (not the probe's, or over
     /// the memory bound).
     pub frames: Vec<Option<Frame>>,
@@ -259,10 +292,7 @@ pub fn run_trace(
     // A Packet Too Big about a big IPv6 probe updates the source's cached path MTU as if the
     // pod's own traffic had caused it: put it back, and say so.
     let restore = net.restore_pmtu()?;
-    let pmtu_cache = restore
-        .removed
-        .is_some()
-        .then(|| crate::mtu::run::cache_report(plan.to, &snapshot.source, &restore));
+    let pmtu = restore.removed.is_some().then_some(restore);
     progress(Progress::Reconstructing);
 
     complete_lookups(snapshot, net, &collected.sightings)?;
@@ -276,28 +306,19 @@ pub fn run_trace(
     );
     confirm_nat(snapshot, net, &mut rec.hops)?;
 
-    let capture = capture_report(snapshot, &stats, &collected);
-    let report = TraceReport {
-        schema: SCHEMA.to_string(),
-        probe: ProbeSpec {
-            from: plan.from.clone(),
-            src: src.to_string(),
-            to: plan.target(),
-            proto: plan.proto.as_str().to_string(),
-            size: plan.size,
-            df: plan.df,
-            trace_id: format!("{:08x}", plan.ids.trace_id),
-            count: plan.count,
-        },
+    let capture = capture_results(snapshot, &stats, &collected);
+    let trace = Trace {
+        plan: plan.clone(),
+        src,
         verdict: rec.verdict,
         hops: rec.hops,
         probes: rec.probes,
         capture,
-        elapsed_ms: net.now().as_millis() as u64,
-        pmtu_cache,
+        elapsed: net.now(),
+        pmtu,
     };
     Ok(TraceRun {
-        report,
+        trace,
         frames: collected.frames,
         sightings: collected.sightings,
         interrupted,
@@ -399,16 +420,13 @@ fn confirm_nat(
         let rewrote = hops[i]
             .events
             .iter()
-            .any(|e| matches!(e.kind, EventType::Dnat | EventType::Snat));
+            .any(|e| matches!(e, HopEvent::Nat { .. }));
         if !rewrote || hops[i].leg != Leg::Forward || snapshot.namespace(&hops[i].netns).is_none() {
             continue;
         }
         let before = &hops[i - 1].packet;
-        let Some(proto) = ip_proto(&before.proto) else {
-            continue;
-        };
         let query = ConntrackQuery {
-            proto,
+            proto: before.proto,
             src: before.src,
             dst: before.dst,
             sport: before.sport,
@@ -419,27 +437,12 @@ fn confirm_nat(
     Ok(())
 }
 
-fn ip_proto(name: &str) -> Option<u8> {
-    match name {
-        "icmp" => Some(1),
-        "tcp" => Some(6),
-        "udp" => Some(17),
-        "icmp6" => Some(58),
-        n => n.parse().ok(),
-    }
-}
-
-fn capture_report(snapshot: &Snapshot, stats: &[PointStats], c: &Collected) -> Vec<PointReport> {
-    snapshot
-        .points
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
+fn capture_results(snapshot: &Snapshot, stats: &[PointStats], c: &Collected) -> Vec<PointResult> {
+    (0..snapshot.points.len())
+        .map(|i| {
             let st = stats.iter().find(|s| s.point == i);
-            PointReport {
-                name: p.name(),
-                kind: p.class,
-                mtu: p.mtu,
+            PointResult {
+                point: i,
                 sightings: c.sightings.iter().filter(|s| s.point == i).count() as u64,
                 captured: st.map(|s| s.captured).unwrap_or(0),
                 kernel_dropped: st.map(|s| s.kernel_dropped).unwrap_or(0),

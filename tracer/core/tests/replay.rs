@@ -5,13 +5,18 @@
 
 use std::path::PathBuf;
 
-use dye_core::model::{Direction, LinkClass, TunnelKind};
+use std::net::IpAddr;
+
+use dye_core::model::{Direction, Endpoint, IcmpKind, LinkClass, PointRef, TunnelKind};
 use dye_core::mtu::{run_mtu, MtuPlan, MtuRun, Status};
+use dye_core::path::{
+    DropReason, FragmentLayer, Hop, HopEvent, Leg, Outcome, Rewrite, Subject, Transport,
+    VerdictKind,
+};
 use dye_core::recording::{self, Call, Recording, Replayer};
-use dye_core::report::{EventType, Hop, Leg, TraceReport, VerdictKind};
-use dye_core::seam::{Event, Wait};
-use dye_core::snapshot::Snapshot;
-use dye_core::trace::{run_trace, TracePlan, TraceRun};
+use dye_core::seam::{Event, PmtuRemoval, Wait};
+use dye_core::snapshot::{OuterDf, Snapshot};
+use dye_core::trace::{run_trace, Trace, TracePlan, TraceRun};
 
 fn path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -34,8 +39,8 @@ fn trace(name: &str) -> (TraceRun, Snapshot) {
     (run, snapshot)
 }
 
-fn report(name: &str) -> TraceReport {
-    trace(name).0.report
+fn report(name: &str) -> Trace {
+    trace(name).0.trace
 }
 
 fn mtu(name: &str) -> MtuRun {
@@ -47,7 +52,7 @@ fn mtu(name: &str) -> MtuRun {
 }
 
 /// `netns/ifname:dir` of each hop of one leg, lab prefix dropped.
-fn path_of(r: &TraceReport, leg: Leg) -> Vec<String> {
+fn path_of(r: &Trace, leg: Leg) -> Vec<String> {
     r.hops
         .iter()
         .filter(|h| h.leg == leg)
@@ -62,7 +67,7 @@ fn path_of(r: &TraceReport, leg: Leg) -> Vec<String> {
         .collect()
 }
 
-fn hop<'r>(r: &'r TraceReport, leg: Leg, netns: &str, ifname: &str, dir: Direction) -> &'r Hop {
+fn hop<'r>(r: &'r Trace, leg: Leg, netns: &str, ifname: &str, dir: Direction) -> &'r Hop {
     r.hops
         .iter()
         .find(|h| {
@@ -74,16 +79,49 @@ fn hop<'r>(r: &'r TraceReport, leg: Leg, netns: &str, ifname: &str, dir: Directi
         .unwrap_or_else(|| panic!("no {leg:?} hop at {netns}/{ifname} {dir}"))
 }
 
-fn events(h: &Hop, kind: EventType) -> Vec<(Option<String>, Option<String>)> {
+/// The NAT rewrites at a hop: (which side, from, to).
+fn nat(h: &Hop) -> Vec<(Rewrite, String, String)> {
     h.events
         .iter()
-        .filter(|e| e.kind == kind)
-        .map(|e| (e.from.clone(), e.to.clone()))
+        .filter_map(|e| match e {
+            HopEvent::Nat {
+                rewrite, from, to, ..
+            } => Some((*rewrite, from.to_string(), to.to_string())),
+            _ => None,
+        })
         .collect()
 }
 
-fn s(x: &str) -> Option<String> {
-    Some(x.to_string())
+fn ttl(h: &Hop) -> Option<(u8, u8)> {
+    h.events.iter().find_map(|e| match e {
+        HopEvent::Ttl { from, to, .. } => Some((*from, *to)),
+        _ => None,
+    })
+}
+
+fn count(h: &Hop, pred: fn(&HopEvent) -> bool) -> usize {
+    h.events.iter().filter(|e| pred(e)).count()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("an address")
+}
+
+fn at(netns: &str, ifname: &str) -> PointRef {
+    PointRef::new(format!("dye-fx-{netns}"), ifname)
+}
+
+/// The expectation of a dropped verdict.
+fn dropped(r: &Trace) -> (Subject, Leg, &dye_core::path::Expectation) {
+    match &r.verdict.outcome {
+        Outcome::Dropped {
+            subject,
+            leg,
+            expectation: Some(e),
+            ..
+        } => (*subject, *leg, e),
+        o => panic!("not dropped with an expectation: {o:?}"),
+    }
 }
 
 // ---- verdicts ------------------------------------------------------------------------------
@@ -91,8 +129,19 @@ fn s(x: &str) -> Option<String> {
 #[test]
 fn a_cross_node_echo_is_answered_with_both_legs() {
     let r = report("trace-icmp-cross-node");
-    assert_eq!(r.verdict.kind, VerdictKind::Answered);
-    assert_eq!(r.verdict.detail, "echo reply from 10.244.2.2");
+    assert_eq!(r.verdict.kind(), VerdictKind::Answered);
+    match &r.verdict.outcome {
+        Outcome::Answered {
+            answer:
+                Transport::Icmp {
+                    kind: IcmpKind::EchoReply,
+                    ..
+                },
+            seen_as,
+            sent_by: None,
+        } => assert_eq!(seen_as.addr, ip("10.244.2.2")),
+        o => panic!("{o:?}"),
+    }
     assert_eq!(r.hops.iter().filter(|h| h.leg == Leg::Forward).count(), 12);
     assert_eq!(r.hops.iter().filter(|h| h.leg == Leg::Return).count(), 12);
     assert_eq!(
@@ -127,21 +176,17 @@ fn the_forward_path_crosses_bridge_overlay_and_underlay_in_stack_order() {
 #[test]
 fn ttl_drops_once_per_routing_namespace_and_never_on_bridges() {
     let r = report("trace-icmp-cross-node");
-    let ttl: Vec<(String, Option<String>, Option<String>)> = r
+    let drops: Vec<(String, (u8, u8))> = r
         .hops
         .iter()
         .filter(|h| h.leg == Leg::Forward)
-        .flat_map(|h| {
-            events(h, EventType::Ttl)
-                .into_iter()
-                .map(move |(a, b)| (h.netns.clone(), a, b))
-        })
+        .filter_map(|h| ttl(h).map(|t| (h.netns.clone(), t)))
         .collect();
     assert_eq!(
-        ttl,
+        drops,
         vec![
-            ("dye-fx-node-1".into(), s("64"), s("63")),
-            ("dye-fx-node-2".into(), s("63"), s("62")),
+            ("dye-fx-node-1".to_string(), (64, 63)),
+            ("dye-fx-node-2".to_string(), (63, 62)),
         ]
     );
     let last = hop(&r, Leg::Forward, "pod-c", "eth0", Direction::In);
@@ -152,17 +197,20 @@ fn ttl_drops_once_per_routing_namespace_and_never_on_bridges() {
 fn vxlan_encapsulation_and_decapsulation_are_named_with_vni_and_vteps() {
     let r = report("trace-icmp-cross-node");
     let enc = hop(&r, Leg::Forward, "node-1", "eth0", Direction::Out);
-    assert_eq!(
-        events(enc, EventType::Encap),
-        vec![(None, s("192.168.50.11 → 192.168.50.12"))]
-    );
-    let o = &enc.outer[0];
-    assert_eq!(o.kind, "vxlan");
+    let o = match &enc.events[..] {
+        [HopEvent::Encap { netns, outer }] => {
+            assert_eq!(netns, "dye-fx-node-1");
+            outer
+        }
+        e => panic!("{e:?}"),
+    };
+    assert_eq!((o.src, o.dst), (ip("192.168.50.11"), ip("192.168.50.12")));
+    assert_eq!(o.tunnel, "vxlan");
     assert_eq!(o.vni, Some(1));
     assert_eq!(o.dport, Some(8472));
     assert_eq!(o.len, 64 + 50, "VXLAN adds 50 bytes on an IPv4 underlay");
     let dec = hop(&r, Leg::Forward, "node-2", "flannel.1", Direction::In);
-    assert_eq!(events(dec, EventType::Decap).len(), 1);
+    assert_eq!(count(dec, |e| matches!(e, HopEvent::Decap { .. })), 1);
     assert!(dec.outer.is_empty());
 }
 
@@ -203,7 +251,7 @@ fn hop_times_grow_along_each_leg_and_the_round_trip_is_the_last_return_hop() {
 #[test]
 fn a_same_node_echo_is_bridged_without_routing() {
     let r = report("trace-icmp-same-node");
-    assert_eq!(r.verdict.kind, VerdictKind::Answered);
+    assert_eq!(r.verdict.kind(), VerdictKind::Answered);
     assert!(
         r.hops.iter().all(|h| h.events.is_empty()),
         "no TTL, NAT or tunnel event"
@@ -216,65 +264,83 @@ fn a_same_node_echo_is_bridged_without_routing() {
 #[test]
 fn a_forward_drop_names_the_last_sighting_and_the_expected_next_hop() {
     let r = report("trace-drop-pod");
-    assert_eq!(r.verdict.kind, VerdictKind::Dropped);
+    assert_eq!(r.verdict.kind(), VerdictKind::Dropped);
     let last = r.verdict.last_seen.expect("last seen");
     let h = &r.hops[last];
-    assert_eq!(
-        (h.netns.as_str(), h.ifname.as_str()),
-        ("dye-fx-node-2", "flannel.1")
-    );
+    assert_eq!(h.at(), at("node-2", "flannel.1"));
     assert_eq!(h.direction, Direction::In);
-    let next = r.verdict.expected_next.as_deref().expect("expected next");
-    assert!(
-        next.starts_with("dye-fx-node-2/veth") && next.ends_with("(out)"),
-        "{next}"
+    let (subject, leg, e) = dropped(&r);
+    assert_eq!((subject, leg), (Subject::Probe, Leg::Forward));
+    let next = e.next.as_ref().expect("expected next");
+    assert_eq!(next.direction, Direction::Out);
+    assert!(next.at.ifname.starts_with("veth"), "{next:?}");
+    match &e.reason {
+        DropReason::DroppedInside {
+            netns,
+            in_if,
+            dev,
+            route,
+        } => {
+            assert_eq!(
+                (netns.as_str(), in_if.as_str(), dev.as_str()),
+                ("dye-fx-node-2", "flannel.1", "cni0")
+            );
+            assert_eq!(route.dst, "10.244.2.2/32");
+        }
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(
+        count(h, |e| matches!(
+            e,
+            HopEvent::Drop {
+                expected_next: Some(_)
+            }
+        )),
+        1
     );
-    assert!(
-        r.verdict.detail.contains("firewall"),
-        "{}",
-        r.verdict.detail
-    );
-    assert_eq!(events(h, EventType::Drop).len(), 1);
 }
 
 #[test]
 fn the_expected_next_port_is_the_one_leading_to_the_destination_pod() {
     let (run, snap) = trace("trace-drop-pod");
-    let next = run.report.verdict.expected_next.expect("expected next");
-    let port = next.trim_end_matches(" (out)");
-    let (ns, ifname) = port.split_once('/').expect("netns/ifname");
-    let peer = snap.veth_peer(ns, ifname).expect("a veth");
+    let next = run.trace.verdict.expected_next().expect("expected next");
+    let peer = snap
+        .veth_peer(&next.at.netns, &next.at.ifname)
+        .expect("a veth");
     assert_eq!(peer.netns, "dye-fx-pod-c");
 }
 
 #[test]
 fn a_lost_route_sends_the_probe_to_the_default_gateway_where_it_dies() {
     let r = report("trace-no-route");
-    assert_eq!(r.verdict.kind, VerdictKind::Dropped);
+    assert_eq!(r.verdict.kind(), VerdictKind::Dropped);
     let p = path_of(&r, Leg::Forward);
     assert!(!p.iter().any(|x| x.contains("flannel.1")), "{p:?}");
     assert_eq!(p.last().map(String::as_str), Some("fw/eth0:in"));
+    let next = r.verdict.expected_next().expect("expected next");
     assert_eq!(
-        r.verdict.expected_next.as_deref(),
-        Some("dye-fx-fw/eth1 (out)")
+        (&next.at, next.direction),
+        (&at("fw", "eth1"), Direction::Out)
     );
 }
 
 #[test]
 fn a_udp_probe_to_a_closed_port_ends_in_the_destinations_port_unreachable() {
     let r = report("trace-udp-closed-port");
-    assert_eq!(r.verdict.kind, VerdictKind::IcmpError);
-    assert!(
-        r.verdict
-            .detail
-            .starts_with("10.244.2.2 sent ICMP unreachable port"),
-        "{}",
-        r.verdict.detail
-    );
+    assert_eq!(r.verdict.kind(), VerdictKind::IcmpError);
+    match &r.verdict.outcome {
+        Outcome::IcmpError {
+            sender,
+            kind: IcmpKind::PortUnreachable,
+            mtu: None,
+            ..
+        } => assert_eq!(*sender, ip("10.244.2.2")),
+        o => panic!("{o:?}"),
+    }
     let icmp: Vec<&Hop> = r
         .hops
         .iter()
-        .filter(|h| h.events.iter().any(|e| e.kind == EventType::Icmp))
+        .filter(|h| h.events.iter().any(|e| matches!(e, HopEvent::Icmp { .. })))
         .collect();
     assert_eq!(
         icmp.len(),
@@ -288,23 +354,28 @@ fn a_udp_probe_to_a_closed_port_ends_in_the_destinations_port_unreachable() {
 #[test]
 fn a_probe_that_enters_the_destination_unanswered_is_delivered() {
     let r = report("trace-delivered");
-    assert_eq!(r.verdict.kind, VerdictKind::Delivered);
     assert_eq!(
-        r.verdict.detail,
-        "reached 10.244.2.2:9999 in dye-fx-pod-c (no reply seen)"
+        r.verdict.outcome,
+        Outcome::Delivered {
+            to: Endpoint {
+                addr: ip("10.244.2.2"),
+                port: Some(9999)
+            },
+            netns: "dye-fx-pod-c".into()
+        }
     );
     assert!(r.hops.iter().all(|h| h.leg == Leg::Forward));
-    assert!(r.verdict.kind.is_success());
+    assert!(r.verdict.kind().is_success());
 }
 
 #[test]
 fn a_probe_seen_nowhere_times_out() {
     let r = report("trace-timeout");
-    assert_eq!(r.verdict.kind, VerdictKind::Timeout);
+    assert_eq!(r.verdict.outcome, Outcome::Timeout { sent: true });
     assert!(r.hops.is_empty());
     assert_eq!(r.verdict.last_seen, None);
     assert_eq!(r.capture.len(), 1, "-i limited the capture to one point");
-    assert!(!r.verdict.kind.is_success());
+    assert!(!r.verdict.kind().is_success());
 }
 
 // ---- NAT -----------------------------------------------------------------------------------
@@ -315,14 +386,14 @@ fn cluster_ip_dnat_is_found_where_it_happens_and_confirmed_by_conntrack() {
     let rewrote: Vec<&Hop> = r
         .hops
         .iter()
-        .filter(|h| h.leg == Leg::Forward && !events(h, EventType::Dnat).is_empty())
+        .filter(|h| h.leg == Leg::Forward && !nat(h).is_empty())
         .collect();
     assert_eq!(rewrote.len(), 1);
     let h = rewrote[0];
     assert_eq!(h.netns, "dye-fx-node-1");
-    let (from, to) = events(h, EventType::Dnat).remove(0);
-    assert_eq!(from.as_deref(), Some("10.96.0.10:80"));
-    let to = to.expect("rewritten to an endpoint");
+    let (side, from, to) = nat(h).remove(0);
+    assert_eq!(side, Rewrite::Destination);
+    assert_eq!(from, "10.96.0.10:80");
     assert!(
         to == "10.244.1.2:8080" || to == "10.244.2.2:8080",
         "a Service endpoint: {to}"
@@ -339,19 +410,27 @@ fn cluster_ip_dnat_is_found_where_it_happens_and_confirmed_by_conntrack() {
 #[test]
 fn the_reply_from_a_cluster_ip_endpoint_is_un_dnatted_on_its_way_back() {
     let r = report("trace-tcp-clusterip");
-    assert_eq!(r.verdict.kind, VerdictKind::Answered);
-    assert!(r
-        .verdict
-        .detail
-        .starts_with("SYN-ACK from 10.96.0.10:80 (sent by 10.244."));
+    match &r.verdict.outcome {
+        Outcome::Answered {
+            answer: Transport::Tcp { flags },
+            seen_as,
+            sent_by: Some(sent_by),
+        } => {
+            assert_eq!(flags & 0x12, 0x12, "a SYN-ACK");
+            assert_eq!(seen_as.to_string(), "10.96.0.10:80");
+            assert_eq!(sent_by.port, Some(8080));
+        }
+        o => panic!("{o:?}"),
+    }
     let undo: Vec<_> = r
         .hops
         .iter()
         .filter(|h| h.leg == Leg::Return)
-        .flat_map(|h| events(h, EventType::Snat))
+        .flat_map(nat)
         .collect();
     assert_eq!(undo.len(), 1);
-    assert_eq!(undo[0].1.as_deref(), Some("10.96.0.10:80"));
+    assert_eq!(undo[0].0, Rewrite::Source);
+    assert_eq!(undo[0].2, "10.96.0.10:80");
     let home = r.hops.last().expect("hops");
     assert_eq!(home.packet.source().to_string(), "10.96.0.10:80");
 }
@@ -359,56 +438,46 @@ fn the_reply_from_a_cluster_ip_endpoint_is_un_dnatted_on_its_way_back() {
 #[test]
 fn a_udp_cluster_ip_maps_port_53_to_the_endpoints_5353() {
     let r = report("trace-udp-clusterip");
-    assert_eq!(r.verdict.kind, VerdictKind::Answered);
+    assert_eq!(r.verdict.kind(), VerdictKind::Answered);
     let dnat: Vec<_> = r
         .hops
         .iter()
         .filter(|h| h.leg == Leg::Forward)
-        .flat_map(|h| events(h, EventType::Dnat))
+        .flat_map(nat)
         .collect();
     assert_eq!(dnat.len(), 1);
-    assert_eq!(dnat[0].0.as_deref(), Some("10.96.0.10:53"));
-    assert!(dnat[0].1.as_deref().is_some_and(|t| t.ends_with(":5353")));
+    assert_eq!(dnat[0].1, "10.96.0.10:53");
+    assert!(dnat[0].2.ends_with(":5353"));
 }
 
 #[test]
 fn office_to_vip_is_snatted_and_dnatted_at_the_firewall_then_again_at_the_node_port() {
     let r = report("trace-office-vip");
-    assert_eq!(r.verdict.kind, VerdictKind::Answered);
+    assert_eq!(r.verdict.kind(), VerdictKind::Answered);
     let fw = hop(&r, Leg::Forward, "fw", "eth0", Direction::Out);
-    let snat = events(fw, EventType::Snat);
-    assert_eq!(snat.len(), 1);
-    assert!(snat[0]
-        .0
-        .as_deref()
-        .is_some_and(|f| f.starts_with("10.244.2.50:")));
-    assert!(snat[0]
-        .1
-        .as_deref()
-        .is_some_and(|t| t.starts_with("100.64.0.1:")));
+    let rw = nat(fw);
+    assert_eq!(rw.len(), 2);
+    assert_eq!(rw[0].0, Rewrite::Source);
+    assert!(rw[0].1.starts_with("10.244.2.50:") && rw[0].2.starts_with("100.64.0.1:"));
     assert_eq!(
-        events(fw, EventType::Dnat),
-        vec![(s("203.0.113.80:80"), s("192.168.50.11:30080"))]
+        rw[1],
+        (
+            Rewrite::Destination,
+            "203.0.113.80:80".into(),
+            "192.168.50.11:30080".into()
+        )
     );
     assert!(fw.conntrack.is_some(), "the firewall's entry confirms it");
     // The node port balances to either endpoint: the rewrite is in node-1 either way.
     let node = r
         .hops
         .iter()
-        .find(|h| {
-            h.leg == Leg::Forward
-                && h.netns == "dye-fx-node-1"
-                && !events(h, EventType::Dnat).is_empty()
-        })
+        .find(|h| h.leg == Leg::Forward && h.netns == "dye-fx-node-1" && !nat(h).is_empty())
         .expect("node-1 rewrites the node port");
-    let (from, to) = events(node, EventType::Dnat).remove(0);
-    assert_eq!(from.as_deref(), Some("192.168.50.11:30080"));
-    assert!(to.is_some_and(|t| t.ends_with(":8080")));
-    assert_eq!(
-        events(node, EventType::Snat).len(),
-        1,
-        "masquerade at the node port"
-    );
+    let rw = nat(node);
+    assert_eq!(rw.len(), 2, "masquerade and DNAT at the node port");
+    assert_eq!(rw[1].1, "192.168.50.11:30080");
+    assert!(rw[1].2.ends_with(":8080"));
 }
 
 #[test]
@@ -417,12 +486,12 @@ fn the_office_reply_is_un_natted_back_to_the_vip_it_dialled() {
     let home = r.hops.last().expect("hops");
     assert_eq!(home.netns, "dye-fx-office");
     assert_eq!(home.packet.source().to_string(), "203.0.113.80:80");
-    assert_eq!(home.packet.dst.to_string(), "10.244.2.50");
+    assert_eq!(home.packet.dst, ip("10.244.2.50"));
     let undone: usize = r
         .hops
         .iter()
         .filter(|h| h.leg == Leg::Return)
-        .map(|h| events(h, EventType::Snat).len() + events(h, EventType::Dnat).len())
+        .map(|h| nat(h).len())
         .sum();
     assert!(undone >= 2, "both rewrites are undone on the way back");
 }
@@ -431,15 +500,16 @@ fn the_office_reply_is_un_natted_back_to_the_vip_it_dialled() {
 fn probes_of_one_trace_are_each_their_own_flow_with_their_own_verdict() {
     let r = report("trace-tcp-clusterip-count");
     assert_eq!(r.probes.len(), 6);
-    assert_eq!(r.probe.count, 6);
+    assert_eq!(r.plan.count, 6);
     assert!(r.probes.iter().all(|p| p.verdict == VerdictKind::Answered));
     let seqs: Vec<u32> = r.probes.iter().map(|p| p.seq).collect();
     assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
     assert!(r.probes.iter().all(|p| p.rtt_ns.is_some()));
-    assert!(r.probes.iter().all(|p| p
-        .path
-        .first()
-        .is_some_and(|x| x.ends_with("pod-b/eth0:out"))));
+    assert!(r
+        .probes
+        .iter()
+        .all(|p| p.path.first().is_some_and(|n| n.at == at("pod-b", "eth0"))));
+    assert_eq!(r.verdict.partial, None, "all six agree");
 }
 
 // ---- fragmentation and MTU on a trace ------------------------------------------------------
@@ -447,36 +517,40 @@ fn probes_of_one_trace_are_each_their_own_flow_with_their_own_verdict() {
 #[test]
 fn outer_fragmentation_on_the_underlay_is_named_and_reassembled_at_the_far_vtep() {
     let r = report("trace-outer-fragments");
-    assert_eq!(r.verdict.kind, VerdictKind::Answered);
+    assert_eq!(r.verdict.kind(), VerdictKind::Answered);
     let out = hop(&r, Leg::Forward, "node-1", "eth0", Direction::Out);
     let f = out.fragments.as_ref().expect("fragmented");
-    assert_eq!(f.layer, "outer");
-    assert_eq!(f.count, 2);
+    assert_eq!(f.layer, FragmentLayer::Outer);
+    assert_eq!(f.sizes.len(), 2);
     assert_eq!(
         f.sizes.iter().max(),
         Some(&1396),
         "the underlay's MTU 1400, 8-byte aligned"
     );
-    assert_eq!(events(out, EventType::Fragment).len(), 1);
+    assert!(out.events.iter().any(|e| matches!(e,
+        HopEvent::Fragment { ifname, mtu: 1400, .. } if ifname == "eth0")));
     let back = hop(&r, Leg::Forward, "node-2", "flannel.1", Direction::In);
-    assert_eq!(events(back, EventType::Reassemble).len(), 1);
+    assert!(back
+        .events
+        .iter()
+        .any(|e| matches!(e, HopEvent::Reassemble { count: 2, .. })));
     assert!(back.fragments.is_none());
 }
 
 #[test]
 fn inner_fragmentation_happens_before_encapsulation() {
     let r = report("trace-inner-fragments");
-    assert_eq!(r.verdict.kind, VerdictKind::Answered);
+    assert_eq!(r.verdict.kind(), VerdictKind::Answered);
     let tun = hop(&r, Leg::Forward, "node-1", "flannel.1", Direction::Out);
-    assert_eq!(events(tun, EventType::Fragment).len(), 1);
+    assert_eq!(count(tun, |e| matches!(e, HopEvent::Fragment { .. })), 1);
     assert_eq!(
         tun.fragments.as_ref().map(|f| f.sizes.clone()),
         Some(vec![1444, 56])
     );
     let under = hop(&r, Leg::Forward, "node-1", "eth0", Direction::Out);
     assert_eq!(
-        under.fragments.as_ref().map(|f| f.layer.as_str()),
-        Some("inner")
+        under.fragments.as_ref().map(|f| f.layer),
+        Some(FragmentLayer::Inner)
     );
     assert_eq!(under.outer.len(), 1);
 }
@@ -484,34 +558,49 @@ fn inner_fragmentation_happens_before_encapsulation() {
 #[test]
 fn a_df_probe_above_the_overlay_mtu_gets_fragmentation_needed_from_its_node() {
     let r = report("trace-df-too-big");
-    assert_eq!(r.verdict.kind, VerdictKind::IcmpError);
-    assert_eq!(
-        r.verdict.detail,
-        "10.244.1.1 sent ICMP unreachable need-frag, next-hop MTU 1450 (first seen at dye-fx-node-1/cni0)"
-    );
-    assert!(r.hops.iter().all(|h| h.packet.df || h.leg == Leg::Return));
+    match &r.verdict.outcome {
+        Outcome::IcmpError {
+            sender,
+            kind: IcmpKind::TooBig,
+            mtu: Some(1450),
+            first_seen_at,
+            ..
+        } => {
+            assert_eq!(*sender, ip("10.244.1.1"));
+            assert_eq!(*first_seen_at, at("node-1", "cni0"));
+        }
+        o => panic!("{o:?}"),
+    }
+    assert!(r
+        .hops
+        .iter()
+        .filter(|h| h.leg == Leg::Forward)
+        .all(|h| h.packet.df));
 }
 
 #[test]
 fn a_vxlan_black_hole_is_located_at_the_tunnel_with_the_overhead_arithmetic() {
     let r = report("trace-black-hole");
-    assert_eq!(r.verdict.kind, VerdictKind::Dropped);
     assert_eq!(
         path_of(&r, Leg::Forward).last().map(String::as_str),
         Some("node-1/flannel.1:out")
     );
+    let (_, _, e) = dropped(&r);
     assert_eq!(
-        r.verdict.expected_next.as_deref(),
-        Some("dye-fx-node-1/eth0 (out)")
+        e.next.as_ref().map(|n| (&n.at, n.direction)),
+        Some((&at("node-1", "eth0"), Direction::Out))
     );
-    let d = &r.verdict.detail;
-    assert!(
-        d.contains("1400 + 50 bytes of vxlan overhead = 1450 bytes"),
-        "{d}"
+    assert_eq!(
+        e.reason,
+        DropReason::EncapTooBig {
+            tunnel: LinkClass::Tunnel(TunnelKind::Vxlan),
+            inner: 1400,
+            total: 1450,
+            under: "eth0".into(),
+            under_mtu: 1400,
+            df: Some(OuterDf::Set),
+        }
     );
-    assert!(d.contains("over eth0's MTU 1400"), "{d}");
-    assert!(d.contains("DF set"), "{d}");
-    assert!(d.contains("Lower the overlay MTU to 1350"), "{d}");
 }
 
 // ---- IPv6 ----------------------------------------------------------------------------------
@@ -519,7 +608,7 @@ fn a_vxlan_black_hole_is_located_at_the_tunnel_with_the_overhead_arithmetic() {
 #[test]
 fn ipv6_crosses_the_v6_overlay_with_an_ipv6_underlay_and_70_bytes_of_overhead() {
     let r = report("trace-v6-cross-node");
-    assert_eq!(r.verdict.kind, VerdictKind::Answered);
+    assert_eq!(r.verdict.kind(), VerdictKind::Answered);
     let tun = hop(&r, Leg::Forward, "node-1", "flannel-v6.1", Direction::Out);
     assert_eq!(tun.kind, LinkClass::Tunnel(TunnelKind::Vxlan));
     let under = hop(&r, Leg::Forward, "node-1", "eth0", Direction::Out);
@@ -536,44 +625,48 @@ fn ipv6_crosses_the_v6_overlay_with_an_ipv6_underlay_and_70_bytes_of_overhead() 
 #[test]
 fn ipv6_tcp_is_answered_with_a_syn_ack() {
     let r = report("trace-v6-tcp");
-    assert_eq!(r.verdict.kind, VerdictKind::Answered);
-    assert!(
-        r.verdict
-            .detail
-            .starts_with("SYN-ACK from [fd00:244:2::2]:8080"),
-        "{}",
-        r.verdict.detail
-    );
-    assert_eq!(r.probe.to, "[fd00:244:2::2]:8080");
+    match &r.verdict.outcome {
+        Outcome::Answered {
+            answer: Transport::Tcp { flags },
+            seen_as,
+            ..
+        } => {
+            assert_eq!(flags & 0x12, 0x12);
+            assert_eq!(seen_as.to_string(), "[fd00:244:2::2]:8080");
+        }
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(r.plan.target(), "[fd00:244:2::2]:8080");
 }
 
 #[test]
 fn an_ipv6_packet_too_big_from_the_firewall_is_the_verdict() {
     let r = report("trace-v6-packet-too-big");
-    assert_eq!(r.verdict.kind, VerdictKind::IcmpError);
-    assert!(r
-        .verdict
-        .detail
-        .starts_with("fd00:50::254 sent ICMP packet-too-big, next-hop MTU 1280"));
+    match &r.verdict.outcome {
+        Outcome::IcmpError {
+            sender,
+            kind: IcmpKind::TooBig,
+            mtu: Some(1280),
+            v6: true,
+            ..
+        } => assert_eq!(*sender, ip("fd00:50::254")),
+        o => panic!("{o:?}"),
+    }
     assert_eq!(
         path_of(&r, Leg::Forward).last().map(String::as_str),
         Some("fw/eth0:in")
     );
     // The error taught the source's kernel the path MTU; the trace put it back.
-    let c = r.pmtu_cache.expect("the cache changed");
-    assert!(c.restored, "{}", c.detail);
-    assert!(
-        c.detail
-            .contains("removed the cached route towards fd00:10::50"),
-        "{}",
-        c.detail
-    );
+    let c = r.pmtu.expect("the cache changed");
+    assert_eq!(c.removed, Some(Ok(PmtuRemoval::OneDestination)));
+    assert_eq!(c.after.and_then(|r| r.mtu), Some(1280));
+    assert_eq!(c.now.and_then(|r| r.mtu), None);
 }
 
 #[test]
 fn a_trace_that_changes_no_cache_reports_none() {
-    assert!(report("trace-icmp-cross-node").pmtu_cache.is_none());
-    assert!(report("trace-v6-cross-node").pmtu_cache.is_none());
+    assert!(report("trace-icmp-cross-node").pmtu.is_none());
+    assert!(report("trace-v6-cross-node").pmtu.is_none());
 }
 
 // ---- MTU searches --------------------------------------------------------------------------
@@ -719,18 +812,6 @@ fn replaying_twice_gives_the_same_json() {
 }
 
 #[test]
-fn the_report_json_keeps_the_v1_shape() {
-    let v = serde_json::to_value(report("trace-icmp-cross-node")).expect("json");
-    assert_eq!(v["schema"], "dye.trace/v1");
-    assert_eq!(v["hops"][0]["direction"], "out");
-    assert_eq!(v["hops"][0]["kind"], "veth");
-    assert_eq!(v["hops"][0]["leg"], "forward");
-    assert_eq!(v["hops"][0]["packet"]["src"], "10.244.1.2");
-    assert!(v["hops"][3]["kind"] == "vxlan" || v["hops"][4]["outer"][0]["kind"] == "vxlan");
-    assert_eq!(v["verdict"]["kind"], "answered");
-}
-
-#[test]
 fn a_journal_that_does_not_match_the_plan_is_refused_not_misreported() {
     let mut rec: Recording<TracePlan> = load("trace-icmp-cross-node");
     // Another probe count than the journal recorded: the replay must notice.
@@ -771,14 +852,12 @@ fn a_frame_dropped_from_the_journal_changes_the_verdict() {
     let mut net = Replayer::new(rec.journal);
     let r = run_trace(&rec.plan, &mut snapshot, &mut net, &mut |_| {})
         .expect("replays")
-        .report;
-    assert_eq!(r.verdict.kind, VerdictKind::Dropped);
+        .trace;
+    assert_eq!(r.verdict.kind(), VerdictKind::Dropped);
+    let next = r.verdict.expected_next().expect("expected next");
     assert_eq!(
-        r.verdict
-            .expected_next
-            .as_deref()
-            .map(|n| n.starts_with("dye-fx-pod-c/eth0")),
-        Some(true)
+        (&next.at, next.direction),
+        (&at("pod-c", "eth0"), Direction::In)
     );
 }
 
@@ -786,7 +865,7 @@ fn a_frame_dropped_from_the_journal_changes_the_verdict() {
 fn the_snapshot_holds_the_route_lookups_reconstruction_asked_for() {
     let (run, snap) = trace("trace-office-vip");
     let vip: std::net::IpAddr = "203.0.113.80".parse().expect("ip");
-    let pod = run.report.hops[run.report.verdict.last_seen.expect("delivered")]
+    let pod = run.trace.hops[run.trace.verdict.last_seen.expect("delivered")]
         .packet
         .dst;
     let office = snap.route("dye-fx-office", vip).expect("looked up");

@@ -64,7 +64,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 pcap,
                 pcap_all: rec.plan.keep_all,
             }
-            .emit(&run, &snapshot.points)
+            .emit(&run, &snapshot)
         }
         "mtu" => {
             if args.mermaid || args.pcap.is_some() {

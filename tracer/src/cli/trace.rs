@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use dye_core::probe::smallest_probe;
-use dye_core::snapshot::Point;
+use dye_core::snapshot::Snapshot;
 use dye_core::trace::{TracePlan, TraceRun};
 use dye_core::Proto;
 
@@ -187,27 +187,34 @@ pub(crate) struct TraceOutput {
 }
 
 impl TraceOutput {
-    pub(crate) fn emit(self, run: &TraceRun, points: &[Point]) -> anyhow::Result<ExitCode> {
+    pub(crate) fn emit(self, run: &TraceRun, snapshot: &Snapshot) -> anyhow::Result<ExitCode> {
+        let report = crate::report::project(&run.trace, snapshot);
         let mut out = std::io::stdout().lock();
         if self.json {
-            serde_json::to_writer_pretty(&mut out, &run.report)?;
+            serde_json::to_writer_pretty(&mut out, &report)?;
             writeln!(out)?;
         } else if self.mermaid {
-            write!(out, "{}", render::mermaid(&run.report))?;
+            write!(out, "{}", render::mermaid(&report))?;
         } else {
             let style = Style {
                 color: std::io::stdout().is_terminal(),
             };
-            write!(out, "{}", render::text(&run.report, style))?;
+            write!(out, "{}", render::text(&report, style))?;
         }
         if let Some((file, path)) = self.pcap {
-            let n = render::pcapng(run, points, std::io::BufWriter::new(file), self.pcap_all)
-                .with_context(|| format!("writing {}", path.display()))?;
+            let n = render::pcapng(
+                run,
+                &report,
+                &snapshot.points,
+                std::io::BufWriter::new(file),
+                self.pcap_all,
+            )
+            .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("dye: wrote {n} packets to {}", path.display());
         }
         Ok(ExitCode::from(if run.interrupted {
             EXIT_INTERRUPTED
-        } else if run.report.verdict.kind.is_success() {
+        } else if run.trace.verdict.kind().is_success() {
             EXIT_OK
         } else {
             EXIT_NEGATIVE
@@ -274,5 +281,5 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         pcap,
         pcap_all: args.pcap_all,
     }
-    .emit(&run, &snapshot.points)
+    .emit(&run, &snapshot)
 }

@@ -3,7 +3,7 @@
 
 use dye_capture::conntrack::{self, Entry, Tuple};
 use dye_capture::Netns;
-use dye_core::report::Conntrack;
+use dye_core::path::Conntrack;
 use dye_core::seam::ConntrackQuery;
 
 /// The entry whose original direction is `before` (the packet as it entered the namespace).

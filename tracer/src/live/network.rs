@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use dye_capture::topology::Topology;
 use dye_capture::{CaptureSession, Event as CaptureEvent, Injector, Netns};
 use dye_core::model::Direction;
+use dye_core::path::Conntrack;
 use dye_core::probe::Probe;
-use dye_core::report::Conntrack;
 use dye_core::seam::{
     ConntrackQuery, Event, Frame, Network, PmtuRestore, PointStats, SeamError, Wait,
 };

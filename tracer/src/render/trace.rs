@@ -9,9 +9,10 @@ use std::io::Write;
 use dye_capture::pcapng::{InterfaceInfo, PcapngWriter, SectionInfo};
 
 use dye_core::model::Direction;
-use dye_core::report::{EventType, Hop, Leg, PacketView, TraceReport};
 use dye_core::snapshot::Point;
 use dye_core::trace::TraceRun;
+
+use crate::report::trace_v1::{EventType, Hop, Leg, PacketView, TraceReport};
 
 /// ANSI styling, only when writing to a terminal.
 #[derive(Debug, Clone, Copy)]
@@ -290,6 +291,7 @@ pub enum PcapExportError {
 /// hop and what happened there.
 pub fn pcapng<W: Write>(
     run: &TraceRun,
+    report: &TraceReport,
     points: &[Point],
     out: W,
     all: bool,
@@ -297,13 +299,13 @@ pub fn pcapng<W: Write>(
     let mut section = SectionInfo::for_this_host();
     section.comment = Some(format!(
         "dye trace {} from {} to {} ({} {} bytes): {} — {}",
-        run.report.probe.trace_id,
-        run.report.probe.from,
-        run.report.probe.to,
-        run.report.probe.proto,
-        run.report.probe.size,
-        run.report.verdict.kind.as_str(),
-        run.report.verdict.detail
+        report.probe.trace_id,
+        report.probe.from,
+        report.probe.to,
+        report.probe.proto,
+        report.probe.size,
+        report.verdict.kind.as_str(),
+        report.verdict.detail
     ));
     let mut w = PcapngWriter::new(out, &section)?;
     let mut ids = Vec::with_capacity(points.len());
@@ -319,8 +321,7 @@ pub fn pcapng<W: Write>(
         })?);
     }
     // Comments per frame: which probe, which leg, which hop of the reported path, what changed.
-    let hop_of: HashMap<(u32, usize, Direction, Leg), &Hop> = run
-        .report
+    let hop_of: HashMap<(u32, usize, Direction, Leg), &Hop> = report
         .hops
         .iter()
         .filter_map(|h| {
@@ -338,10 +339,7 @@ pub fn pcapng<W: Write>(
         } else {
             "return"
         };
-        let mut c = format!(
-            "dye {} probe {} {leg_word}",
-            run.report.probe.trace_id, s.seq
-        );
+        let mut c = format!("dye {} probe {} {leg_word}", report.probe.trace_id, s.seq);
         if let Some(h) = hop_of.get(&(s.seq, s.point, s.direction, leg)) {
             let _ = write!(c, " hop {}", h.index);
             for e in &h.events {

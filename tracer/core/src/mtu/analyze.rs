@@ -16,8 +16,8 @@ use super::run::MtuPlan;
 use super::search::{Bound, Outcome, Search};
 use crate::model::Direction;
 use crate::oracle::SnapshotOracle;
+use crate::path::{FragmentLayer, Hop, Leg};
 use crate::reconstruct::PathOracle;
-use crate::report::{Hop, Leg};
 use crate::snapshot::Snapshot;
 
 /// One probe of the search and what is known about where it went.
@@ -80,7 +80,7 @@ impl Tried {
                 // DNATed probe comes back "from" the address the source dialled).
                 let origin = hops
                     .iter()
-                    .find(|h| h.leg == Leg::Return && h.packet.proto.starts_with("icmp"))
+                    .find(|h| h.leg == Leg::Return && h.packet.is_icmp())
                     .filter(|h| h.direction == Direction::Out)
                     .map(|h| h.netns.clone());
                 let owners = oracle.owners(*sender);
@@ -240,10 +240,10 @@ pub fn analyze(i: Inputs<'_>) -> MtuReport {
 
     // What passes but costs: where the largest passing probe (or its reply) was first split.
     if let Some(t) = largest_pass {
-        let mut reported: Vec<(Leg, String)> = Vec::new();
+        let mut reported: Vec<(Leg, FragmentLayer)> = Vec::new();
         for h in &t.hops {
             let Some(f) = &h.fragments else { continue };
-            let key = (h.leg, f.layer.clone());
+            let key = (h.leg, f.layer);
             if h.direction != Direction::Out || reported.contains(&key) {
                 continue;
             }
@@ -257,13 +257,17 @@ pub fn analyze(i: Inputs<'_>) -> MtuReport {
             let mtu = link_mtu(topology, &h.netns, &h.ifname)
                 .map(|m| m.to_string())
                 .unwrap_or_else(|| "?".into());
-            let what = h.outer.first().map(|o| o.kind.as_str()).unwrap_or("outer");
-            warnings.push(match (h.leg, f.layer.as_str()) {
-                (Leg::Forward, "outer") => format!(
+            let what = h
+                .outer
+                .first()
+                .map(|o| o.tunnel.as_str())
+                .unwrap_or("outer");
+            warnings.push(match (h.leg, f.layer) {
+                (Leg::Forward, FragmentLayer::Outer) => format!(
                     "probes of {} bytes pass, but {}/{} (MTU {mtu}) fragments their {what} packets ({sizes} bytes): every full-size packet costs {} on the underlay and a reassembly at the far end, and is lost whole if one fragment is",
-                    t.size, h.netns, h.ifname, f.count
+                    t.size, h.netns, h.ifname, f.sizes.len()
                 ),
-                (Leg::Return, "outer") => format!(
+                (Leg::Return, FragmentLayer::Outer) => format!(
                     "the replies' {what} packets are fragmented too, leaving {}/{} (MTU {mtu}, {sizes} bytes)",
                     h.netns, h.ifname
                 ),
@@ -316,7 +320,7 @@ pub fn analyze(i: Inputs<'_>) -> MtuReport {
                 h.leg == Leg::Forward
                     && h.fragments
                         .as_ref()
-                        .map(|f| f.layer == "outer")
+                        .map(|f| f.layer == FragmentLayer::Outer)
                         .unwrap_or(false)
             })?;
             links::tunnel_underlay(topology, e)

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use crate::model::{Direction, IcmpKind};
 use crate::observe::{Sighting, SightingKind};
-use crate::report::Leg;
+use crate::path::{icmp_name, Leg};
 
 /// The fate of one probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub fn decisive(s: &Sighting, at_source: impl Fn(usize) -> bool) -> Option<Probe
     Some(match &s.kind {
         SightingKind::Probe => return None,
         SightingKind::Reply => ProbeOutcome::Passed {
-            how: format!("{} from {}", s.packet.what, s.packet.src),
+            how: format!("{} from {}", s.packet.transport, s.packet.src),
         },
         SightingKind::IcmpError {
             sender,
@@ -53,13 +53,24 @@ pub fn decisive(s: &Sighting, at_source: impl Fn(usize) -> bool) -> Option<Probe
             mtu: *mtu,
         },
         SightingKind::IcmpError {
-            sender, kind, name, ..
+            sender,
+            kind,
+            ty,
+            code,
+            v6,
+            ..
         } if kind.proves_arrival() => ProbeOutcome::Passed {
-            how: format!("ICMP {name} from {sender}"),
+            how: format!("ICMP {} from {sender}", icmp_name(*v6, *ty, *code)),
         },
-        SightingKind::IcmpError { sender, name, .. } => ProbeOutcome::Refused {
+        SightingKind::IcmpError {
+            sender,
+            ty,
+            code,
+            v6,
+            ..
+        } => ProbeOutcome::Refused {
             sender: *sender,
-            what: name.clone(),
+            what: icmp_name(*v6, *ty, *code).to_string(),
         },
     })
 }
@@ -69,7 +80,7 @@ mod tests {
     use super::*;
     use dye_decode::Flow;
 
-    use crate::report::PacketView;
+    use crate::path::{Packet, Transport};
 
     fn sighting(point: usize, direction: Direction, leg: Leg, kind: SightingKind) -> Sighting {
         let src: IpAddr = "10.244.2.2".parse().unwrap();
@@ -88,17 +99,23 @@ mod tests {
                 sport: 0,
                 dport: 0,
             },
-            packet: PacketView {
+            packet: Packet {
                 src,
                 dst,
-                proto: "icmp".into(),
+                proto: 1,
                 sport: None,
                 dport: None,
                 ttl: 62,
                 len: 1450,
                 ip_id: 7,
                 df: true,
-                what: "echo reply".into(),
+                transport: Transport::Icmp {
+                    v6: false,
+                    ty: 0,
+                    code: 0,
+                    kind: IcmpKind::EchoReply,
+                    mtu: None,
+                },
             },
             outer: Vec::new(),
             fragments: None,
@@ -106,11 +123,13 @@ mod tests {
         }
     }
 
-    fn icmp(kind: IcmpKind, name: &str, mtu: Option<u32>) -> SightingKind {
+    fn icmp(v6: bool, ty: u8, code: u8, mtu: Option<u32>) -> SightingKind {
         SightingKind::IcmpError {
             sender: "10.244.1.1".parse().unwrap(),
-            kind,
-            name: name.into(),
+            kind: IcmpKind::of(v6, ty, code),
+            ty,
+            code,
+            v6,
             mtu,
         }
     }
@@ -133,16 +152,7 @@ mod tests {
     #[test]
     fn icmp_errors_are_told_apart() {
         let at_source = |_| true;
-        let too_big = sighting(
-            0,
-            Direction::In,
-            Leg::Return,
-            icmp(
-                IcmpKind::of(false, 3, 4),
-                "unreachable need-frag",
-                Some(1280),
-            ),
-        );
+        let too_big = sighting(0, Direction::In, Leg::Return, icmp(false, 3, 4, Some(1280)));
         assert_eq!(
             decisive(&too_big, at_source),
             Some(ProbeOutcome::TooBig {
@@ -150,32 +160,17 @@ mod tests {
                 mtu: Some(1280)
             })
         );
-        let ptb = sighting(
-            0,
-            Direction::In,
-            Leg::Return,
-            icmp(IcmpKind::of(true, 2, 0), "packet-too-big", Some(0)),
-        );
+        let ptb = sighting(0, Direction::In, Leg::Return, icmp(true, 2, 0, Some(0)));
         assert!(matches!(
             decisive(&ptb, at_source),
             Some(ProbeOutcome::TooBig { mtu: Some(0), .. })
         ));
-        let port = sighting(
-            0,
-            Direction::In,
-            Leg::Return,
-            icmp(IcmpKind::of(false, 3, 3), "unreachable port", None),
-        );
+        let port = sighting(0, Direction::In, Leg::Return, icmp(false, 3, 3, None));
         assert!(matches!(
             decisive(&port, at_source),
             Some(ProbeOutcome::Passed { .. })
         ));
-        let prohibited = sighting(
-            0,
-            Direction::In,
-            Leg::Return,
-            icmp(IcmpKind::of(false, 3, 13), "unreachable prohibited", None),
-        );
+        let prohibited = sighting(0, Direction::In, Leg::Return, icmp(false, 3, 13, None));
         assert!(matches!(
             decisive(&prohibited, at_source),
             Some(ProbeOutcome::Refused { .. })

@@ -15,9 +15,9 @@ use super::search::Search;
 use crate::model::Proto;
 use crate::observe::{Observer, Sighting};
 use crate::oracle::SnapshotOracle;
+use crate::path::VerdictKind;
 use crate::probe::ProbeTemplate;
 use crate::reconstruct::reconstruct;
-use crate::report::VerdictKind;
 use crate::seam::{Event, Network, PmtuRemoval, PmtuRestore, Wait};
 use crate::snapshot::{Route, Snapshot};
 use crate::trace::{check_port, complete_lookups, source_route, TraceError, TraceIds};
@@ -358,7 +358,7 @@ fn final_outcome(
         &mine,
         &oracle,
     );
-    if rec.verdict.kind == VerdictKind::Delivered {
+    if rec.verdict.kind() == VerdictKind::Delivered {
         (
             ProbeOutcome::Passed {
                 how: "seen entering the destination's namespace (no answer)".into(),

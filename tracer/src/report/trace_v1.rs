@@ -1,11 +1,13 @@
-//! The trace report, schema `dye.trace/v1` (tracer/docs/trace-schema.md). Scripts depend on it: fields
-//! may be added, never renamed or removed without a new schema version.
+//! The trace report, schema `dye.trace/v1` (tracer/docs/trace-schema.md): the shape scripts
+//! depend on. Fields may be added, never renamed or removed without a new schema version.
+//! [`super::trace::project`] fills it from the core's typed trace.
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Direction, LinkClass};
+use dye_core::model::{Direction, LinkClass};
+pub use dye_core::path::{Leg, VerdictKind};
 
 pub const SCHEMA: &str = "dye.trace/v1";
 
@@ -27,7 +29,7 @@ pub struct TraceReport {
     /// a big probe does) and dye put it back — or could not. Added in v1; absent in older
     /// reports.
     #[serde(default)]
-    pub pmtu_cache: Option<crate::mtu::report::CacheReport>,
+    pub pmtu_cache: Option<dye_core::mtu::report::CacheReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,38 +50,6 @@ pub struct ProbeSpec {
     pub count: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VerdictKind {
-    /// The probe reached the destination namespace; no reply was expected or seen.
-    Delivered,
-    /// A reply came back to the source (echo reply, SYN-ACK, RST, UDP reply).
-    Answered,
-    /// The probe vanished inside the path.
-    Dropped,
-    /// An ICMP error came back instead of an answer.
-    IcmpError,
-    /// Nothing of the probe was seen at all.
-    Timeout,
-}
-
-impl VerdictKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerdictKind::Delivered => "delivered",
-            VerdictKind::Answered => "answered",
-            VerdictKind::Dropped => "dropped",
-            VerdictKind::IcmpError => "icmp_error",
-            VerdictKind::Timeout => "timeout",
-        }
-    }
-
-    /// Delivered and answered are successes (exit 0); the rest are not (exit 1).
-    pub fn is_success(self) -> bool {
-        matches!(self, VerdictKind::Delivered | VerdictKind::Answered)
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Verdict {
     pub kind: VerdictKind,
@@ -89,13 +59,6 @@ pub struct Verdict {
     pub last_seen: Option<usize>,
     /// `netns/ifname` where the probe should have appeared next.
     pub expected_next: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Leg {
-    Forward,
-    Return,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,16 +104,16 @@ pub struct PacketView {
 
 impl PacketView {
     /// Source address and port.
-    pub fn source(&self) -> crate::model::Endpoint {
-        crate::model::Endpoint {
+    pub fn source(&self) -> dye_core::model::Endpoint {
+        dye_core::model::Endpoint {
             addr: self.src,
             port: self.sport,
         }
     }
 
     /// Destination address and port.
-    pub fn destination(&self) -> crate::model::Endpoint {
-        crate::model::Endpoint {
+    pub fn destination(&self) -> dye_core::model::Endpoint {
+        dye_core::model::Endpoint {
             addr: self.dst,
             port: self.dport,
         }
@@ -203,16 +166,7 @@ pub struct HopEvent {
     pub detail: String,
 }
 
-/// The conntrack entry that confirms a NAT rewrite, from the namespace that did it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Conntrack {
-    /// Original direction tuple, e.g. "tcp 10.244.1.3:40000 → 10.96.0.10:80".
-    pub orig: String,
-    /// Reply direction tuple.
-    pub reply: String,
-    /// Flags such as ASSURED, SEEN_REPLY, and the protocol state.
-    pub status: String,
-}
+pub use dye_core::path::Conntrack;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeSummary {

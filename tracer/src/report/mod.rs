@@ -1,0 +1,8 @@
+//! Reports: the versioned JSON shapes scripts depend on, projected from the core's typed
+//! results, with every sentence a person reads. Renderers print them.
+
+pub mod trace;
+pub mod trace_v1;
+
+pub use trace::project;
+pub use trace_v1::TraceReport;
