@@ -13,6 +13,7 @@ pub mod observe;
 pub mod oracle;
 pub mod path;
 pub mod probe;
+pub mod probe_loop;
 pub mod reconstruct;
 pub mod recording;
 pub mod seam;

@@ -13,10 +13,9 @@ use crate::observe::{Observer, Sighting, SightingKind};
 use crate::oracle::SnapshotOracle;
 use crate::path::{Hop, HopEvent, Leg, ProbeSummary, Verdict};
 use crate::probe::{Probe, ProbeError, ProbeTemplate};
+use crate::probe_loop::{self, Captured, SentProbe, Strategy, Watch};
 use crate::reconstruct::reconstruct;
-use crate::seam::{
-    ConntrackQuery, Event, Frame, Network, PmtuRestore, PointStats, SeamError, Wait,
-};
+use crate::seam::{ConntrackQuery, Frame, Network, PmtuRestore, PointStats, SeamError};
 use crate::snapshot::Snapshot;
 
 /// The random values of one trace, drawn at the edge so the core stays deterministic.
@@ -55,8 +54,6 @@ pub struct TracePlan {
 pub const MAX_COUNT: u32 = 100;
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
-const MAX_FRAMES: usize = 100_000;
-const MAX_FRAME_BYTES: usize = 64 << 20;
 /// After the last answer, how long to keep draining: longer than the capture's reorder window,
 /// so the hops still in it arrive.
 const SETTLE: Duration = Duration::from_millis(150);
@@ -156,7 +153,6 @@ pub fn source_route(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
     Sending { count: u32 },
-    Waiting,
     Reconstructing,
 }
 
@@ -237,57 +233,22 @@ pub fn run_trace(
 
     let linktypes: Vec<u32> = snapshot.points.iter().map(|p| p.linktype).collect();
     let mut observer = Observer::new(plan.ids.trace_id, &plan.vxlan_ports, &linktypes);
-    for p in &probes {
-        observer.sent(src, p.ip_id, p.seq);
-    }
-    let at_source: Vec<bool> = snapshot
-        .points
-        .iter()
-        .map(|p| p.netns == snapshot.source)
-        .collect();
-    let mut collected = Collected::default();
-    let mut sent: Vec<(u32, u64)> = Vec::new();
-    let mut interrupted = false;
-
     progress(Progress::Sending { count: plan.count });
-    // Probe k leaves at k × interval; between sends, and after the last until the timeout
-    // (or until every probe is answered and the stragglers have settled), collect events.
-    'probing: for (k, probe) in probes.iter().enumerate() {
-        sent.push((probe.seq, net.send(probe)?));
-        let last = k + 1 == probes.len();
-        let until = if last {
-            net.now() + plan.timeout
-        } else {
-            net.now() + plan.interval
-        };
-        let mut settle_until: Option<Duration> = None;
-        loop {
-            let deadline = settle_until.map(|s| s.min(until)).unwrap_or(until);
-            match net.next(deadline)? {
-                Wait::Event(ev) => {
-                    collected.take(ev, &mut observer, plan.keep_all);
-                    if last
-                        && settle_until.is_none()
-                        && all_finished(plan.count, &collected.sightings, &at_source)
-                    {
-                        settle_until = Some(net.now() + SETTLE);
-                    }
-                }
-                Wait::Idle => break,
-                Wait::Stopped => {
-                    interrupted = true;
-                    break 'probing;
-                }
-                Wait::Ended => break 'probing,
-            }
-            if net.now() >= deadline {
-                break;
-            }
-        }
-        if !last {
-            progress(Progress::Waiting);
-        }
-    }
+    let mut schedule = FixedSchedule {
+        probes: probes.into_iter(),
+        count: plan.count,
+        interval: plan.interval,
+        timeout: plan.timeout,
+        at_source: snapshot
+            .points
+            .iter()
+            .map(|p| p.netns == snapshot.source)
+            .collect(),
+        settling: false,
+    };
+    let probed = probe_loop::run(&mut schedule, &mut observer, src, net, plan.keep_all)?;
+    let sent: Vec<(u32, u64)> = probed.sent.iter().map(|p| (p.seq, p.ts_ns)).collect();
+    let (collected, interrupted) = (probed.captured, probed.interrupted);
     let stats = net.finish()?;
     // A Packet Too Big about a big IPv6 probe updates the source's cached path MTU as if the
     // pod's own traffic had caused it: put it back, and say so.
@@ -325,37 +286,58 @@ pub fn run_trace(
     })
 }
 
-/// What the capture brought, bounded.
-#[derive(Debug, Default)]
-struct Collected {
-    frames: Vec<Option<Frame>>,
-    frame_bytes: usize,
-    sightings: Vec<Sighting>,
-    lost: Vec<(usize, String)>,
+/// `dye trace`'s strategy: probe k leaves k × interval after the first; each is watched until
+/// the next is due, the last until the timeout — or, once every probe is answered, for as long
+/// as stragglers still in the capture's reorder window need to arrive.
+#[derive(Debug)]
+struct FixedSchedule {
+    probes: std::vec::IntoIter<Probe>,
+    count: u32,
+    interval: Duration,
+    timeout: Duration,
+    /// Which capture points are in the source namespace.
+    at_source: Vec<bool>,
+    settling: bool,
 }
 
-impl Collected {
-    fn take(&mut self, ev: Event, observer: &mut Observer, keep_all: bool) {
-        match ev {
-            Event::Frame(f) => {
-                let index = self.frames.len();
-                let s = observer.observe(index, f.point, f.direction, f.ts_ns, &f.data);
-                let keep = keep_all || s.is_some() || observer.holds_fragment_of(index);
-                if keep
-                    && self.frames.len() < MAX_FRAMES
-                    && self.frame_bytes + f.data.len() <= MAX_FRAME_BYTES
-                {
-                    self.frame_bytes += f.data.len();
-                    self.frames.push(Some(f));
-                } else {
-                    self.frames.push(None);
-                }
-                if let Some(s) = s {
-                    self.sightings.push(s);
-                }
-            }
-            Event::PointLost { point, reason } => self.lost.push((point, reason)),
+impl Strategy for FixedSchedule {
+    fn next_probe(&mut self, _: &[SentProbe], _: Duration) -> Result<Option<Probe>, TraceError> {
+        Ok(self.probes.next())
+    }
+
+    fn deadline(&self, probe: &SentProbe) -> Duration {
+        if probe.seq == self.count {
+            probe.at + self.timeout
+        } else {
+            probe.at + self.interval
         }
+    }
+
+    fn seen(
+        &mut self,
+        probe: &SentProbe,
+        _: &Sighting,
+        captured: &Captured,
+        now: Duration,
+    ) -> Watch {
+        if probe.seq == self.count
+            && !self.settling
+            && all_finished(self.count, &captured.sightings, &self.at_source)
+        {
+            self.settling = true;
+            return Watch::Until(now + SETTLE);
+        }
+        Watch::On
+    }
+
+    fn watched(
+        &mut self,
+        _: &SentProbe,
+        _: &Captured,
+        _: bool,
+        _: &mut dyn Network,
+    ) -> Result<(), TraceError> {
+        Ok(())
     }
 }
 
@@ -437,7 +419,7 @@ fn confirm_nat(
     Ok(())
 }
 
-fn capture_results(snapshot: &Snapshot, stats: &[PointStats], c: &Collected) -> Vec<PointResult> {
+fn capture_results(snapshot: &Snapshot, stats: &[PointStats], c: &Captured) -> Vec<PointResult> {
     (0..snapshot.points.len())
         .map(|i| {
             let st = stats.iter().find(|s| s.point == i);

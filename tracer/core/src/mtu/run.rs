@@ -16,9 +16,11 @@ use crate::model::Proto;
 use crate::observe::{Observer, Sighting};
 use crate::oracle::SnapshotOracle;
 use crate::path::VerdictKind;
+use crate::probe::Probe;
 use crate::probe::ProbeTemplate;
+use crate::probe_loop::{self, Captured, SentProbe, Strategy, Watch};
 use crate::reconstruct::reconstruct;
-use crate::seam::{Event, Network, PmtuRemoval, PmtuRestore, Wait};
+use crate::seam::{Network, PmtuRemoval, PmtuRestore};
 use crate::snapshot::{Route, Snapshot};
 use crate::trace::{check_port, complete_lookups, source_route, TraceError, TraceIds};
 
@@ -153,98 +155,26 @@ pub fn run_mtu(
         .collect();
     let linktypes: Vec<u32> = snapshot.points.iter().map(|p| p.linktype).collect();
     let mut observer = Observer::new(plan.ids.trace_id, &plan.vxlan_ports, &linktypes);
-    let mut sightings: Vec<Sighting> = Vec::new();
-    let mut search = Search::new(min, max, plan.attempts);
-    // Per probe: (seq, size, sent at (capture clock), outcome, when dye learned it, rtt).
-    let mut watched: Vec<Watched> = Vec::new();
-    let mut wait = plan.wait.unwrap_or(FIRST_WAIT);
-    let mut frame_index = 0usize;
-    let mut interrupted = false;
-    let mut capture_ended = false;
-
-    while let Some(size) = search.next() {
-        if interrupted
-            || capture_ended
-            || watched.len() as u32 >= MAX_PROBES
-            || net.now() >= MAX_ELAPSED
-        {
-            break;
-        }
-        let seq = watched.len() as u32 + 1;
-        let probe = ProbeTemplate {
-            size,
-            ..template.clone()
-        }
-        .build(seq, plan.ids.id_base.wrapping_add(seq as u16))?;
-        observer.sent(src, probe.ip_id, seq);
-        progress(Progress {
-            probes: seq,
-            size,
-            passes: search.passed(),
-            fails: search.failed().map(|(s, _)| s),
-        });
-        let sent_ns = net.send(&probe)?;
-        let sent_at = net.now();
-        let deadline = sent_at + wait;
-
-        // Watch until something decisive comes back into the source, or the wait runs out.
-        let mut decided: Option<(ProbeOutcome, Duration, Duration)> = None;
-        while decided.is_none() && net.now() < deadline {
-            match net.next(deadline)? {
-                Wait::Event(Event::Frame(f)) => {
-                    let s = observer.observe(frame_index, f.point, f.direction, f.ts_ns, &f.data);
-                    frame_index += 1;
-                    let Some(s) = s else { continue };
-                    if s.seq == seq {
-                        decided =
-                            decisive(&s, |p| at_source.get(p).copied().unwrap_or(false)).map(|o| {
-                                let rtt = Duration::from_nanos(s.ts_ns.saturating_sub(sent_ns));
-                                (o, net.now().saturating_sub(sent_at), rtt)
-                            });
-                    }
-                    sightings.push(s);
-                }
-                Wait::Event(Event::PointLost { point, reason }) => {
-                    tracing::warn!(point, reason, "capture point lost");
-                }
-                Wait::Idle => break,
-                Wait::Stopped => {
-                    interrupted = true;
-                    break;
-                }
-                Wait::Ended => {
-                    capture_ended = true;
-                    break;
-                }
-            }
-        }
-        if decided.is_none() && interrupted {
-            break;
-        }
-        watched.push(Watched {
-            seq,
-            size,
-            sent_ns,
-            decided,
-        });
-        let w = watched.last().expect("just pushed");
-        // The search needs this probe's outcome now, and where it vanished may need a route
-        // towards an address the capture just revealed.
-        complete_lookups(snapshot, net, &sightings)?;
-        let outcome = provisional_outcome(w, snapshot, &sightings);
-        search.record(size, outcome.search);
-        // The first answer sets the pace: a generous multiple of the time dye took to learn it
-        // (capture and reorder delay included, not just the network's round trip).
-        if plan.wait.is_none() && outcome.passed {
-            if let Some((_, learned, _)) = w.decided {
-                if watched.iter().filter(|x| x.decided.is_some()).count() == 1 {
-                    wait = (learned * 4 + Duration::from_millis(100))
-                        .clamp(MIN_ADAPTIVE_WAIT, MAX_ADAPTIVE_WAIT);
-                }
-            }
-        }
-        tracing::debug!(seq, size, passed = outcome.passed, "probe done");
-    }
+    let mut strategy = AdaptiveSearch {
+        plan,
+        template,
+        search: Search::new(min, max, plan.attempts),
+        watched: Vec::new(),
+        wait: plan.wait.unwrap_or(FIRST_WAIT),
+        at_source,
+        decided: None,
+        snapshot,
+        progress,
+    };
+    let probed = probe_loop::run(&mut strategy, &mut observer, src, net, false)?;
+    let AdaptiveSearch {
+        search,
+        watched,
+        wait,
+        snapshot,
+        ..
+    } = strategy;
+    let (sightings, interrupted) = (probed.captured.sightings, probed.interrupted);
     let stats = net.finish()?;
     let dropped: u64 = stats.iter().map(|s| s.kernel_dropped).sum();
     if dropped > 0 {
@@ -293,6 +223,114 @@ pub fn run_mtu(
         report,
         interrupted,
     })
+}
+
+/// `dye mtu`'s strategy: one DF probe at a time, each size chosen by [`Search`] from what the
+/// previous ones did, each watched until something decisive comes back into the source or the
+/// wait runs out. The first answer sets the pace of the waits after it.
+struct AdaptiveSearch<'a> {
+    plan: &'a MtuPlan,
+    template: ProbeTemplate,
+    search: Search,
+    watched: Vec<Watched>,
+    wait: Duration,
+    /// Which capture points are in the source namespace.
+    at_source: Vec<bool>,
+    /// What decided the probe being watched: (outcome, how long dye took to learn it, round
+    /// trip by kernel timestamps).
+    decided: Option<(ProbeOutcome, Duration, Duration)>,
+    snapshot: &'a mut Snapshot,
+    progress: &'a mut dyn FnMut(Progress),
+}
+
+impl Strategy for AdaptiveSearch<'_> {
+    fn next_probe(
+        &mut self,
+        sent: &[SentProbe],
+        now: Duration,
+    ) -> Result<Option<Probe>, TraceError> {
+        if sent.len() as u32 >= MAX_PROBES || now >= MAX_ELAPSED {
+            return Ok(None);
+        }
+        let Some(size) = self.search.next() else {
+            return Ok(None);
+        };
+        let seq = sent.len() as u32 + 1;
+        let probe = ProbeTemplate {
+            size,
+            ..self.template.clone()
+        }
+        .build(seq, self.plan.ids.id_base.wrapping_add(seq as u16))?;
+        (self.progress)(Progress {
+            probes: seq,
+            size,
+            passes: self.search.passed(),
+            fails: self.search.failed().map(|(s, _)| s),
+        });
+        self.decided = None;
+        Ok(Some(probe))
+    }
+
+    fn deadline(&self, probe: &SentProbe) -> Duration {
+        probe.at + self.wait
+    }
+
+    fn seen(&mut self, probe: &SentProbe, s: &Sighting, _: &Captured, now: Duration) -> Watch {
+        if s.seq != probe.seq {
+            return Watch::On;
+        }
+        let at_source = &self.at_source;
+        match decisive(s, |p| at_source.get(p).copied().unwrap_or(false)) {
+            Some(o) => {
+                let rtt = Duration::from_nanos(s.ts_ns.saturating_sub(probe.ts_ns));
+                self.decided = Some((o, now.saturating_sub(probe.at), rtt));
+                Watch::Done
+            }
+            None => Watch::On,
+        }
+    }
+
+    fn watched(
+        &mut self,
+        probe: &SentProbe,
+        captured: &Captured,
+        interrupted: bool,
+        net: &mut dyn Network,
+    ) -> Result<(), TraceError> {
+        let decided = self.decided.take();
+        if decided.is_none() && interrupted {
+            return Ok(());
+        }
+        self.watched.push(Watched {
+            seq: probe.seq,
+            size: probe.size,
+            sent_ns: probe.ts_ns,
+            decided,
+        });
+        let w = self.watched.last().expect("just pushed");
+        // The search needs this probe's outcome now, and where it vanished may need a route
+        // towards an address the capture just revealed.
+        complete_lookups(self.snapshot, net, &captured.sightings)?;
+        let outcome = provisional_outcome(w, self.snapshot, &captured.sightings);
+        self.search.record(probe.size, outcome.search);
+        // The first answer sets the pace: a generous multiple of the time dye took to learn it
+        // (capture and reorder delay included, not just the network's round trip).
+        if self.plan.wait.is_none() && outcome.passed {
+            if let Some((_, learned, _)) = w.decided {
+                if self.watched.iter().filter(|x| x.decided.is_some()).count() == 1 {
+                    self.wait = (learned * 4 + Duration::from_millis(100))
+                        .clamp(MIN_ADAPTIVE_WAIT, MAX_ADAPTIVE_WAIT);
+                }
+            }
+        }
+        tracing::debug!(
+            seq = probe.seq,
+            size = probe.size,
+            passed = outcome.passed,
+            "probe done"
+        );
+        Ok(())
+    }
 }
 
 /// One probe as watched: when it left and what decided it, if anything did in time.
