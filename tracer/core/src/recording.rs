@@ -246,11 +246,20 @@ impl Network for Replayer {
         })
     }
 
-    fn routes(&mut self, _wanted: &[(String, IpAddr)]) -> Result<Vec<RouteLookup>, SeamError> {
-        self.pop("route lookups", |c| match c {
+    fn routes(&mut self, wanted: &[(String, IpAddr)]) -> Result<Vec<RouteLookup>, SeamError> {
+        let found = self.pop("route lookups", |c| match c {
             Call::Routes(r) => Ok(r),
             other => Err(other),
-        })
+        })?;
+        // The recorded answers must be to the questions this replay asks.
+        let asked = |l: &RouteLookup| wanted.iter().any(|(n, d)| *n == l.netns && *d == l.dst);
+        if let Some(l) = found.iter().find(|l| !asked(l)) {
+            return Err(SeamError::Diverged {
+                expected: format!("route lookups for {} pairs", wanted.len()),
+                found: format!("an answer for {} in {} that was not asked", l.dst, l.netns),
+            });
+        }
+        Ok(found)
     }
 
     fn conntrack(

@@ -381,11 +381,17 @@ impl Snapshot {
         }
     }
 
-    /// Every (namespace, address) pair a reconstruction over packets carrying `addrs` may ask
-    /// about: each namespace in scope, towards each address.
-    pub fn lookups_for(&self, addrs: &[IpAddr]) -> Vec<(String, IpAddr)> {
+    /// The (namespace, address) pairs a reconstruction may ask about: each of `namespaces`
+    /// (where the probe was seen, and who sent its ICMP errors) towards each address the
+    /// packets carried. Namespaces the probe never touched are not asked: the cost follows
+    /// the path, not the size of the node.
+    pub fn lookups_for(&self, namespaces: &[String], addrs: &[IpAddr]) -> Vec<(String, IpAddr)> {
         let mut out = Vec::new();
-        for ns in &self.namespaces {
+        for ns in self
+            .namespaces
+            .iter()
+            .filter(|n| namespaces.contains(&n.name))
+        {
             for a in addrs {
                 out.push((ns.name.clone(), *a));
             }

@@ -354,14 +354,30 @@ fn all_finished(count: u32, sightings: &[Sighting], at_source: &[bool]) -> bool 
 }
 
 /// Completes the snapshot with the route lookups reconstruction may ask for the addresses
-/// `sightings` carried, in every namespace in scope. Only missing ones are asked for, through
+/// `sightings` carried, in the namespaces they were seen in (and those owning an ICMP sender). Only missing ones are asked for, through
 /// the seam, so a replay (which starts from the same snapshot) asks the same questions.
 pub fn complete_lookups(
     snapshot: &mut Snapshot,
     net: &mut dyn Network,
     sightings: &[Sighting],
 ) -> Result<(), SeamError> {
-    let wanted = snapshot.lookups_for(&seen_addresses(sightings));
+    let mut namespaces: Vec<String> = Vec::new();
+    let mut add = |ns: &str| {
+        if !namespaces.iter().any(|n| n == ns) {
+            namespaces.push(ns.to_string());
+        }
+    };
+    for s in sightings {
+        if let Some(p) = snapshot.point(s.point) {
+            add(&p.netns);
+        }
+        if let SightingKind::IcmpError { sender, .. } = &s.kind {
+            for owner in snapshot.owners(*sender) {
+                add(&owner);
+            }
+        }
+    }
+    let wanted = snapshot.lookups_for(&namespaces, &seen_addresses(sightings));
     let missing = snapshot.missing_lookups(&wanted);
     if !missing.is_empty() {
         let found = net.routes(&missing)?;

@@ -824,6 +824,37 @@ fn a_journal_that_does_not_match_the_plan_is_refused_not_misreported() {
 }
 
 #[test]
+fn recorded_route_answers_to_questions_not_asked_are_refused() {
+    let mut rec: Recording<TracePlan> = load("trace-icmp-cross-node");
+    for e in &mut rec.journal {
+        if let Call::Routes(lookups) = &mut e.call {
+            let mut extra = lookups[0].clone();
+            extra.netns = "dye-fx-office".into();
+            lookups.push(extra);
+        }
+    }
+    let mut snapshot = rec.snapshot;
+    let mut net = Replayer::new(rec.journal);
+    let err = run_trace(&rec.plan, &mut snapshot, &mut net, &mut |_| {})
+        .expect_err("a forged answer is refused");
+    assert!(err.to_string().contains("was not asked"), "{err}");
+}
+
+#[test]
+fn route_lookups_follow_the_path_not_the_node() {
+    // pod-a → pod-c across nodes: routes were asked only where the probe went.
+    let (run, snap) = trace("trace-icmp-cross-node");
+    let asked: std::collections::BTreeSet<&str> =
+        snap.lookups.iter().map(|l| l.netns.as_str()).collect();
+    let seen: std::collections::BTreeSet<&str> =
+        run.trace.hops.iter().map(|h| h.netns.as_str()).collect();
+    assert!(asked.is_subset(&seen), "{asked:?} vs {seen:?}");
+    for idle in ["dye-fx-pod-b", "dye-fx-pod-d", "dye-fx-office", "dye-fx-fw"] {
+        assert!(!asked.contains(idle), "{idle} was not on the path");
+    }
+}
+
+#[test]
 fn a_truncated_journal_is_an_error() {
     let mut rec: Recording<MtuPlan> = load("mtu-healthy");
     rec.journal.truncate(3);
@@ -848,6 +879,12 @@ fn a_frame_dropped_from_the_journal_changes_the_verdict() {
     rec.journal.retain(|e| {
         !matches!(&e.call, Call::Wait(Wait::Event(Event::Frame(f))) if pod_c.contains(&f.point))
     });
+    // Nor does the replay ask pod-c's routes any more: its answers go too.
+    for e in &mut rec.journal {
+        if let Call::Routes(lookups) = &mut e.call {
+            lookups.retain(|l| l.netns != "dye-fx-pod-c");
+        }
+    }
     let mut snapshot = rec.snapshot;
     let mut net = Replayer::new(rec.journal);
     let r = run_trace(&rec.plan, &mut snapshot, &mut net, &mut |_| {})

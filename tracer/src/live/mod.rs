@@ -19,7 +19,7 @@ use dye_capture::{CaptureConfig, CaptureSession, Injector, Netns};
 use dye_core::mtu::{self as core_mtu, MtuPlan, MtuRun};
 use dye_core::recording::{Recorder, Recording, SCHEMA as RECORDING_SCHEMA};
 use dye_core::seam::Network;
-use dye_core::snapshot::{Point, Snapshot};
+use dye_core::snapshot::{Point, RouteLookup, Snapshot};
 use dye_core::trace::{self as core_trace, TraceIds, TracePlan, TraceRun};
 use dye_core::Proto;
 
@@ -112,18 +112,25 @@ pub fn setup(
         to,
         detail,
     };
+    // Before anything is discovered or opened: the source must route the destination and have
+    // an address to send from.
     let route = Topology::route_get(&source, to).map_err(|e| no_route(e.to_string()))?;
-    let src = route
-        .prefsrc
-        .ok_or_else(|| no_route(format!("route `{route}` has no source address")))?;
+    if route.prefsrc.is_none() {
+        return Err(no_route(format!("route `{route}` has no source address")));
+    }
     status(&format!(
         "discovering namespaces reachable from {}",
         source.name()
     ));
     let scope = Scope::discover(&source, req)?;
     let mut snap = snapshot::from_topology(&scope.topology, &scope.source, scope.metas.clone());
-    let wanted = snap.lookups_for(&[to, src]);
-    snap.add_lookups(snapshot::lookups(&scope.topology, &wanted));
+    // The source's own route (its address and egress MTU); routes elsewhere are looked up for
+    // the namespaces the probes are seen in, as they are.
+    snap.add_lookups(vec![RouteLookup {
+        netns: scope.source.clone(),
+        dst: to,
+        route: Ok(snapshot::route(&route)),
+    }]);
 
     let mut capture = CaptureConfig::new(scope.points.clone());
     capture.filter = (!needs.unfiltered)
@@ -143,7 +150,8 @@ pub fn setup(
     let session = CaptureSession::start(capture)?;
     fill_linktypes(&mut snap.points, &session);
     let injector = Injector::open(&source, to)?;
-    let network = LiveNetwork::new(session, injector, scope.topology, source, to, stop);
+    let mut network = LiveNetwork::new(session, injector, scope.topology, source, to, stop);
+    network.note_pmtu(Some(snapshot::route(&route)));
     Ok(Setup {
         network,
         snapshot: snap,
@@ -204,8 +212,7 @@ pub fn trace(
         reorder_window: None,
         duration: plan.interval * plan.count + plan.timeout + Duration::from_secs(5),
     };
-    let mut setup = setup(&plan.from, plan.to, req, &needs, stop, status)?;
-    setup.network.note_pmtu();
+    let setup = setup(&plan.from, plan.to, req, &needs, stop, status)?;
     let mut final_snapshot = Snapshot::default();
     let (run, recording) = run_recorded("trace", plan, setup, record, |snap, net| {
         let r = core_trace::run_trace(plan, snap, net, &mut |p| {
@@ -241,8 +248,7 @@ pub fn mtu(
         reorder_window: Some(Duration::from_millis(20)),
         duration: core_mtu::run::MAX_ELAPSED + Duration::from_secs(5),
     };
-    let mut setup = setup(&plan.from, plan.to, req, &needs, stop, status)?;
-    setup.network.note_pmtu();
+    let setup = setup(&plan.from, plan.to, req, &needs, stop, status)?;
     let (run, recording) = run_recorded("mtu", plan, setup, record, |snap, net| {
         core_mtu::run_mtu(plan, snap, net, progress)
     });

@@ -65,9 +65,10 @@ impl LiveNetwork {
         }
     }
 
-    /// Remembers the source's cached path MTU before an MTU search starts.
-    pub fn note_pmtu(&mut self) {
-        self.pmtu_before = pmtu::cached(&self.source, self.dst);
+    /// Remembers the source's route towards the destination (with any cached path MTU) as it
+    /// was before the first probe.
+    pub fn note_pmtu(&mut self, before: Option<Route>) {
+        self.pmtu_before = before;
     }
 
     fn tick(&mut self) {
