@@ -16,6 +16,7 @@ pub mod probe;
 pub mod probe_loop;
 pub mod reconstruct;
 pub mod recording;
+pub mod routes;
 pub mod seam;
 pub mod snapshot;
 pub mod trace;

@@ -275,6 +275,10 @@ pub struct RouteLookup {
 /// Everything the core knows of the system.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// Route questions asked of the snapshot that it could not answer (see
+    /// [`crate::routes::answering`]). Not part of a recording.
+    #[serde(skip)]
+    misses: std::cell::RefCell<Vec<(String, IpAddr)>>,
     /// The source namespace's name among `namespaces`.
     pub source: String,
     pub namespaces: Vec<Namespace>,
@@ -285,6 +289,22 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot of these namespaces, edges and capture points, with no route looked up yet.
+    pub fn new(
+        source: String,
+        namespaces: Vec<Namespace>,
+        edges: Vec<Edge>,
+        points: Vec<Point>,
+    ) -> Snapshot {
+        Snapshot {
+            source,
+            namespaces,
+            edges,
+            points,
+            ..Snapshot::default()
+        }
+    }
+
     pub fn namespace(&self, name: &str) -> Option<&Namespace> {
         self.namespaces.iter().find(|n| n.name == name)
     }
@@ -355,47 +375,35 @@ impl Snapshot {
     /// The route `netns` uses towards `dst`, as looked up when the snapshot was taken. `None`
     /// when nobody asked (the snapshot is incomplete), `Some(Err)` when the kernel had none.
     pub fn route(&self, netns: &str, dst: IpAddr) -> Option<&Result<Route, String>> {
-        self.lookups
+        let found = self
+            .lookups
             .iter()
             .find(|l| l.netns == netns && l.dst == dst)
-            .map(|l| &l.route)
-    }
-
-    /// Lookups from `wanted` that the snapshot does not hold yet.
-    pub fn missing_lookups(&self, wanted: &[(String, IpAddr)]) -> Vec<(String, IpAddr)> {
-        let mut missing: Vec<(String, IpAddr)> = Vec::new();
-        for (ns, dst) in wanted {
-            if self.route(ns, *dst).is_none() && !missing.iter().any(|(n, d)| n == ns && d == dst) {
-                missing.push((ns.clone(), *dst));
+            .map(|l| &l.route);
+        if found.is_none() && self.namespace(netns).is_some() {
+            let mut misses = self.misses.borrow_mut();
+            if !misses.iter().any(|(n, d)| n == netns && *d == dst) {
+                misses.push((netns.to_string(), dst));
             }
         }
-        missing
+        found
+    }
+
+    /// The route questions asked since the last call that the snapshot could not answer.
+    pub fn take_misses(&self) -> Vec<(String, IpAddr)> {
+        std::mem::take(&mut *self.misses.borrow_mut())
     }
 
     /// Adds lookups, replacing none that exist.
     pub fn add_lookups(&mut self, lookups: Vec<RouteLookup>) {
         for l in lookups {
-            if self.route(&l.netns, l.dst).is_none() {
+            if !self
+                .lookups
+                .iter()
+                .any(|h| h.netns == l.netns && h.dst == l.dst)
+            {
                 self.lookups.push(l);
             }
         }
-    }
-
-    /// The (namespace, address) pairs a reconstruction may ask about: each of `namespaces`
-    /// (where the probe was seen, and who sent its ICMP errors) towards each address the
-    /// packets carried. Namespaces the probe never touched are not asked: the cost follows
-    /// the path, not the size of the node.
-    pub fn lookups_for(&self, namespaces: &[String], addrs: &[IpAddr]) -> Vec<(String, IpAddr)> {
-        let mut out = Vec::new();
-        for ns in self
-            .namespaces
-            .iter()
-            .filter(|n| namespaces.contains(&n.name))
-        {
-            for a in addrs {
-                out.push((ns.name.clone(), *a));
-            }
-        }
-        out
     }
 }

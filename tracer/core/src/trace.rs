@@ -15,6 +15,7 @@ use crate::path::{Hop, HopEvent, Leg, ProbeSummary, Verdict};
 use crate::probe::{Probe, ProbeError, ProbeTemplate};
 use crate::probe_loop::{self, Captured, SentProbe, Strategy, Watch};
 use crate::reconstruct::reconstruct;
+use crate::routes;
 use crate::seam::{ConntrackQuery, Frame, Network, PmtuRestore, PointStats, SeamError};
 use crate::snapshot::Snapshot;
 
@@ -256,15 +257,15 @@ pub fn run_trace(
     let pmtu = restore.removed.is_some().then_some(restore);
     progress(Progress::Reconstructing);
 
-    complete_lookups(snapshot, net, &collected.sightings)?;
-    let oracle = SnapshotOracle { snapshot };
-    let mut rec = reconstruct(
-        &snapshot.points,
-        &snapshot.source,
-        &sent,
-        &collected.sightings,
-        &oracle,
-    );
+    let mut rec = routes::answering(snapshot, net, |snapshot| {
+        reconstruct(
+            &snapshot.points,
+            &snapshot.source,
+            &sent,
+            &collected.sightings,
+            &SnapshotOracle { snapshot },
+        )
+    })?;
     confirm_nat(snapshot, net, &mut rec.hops)?;
 
     let capture = capture_results(snapshot, &stats, &collected);
@@ -351,61 +352,6 @@ fn all_finished(count: u32, sightings: &[Sighting], at_source: &[bool]) -> bool 
                 && !matches!(s.kind, SightingKind::Probe)
         })
     })
-}
-
-/// Completes the snapshot with the route lookups reconstruction may ask for the addresses
-/// `sightings` carried, in the namespaces they were seen in (and those owning an ICMP sender). Only missing ones are asked for, through
-/// the seam, so a replay (which starts from the same snapshot) asks the same questions.
-pub fn complete_lookups(
-    snapshot: &mut Snapshot,
-    net: &mut dyn Network,
-    sightings: &[Sighting],
-) -> Result<(), SeamError> {
-    let mut namespaces: Vec<String> = Vec::new();
-    let mut add = |ns: &str| {
-        if !namespaces.iter().any(|n| n == ns) {
-            namespaces.push(ns.to_string());
-        }
-    };
-    for s in sightings {
-        if let Some(p) = snapshot.point(s.point) {
-            add(&p.netns);
-        }
-        if let SightingKind::IcmpError { sender, .. } = &s.kind {
-            for owner in snapshot.owners(*sender) {
-                add(&owner);
-            }
-        }
-    }
-    let wanted = snapshot.lookups_for(&namespaces, &seen_addresses(sightings));
-    let missing = snapshot.missing_lookups(&wanted);
-    if !missing.is_empty() {
-        let found = net.routes(&missing)?;
-        snapshot.add_lookups(found);
-    }
-    Ok(())
-}
-
-/// Every address the probes and their answers carried, inner and outer.
-pub fn seen_addresses(sightings: &[Sighting]) -> Vec<IpAddr> {
-    let mut addrs: Vec<IpAddr> = Vec::new();
-    let mut add = |a: IpAddr| {
-        if !addrs.contains(&a) {
-            addrs.push(a);
-        }
-    };
-    for s in sightings {
-        add(s.packet.src);
-        add(s.packet.dst);
-        for o in &s.outer {
-            add(o.src);
-            add(o.dst);
-        }
-        if let SightingKind::IcmpError { sender, .. } = &s.kind {
-            add(*sender);
-        }
-    }
-    addrs
 }
 
 /// Attaches the conntrack entry to every hop where a NAT rewrite was first seen.

@@ -14,9 +14,9 @@ use dye_core::snapshot::{
 
 /// Converts a discovered topology and the chosen capture points.
 pub fn from_topology(topology: &Topology, source: &str, points: Vec<Point>) -> Snapshot {
-    Snapshot {
-        source: source.to_string(),
-        namespaces: topology
+    Snapshot::new(
+        source.to_string(),
+        topology
             .namespaces
             .iter()
             .map(|n| Namespace {
@@ -26,10 +26,9 @@ pub fn from_topology(topology: &Topology, source: &str, points: Vec<Point>) -> S
                 routes: n.routes.iter().map(route).collect(),
             })
             .collect(),
-        edges: topology.edges.iter().map(edge).collect(),
+        topology.edges.iter().map(edge).collect(),
         points,
-        lookups: Vec::new(),
-    }
+    )
 }
 
 /// The class of a capture point's link.

@@ -20,9 +20,10 @@ use crate::probe::Probe;
 use crate::probe::ProbeTemplate;
 use crate::probe_loop::{self, Captured, SentProbe, Strategy, Watch};
 use crate::reconstruct::reconstruct;
+use crate::routes;
 use crate::seam::{Network, PmtuRemoval, PmtuRestore};
 use crate::snapshot::{Route, Snapshot};
-use crate::trace::{check_port, complete_lookups, source_route, TraceError, TraceIds};
+use crate::trace::{check_port, source_route, TraceError, TraceIds};
 
 /// What to measure and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,29 +183,30 @@ pub fn run_mtu(
     }
     let restore = net.restore_pmtu()?;
 
-    // Complete the snapshot, then analyse every probe against it.
-    complete_lookups(snapshot, net, &sightings)?;
+    // Every probe against the snapshot, with the routes its analysis asks for.
+    let tried: Vec<Tried> = routes::answering(snapshot, net, |snapshot| {
+        let oracle = SnapshotOracle { snapshot };
+        watched
+            .iter()
+            .map(|w| {
+                let (outcome, rtt) = final_outcome(w, snapshot, &sightings);
+                let mine: Vec<Sighting> = sightings
+                    .iter()
+                    .filter(|s| s.seq == w.seq)
+                    .cloned()
+                    .collect();
+                let rec = reconstruct(
+                    &snapshot.points,
+                    &snapshot.source,
+                    &[(w.seq, w.sent_ns)],
+                    &mine,
+                    &oracle,
+                );
+                Tried::new(w.seq, w.size, outcome, rtt, rec.hops, snapshot, &oracle)
+            })
+            .collect()
+    })?;
     let snapshot: &Snapshot = snapshot;
-    let oracle = SnapshotOracle { snapshot };
-    let tried: Vec<Tried> = watched
-        .iter()
-        .map(|w| {
-            let (outcome, rtt) = final_outcome(w, snapshot, &sightings);
-            let mine: Vec<Sighting> = sightings
-                .iter()
-                .filter(|s| s.seq == w.seq)
-                .cloned()
-                .collect();
-            let rec = reconstruct(
-                &snapshot.points,
-                &snapshot.source,
-                &[(w.seq, w.sent_ns)],
-                &mine,
-                &oracle,
-            );
-            Tried::new(w.seq, w.size, outcome, rtt, rec.hops, snapshot, &oracle)
-        })
-        .collect();
     let report = analyze(Inputs {
         cfg: plan,
         src,
@@ -310,8 +312,9 @@ impl Strategy for AdaptiveSearch<'_> {
         let w = self.watched.last().expect("just pushed");
         // The search needs this probe's outcome now, and where it vanished may need a route
         // towards an address the capture just revealed.
-        complete_lookups(self.snapshot, net, &captured.sightings)?;
-        let outcome = provisional_outcome(w, self.snapshot, &captured.sightings);
+        let outcome = routes::answering(self.snapshot, net, |snapshot| {
+            provisional_outcome(w, snapshot, &captured.sightings)
+        })?;
         self.search.record(probe.size, outcome.search);
         // The first answer sets the pace: a generous multiple of the time dye took to learn it
         // (capture and reorder delay included, not just the network's round trip).
