@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use std::net::IpAddr;
 
 use dye_core::model::{Direction, Endpoint, IcmpKind, LinkClass, PointRef, TunnelKind};
+use dye_core::mtu::links::LinkLimit;
+use dye_core::mtu::outcome::ProbeOutcome;
+use dye_core::mtu::result::{AppliesTo, Found, MtuResult, Sender, Warning, Why};
 use dye_core::mtu::{run_mtu, MtuPlan, MtuRun, Status};
 use dye_core::path::{
     DropReason, FragmentLayer, Hop, HopEvent, Leg, Outcome, Rewrite, Subject, Transport,
@@ -671,27 +674,50 @@ fn a_trace_that_changes_no_cache_reports_none() {
 
 // ---- MTU searches --------------------------------------------------------------------------
 
+fn signalled_by(m: &MtuResult) -> &Sender {
+    match &m.limit.as_ref().expect("a limit").found {
+        Found::Signalled { sender, .. } => sender,
+        f => panic!("not signalled: {f:?}"),
+    }
+}
+
+fn limit_link(m: &MtuResult) -> &LinkLimit {
+    m.limit
+        .as_ref()
+        .and_then(|l| l.link.as_ref())
+        .expect("a limiting link")
+}
+
 #[test]
 fn a_healthy_overlay_is_limited_by_flannel_in_two_probes() {
-    let m = mtu("mtu-healthy").report;
+    let m = mtu("mtu-healthy").result;
     assert_eq!(m.status, Status::Healthy);
     assert_eq!(m.path_mtu, Some(1450));
-    let l = m.limit.expect("a limit");
+    let l = limit_link(&m);
     assert_eq!(
         (l.netns.as_str(), l.ifname.as_str()),
         ("dye-fx-node-1", "flannel.1")
     );
-    let e = l.encapsulation.expect("a tunnel");
+    let e = l.encapsulation.as_ref().expect("a tunnel");
     assert_eq!((e.overhead, e.needs_underlay_mtu), (50, 1500));
+    match &m.limit.as_ref().expect("limit").found {
+        Found::Healthy {
+            underlay: Some(u), ..
+        } => assert_eq!((u.ifname.as_str(), u.mtu), ("eth0", 1500)),
+        f => panic!("{f:?}"),
+    }
     assert_eq!(
         m.probes.iter().map(|p| p.size).collect::<Vec<_>>(),
         vec![68, 1450]
     );
+    let rec = m.recommendation.expect("a recommendation");
+    assert_eq!((rec.mtu, rec.applies_to), (1450, AppliesTo::Overlay));
+    assert!(matches!(rec.why, Why::KeepTunnel { .. }));
 }
 
 #[test]
 fn the_largest_payloads_follow_from_the_path_mtu() {
-    let m = mtu("mtu-healthy").report;
+    let m = mtu("mtu-healthy").result;
     let p = m.max_payload.expect("payloads");
     assert_eq!(p.tcp_mss, 1450 - 40);
     assert_eq!(p.udp, 1450 - 28);
@@ -700,22 +726,30 @@ fn the_largest_payloads_follow_from_the_path_mtu() {
 
 #[test]
 fn a_vxlan_df_black_hole_is_found_at_the_underlay_egress() {
-    let m = mtu("mtu-black-hole").report;
+    let m = mtu("mtu-black-hole").result;
     assert_eq!(m.status, Status::BlackHole);
     assert_eq!(m.path_mtu, Some(1350));
-    let l = m.limit.expect("a limit");
+    let l = limit_link(&m);
     assert_eq!(
-        (l.netns.as_str(), l.ifname.as_str(), l.mtu),
-        ("dye-fx-node-1", "eth0", 1400)
+        (l.netns.as_str(), l.ifname.as_str(), l.mtu, l.fits),
+        ("dye-fx-node-1", "eth0", 1400, 1350)
     );
-    assert_eq!(
-        l.vanished_after.as_deref(),
-        Some("dye-fx-node-1/flannel.1 (out)")
-    );
+    match &m.limit.as_ref().expect("limit").found {
+        Found::BlackHole {
+            vanished_after: Some(after),
+        } => assert_eq!(
+            (&after.at, after.direction),
+            (&at("node-1", "flannel.1"), Direction::Out)
+        ),
+        f => panic!("{f:?}"),
+    }
     let rec = m.recommendation.expect("a recommendation");
-    assert_eq!((rec.mtu, rec.applies_to.as_str()), (1350, "overlay"));
+    assert_eq!((rec.mtu, rec.applies_to), (1350, AppliesTo::Overlay));
+    assert!(matches!(rec.why, Why::TunnelBlackHole { .. }));
     assert!(
-        m.probes.iter().all(|p| p.outcome != "too_big"),
+        m.probes
+            .iter()
+            .all(|p| !matches!(p.outcome, ProbeOutcome::TooBig { .. })),
         "nobody sent ICMP"
     );
     assert!(m.probes.len() <= 8);
@@ -723,28 +757,28 @@ fn a_vxlan_df_black_hole_is_found_at_the_underlay_egress() {
 
 #[test]
 fn without_outer_df_the_overlay_passes_but_underlay_fragmentation_is_warned() {
-    let m = mtu("mtu-outer-fragmenting").report;
+    let m = mtu("mtu-outer-fragmenting").result;
     assert_eq!(m.status, Status::Healthy);
     assert_eq!(m.path_mtu, Some(1450));
     assert!(
-        m.warnings
-            .iter()
-            .any(|w| w.contains("dye-fx-node-1/eth0 (MTU 1400) fragments")),
+        m.warnings.iter().any(|w| matches!(w,
+            Warning::OuterFragmented { at: a, mtu: Some(1400), .. } if *a == at("node-1", "eth0"))),
         "{:?}",
         m.warnings
     );
-    assert_eq!(m.recommendation.map(|r| r.mtu), Some(1350));
+    let rec = m.recommendation.expect("a recommendation");
+    assert_eq!(rec.mtu, 1350);
+    assert!(matches!(rec.why, Why::UnderlayFragments { .. }));
 }
 
 #[test]
 fn a_pod_mtu_above_the_overlay_is_signalled_by_its_node() {
-    let m = mtu("mtu-signalled-by-node").report;
+    let m = mtu("mtu-signalled-by-node").result;
     assert_eq!(m.status, Status::Signalled);
     assert_eq!(m.path_mtu, Some(1450));
-    let l = m.limit.expect("a limit");
-    assert_eq!(l.ifname, "flannel.1");
-    let by = l.signalled_by.expect("a sender");
-    assert_eq!(by.address, "10.244.1.1");
+    assert_eq!(limit_link(&m).ifname, "flannel.1");
+    let by = signalled_by(&m);
+    assert_eq!(by.address, ip("10.244.1.1"));
     assert_eq!(by.netns, vec!["dye-fx-node-1".to_string()]);
     assert_eq!(by.advertised_mtu, Some(1450));
     assert!(!by.nat_rewritten);
@@ -752,51 +786,50 @@ fn a_pod_mtu_above_the_overlay_is_signalled_by_its_node() {
 
 #[test]
 fn an_ipv6_packet_too_big_names_the_firewall_link() {
-    let m = mtu("mtu-v6-packet-too-big").report;
+    let m = mtu("mtu-v6-packet-too-big").result;
     assert_eq!(m.status, Status::Signalled);
     assert_eq!(m.path_mtu, Some(1280));
     assert_eq!(m.search.min, 1280, "IPv6 links carry at least 1280");
-    let l = m.limit.expect("a limit");
+    let l = limit_link(&m);
     assert_eq!((l.netns.as_str(), l.ifname.as_str()), ("dye-fx-fw", "eth1"));
     assert_eq!(m.max_payload.map(|p| p.tcp_mss), Some(1220));
 }
 
 #[test]
-fn the_pmtu_cache_a_packet_too_big_poisoned_is_reported_restored() {
-    let m = mtu("mtu-v6-packet-too-big").report;
-    let c = m.pmtu_cache;
-    assert!(c.restored, "{}", c.detail);
-    assert!(
-        c.after.as_deref().is_some_and(|a| a.contains("mtu 1280")),
-        "{:?}",
-        c.after
-    );
-    assert!(c.before.as_deref().is_some_and(|b| !b.contains("mtu 1280")));
+fn the_pmtu_cache_a_packet_too_big_poisoned_is_restored() {
+    let m = mtu("mtu-v6-packet-too-big").result;
+    let c = m.pmtu;
+    assert_eq!(c.removed, Some(Ok(PmtuRemoval::OneDestination)));
+    assert_eq!(c.after.and_then(|r| r.mtu), Some(1280));
+    assert_eq!(c.before.and_then(|r| r.mtu), None);
+    assert_eq!(c.now.and_then(|r| r.mtu), None);
 }
 
 #[test]
 fn an_icmp_error_natted_on_its_way_back_is_attributed_to_the_firewall() {
-    let m = mtu("mtu-through-nat").report;
+    let m = mtu("mtu-through-nat").result;
     assert_eq!(m.status, Status::Signalled);
     assert_eq!(m.path_mtu, Some(1280));
-    let l = m.limit.expect("a limit");
+    let l = limit_link(&m);
     assert_eq!((l.netns.as_str(), l.ifname.as_str()), ("dye-fx-fw", "eth0"));
-    let by = l.signalled_by.expect("a sender");
-    assert_eq!(by.address, "203.0.113.80");
+    let by = signalled_by(&m);
+    assert_eq!(by.address, ip("203.0.113.80"));
     assert!(by.nat_rewritten);
     assert_eq!(by.netns, vec!["dye-fx-fw".to_string()]);
 }
 
 #[test]
 fn a_path_that_passes_nothing_is_unreachable() {
-    let m = mtu("mtu-unreachable").report;
+    let m = mtu("mtu-unreachable").result;
     assert_eq!(m.status, Status::Unreachable);
     assert_eq!(m.path_mtu, None);
+    assert_eq!(m.limit, None);
+    assert_eq!(m.recommendation, None);
     assert_eq!(
         m.probes.iter().map(|p| p.size).collect::<Vec<_>>(),
         vec![68, 68]
     );
-    assert!(m.probes.iter().all(|p| p.outcome == "vanished"));
+    assert!(m.probes.iter().all(|p| p.outcome == ProbeOutcome::Vanished));
 }
 
 // ---- record and replay ---------------------------------------------------------------------
@@ -806,8 +839,8 @@ fn replaying_twice_gives_the_same_json() {
     let a = serde_json::to_string(&report("trace-office-vip")).expect("json");
     let b = serde_json::to_string(&report("trace-office-vip")).expect("json");
     assert_eq!(a, b);
-    let a = serde_json::to_string(&mtu("mtu-black-hole").report).expect("json");
-    let b = serde_json::to_string(&mtu("mtu-black-hole").report).expect("json");
+    let a = serde_json::to_string(&mtu("mtu-black-hole").result).expect("json");
+    let b = serde_json::to_string(&mtu("mtu-black-hole").result).expect("json");
     assert_eq!(a, b);
 }
 

@@ -151,20 +151,21 @@ pub fn run(args: MtuArgs) -> anyhow::Result<ExitCode> {
 
 /// Prints an MTU result and chooses the exit status: the same for a live search and a replay.
 pub(crate) fn emit(run: &MtuRun, json: bool) -> anyhow::Result<ExitCode> {
+    let report = crate::report::mtu::project(&run.result);
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &run.report)?;
+        serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
         let style = Style {
             color: std::io::stdout().is_terminal(),
         };
-        write!(out, "{}", render::text(&run.report, style))?;
+        write!(out, "{}", render::text(&report, style))?;
     }
     Ok(ExitCode::from(if run.interrupted {
         EXIT_INTERRUPTED
     } else {
-        match run.report.status {
+        match run.result.status {
             Status::Healthy | Status::Signalled => EXIT_OK,
             _ => EXIT_NEGATIVE,
         }

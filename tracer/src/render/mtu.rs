@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use dye_core::mtu::{MtuReport, Status};
+use crate::report::mtu_v1::{MtuReport, Status};
 
 use super::trace::Style;
 

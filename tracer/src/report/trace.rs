@@ -64,7 +64,7 @@ pub fn project(trace: &Trace, snapshot: &Snapshot) -> TraceReport {
         pmtu_cache: trace
             .pmtu
             .as_ref()
-            .map(|r| dye_core::mtu::run::cache_report(plan.to, &snapshot.source, r)),
+            .map(|r| super::mtu::cache_report(plan.to, &snapshot.source, r)),
     }
 }
 

@@ -29,7 +29,7 @@ pub struct TraceReport {
     /// a big probe does) and dye put it back — or could not. Added in v1; absent in older
     /// reports.
     #[serde(default)]
-    pub pmtu_cache: Option<dye_core::mtu::report::CacheReport>,
+    pub pmtu_cache: Option<super::mtu_v1::CacheReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

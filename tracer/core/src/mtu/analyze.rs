@@ -8,16 +8,18 @@ use std::time::Duration;
 
 use super::links::{self, LinkLimit};
 use super::outcome::ProbeOutcome;
-use super::report::{
-    CacheReport, Limit, MaxPayload, MtuReport, ProbeRecord, Recommendation, SearchReport, Sender,
-    Status, SCHEMA,
+use super::result::{
+    AppliesTo, Found, Limit, MaxPayload, MtuResult, ProbeResult, Recommendation, SearchStats,
+    Sender, Status, Warning, Why,
 };
 use super::run::MtuPlan;
 use super::search::{Bound, Outcome, Search};
 use crate::model::Direction;
+use crate::model::PointRef;
 use crate::oracle::SnapshotOracle;
-use crate::path::{FragmentLayer, Hop, Leg};
+use crate::path::{FragmentLayer, Hop, Leg, Next};
 use crate::reconstruct::PathOracle;
+use crate::seam::PmtuRestore;
 use crate::snapshot::Snapshot;
 
 /// One probe of the search and what is known about where it went.
@@ -29,8 +31,8 @@ pub struct Tried {
     pub rtt: Option<Duration>,
     /// Its hops as reconstructed (forward, then return).
     pub hops: Vec<Hop>,
-    /// `netns/ifname (dir)` of its last forward sighting.
-    pub last_seen: Option<String>,
+    /// Its last forward sighting.
+    pub last_seen: Option<Next>,
     /// Vanished: the link it should have crossed next.
     pub vanished_at: Option<LinkLimit>,
     /// Too big: the namespaces owning the ICMP sender, and the link its route uses.
@@ -51,7 +53,10 @@ impl Tried {
         oracle: &SnapshotOracle<'_>,
     ) -> Tried {
         let last = hops.iter().rev().find(|h| h.leg == Leg::Forward);
-        let last_seen = last.map(|h| format!("{}/{} ({})", h.netns, h.ifname, h.direction));
+        let last_seen = last.map(|h| Next {
+            at: h.at(),
+            direction: h.direction,
+        });
         let mut t = Tried {
             seq,
             size,
@@ -133,7 +138,7 @@ impl Tried {
     /// What the search learns from this probe.
     pub fn search_outcome(&self) -> Outcome {
         match &self.outcome {
-            ProbeOutcome::Passed { .. } => Outcome::Passed,
+            ProbeOutcome::Passed(_) => Outcome::Passed,
             ProbeOutcome::TooBig { mtu, .. } => Outcome::Signalled { mtu: *mtu },
             // Refused for another reason: a failure at this size, without a hint.
             ProbeOutcome::Refused { .. } => Outcome::Signalled { mtu: None },
@@ -143,31 +148,14 @@ impl Tried {
         }
     }
 
-    fn record(&self) -> ProbeRecord {
-        let detail = match &self.outcome {
-            ProbeOutcome::Passed { how } => how.clone(),
-            ProbeOutcome::TooBig { sender, mtu } => format!(
-                "too big: {sender} advertised next-hop MTU {}",
-                mtu.map(|m| m.to_string()).unwrap_or_else(|| "?".into())
-            ),
-            ProbeOutcome::Refused { sender, what } => format!("ICMP {what} from {sender}"),
-            ProbeOutcome::Vanished => match (&self.last_seen, &self.vanished_at) {
-                (Some(l), Some(n)) => format!(
-                    "vanished after {l}; never crossed {} (MTU {})",
-                    n.name(),
-                    n.mtu
-                ),
-                (Some(l), None) => format!("vanished after {l}"),
-                (None, _) => "never seen leaving the source".into(),
-            },
-        };
-        ProbeRecord {
+    fn result(&self) -> ProbeResult {
+        ProbeResult {
             seq: self.seq,
             size: self.size,
-            outcome: self.outcome.label().to_string(),
-            detail,
-            rtt_ms: self.rtt.map(|d| (d.as_secs_f64() * 1e6).round() / 1000.0),
+            outcome: self.outcome.clone(),
+            rtt: self.rtt,
             last_seen: self.last_seen.clone(),
+            vanished_at: self.vanished_at.clone(),
         }
     }
 }
@@ -184,13 +172,13 @@ pub struct Inputs<'a> {
     pub min: u32,
     pub max: u32,
     pub wait: Duration,
-    pub cache: CacheReport,
+    pub pmtu: PmtuRestore,
     /// The search converged (not interrupted, not out of probes or time).
     pub complete: bool,
     pub elapsed: Duration,
 }
 
-pub fn analyze(i: Inputs<'_>) -> MtuReport {
+pub fn analyze(i: Inputs<'_>) -> MtuResult {
     let path_mtu = i.search.passed();
     let failed = i.search.failed();
     // The probe that set the upper bound.
@@ -216,24 +204,23 @@ pub fn analyze(i: Inputs<'_>) -> MtuReport {
     let largest_pass = i
         .tried
         .iter()
-        .filter(|t| matches!(t.outcome, ProbeOutcome::Passed { .. }))
+        .filter(|t| matches!(t.outcome, ProbeOutcome::Passed(_)))
         .max_by_key(|t| t.size);
     let topology = i.snapshot;
 
     let mut warnings = Vec::new();
     let limit = match (status, bounding) {
-        (Status::BlackHole, Some(t)) => t.vanished_at.as_ref().map(|l| black_hole_limit(t, l)),
+        (Status::BlackHole, Some(t)) => t.vanished_at.as_ref().map(|l| Limit {
+            link: Some(l.clone()),
+            found: Found::BlackHole {
+                vanished_after: t.last_seen.clone(),
+            },
+        }),
         (Status::Signalled, Some(t)) => signalled_limit(t),
         (Status::Healthy, _) => largest_pass.and_then(|t| {
             let crossed = t.crossed();
             let l = links::narrowest(topology, &crossed)?;
-            Some(healthy_limit(
-                topology,
-                &l,
-                &crossed,
-                i.source_mtu,
-                &i.cfg.from,
-            ))
+            Some(healthy_limit(topology, &l, &crossed, i.source_mtu))
         }),
         _ => None,
     };
@@ -248,70 +235,67 @@ pub fn analyze(i: Inputs<'_>) -> MtuReport {
                 continue;
             }
             reported.push(key);
-            let sizes = f
-                .sizes
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .join(" + ");
-            let mtu = link_mtu(topology, &h.netns, &h.ifname)
-                .map(|m| m.to_string())
-                .unwrap_or_else(|| "?".into());
-            let what = h
-                .outer
-                .first()
-                .map(|o| o.tunnel.as_str())
-                .unwrap_or("outer");
+            let at = h.at();
+            let mtu = link_mtu(topology, &h.netns, &h.ifname);
+            let tunnel = h.outer.first().map(|o| o.tunnel.clone());
+            let sizes = f.sizes.clone();
             warnings.push(match (h.leg, f.layer) {
-                (Leg::Forward, FragmentLayer::Outer) => format!(
-                    "probes of {} bytes pass, but {}/{} (MTU {mtu}) fragments their {what} packets ({sizes} bytes): every full-size packet costs {} on the underlay and a reassembly at the far end, and is lost whole if one fragment is",
-                    t.size, h.netns, h.ifname, f.sizes.len()
-                ),
-                (Leg::Return, FragmentLayer::Outer) => format!(
-                    "the replies' {what} packets are fragmented too, leaving {}/{} (MTU {mtu}, {sizes} bytes)",
-                    h.netns, h.ifname
-                ),
-                (Leg::Return, _) => format!(
-                    "replies of {} bytes were fragmented leaving {}/{} (MTU {mtu}, {sizes} bytes): the return path carries less than the forward path",
-                    t.size, h.netns, h.ifname
-                ),
-                (Leg::Forward, _) => format!(
-                    "probes of {} bytes were fragmented leaving {}/{} (MTU {mtu}, {sizes} bytes) despite DF",
-                    t.size, h.netns, h.ifname
-                ),
+                (Leg::Forward, FragmentLayer::Outer) => Warning::OuterFragmented {
+                    size: t.size,
+                    at,
+                    mtu,
+                    tunnel,
+                    sizes,
+                },
+                (Leg::Return, FragmentLayer::Outer) => Warning::ReplyOuterFragmented {
+                    at,
+                    mtu,
+                    tunnel,
+                    sizes,
+                },
+                (Leg::Return, _) => Warning::ReplyFragmented {
+                    size: t.size,
+                    at,
+                    mtu,
+                    sizes,
+                },
+                (Leg::Forward, _) => Warning::FragmentedDespiteDf {
+                    size: t.size,
+                    at,
+                    mtu,
+                    sizes,
+                },
             });
         }
     }
     for t in i.tried {
         if let ProbeOutcome::TooBig { sender, mtu } = &t.outcome {
             if mtu.is_none_or(|m| m == 0 || m >= t.size) {
-                warnings.push(format!(
-                    "{sender} refused a {}-byte probe with a bogus next-hop MTU {}: dye ignored the value and searched",
-                    t.size,
-                    mtu.map(|m| m.to_string()).unwrap_or_else(|| "(none)".into())
-                ));
+                warnings.push(Warning::BogusIcmp {
+                    sender: *sender,
+                    size: t.size,
+                    mtu: *mtu,
+                });
             }
         }
     }
     if status == Status::Signalled {
         if let Some(t) = i.tried.iter().find(|t| t.outcome == ProbeOutcome::Vanished) {
-            warnings.push(format!(
-                "a {}-byte probe vanished without ICMP ({}) before others were refused with ICMP",
-                t.size,
-                t.last_seen.as_deref().unwrap_or("never seen")
-            ));
+            warnings.push(Warning::VanishedBeforeRefused {
+                size: t.size,
+                last_seen: t.last_seen.clone(),
+            });
         }
     }
     if status == Status::Healthy && path_mtu.is_some() && path_mtu == i.source_mtu {
-        warnings.push(format!(
-            "{} cannot send more than its own interface's MTU {}: whether the rest of the path carries more is not measured",
-            i.cfg.from,
-            i.source_mtu.unwrap_or(0)
-        ));
+        warnings.push(Warning::SourceCeiling {
+            mtu: i.source_mtu.unwrap_or(0),
+        });
     }
 
     let outer_fragmenting = limit
         .as_ref()
+        .and_then(|l| l.link.as_ref())
         .and_then(|l| l.encapsulation.as_ref())
         .and_then(|e| {
             // Healthy but fragmenting: the underlay under the tunnel is what is too small.
@@ -338,34 +322,27 @@ pub fn analyze(i: Inputs<'_>) -> MtuReport {
         udp: m.saturating_sub(ip_header + 8),
         icmp_echo_data: m.saturating_sub(ip_header + 8),
     });
-    let to = crate::model::Endpoint {
-        addr: i.cfg.to,
-        port: i.cfg.port,
-    }
-    .to_string();
-    MtuReport {
-        schema: SCHEMA.to_string(),
-        from: i.cfg.from.clone(),
-        src: i.src.to_string(),
-        to,
-        proto: i.cfg.proto.as_str().to_string(),
+    MtuResult {
+        plan: i.cfg.clone(),
+        src: i.src,
+        source: i.snapshot.source.clone(),
         path_mtu,
         status,
         limit,
         max_payload,
         recommendation,
         warnings,
-        pmtu_cache: i.cache,
-        search: SearchReport {
+        pmtu: i.pmtu,
+        search: SearchStats {
             min: i.min,
             max: i.max,
             source_mtu: i.source_mtu,
             probes_sent: i.tried.len() as u32,
-            probe_wait_ms: i.wait.as_millis() as u64,
-            elapsed_ms: i.elapsed.as_millis() as u64,
+            wait: i.wait,
+            elapsed: i.elapsed,
             capture_points: i.snapshot.points.len(),
         },
-        probes: i.tried.iter().map(Tried::record).collect(),
+        probes: i.tried.iter().map(Tried::result).collect(),
     }
 }
 
@@ -373,111 +350,27 @@ fn link_mtu(topology: &Snapshot, ns: &str, ifname: &str) -> Option<u32> {
     topology.link(ns, ifname).map(|l| l.mtu)
 }
 
-/// The limit at link `l`, explained; the caller adds how it showed itself.
-fn limit_at(l: &LinkLimit, explanation: String) -> Limit {
-    Limit {
-        link: l.name(),
-        netns: l.netns.clone(),
-        ifname: l.ifname.clone(),
-        mtu: l.mtu,
-        encapsulation: l.encapsulation.clone(),
-        signalled_by: None,
-        vanished_after: None,
-        also_at_this_mtu: Vec::new(),
-        explanation,
-    }
-}
-
-fn black_hole_limit(t: &Tried, l: &LinkLimit) -> Limit {
-    let after = t.last_seen.clone().unwrap_or_else(|| "the source".into());
-    let explanation = match &l.encapsulation {
-        Some(e) => format!(
-            "{} MTU {} needs {} on the underlay ({} + {} bytes of {} overhead); {} has {}. Probes above {} were last seen at {after} and never left through {}, and nobody sent ICMP: a black hole",
-            e.tunnel, e.tunnel_mtu, e.needs_underlay_mtu, e.tunnel_mtu, e.overhead, e.kind,
-            l.name(), l.mtu, l.fits, l.name()
-        ),
-        None => format!(
-            "probes above {} were last seen at {after} and never crossed {} (MTU {}); nobody sent ICMP: a black hole",
-            l.fits,
-            l.name(),
-            l.mtu
-        ),
-    };
-    Limit {
-        vanished_after: t.last_seen.clone(),
-        ..limit_at(l, explanation)
-    }
-}
-
 fn signalled_limit(t: &Tried) -> Option<Limit> {
-    let (sender, advertised, what) = match &t.outcome {
-        ProbeOutcome::TooBig { sender, mtu } => (
-            *sender,
-            *mtu,
-            if sender.is_ipv4() {
-                "fragmentation needed"
-            } else {
-                "packet too big"
-            },
-        ),
-        ProbeOutcome::Refused { sender, what } => (*sender, None, what.as_str()),
+    let sender = match &t.outcome {
+        ProbeOutcome::TooBig { sender, .. } | ProbeOutcome::Refused { sender, .. } => *sender,
         _ => return None,
     };
-    let who = if t.sender_netns.is_empty() {
-        sender.to_string()
-    } else if t.sender_rewritten {
-        format!(
-            "{} (its ICMP error reaches the source from {sender}: NAT rewrote it on the way back)",
-            t.sender_netns.join(", ")
-        )
-    } else {
-        format!("{sender} ({})", t.sender_netns.join(", "))
+    let advertised = match &t.outcome {
+        ProbeOutcome::TooBig { mtu, .. } => *mtu,
+        _ => None,
     };
-    let signalled_by = Some(Sender {
-        address: sender.to_string(),
-        netns: t.sender_netns.clone(),
-        nat_rewritten: t.sender_rewritten,
-        advertised_mtu: advertised,
-    });
-    Some(match &t.signalled_link {
-        Some(l) => {
-            let tunnel_note = match &l.encapsulation {
-                Some(e) if e.tunnel == l.name() => format!(
-                    ", a {} device that leaves {} bytes for its outer headers",
-                    e.kind, e.overhead
-                ),
-                Some(e) => format!(
-                    ", the underlay of {} ({} + {} bytes of {} overhead)",
-                    e.tunnel, e.tunnel_mtu, e.overhead, e.kind
-                ),
-                None => String::new(),
-            };
-            let explanation = format!(
-                "{who} refused a {}-byte probe with ICMP {what}{}: it forwards through {} (MTU {}){tunnel_note}",
-                t.size,
-                advertised.map(|m| format!(" (next-hop MTU {m})")).unwrap_or_default(),
-                l.name(),
-                l.mtu,
-            );
-            Limit {
-                signalled_by,
-                ..limit_at(l, explanation)
-            }
-        }
-        None => Limit {
-            link: format!("beyond {}", t.last_seen.as_deref().unwrap_or("the source")),
-            netns: String::new(),
-            ifname: String::new(),
-            mtu: advertised.unwrap_or(0),
-            encapsulation: None,
-            signalled_by,
-            vanished_after: None,
-            also_at_this_mtu: Vec::new(),
-            explanation: format!(
-                "{who} refused a {}-byte probe with ICMP {what}{}; the sender is outside dye's view",
-                t.size,
-                advertised.map(|m| format!(" (next-hop MTU {m})")).unwrap_or_default()
-            ),
+    Some(Limit {
+        link: t.signalled_link.clone(),
+        found: Found::Signalled {
+            sender: Sender {
+                address: sender,
+                netns: t.sender_netns.clone(),
+                nat_rewritten: t.sender_rewritten,
+                advertised_mtu: advertised,
+            },
+            refused: t.size,
+            outcome: t.outcome.clone(),
+            last_seen: t.last_seen.clone(),
         },
     })
 }
@@ -487,36 +380,23 @@ fn healthy_limit(
     l: &LinkLimit,
     crossed: &[(String, String)],
     source_mtu: Option<u32>,
-    from: &str,
 ) -> Limit {
-    let explanation = match &l.encapsulation {
-        Some(e) => {
-            match links::tunnel_underlay(topology, e) {
-                Some(u) if u.mtu >= e.needs_underlay_mtu => format!(
-                    "{} ({}) MTU {} needs {} on the underlay ({} bytes of {} overhead); {} has {}: the overlay MTU is what limits the path, and it fits",
-                    e.tunnel, e.kind, e.tunnel_mtu, e.needs_underlay_mtu, e.overhead, e.kind, u.name(), u.mtu
-                ),
-                Some(u) => format!(
-                    "{} ({}) MTU {} needs {} on the underlay ({} bytes of {} overhead), but {} has {}: full-size packets are fragmented on the underlay",
-                    e.tunnel, e.kind, e.tunnel_mtu, e.needs_underlay_mtu, e.overhead, e.kind, u.name(), u.mtu
-                ),
-                None => format!("{} ({}) MTU {} is the narrowest link on the path", e.tunnel, e.kind, e.tunnel_mtu),
-            }
-        }
-        None if Some(l.mtu) == source_mtu => format!(
-            "{} MTU {} is the narrowest link on the path: {from}'s own interface",
-            l.name(),
-            l.mtu
-        ),
-        None => format!(
-            "{} MTU {} is the narrowest link on the path",
-            l.name(),
-            l.mtu
-        ),
-    };
     Limit {
-        also_at_this_mtu: links::same_mtu(topology, crossed, l),
-        ..limit_at(l, explanation)
+        link: Some(l.clone()),
+        found: Found::Healthy {
+            underlay: l
+                .encapsulation
+                .as_ref()
+                .and_then(|e| links::tunnel_underlay(topology, e)),
+            own_interface: l.encapsulation.is_none() && Some(l.mtu) == source_mtu,
+            also_at_this_mtu: links::same_mtu(topology, crossed, l)
+                .into_iter()
+                .filter_map(|n| {
+                    n.split_once('/')
+                        .map(|(ns, i)| PointRef::new(ns.to_string(), i.to_string()))
+                })
+                .collect(),
+        },
     }
 }
 
@@ -532,54 +412,49 @@ fn recommend(
         let e = u.encapsulation.as_ref()?;
         return Some(Recommendation {
             mtu: u.fits,
-            applies_to: "overlay".into(),
-            reason: format!(
-                "set {} and the pods' interfaces to {} so nothing is fragmented on {} (MTU {}), or raise the underlay MTU to {}",
-                e.tunnel, u.fits, u.name(), u.mtu, e.needs_underlay_mtu
-            ),
+            applies_to: AppliesTo::Overlay,
+            why: Why::UnderlayFragments {
+                encapsulation: e.clone(),
+                underlay: u.clone(),
+            },
         });
     }
     let limit = limit?;
-    Some(match (status, &limit.encapsulation) {
+    if status == Status::Signalled {
+        return Some(Recommendation {
+            mtu: pmtu,
+            applies_to: AppliesTo::Pod,
+            why: Why::IcmpWorks {
+                mss: pmtu.saturating_sub(ip_header + 20),
+            },
+        });
+    }
+    let link = limit.link.as_ref()?;
+    Some(match (status, &link.encapsulation) {
         (Status::BlackHole, Some(e)) => Recommendation {
-            mtu: pmtu.min(limit.mtu.saturating_sub(e.overhead)),
-            applies_to: "overlay".into(),
-            reason: format!(
-                "set {} and the pods' interfaces to {} (what {} carries after {} bytes of {} overhead), or raise {}'s MTU to {}",
-                e.tunnel,
-                limit.mtu.saturating_sub(e.overhead),
-                limit.link,
-                e.overhead,
-                e.kind,
-                limit.link,
-                e.needs_underlay_mtu
-            ),
+            mtu: pmtu.min(link.mtu.saturating_sub(e.overhead)),
+            applies_to: AppliesTo::Overlay,
+            why: Why::TunnelBlackHole {
+                encapsulation: e.clone(),
+                link: link.clone(),
+            },
         },
         (Status::BlackHole, None) => Recommendation {
             mtu: pmtu,
-            applies_to: "pod".into(),
-            reason: format!(
-                "nothing tells senders that {} carries only {}: set the pods' MTU to {pmtu}, or let the router there send ICMP",
-                limit.link, limit.mtu
-            ),
-        },
-        (Status::Signalled, _) => Recommendation {
-            mtu: pmtu,
-            applies_to: "pod".into(),
-            reason: format!(
-                "path MTU discovery works here as long as the ICMP errors get through; if they may be filtered, set the pods' MTU to {pmtu} or clamp TCP MSS to {}",
-                pmtu.saturating_sub(ip_header + 20)
-            ),
+            applies_to: AppliesTo::Pod,
+            why: Why::SilentLink { link: link.clone() },
         },
         (_, Some(e)) => Recommendation {
             mtu: e.tunnel_mtu,
-            applies_to: "overlay".into(),
-            reason: format!("{} MTU {} is right for its underlay: keep it", e.tunnel, e.tunnel_mtu),
+            applies_to: AppliesTo::Overlay,
+            why: Why::KeepTunnel {
+                encapsulation: e.clone(),
+            },
         },
         (_, None) => Recommendation {
             mtu: pmtu,
-            applies_to: "pod".into(),
-            reason: format!("{} MTU {} is the path's limit: keep the pods' MTU at {pmtu}", limit.link, limit.mtu),
+            applies_to: AppliesTo::Pod,
+            why: Why::KeepPods { link: link.clone() },
         },
     })
 }

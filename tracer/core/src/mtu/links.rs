@@ -5,13 +5,28 @@
 
 use std::net::IpAddr;
 
-use super::report::Encapsulation;
+use serde::{Deserialize, Serialize};
+
 use crate::model::Direction;
 use crate::reconstruct::PointMeta;
 use crate::snapshot::{Link, LinkKind, Snapshot as Topology};
 
+/// The encapsulation whose overhead makes a tunnel's underlay the limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encapsulation {
+    /// vxlan | geneve | ...
+    pub kind: String,
+    /// `netns/ifname` of the tunnel device.
+    pub tunnel: String,
+    pub tunnel_mtu: u32,
+    /// Bytes of outer headers.
+    pub overhead: u32,
+    /// The underlay MTU the tunnel's MTU needs (tunnel MTU + overhead).
+    pub needs_underlay_mtu: u32,
+}
+
 /// A link and the largest inner packet that fits through it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkLimit {
     pub netns: String,
     pub ifname: String,

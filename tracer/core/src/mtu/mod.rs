@@ -5,9 +5,9 @@
 pub mod analyze;
 pub mod links;
 pub mod outcome;
-pub mod report;
+pub mod result;
 pub mod run;
 pub mod search;
 
-pub use report::{MtuReport, Status};
+pub use result::{MtuResult, Status};
 pub use run::{run_mtu, MtuPlan, MtuRun, Progress};

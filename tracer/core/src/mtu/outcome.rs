@@ -5,18 +5,37 @@ use std::net::IpAddr;
 
 use crate::model::{Direction, IcmpKind};
 use crate::observe::{Sighting, SightingKind};
-use crate::path::{icmp_name, Leg};
+use serde::{Deserialize, Serialize};
+
+use crate::path::{Leg, Transport};
+
+/// How a probe proved it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arrival {
+    /// An answer came back from `from`.
+    Answer { answer: Transport, from: IpAddr },
+    /// An ICMP error only the destination itself sends (port or protocol unreachable).
+    DestinationError { error: Transport, from: IpAddr },
+    /// It was seen entering the destination's namespace (no answer).
+    SeenEntering,
+}
 
 /// The fate of one probe.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ProbeOutcome {
-    /// It arrived: an answer came back, an ICMP error that only the destination sends (port
-    /// unreachable), or it was seen entering the destination's namespace.
-    Passed { how: String },
+    Passed(Arrival),
     /// ICMP Fragmentation Needed / Packet Too Big from `sender`.
-    TooBig { sender: IpAddr, mtu: Option<u32> },
+    TooBig {
+        sender: IpAddr,
+        mtu: Option<u32>,
+    },
     /// Another ICMP error (host unreachable, prohibited, time exceeded): not about size.
-    Refused { sender: IpAddr, what: String },
+    Refused {
+        sender: IpAddr,
+        error: Transport,
+    },
     /// Nothing came back.
     Vanished,
 }
@@ -24,7 +43,7 @@ pub enum ProbeOutcome {
 impl ProbeOutcome {
     pub fn label(&self) -> &'static str {
         match self {
-            ProbeOutcome::Passed { .. } => "passed",
+            ProbeOutcome::Passed(_) => "passed",
             ProbeOutcome::TooBig { .. } => "too_big",
             ProbeOutcome::Refused { .. } => "refused",
             ProbeOutcome::Vanished => "vanished",
@@ -38,11 +57,19 @@ pub fn decisive(s: &Sighting, at_source: impl Fn(usize) -> bool) -> Option<Probe
     if s.leg != Leg::Return || s.direction != Direction::In || !at_source(s.point) {
         return None;
     }
+    let as_error = |ty, code, v6, kind, mtu| Transport::Icmp {
+        v6,
+        ty,
+        code,
+        kind,
+        mtu,
+    };
     Some(match &s.kind {
         SightingKind::Probe => return None,
-        SightingKind::Reply => ProbeOutcome::Passed {
-            how: format!("{} from {}", s.packet.transport, s.packet.src),
-        },
+        SightingKind::Reply => ProbeOutcome::Passed(Arrival::Answer {
+            answer: s.packet.transport,
+            from: s.packet.src,
+        }),
         SightingKind::IcmpError {
             sender,
             kind: IcmpKind::TooBig,
@@ -58,19 +85,21 @@ pub fn decisive(s: &Sighting, at_source: impl Fn(usize) -> bool) -> Option<Probe
             ty,
             code,
             v6,
-            ..
-        } if kind.proves_arrival() => ProbeOutcome::Passed {
-            how: format!("ICMP {} from {sender}", icmp_name(*v6, *ty, *code)),
-        },
+            mtu,
+        } if kind.proves_arrival() => ProbeOutcome::Passed(Arrival::DestinationError {
+            error: as_error(*ty, *code, *v6, *kind, *mtu),
+            from: *sender,
+        }),
         SightingKind::IcmpError {
             sender,
+            kind,
             ty,
             code,
             v6,
-            ..
+            mtu,
         } => ProbeOutcome::Refused {
             sender: *sender,
-            what: icmp_name(*v6, *ty, *code).to_string(),
+            error: as_error(*ty, *code, *v6, *kind, *mtu),
         },
     })
 }
@@ -140,7 +169,7 @@ mod tests {
         let reply = sighting(0, Direction::In, Leg::Return, SightingKind::Reply);
         assert!(matches!(
             decisive(&reply, at_source),
-            Some(ProbeOutcome::Passed { .. })
+            Some(ProbeOutcome::Passed(_))
         ));
         // The same reply seen elsewhere on its way back decides nothing yet.
         let elsewhere = sighting(3, Direction::In, Leg::Return, SightingKind::Reply);
@@ -168,7 +197,7 @@ mod tests {
         let port = sighting(0, Direction::In, Leg::Return, icmp(false, 3, 3, None));
         assert!(matches!(
             decisive(&port, at_source),
-            Some(ProbeOutcome::Passed { .. })
+            Some(ProbeOutcome::Passed(_))
         ));
         let prohibited = sighting(0, Direction::In, Leg::Return, icmp(false, 3, 13, None));
         assert!(matches!(

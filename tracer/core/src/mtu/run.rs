@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::analyze::{analyze, Inputs, Tried};
-use super::outcome::{decisive, ProbeOutcome};
-use super::report::{CacheReport, MtuReport};
+use super::outcome::{decisive, Arrival, ProbeOutcome};
+use super::result::MtuResult;
 use super::search::Search;
 use crate::model::Proto;
 use crate::observe::{Observer, Sighting};
@@ -21,8 +21,8 @@ use crate::probe::ProbeTemplate;
 use crate::probe_loop::{self, Captured, SentProbe, Strategy, Watch};
 use crate::reconstruct::reconstruct;
 use crate::routes;
-use crate::seam::{Network, PmtuRemoval, PmtuRestore};
-use crate::snapshot::{Route, Snapshot};
+use crate::seam::Network;
+use crate::snapshot::Snapshot;
 use crate::trace::{check_port, source_route, TraceError, TraceIds};
 
 /// What to measure and how.
@@ -109,7 +109,7 @@ pub struct Progress {
 /// The result of a search.
 #[derive(Debug)]
 pub struct MtuRun {
-    pub report: MtuReport,
+    pub result: MtuResult,
     /// Cut short by the user.
     pub interrupted: bool,
 }
@@ -207,7 +207,7 @@ pub fn run_mtu(
             .collect()
     })?;
     let snapshot: &Snapshot = snapshot;
-    let report = analyze(Inputs {
+    let result = analyze(Inputs {
         cfg: plan,
         src,
         snapshot,
@@ -217,12 +217,12 @@ pub fn run_mtu(
         min,
         max,
         wait,
-        cache: cache_report(plan.to, &snapshot.source, &restore),
+        pmtu: restore,
         complete: !interrupted && search.done(),
         elapsed: net.now(),
     });
     Ok(MtuRun {
-        report,
+        result,
         interrupted,
     })
 }
@@ -355,7 +355,7 @@ struct Provisional {
 /// size that fits through the link after its last sighting, from the snapshot so far).
 fn provisional_outcome(w: &Watched, snapshot: &Snapshot, sightings: &[Sighting]) -> Provisional {
     let (outcome, _) = final_outcome(w, snapshot, sightings);
-    let passed = matches!(outcome, ProbeOutcome::Passed { .. });
+    let passed = matches!(outcome, ProbeOutcome::Passed(_));
     let oracle = SnapshotOracle { snapshot };
     let mine: Vec<Sighting> = sightings
         .iter()
@@ -400,86 +400,8 @@ fn final_outcome(
         &oracle,
     );
     if rec.verdict.kind() == VerdictKind::Delivered {
-        (
-            ProbeOutcome::Passed {
-                how: "seen entering the destination's namespace (no answer)".into(),
-            },
-            None,
-        )
+        (ProbeOutcome::Passed(Arrival::SeenEntering), None)
     } else {
         (ProbeOutcome::Vanished, None)
-    }
-}
-
-fn describe(r: &Option<Route>) -> Option<String> {
-    r.as_ref().map(|r| r.to_string())
-}
-
-/// The PMTU cache section of the report, in words.
-pub fn cache_report(dst: IpAddr, source: &str, r: &PmtuRestore) -> CacheReport {
-    let mtu_before = r.before.as_ref().and_then(|r| r.mtu);
-    let mtu_after = r.after.as_ref().and_then(|r| r.mtu);
-    let none_or = |m: Option<u32>| m.map(|m| m.to_string()).unwrap_or_else(|| "none".into());
-    let (restored, detail) = match &r.removed {
-        None if mtu_before == mtu_after => (
-            false,
-            match mtu_after {
-                Some(m) => format!(
-                    "the source already had a cached path MTU of {m} towards {dst}; unchanged"
-                ),
-                None => {
-                    format!("no cached path MTU towards {dst} before or after: nothing to restore")
-                }
-            },
-        ),
-        None => (
-            false,
-            format!(
-                "the cached path MTU towards {dst} changed from {} to {} during the search; dye left it",
-                none_or(mtu_before),
-                none_or(mtu_after)
-            ),
-        ),
-        Some(result) => {
-            let changed = format!(
-                "dye's probes changed the source's cached path MTU towards {dst} from {} to {}",
-                none_or(mtu_before),
-                none_or(mtu_after)
-            );
-            let now = r.now.as_ref().and_then(|r| r.mtu);
-            let was = mtu_before
-                .map(|m| format!("a cached path MTU of {m}"))
-                .unwrap_or_else(|| "no cached path MTU".into());
-            let how = |r: &PmtuRemoval| match r {
-                PmtuRemoval::OneDestination => {
-                    format!("removed the cached route towards {dst} in {source}")
-                }
-                PmtuRemoval::WholeNamespace => format!(
-                    "flushed {source}'s cached IPv4 path MTUs (the kernel cannot remove one destination's alone)"
-                ),
-            };
-            match result {
-                Ok(r) if now == mtu_before => (true, format!("{changed}; {}, back to {was}", how(r))),
-                Ok(r) => (
-                    now.is_none(),
-                    format!(
-                        "{changed}; {}: it had {was} and now has {} (the kernel relearns from the pod's own traffic)",
-                        how(r),
-                        now.map(|m| format!("a cached path MTU of {m}"))
-                            .unwrap_or_else(|| "none".into())
-                    ),
-                ),
-                Err(e) => (
-                    false,
-                    format!("{changed}, and removing it failed ({e}): run `ip route flush cache` in {source}"),
-                ),
-            }
-        }
-    };
-    CacheReport {
-        before: describe(&r.before),
-        after: describe(&r.after),
-        restored,
-        detail,
     }
 }

@@ -1,7 +1,11 @@
-//! The MTU report, schema `dye.mtu/v1` (tracer/docs/mtu-schema.md). Fields may be added, never
-//! renamed or removed without a new schema version.
+//! The MTU report, schema `dye.mtu/v1` (tracer/docs/mtu-schema.md): the shape scripts depend
+//! on. Fields may be added, never renamed or removed without a new schema version.
+//! [`super::mtu::project`] fills it from the core's typed result.
 
 use serde::{Deserialize, Serialize};
+
+pub use dye_core::mtu::links::Encapsulation;
+pub use dye_core::mtu::result::{MaxPayload, Status};
 
 pub const SCHEMA: &str = "dye.mtu/v1";
 
@@ -34,33 +38,6 @@ pub struct MtuReport {
     pub probes: Vec<ProbeRecord>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// The largest probe the source can send passed: nothing on the path is narrower.
-    Healthy,
-    /// A router said the probe was too big (ICMP Fragmentation Needed / Packet Too Big).
-    Signalled,
-    /// Probes above the path MTU vanished without any ICMP: a black hole.
-    BlackHole,
-    /// Even the smallest probe did not pass: the path is broken regardless of size.
-    Unreachable,
-    /// The search was interrupted or hit its probe/time bound before converging.
-    Incomplete,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Healthy => "healthy",
-            Status::Signalled => "signalled",
-            Status::BlackHole => "black_hole",
-            Status::Unreachable => "unreachable",
-            Status::Incomplete => "incomplete",
-        }
-    }
-}
-
 /// The limiting link.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Limit {
@@ -83,19 +60,6 @@ pub struct Limit {
     pub explanation: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Encapsulation {
-    /// vxlan | geneve | ...
-    pub kind: String,
-    /// `netns/ifname` of the tunnel device.
-    pub tunnel: String,
-    pub tunnel_mtu: u32,
-    /// Bytes of outer headers.
-    pub overhead: u32,
-    /// The underlay MTU the tunnel's MTU needs (tunnel MTU + overhead).
-    pub needs_underlay_mtu: u32,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sender {
     pub address: String,
@@ -106,16 +70,6 @@ pub struct Sender {
     pub nat_rewritten: bool,
     /// The next-hop MTU the ICMP advertised (0 or bogus values included as sent).
     pub advertised_mtu: Option<u32>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct MaxPayload {
-    /// TCP maximum segment size (path MTU − IP − 20).
-    pub tcp_mss: u32,
-    /// Largest UDP payload (path MTU − IP − 8).
-    pub udp: u32,
-    /// Largest ICMP echo data (path MTU − IP − 8): `ping -s` this with DF.
-    pub icmp_echo_data: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
