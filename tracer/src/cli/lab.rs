@@ -269,7 +269,17 @@ fn print_view(view: &LabView) -> anyhow::Result<()> {
             Some(node) => format!("{} on {node}", m.role),
             None => m.role.to_string(),
         };
-        writeln!(out, "  {:<22} {role}", m.netns)?;
+        let runtime = match (&m.pod, &m.cri_socket) {
+            (Some(p), _) => format!(
+                "  pod {}/{} (sandbox {}…)",
+                p.namespace,
+                p.name,
+                p.sandbox_id.get(..12).unwrap_or(&p.sandbox_id)
+            ),
+            (None, Some(socket)) => format!("  containerd {socket}"),
+            (None, None) => String::new(),
+        };
+        writeln!(out, "  {:<22} {role}{runtime}", m.netns)?;
         for i in m.interfaces.iter().filter(|i| i.kind != "loopback") {
             let master = i
                 .master

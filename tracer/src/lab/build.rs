@@ -1,6 +1,11 @@
-//! `up`: builds a lab from its topology, step by step, recording every namespace in the state
-//! file as soon as it exists. Any failure or an interrupt (SIGINT/SIGTERM) tears down whatever
-//! was built, so a half-built lab never stays behind.
+//! `up`: builds a lab from its topology, step by step, recording every namespace and runtime
+//! in the state file as soon as it exists. Any failure or an interrupt (SIGINT/SIGTERM) tears
+//! down whatever was built, so a half-built lab never stays behind.
+//!
+//! Pods are made the way the kubelet makes them: each node runs a containerd, the lab asks it
+//! over CRI for a pod sandbox (containerd creates the network namespace and runs CNI), then
+//! publishes the sandbox's namespace as `dye-<id>-<pod>` (`ip netns attach`), so everything
+//! else addresses pods by name as before.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::process::CommandExt;
@@ -11,10 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cmd::Cmd;
-use super::cni::{self, Sandbox};
+use super::cni;
+use super::containerd::{self, Paths};
+use super::cri::{Cri, PodSpec};
+use super::image;
 use super::names::{LabId, STATE_ROOT, UNDERLAY};
 use super::rules::{self, Endpoint};
-use super::state::{lab_namespaces_on_host, LabState, PodState};
+use super::state::{lab_namespaces_on_host, LabState, NodeRuntime, PodState};
 use super::teardown;
 use super::topology::{Node, Topology};
 use super::LabError;
@@ -45,8 +53,10 @@ pub fn up(id: &LabId, text: &str, source: &str) -> Result<LabState, LabError> {
         state: LabState::new(id, source.to_string()),
         state_dir: &state_dir,
         interrupted: &interrupted,
+        cri: Vec::new(),
     };
     let result = builder.build();
+    drop(builder.cri);
     for g in guards {
         signal_hook::low_level::unregister(g);
     }
@@ -73,6 +83,13 @@ fn preflight(topo: &Topology) -> Result<(), LabError> {
         ("iptables-restore", "iptables"),
         ("iptables", "iptables"),
         ("sysctl", "procps"),
+        ("nsenter", "util-linux"),
+        ("unshare", "util-linux"),
+        ("mount", "mount"),
+        ("containerd", "containerd"),
+        ("containerd-shim-runc-v2", "containerd"),
+        ("ctr", "containerd"),
+        ("runc", "runc"),
     ];
     if topo.dual_stack() {
         tools.push(("ip6tables-restore", "iptables"));
@@ -92,6 +109,12 @@ fn preflight(topo: &Topology) -> Result<(), LabError> {
                 package,
             });
         }
+    }
+    if !Path::new(image::BUSYBOX).is_file() {
+        return Err(LabError::MissingTool {
+            tool: format!("{} (the pod sandbox image's sleeper)", image::BUSYBOX),
+            package: "busybox-static",
+        });
     }
     for plugin in cni::PLUGINS {
         let path = cni::cni_path().join(plugin);
@@ -137,6 +160,8 @@ struct Builder<'a> {
     state: LabState,
     state_dir: &'a Path,
     interrupted: &'a AtomicBool,
+    /// A CRI client per node, in topology order.
+    cri: Vec<(String, Cri)>,
 }
 
 impl Builder<'_> {
@@ -146,6 +171,7 @@ impl Builder<'_> {
         for node in &self.topo.nodes {
             self.node(node)?;
         }
+        self.runtimes()?;
         for node in &self.topo.nodes {
             for pod in &node.pods {
                 self.pod(node, pod.get_ref())?;
@@ -259,32 +285,112 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// A pod: a sandbox namespace wired to its node by the CNI bridge plugin, plus a responder.
+    /// A containerd per node (started side by side), each with the node's CNI network list
+    /// and the sandbox image imported.
+    fn runtimes(&mut self) -> Result<(), LabError> {
+        self.step()?;
+        let archive = self.state_dir.join("sandbox-image.tar");
+        image::write_archive(&archive)?;
+        let mut started = Vec::new();
+        for node in &self.topo.nodes {
+            let name = node.name.get_ref();
+            let paths = Paths::new(self.state_dir, name);
+            let ipam_dir = self.state_dir.join("cni").join(name);
+            let list = cni::network_list(self.topo, node, &ipam_dir);
+            let pid = containerd::start(self.state_dir, &paths, &self.id.ns(name), &list)?;
+            self.state.runtimes.push(NodeRuntime {
+                node: name.clone(),
+                cri_socket: paths.socket(),
+                pid,
+                cgroup_parent: format!("/{}", self.id.cgroup(name)),
+            });
+            self.state.save(self.state_dir)?;
+            started.push((name.clone(), paths, pid));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (name, paths, pid) in &started {
+            self.step()?;
+            let mut cri = Cri::connect(&paths.socket())?;
+            containerd::wait_serving(paths, *pid, &mut cri, deadline)?;
+            self.cri.push((name.clone(), cri));
+        }
+        // One `ctr images import` per node, side by side.
+        std::thread::scope(|s| {
+            let imports: Vec<_> = started
+                .iter()
+                .map(|(_, paths, _)| s.spawn(|| image::import(&paths.socket(), &archive)))
+                .collect();
+            imports
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(LabError::Internal("image import panicked".into())))
+                })
+                .collect::<Result<Vec<()>, LabError>>()
+        })?;
+        for ((_, paths, pid), (_, cri)) in started.iter().zip(self.cri.iter_mut()) {
+            containerd::wait_image(paths, *pid, cri, deadline)?;
+        }
+        Ok(())
+    }
+
+    /// A pod: RunPodSandbox on its node's containerd (which creates the namespace and runs
+    /// CNI), the sandbox's namespace published as `dye-<id>-<pod>`, plus a responder.
     fn pod(&mut self, node: &Node, pod: &str) -> Result<(), LabError> {
-        let pod_ns = self.namespace(pod)?;
-        let node_ns = self.id.ns(node.name.get_ref());
-        let ipam_dir = self.state_dir.join("cni").join(node.name.get_ref());
-        let list = cni::network_list(self.topo, node, &ipam_dir);
-        std::fs::write(
-            self.state_dir
-                .join(format!("cni-{}.conflist", node.name.get_ref())),
-            serde_json::to_string_pretty(&list).unwrap_or_default(),
-        )
-        .map_err(|e| LabError::io("write CNI config", e))?;
-        let sandbox = Sandbox {
-            node_ns: &node_ns,
-            pod_ns: &pod_ns,
-            pod_name: pod,
+        self.step()?;
+        let node_name = node.name.get_ref();
+        let node_ns = self.id.ns(node_name);
+        let runtime = self
+            .state
+            .runtimes
+            .iter()
+            .find(|r| &r.node == node_name)
+            .cloned()
+            .ok_or_else(|| LabError::Internal(format!("no runtime on {node_name}")))?;
+        let cri = self
+            .cri
+            .iter_mut()
+            .find(|(n, _)| n == node_name)
+            .map(|(_, c)| c)
+            .ok_or_else(|| LabError::Internal(format!("no CRI client for {node_name}")))?;
+        let uid = new_uid()?;
+        let spec = PodSpec {
+            name: pod,
+            namespace: node.pod_namespace(),
+            uid: &uid,
+            lab: self.id.as_str(),
+            node: node_name,
+            cgroup_parent: &runtime.cgroup_parent,
         };
-        let attached = sandbox.add(&list)?;
+        let sandbox_id = cri.run_pod(&spec)?;
+        tracing::debug!(pod, sandbox = %sandbox_id, "pod sandbox running");
+        let status = cri.status(&sandbox_id)?;
+        let pod_ns = self.id.ns(pod);
+        // What `ip netns add` would have made, but bound to the sandbox's namespace:
+        // /run/netns/<name> bind-mounted from /proc/<sandbox pid>/ns/net.
+        Cmd::new([
+            "ip".to_string(),
+            "netns".into(),
+            "attach".into(),
+            pod_ns.clone(),
+            status.pid.to_string(),
+        ])
+        .run()?;
+        self.state.namespaces.push(pod_ns.clone());
+        self.state.save(self.state_dir)?;
+        let host_veth = host_veth(&pod_ns, &node_ns)?;
         self.state.pods.push(PodState {
             name: pod.to_string(),
-            node: node.name.get_ref().clone(),
+            node: node_name.clone(),
             netns: pod_ns.clone(),
-            ip: attached.ip,
-            ip6: attached.ip6,
-            host_veth: attached.host_veth,
-            cni_result: attached.result,
+            ip: status.ip,
+            ip6: status.ip6,
+            host_veth,
+            pod_namespace: node.pod_namespace().to_string(),
+            uid,
+            sandbox_id,
+            cri_socket: runtime.cri_socket.clone(),
+            sandbox_pid: status.pid,
         });
         self.state.save(self.state_dir)?;
         self.start_responder(&pod_ns, pod)
@@ -642,6 +748,63 @@ impl Builder<'_> {
         }
         Ok(())
     }
+}
+
+/// A random pod UID in the UUID form Kubernetes uses.
+fn new_uid() -> Result<String, LabError> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| LabError::io("read /dev/urandom", e))?;
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
+}
+
+/// The node-side end of a pod's eth0: the node interface whose index is eth0's peer index.
+fn host_veth(pod_ns: &str, node_ns: &str) -> Result<String, LabError> {
+    let parse = |what: &str, out: &str| -> Result<serde_json::Value, LabError> {
+        serde_json::from_str(out).map_err(|e| LabError::Parse {
+            what: what.to_string(),
+            detail: e.to_string(),
+        })
+    };
+    let what = format!("ip -j link show eth0 in {pod_ns}");
+    let eth0 = parse(
+        &what,
+        &Cmd::new(["ip", "-n", pod_ns, "-j", "link", "show", "dev", "eth0"]).run()?,
+    )?;
+    let peer = eth0[0]["link_index"]
+        .as_u64()
+        .ok_or_else(|| LabError::Parse {
+            what: what.clone(),
+            detail: "no link_index (eth0 is not a veth?)".into(),
+        })?;
+    let what = format!("ip -j link show in {node_ns}");
+    let links = parse(
+        &what,
+        &Cmd::new(["ip", "-n", node_ns, "-j", "link", "show"]).run()?,
+    )?;
+    links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["ifindex"].as_u64() == Some(peer))
+        .and_then(|l| l["ifname"].as_str())
+        .map(String::from)
+        .ok_or_else(|| LabError::Parse {
+            what,
+            detail: format!("no interface with index {peer} (the peer of {pod_ns}'s eth0)"),
+        })
 }
 
 /// The MAC address of a device, from `ip -j link show`.
