@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::cmd::Cmd;
 use super::cni;
 use super::containerd::{self, Paths};
-use super::cri::{Cri, PodSpec};
+use super::cri::{Cri, PodSpec, SandboxStatus};
 use super::image;
 use super::names::{LabId, STATE_ROOT, UNDERLAY};
 use super::rules::{self, Endpoint};
@@ -53,10 +53,8 @@ pub fn up(id: &LabId, text: &str, source: &str) -> Result<LabState, LabError> {
         state: LabState::new(id, source.to_string()),
         state_dir: &state_dir,
         interrupted: &interrupted,
-        cri: Vec::new(),
     };
     let result = builder.build();
-    drop(builder.cri);
     for g in guards {
         signal_hook::low_level::unregister(g);
     }
@@ -160,8 +158,6 @@ struct Builder<'a> {
     state: LabState,
     state_dir: &'a Path,
     interrupted: &'a AtomicBool,
-    /// A CRI client per node, in topology order.
-    cri: Vec<(String, Cri)>,
 }
 
 impl Builder<'_> {
@@ -171,12 +167,7 @@ impl Builder<'_> {
         for node in &self.topo.nodes {
             self.node(node)?;
         }
-        self.runtimes()?;
-        for node in &self.topo.nodes {
-            for pod in &node.pods {
-                self.pod(node, pod.get_ref())?;
-            }
-        }
+        self.runtimes_and_pods()?;
         self.overlay()?;
         self.services()?;
         self.firewall_and_office()?;
@@ -285,9 +276,11 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// A containerd per node (started side by side), each with the node's CNI network list
-    /// and the sandbox image imported.
-    fn runtimes(&mut self) -> Result<(), LabError> {
+    /// A containerd per node, then every pod as a CRI pod sandbox. Nodes work side by side
+    /// (start, import the sandbox image, RunPodSandbox for each of their pods in topology
+    /// order, so host-local hands out addresses in that order); then each sandbox's namespace
+    /// is published under the pod's name and its responder started.
+    fn runtimes_and_pods(&mut self) -> Result<(), LabError> {
         self.step()?;
         let archive = self.state_dir.join("sandbox-image.tar");
         image::write_archive(&archive)?;
@@ -298,73 +291,56 @@ impl Builder<'_> {
             let ipam_dir = self.state_dir.join("cni").join(name);
             let list = cni::network_list(self.topo, node, &ipam_dir);
             let pid = containerd::start(self.state_dir, &paths, &self.id.ns(name), &list)?;
-            self.state.runtimes.push(NodeRuntime {
+            let runtime = NodeRuntime {
                 node: name.clone(),
                 cri_socket: paths.socket(),
                 pid,
                 cgroup_parent: format!("/{}", self.id.cgroup(name)),
-            });
+            };
+            self.state.runtimes.push(runtime.clone());
             self.state.save(self.state_dir)?;
-            started.push((name.clone(), paths, pid));
+            started.push((node, paths, runtime));
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        for (name, paths, pid) in &started {
-            self.step()?;
-            let mut cri = Cri::connect(&paths.socket())?;
-            containerd::wait_serving(paths, *pid, &mut cri, deadline)?;
-            self.cri.push((name.clone(), cri));
-        }
-        // One `ctr images import` per node, side by side.
-        std::thread::scope(|s| {
-            let imports: Vec<_> = started
+        let (id, interrupted, archive) = (self.id, self.interrupted, archive.as_path());
+        let results: Vec<Result<Vec<Sandbox>, LabError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = started
                 .iter()
-                .map(|(_, paths, _)| s.spawn(|| image::import(&paths.socket(), &archive)))
+                .map(|(node, paths, runtime)| {
+                    s.spawn(move || {
+                        node_sandboxes(id, node, paths, runtime, archive, deadline, interrupted)
+                    })
+                })
                 .collect();
-            imports
+            handles
                 .into_iter()
                 .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(LabError::Internal("image import panicked".into())))
+                    h.join().unwrap_or_else(|_| {
+                        Err(LabError::Internal("a node thread panicked".into()))
+                    })
                 })
-                .collect::<Result<Vec<()>, LabError>>()
-        })?;
-        for ((_, paths, pid), (_, cri)) in started.iter().zip(self.cri.iter_mut()) {
-            containerd::wait_image(paths, *pid, cri, deadline)?;
+                .collect()
+        });
+        // Sandboxes that exist are removed by teardown over CRI (it lists them by the lab's
+        // label), so a failure on one node can be returned as is.
+        for ((node, _, runtime), result) in started.iter().zip(results) {
+            for sandbox in result? {
+                self.publish_pod(node, runtime, sandbox)?;
+            }
         }
         Ok(())
     }
 
-    /// A pod: RunPodSandbox on its node's containerd (which creates the namespace and runs
-    /// CNI), the sandbox's namespace published as `dye-<id>-<pod>`, plus a responder.
-    fn pod(&mut self, node: &Node, pod: &str) -> Result<(), LabError> {
+    /// A pod sandbox's namespace published as `dye-<id>-<pod>`, recorded, with a responder.
+    fn publish_pod(
+        &mut self,
+        node: &Node,
+        runtime: &NodeRuntime,
+        sandbox: Sandbox,
+    ) -> Result<(), LabError> {
         self.step()?;
-        let node_name = node.name.get_ref();
-        let node_ns = self.id.ns(node_name);
-        let runtime = self
-            .state
-            .runtimes
-            .iter()
-            .find(|r| &r.node == node_name)
-            .cloned()
-            .ok_or_else(|| LabError::Internal(format!("no runtime on {node_name}")))?;
-        let cri = self
-            .cri
-            .iter_mut()
-            .find(|(n, _)| n == node_name)
-            .map(|(_, c)| c)
-            .ok_or_else(|| LabError::Internal(format!("no CRI client for {node_name}")))?;
-        let uid = new_uid()?;
-        let spec = PodSpec {
-            name: pod,
-            namespace: node.pod_namespace(),
-            uid: &uid,
-            lab: self.id.as_str(),
-            node: node_name,
-            cgroup_parent: &runtime.cgroup_parent,
-        };
-        let sandbox_id = cri.run_pod(&spec)?;
-        tracing::debug!(pod, sandbox = %sandbox_id, "pod sandbox running");
-        let status = cri.status(&sandbox_id)?;
+        let pod = sandbox.pod.as_str();
+        let node_ns = self.id.ns(node.name.get_ref());
         let pod_ns = self.id.ns(pod);
         // What `ip netns add` would have made, but bound to the sandbox's namespace:
         // /run/netns/<name> bind-mounted from /proc/<sandbox pid>/ns/net.
@@ -373,7 +349,7 @@ impl Builder<'_> {
             "netns".into(),
             "attach".into(),
             pod_ns.clone(),
-            status.pid.to_string(),
+            sandbox.status.pid.to_string(),
         ])
         .run()?;
         self.state.namespaces.push(pod_ns.clone());
@@ -381,16 +357,16 @@ impl Builder<'_> {
         let host_veth = host_veth(&pod_ns, &node_ns)?;
         self.state.pods.push(PodState {
             name: pod.to_string(),
-            node: node_name.clone(),
+            node: node.name.get_ref().clone(),
             netns: pod_ns.clone(),
-            ip: status.ip,
-            ip6: status.ip6,
+            ip: sandbox.status.ip,
+            ip6: sandbox.status.ip6,
             host_veth,
             pod_namespace: node.pod_namespace().to_string(),
-            uid,
-            sandbox_id,
+            uid: sandbox.uid,
+            sandbox_id: sandbox.id,
             cri_socket: runtime.cri_socket.clone(),
-            sandbox_pid: status.pid,
+            sandbox_pid: sandbox.status.pid,
         });
         self.state.save(self.state_dir)?;
         self.start_responder(&pod_ns, pod)
@@ -748,6 +724,63 @@ impl Builder<'_> {
         }
         Ok(())
     }
+}
+
+/// A pod sandbox a node's containerd made.
+struct Sandbox {
+    pod: String,
+    uid: String,
+    id: String,
+    status: SandboxStatus,
+}
+
+/// One node's side of `runtimes_and_pods`, on its own thread: wait for its containerd, import
+/// the sandbox image, then RunPodSandbox + PodSandboxStatus for each of its pods in order.
+fn node_sandboxes(
+    id: &LabId,
+    node: &Node,
+    paths: &Paths,
+    runtime: &NodeRuntime,
+    archive: &Path,
+    deadline: Instant,
+    interrupted: &AtomicBool,
+) -> Result<Vec<Sandbox>, LabError> {
+    let step = || {
+        if interrupted.load(Ordering::Relaxed) {
+            Err(LabError::Interrupted)
+        } else {
+            Ok(())
+        }
+    };
+    let mut cri = Cri::connect(&paths.socket())?;
+    containerd::wait_serving(paths, runtime.pid, &mut cri, deadline)?;
+    step()?;
+    image::import(&paths.socket(), archive)?;
+    containerd::wait_image(paths, runtime.pid, &mut cri, deadline)?;
+    let mut made = Vec::new();
+    for pod in &node.pods {
+        step()?;
+        let pod = pod.get_ref();
+        let uid = new_uid()?;
+        let spec = PodSpec {
+            name: pod,
+            namespace: node.pod_namespace(),
+            uid: &uid,
+            lab: id.as_str(),
+            node: node.name.get_ref(),
+            cgroup_parent: &runtime.cgroup_parent,
+        };
+        let sandbox = cri.run_pod(&spec)?;
+        tracing::debug!(pod, sandbox = %sandbox, "pod sandbox running");
+        let status = cri.status(&sandbox)?;
+        made.push(Sandbox {
+            pod: pod.clone(),
+            uid,
+            id: sandbox,
+            status,
+        });
+    }
+    Ok(made)
 }
 
 /// A random pod UID in the UUID form Kubernetes uses.

@@ -206,19 +206,52 @@ impl Cri {
         Ok(SandboxStatus { ip, ip6, pid })
     }
 
-    /// StopPodSandbox (stops the sandbox process, CNI DEL) then RemovePodSandbox.
-    pub fn stop_and_remove(&mut self, sandbox: &str) -> Result<(), LabError> {
-        self.rt
-            .block_on(self.runtime.stop_pod_sandbox(StopPodSandboxRequest {
-                pod_sandbox_id: sandbox.into(),
-            }))
-            .map_err(|s| self.error("StopPodSandbox", s))?;
-        self.rt
-            .block_on(self.runtime.remove_pod_sandbox(RemovePodSandboxRequest {
-                pod_sandbox_id: sandbox.into(),
-            }))
-            .map_err(|s| self.error("RemovePodSandbox", s))?;
-        Ok(())
+    /// StopPodSandbox (stops the sandbox process, runs CNI DEL) then RemovePodSandbox, for
+    /// all of `sandboxes` at once. Returns each sandbox's outcome.
+    pub fn stop_and_remove_all(
+        &mut self,
+        sandboxes: &[String],
+    ) -> Vec<(String, Result<(), LabError>)> {
+        let socket = self.socket.display().to_string();
+        let client = self.runtime.clone();
+        self.rt.block_on(async move {
+            let mut set = tokio::task::JoinSet::new();
+            for id in sandboxes {
+                let (mut client, id, socket) = (client.clone(), id.clone(), socket.clone());
+                set.spawn(async move {
+                    let error = |call: &str, s: tonic::Status| LabError::Cri {
+                        call: call.to_string(),
+                        socket: socket.clone(),
+                        message: s.message().to_string(),
+                    };
+                    let stopped = client
+                        .stop_pod_sandbox(StopPodSandboxRequest {
+                            pod_sandbox_id: id.clone(),
+                        })
+                        .await
+                        .map_err(|s| error("StopPodSandbox", s));
+                    let removed = match stopped {
+                        Ok(_) => client
+                            .remove_pod_sandbox(RemovePodSandboxRequest {
+                                pod_sandbox_id: id.clone(),
+                            })
+                            .await
+                            .map(drop)
+                            .map_err(|s| error("RemovePodSandbox", s)),
+                        Err(e) => Err(e),
+                    };
+                    (id, removed)
+                });
+            }
+            let mut out = Vec::new();
+            while let Some(joined) = set.join_next().await {
+                match joined {
+                    Ok(outcome) => out.push(outcome),
+                    Err(e) => tracing::warn!("a sandbox removal task failed: {e}"),
+                }
+            }
+            out
+        })
     }
 
     /// The sandboxes labelled with lab `lab` (finds them also when the state file lost them).

@@ -147,8 +147,8 @@ fn stop_runtime(id: &LabId, node: &str) -> usize {
         match serving {
             Some(mut cri) => match cri.lab_sandboxes(id.as_str()) {
                 Ok(sandboxes) => {
-                    for sb in sandboxes {
-                        if let Err(e) = cri.stop_and_remove(&sb) {
+                    for (sb, outcome) in cri.stop_and_remove_all(&sandboxes) {
+                        if let Err(e) = outcome {
                             tracing::warn!("lab {id}: removing pod sandbox {sb} on {node}: {e}");
                         }
                     }
