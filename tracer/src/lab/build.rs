@@ -167,10 +167,12 @@ impl Builder<'_> {
         for node in &self.topo.nodes {
             self.node(node)?;
         }
-        self.runtimes_and_pods()?;
-        self.overlay()?;
+        // While the nodes' runtimes make the pods: everything that does not need them.
+        self.runtimes_and_pods(|b| {
+            b.overlay()?;
+            b.firewall_and_office()
+        })?;
         self.services()?;
-        self.firewall_and_office()?;
         self.settle_ipv6()?;
         self.wait_for_responders()?;
         self.state.complete = true;
@@ -276,16 +278,21 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// A containerd per node, then every pod as a CRI pod sandbox. Nodes work side by side
-    /// (start, import the sandbox image, RunPodSandbox for each of their pods in topology
-    /// order, so host-local hands out addresses in that order); then each sandbox's namespace
-    /// is published under the pod's name and its responder started.
-    fn runtimes_and_pods(&mut self) -> Result<(), LabError> {
+    /// A containerd per node, then every pod as a CRI pod sandbox. Nodes work side by side,
+    /// each on its own thread (start, import the sandbox image, RunPodSandbox for each of its
+    /// pods in topology order, so host-local hands out addresses in that order), while this
+    /// thread runs `meanwhile`; then each sandbox's namespace is published under the pod's
+    /// name and its responder started.
+    fn runtimes_and_pods(
+        &mut self,
+        meanwhile: impl FnOnce(&mut Self) -> Result<(), LabError>,
+    ) -> Result<(), LabError> {
         self.step()?;
         let archive = self.state_dir.join("sandbox-image.tar");
         image::write_archive(&archive)?;
+        let topo = self.topo;
         let mut started = Vec::new();
-        for node in &self.topo.nodes {
+        for node in &topo.nodes {
             let name = node.name.get_ref();
             let paths = Paths::new(self.state_dir, name);
             let ipam_dir = self.state_dir.join("cni").join(name);
@@ -303,7 +310,7 @@ impl Builder<'_> {
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         let (id, interrupted, archive) = (self.id, self.interrupted, archive.as_path());
-        let results: Vec<Result<Vec<Sandbox>, LabError>> = std::thread::scope(|s| {
+        let (side, results) = std::thread::scope(|s| {
             let handles: Vec<_> = started
                 .iter()
                 .map(|(node, paths, runtime)| {
@@ -312,15 +319,18 @@ impl Builder<'_> {
                     })
                 })
                 .collect();
-            handles
+            let side = meanwhile(self);
+            let results: Vec<Result<Vec<Sandbox>, LabError>> = handles
                 .into_iter()
                 .map(|h| {
                     h.join().unwrap_or_else(|_| {
                         Err(LabError::Internal("a node thread panicked".into()))
                     })
                 })
-                .collect()
+                .collect();
+            (side, results)
         });
+        side?;
         // Sandboxes that exist are removed by teardown over CRI (it lists them by the lab's
         // label), so a failure on one node can be returned as is.
         for ((node, _, runtime), result) in started.iter().zip(results) {
