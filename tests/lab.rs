@@ -832,3 +832,36 @@ fn an_ipv4_only_topology_builds_a_lab_without_ipv6() {
     let links = lab.exec("node-1", &["ip", "-o", "link", "show"]);
     assert!(!String::from_utf8_lossy(&links.stdout).contains("flannel-v6"));
 }
+
+#[test]
+fn a_node_can_put_its_pods_in_another_kubernetes_namespace() {
+    require_root();
+    let text = include_str!("../samples/lab/cluster.toml").replace(
+        r#"pods = ["pod-c", "pod-d"]"#,
+        "pods = [\"pod-c\", \"pod-d\"]\npod_namespace = \"shop\"",
+    );
+    let path = format!("/tmp/dye-test-topo-ns-{}.toml", unique_id());
+    std::fs::write(&path, &text).unwrap();
+    let lab = Lab::up_with(&["--topology", &path]);
+    std::fs::remove_file(&path).unwrap();
+    let pod = |name: &str| {
+        lab.view["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap()["pod"]
+            .clone()
+    };
+    assert_eq!(pod("pod-a")["namespace"], "default");
+    assert_eq!(pod("pod-c")["namespace"], "shop");
+    let info = Command::new("ctr")
+        .args(["--address", pod("pod-c")["cri_socket"].as_str().unwrap()])
+        .args(["--namespace", "k8s.io", "containers", "info"])
+        .arg(pod("pod-c")["sandbox_id"].as_str().unwrap())
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["Labels"]["io.kubernetes.pod.namespace"], "shop");
+    assert!(lab.ping("pod-a", &lab.pod_ip("pod-c"), 56));
+}
