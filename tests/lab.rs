@@ -865,3 +865,41 @@ fn a_node_can_put_its_pods_in_another_kubernetes_namespace() {
     assert_eq!(info["Labels"]["io.kubernetes.pod.namespace"], "shop");
     assert!(lab.ping("pod-a", &lab.pod_ip("pod-c"), 56));
 }
+
+#[test]
+fn a_lab_whose_containerd_died_with_pods_running_still_comes_down_clean() {
+    let lab = Lab::up();
+    let id = lab.id.clone();
+    // containerd of node-1 dies hard: its shims and sandbox processes live on and keep the
+    // pods' namespaces alive, and CRI cannot be asked to stop them any more.
+    let config = format!("/run/dye/lab-{id}/containerd/node-1/config.toml");
+    let daemon: i32 = lab_traces(&id)
+        .iter()
+        .find(|t| t.ends_with(&format!("containerd --config {config}")))
+        .and_then(|t| t.strip_prefix("process ")?.split(':').next()?.parse().ok())
+        .expect("node-1's containerd is running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    while lab_traces(&id)
+        .iter()
+        .any(|t| t.contains(&format!("containerd --config {config}")))
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let held = lab_traces(&id);
+    assert_eq!(
+        held.iter()
+            .filter(|t| t.contains("busybox sleep infinity"))
+            .count(),
+        4,
+        "sandboxes should outlive their containerd: {held:#?}"
+    );
+    assert!(lab.ping("pod-a", &lab.pod_ip("pod-b"), 56));
+    drop(lab);
+    assert_eq!(lab_traces(&id), Vec::<String>::new(), "lab down left these");
+}
