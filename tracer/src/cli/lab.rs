@@ -167,8 +167,13 @@ fn down(ids: Vec<String>, all: bool) -> anyhow::Result<ExitCode> {
         if removed.namespaces.is_empty() && !removed.state_dir {
             println!("lab {id}: nothing to remove");
         } else {
+            let sandboxes = match removed.sandboxes {
+                0 => String::new(),
+                1 => "1 pod sandbox, ".to_string(),
+                n => format!("{n} pod sandboxes, "),
+            };
             println!(
-                "lab {id}: removed {} namespaces, {} processes{}",
+                "lab {id}: removed {} namespaces, {sandboxes}{} processes{}",
                 removed.namespaces.len(),
                 removed.processes,
                 if removed.state_dir {

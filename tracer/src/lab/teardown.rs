@@ -20,6 +20,8 @@ use super::LabError;
 #[derive(Debug, Default)]
 pub struct Removed {
     pub namespaces: Vec<String>,
+    /// Pod sandboxes stopped and removed over CRI.
+    pub sandboxes: usize,
     pub processes: usize,
     pub state_dir: bool,
 }
@@ -43,7 +45,9 @@ pub fn down(id: &LabId) -> Result<Removed, LabError> {
 
     // Pods and their runtimes first, then every other process: a namespace with a live
     // process outlives `ip netns del`.
-    removed.processes += stop_runtimes(id, state.as_ref());
+    let (sandboxes, processes) = stop_runtimes(id, state.as_ref());
+    removed.sandboxes += sandboxes;
+    removed.processes += processes;
     for ns in &namespaces {
         removed.processes += stop_processes_in(ns);
     }
@@ -114,8 +118,8 @@ fn stop_processes_in(ns: &str) -> usize {
 /// the state lost one), side by side: StopPodSandbox + RemovePodSandbox for each of the lab's
 /// sandboxes while containerd still serves, then containerd itself, leftover shims and sandbox
 /// processes, and the node's cgroups. Finally any cgroup named after the lab, wherever it is.
-/// Returns how many processes were stopped.
-fn stop_runtimes(id: &LabId, state: Option<&LabState>) -> usize {
+/// Returns how many sandboxes were removed over CRI and how many processes were stopped.
+fn stop_runtimes(id: &LabId, state: Option<&LabState>) -> (usize, usize) {
     let mut nodes: Vec<String> = state
         .map(|s| s.runtimes.iter().map(|r| r.node.clone()).collect())
         .unwrap_or_default();
@@ -128,17 +132,24 @@ fn stop_runtimes(id: &LabId, state: Option<&LabState>) -> usize {
             }
         }
     }
-    let stopped: usize = std::thread::scope(|s| {
+    let (sandboxes, processes) = std::thread::scope(|s| {
         let handles: Vec<_> = nodes
             .iter()
             .map(|node| s.spawn(move || stop_runtime(id, node)))
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or((0, 0)))
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
     });
-    stopped + containerd::remove_lab_cgroups(&id.ns_prefix())
+    (
+        sandboxes,
+        processes + containerd::remove_lab_cgroups(&id.ns_prefix()),
+    )
 }
 
-fn stop_runtime(id: &LabId, node: &str) -> usize {
+fn stop_runtime(id: &LabId, node: &str) -> (usize, usize) {
+    let mut removed = 0;
     let paths = Paths::new(&id.state_dir(), node);
     if paths.socket().exists() {
         let serving = Cri::connect(&paths.socket())
@@ -148,8 +159,11 @@ fn stop_runtime(id: &LabId, node: &str) -> usize {
             Some(mut cri) => match cri.lab_sandboxes(id.as_str()) {
                 Ok(sandboxes) => {
                     for (sb, outcome) in cri.stop_and_remove_all(&sandboxes) {
-                        if let Err(e) = outcome {
-                            tracing::warn!("lab {id}: removing pod sandbox {sb} on {node}: {e}");
+                        match outcome {
+                            Ok(()) => removed += 1,
+                            Err(e) => {
+                                tracing::warn!("lab {id}: removing pod sandbox {sb} on {node}: {e}")
+                            }
                         }
                     }
                 }
@@ -158,5 +172,5 @@ fn stop_runtime(id: &LabId, node: &str) -> usize {
             None => tracing::debug!("lab {id}: containerd of {node} does not answer"),
         }
     }
-    containerd::stop(&paths, &id.cgroup(node))
+    (removed, containerd::stop(&paths, &id.cgroup(node)))
 }
