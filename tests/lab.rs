@@ -383,8 +383,11 @@ fn an_interrupted_up_cleans_up() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert!(namespaces_with_prefix(&format!("dye-{id}-")).is_empty());
-    assert!(!std::path::Path::new(&format!("/run/dye/lab-{id}")).exists());
+    assert_eq!(
+        lab_traces(&id),
+        Vec::<String>::new(),
+        "an interrupted up left these"
+    );
 }
 
 #[test]
@@ -901,5 +904,22 @@ fn a_lab_whose_containerd_died_with_pods_running_still_comes_down_clean() {
     );
     assert!(lab.ping("pod-a", &lab.pod_ip("pod-b"), 56));
     drop(lab);
+    assert_eq!(lab_traces(&id), Vec::<String>::new(), "lab down left these");
+}
+
+#[test]
+fn a_lab_whose_state_directory_was_lost_still_comes_down_clean() {
+    require_root();
+    let id = unique_id();
+    assert!(dye(&["lab", "up", "--id", &id]).status.success());
+    // Without its state, down finds the lab by its names: namespaces, the runtime processes
+    // naming its directory, cgroups named after it.
+    std::fs::remove_dir_all(format!("/run/dye/lab-{id}")).unwrap();
+    let out = dye(&["lab", "down", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(lab_traces(&id), Vec::<String>::new(), "lab down left these");
 }

@@ -302,6 +302,28 @@ pub fn stop(paths: &Paths, cgroup: &str) -> usize {
     daemons.len() + shims.len() + in_cgroups
 }
 
+/// Kills (SIGKILL) the lab's own kinds of process — containerd, shims, the launcher, dye's
+/// responders — whose arguments name a path under `dir`: the last sweep for a lab whose
+/// runtime directories are gone. Returns how many.
+pub fn kill_processes_naming(dir: &Path) -> usize {
+    const KINDS: &[&str] = &[
+        "containerd",
+        "containerd-shim-runc-v2",
+        "nsenter",
+        "unshare",
+        "sh",
+        "dye",
+    ];
+    let prefix = format!("{}/", dir.display());
+    let pids = processes(|argv| {
+        let kind = argv[0].rsplit('/').next().unwrap_or_default();
+        KINDS.contains(&kind) && argv.iter().any(|a| a.starts_with(&prefix))
+    });
+    signal_all(&pids, Signal::SIGKILL);
+    wait_gone(&pids, Duration::from_secs(1));
+    pids.len()
+}
+
 /// The mount points of every cgroup hierarchy (v1 controllers, named ones, and v2).
 pub fn cgroup_hierarchies() -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -322,7 +344,8 @@ pub fn cgroup_hierarchies() -> Vec<PathBuf> {
 /// Kills every process in cgroup `name` (a top-level directory) of every hierarchy, then
 /// removes it, children first. Returns how many processes were killed.
 fn remove_cgroups(name: &str) -> usize {
-    let mut killed = 0;
+    // A process is in one cgroup of every hierarchy: count each once.
+    let mut killed = std::collections::BTreeSet::new();
     for root in cgroup_hierarchies() {
         let top = root.join(name);
         if !top.is_dir() {
@@ -339,8 +362,8 @@ fn remove_cgroups(name: &str) -> usize {
                     .split_whitespace()
                     .filter_map(|p| p.parse().ok())
                     .collect();
-                killed += pids.len();
                 signal_all(&pids, Signal::SIGKILL);
+                killed.extend(pids);
                 match std::fs::remove_dir(dir) {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
@@ -353,7 +376,7 @@ fn remove_cgroups(name: &str) -> usize {
             }
         }
     }
-    killed
+    killed.len()
 }
 
 /// Removes every top-level cgroup whose name starts with `prefix` (`dye-<id>-`), in every

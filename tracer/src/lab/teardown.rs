@@ -142,10 +142,9 @@ fn stop_runtimes(id: &LabId, state: Option<&LabState>) -> (usize, usize) {
             .map(|h| h.join().unwrap_or((0, 0)))
             .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
     });
-    (
-        sandboxes,
-        processes + containerd::remove_lab_cgroups(&id.ns_prefix()),
-    )
+    let leftovers = containerd::kill_processes_naming(&id.state_dir())
+        + containerd::remove_lab_cgroups(&id.ns_prefix());
+    (sandboxes, processes + leftovers)
 }
 
 fn stop_runtime(id: &LabId, node: &str) -> (usize, usize) {
