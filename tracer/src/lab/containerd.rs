@@ -116,7 +116,7 @@ exec containerd --config "$2"
 "#;
 
 /// Writes the node's CNI network list and containerd config and starts the daemon in
-/// `node_ns`. Returns its PID (not yet serving: see [`wait_ready`]).
+/// `node_ns`. Returns its PID (not yet serving: see [`wait_serving`]).
 pub fn start(
     state_dir: &Path,
     paths: &Paths,
