@@ -923,3 +923,37 @@ fn a_lab_whose_state_directory_was_lost_still_comes_down_clean() {
     );
     assert_eq!(lab_traces(&id), Vec::<String>::new(), "lab down left these");
 }
+
+#[test]
+fn a_containerd_that_will_not_start_fails_up_with_its_log_and_leaves_nothing() {
+    require_root();
+    // A `containerd` first on PATH that exits at once, as a broken install would.
+    let dir = format!("/tmp/dye-test-bin-{}", unique_id());
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = format!("{dir}/containerd");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'containerd: failed to load TOML: broken' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let id = unique_id();
+    let path = format!("{dir}:{}", std::env::var("PATH").unwrap_or_default());
+    let out = Command::new(support::dye_bin())
+        .args(["lab", "up", "--id", &id])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("containerd (pid") && stderr.contains("failed to load TOML: broken"),
+        "the error should name containerd and quote its log: {stderr}"
+    );
+    assert_eq!(
+        lab_traces(&id),
+        Vec::<String>::new(),
+        "a failed up left these"
+    );
+}
