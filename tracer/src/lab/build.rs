@@ -164,6 +164,7 @@ impl Builder<'_> {
     fn build(&mut self) -> Result<(), LabError> {
         self.state.save(self.state_dir)?;
         self.underlay()?;
+        image::write_archive(&self.archive())?;
         for node in &self.topo.nodes {
             self.node(node)?;
         }
@@ -256,6 +257,8 @@ impl Builder<'_> {
     fn node(&mut self, node: &Node) -> Result<(), LabError> {
         let name = node.name.get_ref();
         let ns = self.namespace(name)?;
+        // Its containerd first: it gets ready while the rest of the node is built.
+        self.start_runtime(node)?;
         let address6 = node.address6.as_ref().map(|a| *a.get_ref());
         self.plug_into_underlay(&ns, "eth0", name, *node.address.get_ref(), address6)?;
         self.sysctl(&ns, "net.ipv4.ip_forward=1")?;
@@ -278,36 +281,34 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// A containerd per node, then every pod as a CRI pod sandbox. Nodes work side by side,
-    /// each on its own thread (start, import the sandbox image, RunPodSandbox for each of its
-    /// pods in topology order, so host-local hands out addresses in that order), while this
-    /// thread runs `meanwhile`; then each sandbox's namespace is published under the pod's
-    /// name and its responder started.
+    /// Every pod as a CRI pod sandbox from its node's containerd (started with the node).
+    /// Nodes work side by side, each on its own thread (wait for containerd, import the
+    /// sandbox image, RunPodSandbox for each of its pods in topology order, so host-local hands
+    /// out addresses in that order), while this thread runs `meanwhile`; then each sandbox's
+    /// namespace is published under the pod's name and its responder started.
     fn runtimes_and_pods(
         &mut self,
         meanwhile: impl FnOnce(&mut Self) -> Result<(), LabError>,
     ) -> Result<(), LabError> {
         self.step()?;
-        let archive = self.state_dir.join("sandbox-image.tar");
-        image::write_archive(&archive)?;
-        let topo = self.topo;
-        let mut started = Vec::new();
-        for node in &topo.nodes {
-            let name = node.name.get_ref();
-            let paths = Paths::new(self.state_dir, name);
-            let ipam_dir = self.state_dir.join("cni").join(name);
-            let list = cni::network_list(self.topo, node, &ipam_dir);
-            let pid = containerd::start(self.state_dir, &paths, &self.id.ns(name), &list)?;
-            let runtime = NodeRuntime {
-                node: name.clone(),
-                cri_socket: paths.socket(),
-                pid,
-                cgroup_parent: format!("/{}", self.id.cgroup(name)),
-            };
-            self.state.runtimes.push(runtime.clone());
-            self.state.save(self.state_dir)?;
-            started.push((node, paths, runtime));
-        }
+        let archive = self.archive();
+        let started: Vec<(&Node, Paths, NodeRuntime)> = self
+            .topo
+            .nodes
+            .iter()
+            .filter_map(|node| {
+                let runtime = self
+                    .state
+                    .runtimes
+                    .iter()
+                    .find(|r| &r.node == node.name.get_ref())?;
+                Some((
+                    node,
+                    Paths::new(self.state_dir, node.name.get_ref()),
+                    runtime.clone(),
+                ))
+            })
+            .collect();
         let deadline = Instant::now() + Duration::from_secs(10);
         let (id, interrupted, archive) = (self.id, self.interrupted, archive.as_path());
         let (side, results) = std::thread::scope(|s| {
@@ -339,6 +340,28 @@ impl Builder<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Where the sandbox image archive is written before the nodes' runtimes import it.
+    fn archive(&self) -> std::path::PathBuf {
+        self.state_dir.join("sandbox-image.tar")
+    }
+
+    /// Writes node `node`'s CNI network list and containerd config, starts its containerd in
+    /// the node's namespace and records it (it serves a little later: see `node_sandboxes`).
+    fn start_runtime(&mut self, node: &Node) -> Result<(), LabError> {
+        let name = node.name.get_ref();
+        let paths = Paths::new(self.state_dir, name);
+        let ipam_dir = self.state_dir.join("cni").join(name);
+        let list = cni::network_list(self.topo, node, &ipam_dir);
+        let pid = containerd::start(self.state_dir, &paths, &self.id.ns(name), &list)?;
+        self.state.runtimes.push(NodeRuntime {
+            node: name.clone(),
+            cri_socket: paths.socket(),
+            pid,
+            cgroup_parent: format!("/{}", self.id.cgroup(name)),
+        });
+        self.state.save(self.state_dir)
     }
 
     /// A pod sandbox's namespace published as `dye-<id>-<pod>`, recorded, with a responder.
