@@ -5,8 +5,10 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential pkg-config libpcap-dev   # building dye (pcap crate links libpcap)
+  protobuf-compiler                        # building dye (k8s-cri compiles the CRI protos)
   iproute2 iptables nftables conntrack     # the lab's kernel plumbing and its inspection
-  containernetworking-plugins              # CNI bridge + host-local, invoked as the kubelet does
+  containernetworking-plugins              # CNI bridge + host-local, run by containerd's CRI
+  containerd runc busybox-static           # the lab nodes' container runtime, pause image sleeper
   tshark tcpdump                           # outside checks of dye's captures and decodes
   iputils-ping iputils-tracepath ncat      # plain-tool checks of the lab, MTU baselines
   procps psmisc time                       # pgrep/pkill; /usr/bin/time -v for benchmarks

@@ -32,6 +32,16 @@ if [[ -n "$left" ]]; then
   exit 1
 fi
 echo "no test namespaces left"
+# Their container runtimes neither: containerd and shims name the lab's state directory, the
+# pod sandboxes' cgroups are dye-<id>-<node> in every hierarchy.
+procs=$(pgrep -af '/run/dye/lab-t[0-9a-f]+x[0-9]+/' || true)
+cgroups=$(find /sys/fs/cgroup -maxdepth 2 -type d -regex '.*/dye-t[0-9a-f]+x[0-9]+-.*' 2>/dev/null || true)
+if [[ -n "$procs$cgroups" ]]; then
+  echo "test: container runtime remains left behind by the tests:" >&2
+  echo "$procs$cgroups" >&2
+  exit 1
+fi
+echo "no test runtimes, shims or cgroups left"
 # Temporary captures are /tmp/dye-test-*; none may survive either.
 files=$(compgen -G '/tmp/dye-test-*' || true)
 if [[ -n "$files" ]]; then

@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{
-    dye, namespaces_with_prefix, require_root, root_snapshot, tshark_fields, unique_id, Lab,
-    TempPcap,
+    dye, lab_traces, namespaces_with_prefix, require_root, root_snapshot, tshark_fields, unique_id,
+    Lab, TempPcap,
 };
 
 /// Captures `count` packets with tcpdump inside `member`'s namespace while `traffic` runs and
@@ -285,7 +285,16 @@ fn down_removes_everything_and_root_namespace_is_untouched() {
     lab.fault(&["underlay-mtu", "1400"]);
     assert_eq!(namespaces_with_prefix(&format!("dye-{id}-")).len(), 9);
     assert_eq!(root_snapshot(), before, "lab up changed the root namespace");
+    // What the lab holds on the host while it runs: the detector sees it all.
+    let held = lab_traces(&id);
+    let count = |what: &str| held.iter().filter(|t| t.contains(what)).count();
+    assert_eq!(count("containerd --config"), 2, "{held:#?}");
+    assert_eq!(count("containerd-shim-runc-v2"), 4, "{held:#?}");
+    assert_eq!(count("busybox sleep infinity"), 4, "{held:#?}");
+    assert!(count("cgroup ") >= 2, "{held:#?}");
+    assert!(count("mount ") >= 4, "pod netns binds: {held:#?}");
     drop(lab);
+    assert_eq!(lab_traces(&id), Vec::<String>::new(), "lab down left these");
     assert!(namespaces_with_prefix(&format!("dye-{id}-")).is_empty());
     assert!(!std::path::Path::new(&format!("/run/dye/lab-{id}")).exists());
     let responders = Command::new("pgrep")
@@ -333,8 +342,12 @@ fn a_failure_half_way_through_up_leaves_nothing_behind() {
         stderr.contains("plugin exploded"),
         "error should carry the plugin's message: {stderr}"
     );
-    assert!(namespaces_with_prefix(&format!("dye-{id}-")).is_empty());
-    assert!(!std::path::Path::new(&format!("/run/dye/lab-{id}")).exists());
+    // containerd was up when RunPodSandbox failed: it, its cgroups and mounts are gone too.
+    assert_eq!(
+        lab_traces(&id),
+        Vec::<String>::new(),
+        "a failed up left these"
+    );
 }
 
 #[test]
@@ -370,8 +383,141 @@ fn an_interrupted_up_cleans_up() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert!(namespaces_with_prefix(&format!("dye-{id}-")).is_empty());
-    assert!(!std::path::Path::new(&format!("/run/dye/lab-{id}")).exists());
+    assert_eq!(
+        lab_traces(&id),
+        Vec::<String>::new(),
+        "an interrupted up left these"
+    );
+}
+
+#[test]
+fn an_up_interrupted_while_pods_are_made_leaves_no_runtime_behind() {
+    require_root();
+    let id = unique_id();
+    let child = Command::new(support::dye_bin())
+        .args(["lab", "up", "--id", &id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the first pod sandbox is published: containerd runs on both nodes and
+    // the other pods are still being made.
+    let first_pod = format!("dye-{id}-pod-a");
+    let start = std::time::Instant::now();
+    while !namespaces_with_prefix(&first_pod).contains(&first_pod)
+        && start.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let during = lab_traces(&id);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let out = child.wait_with_output().unwrap();
+    if out.status.code() == Some(0) {
+        assert!(dye(&["lab", "down", &id]).status.success());
+    } else {
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        during.iter().any(|t| t.contains("containerd --config")),
+        "the interrupt was meant to land after containerd started: {during:#?}"
+    );
+    assert_eq!(
+        lab_traces(&id),
+        Vec::<String>::new(),
+        "an interrupted up left these"
+    );
+}
+
+#[test]
+fn pods_are_real_cri_pod_sandboxes() {
+    let lab = Lab::up();
+    let member = |name: &str| -> serde_json::Value {
+        lab.view["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let node1 = member("node-1");
+    let socket = node1["cri_socket"].as_str().unwrap().to_string();
+    assert!(
+        socket.starts_with(&format!("/run/dye/lab-{}/", lab.id)),
+        "{socket}"
+    );
+    for (pod, node) in [("pod-a", "node-1"), ("pod-c", "node-2")] {
+        let identity = &member(pod)["pod"];
+        assert_eq!(identity["namespace"], "default", "{identity}");
+        assert_eq!(identity["name"], pod);
+        assert_eq!(identity["uid"].as_str().unwrap().len(), 36, "{identity}");
+        assert_eq!(identity["cri_socket"], member(node)["cri_socket"]);
+        let pid = identity["sandbox_pid"].as_u64().unwrap();
+        let sandbox = identity["sandbox_id"].as_str().unwrap();
+        // The pod's named namespace is the sandbox process's network namespace.
+        let inode = |path: &str| {
+            std::fs::metadata(path).map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.ino()
+            })
+        };
+        assert_eq!(
+            inode(&format!("/proc/{pid}/ns/net")).unwrap(),
+            inode(&format!("/run/netns/{}", lab.ns(pod))).unwrap(),
+            "{pod}'s netns is not its sandbox's"
+        );
+        // The sandbox process is the pause image's sleeper, in the node's cgroup, with the
+        // pod's hostname.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert_eq!(cmdline, b"/bin/busybox\0sleep\0infinity\0");
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(
+            cgroups.contains(&format!("/dye-{}-{node}/{sandbox}", lab.id)),
+            "{cgroups}"
+        );
+        let host = Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-u", "hostname"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&host.stdout).trim(), pod);
+        // containerd itself (not dye) knows the sandbox, with the kubelet's labels.
+        let info = Command::new("ctr")
+            .args(["--address", identity["cri_socket"].as_str().unwrap()])
+            .args(["--namespace", "k8s.io", "containers", "info", sandbox])
+            .output()
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout)
+            .unwrap_or_else(|e| panic!("ctr containers info {sandbox}: {e}"));
+        assert_eq!(info["Labels"]["io.kubernetes.pod.name"], pod);
+        assert_eq!(info["Labels"]["io.kubernetes.pod.namespace"], "default");
+        assert_eq!(info["Labels"]["io.cri-containerd.kind"], "sandbox");
+    }
+    // CNI ran in the node (cni0 there, the host veth on it) and addresses are the planned ones.
+    assert_eq!(lab.pod_ip("pod-a"), "10.244.1.2");
+    assert_eq!(lab.pod_ip("pod-c"), "10.244.2.2");
+    assert_eq!(lab.pod_ip6("pod-c"), "fd00:244:2::2");
+    let links = lab.exec("node-1", &["ip", "-o", "link", "show", "master", "cni0"]);
+    assert_eq!(String::from_utf8_lossy(&links.stdout).lines().count(), 2);
+    // Cross-node traffic is routed twice, as before.
+    let c = lab.pod_ip("pod-c");
+    assert_eq!(ttl_of_ping(&lab, "pod-a", &c), Some(62));
+    assert_eq!(lab.tcp_hello("pod-a", &c, 8080), "pod-c");
+    // status shows the CRI identity.
+    let text = String::from_utf8_lossy(&dye(&["lab", "status", &lab.id]).stdout).into_owned();
+    let sandbox_a = member("pod-a")["pod"]["sandbox_id"].as_str().unwrap()[..12].to_string();
+    assert!(
+        text.contains(&format!("pod default/pod-a (sandbox {sandbox_a}…)")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("containerd {socket}")), "{text}");
 }
 
 #[test]
@@ -688,4 +834,126 @@ fn an_ipv4_only_topology_builds_a_lab_without_ipv6() {
     assert_eq!(eth0["addresses6"], serde_json::json!([]), "{eth0}");
     let links = lab.exec("node-1", &["ip", "-o", "link", "show"]);
     assert!(!String::from_utf8_lossy(&links.stdout).contains("flannel-v6"));
+}
+
+#[test]
+fn a_node_can_put_its_pods_in_another_kubernetes_namespace() {
+    require_root();
+    let text = include_str!("../samples/lab/cluster.toml").replace(
+        r#"pods = ["pod-c", "pod-d"]"#,
+        "pods = [\"pod-c\", \"pod-d\"]\npod_namespace = \"shop\"",
+    );
+    let path = format!("/tmp/dye-test-topo-ns-{}.toml", unique_id());
+    std::fs::write(&path, &text).unwrap();
+    let lab = Lab::up_with(&["--topology", &path]);
+    std::fs::remove_file(&path).unwrap();
+    let pod = |name: &str| {
+        lab.view["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap()["pod"]
+            .clone()
+    };
+    assert_eq!(pod("pod-a")["namespace"], "default");
+    assert_eq!(pod("pod-c")["namespace"], "shop");
+    let info = Command::new("ctr")
+        .args(["--address", pod("pod-c")["cri_socket"].as_str().unwrap()])
+        .args(["--namespace", "k8s.io", "containers", "info"])
+        .arg(pod("pod-c")["sandbox_id"].as_str().unwrap())
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["Labels"]["io.kubernetes.pod.namespace"], "shop");
+    assert!(lab.ping("pod-a", &lab.pod_ip("pod-c"), 56));
+}
+
+#[test]
+fn a_lab_whose_containerd_died_with_pods_running_still_comes_down_clean() {
+    let lab = Lab::up();
+    let id = lab.id.clone();
+    // containerd of node-1 dies hard: its shims and sandbox processes live on and keep the
+    // pods' namespaces alive, and CRI cannot be asked to stop them any more.
+    let config = format!("/run/dye/lab-{id}/containerd/node-1/config.toml");
+    let daemon: i32 = lab_traces(&id)
+        .iter()
+        .find(|t| t.ends_with(&format!("containerd --config {config}")))
+        .and_then(|t| t.strip_prefix("process ")?.split(':').next()?.parse().ok())
+        .expect("node-1's containerd is running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    while lab_traces(&id)
+        .iter()
+        .any(|t| t.contains(&format!("containerd --config {config}")))
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let held = lab_traces(&id);
+    assert_eq!(
+        held.iter()
+            .filter(|t| t.contains("busybox sleep infinity"))
+            .count(),
+        4,
+        "sandboxes should outlive their containerd: {held:#?}"
+    );
+    assert!(lab.ping("pod-a", &lab.pod_ip("pod-b"), 56));
+    drop(lab);
+    assert_eq!(lab_traces(&id), Vec::<String>::new(), "lab down left these");
+}
+
+#[test]
+fn a_lab_whose_state_directory_was_lost_still_comes_down_clean() {
+    require_root();
+    let id = unique_id();
+    assert!(dye(&["lab", "up", "--id", &id]).status.success());
+    // Without its state, down finds the lab by its names: namespaces, the runtime processes
+    // naming its directory, cgroups named after it.
+    std::fs::remove_dir_all(format!("/run/dye/lab-{id}")).unwrap();
+    let out = dye(&["lab", "down", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lab_traces(&id), Vec::<String>::new(), "lab down left these");
+}
+
+#[test]
+fn a_containerd_that_will_not_start_fails_up_with_its_log_and_leaves_nothing() {
+    require_root();
+    // A `containerd` first on PATH that exits at once, as a broken install would.
+    let dir = format!("/tmp/dye-test-bin-{}", unique_id());
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = format!("{dir}/containerd");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'containerd: failed to load TOML: broken' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let id = unique_id();
+    let path = format!("{dir}:{}", std::env::var("PATH").unwrap_or_default());
+    let out = Command::new(support::dye_bin())
+        .args(["lab", "up", "--id", &id])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("containerd (pid") && stderr.contains("failed to load TOML: broken"),
+        "the error should name containerd and quote its log: {stderr}"
+    );
+    assert_eq!(
+        lab_traces(&id),
+        Vec::<String>::new(),
+        "a failed up left these"
+    );
 }

@@ -317,3 +317,70 @@ impl Drop for TempPcap {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// Everything on the host that belongs to lab `id` besides its namespaces' contents, one line
+/// each: live processes (containerd, shims, responders: their command line names the lab's
+/// state directory; sandbox "pause" processes: they sit in the lab's cgroups), cgroup
+/// directories named `dye-<id>-…` in every hierarchy, mounts naming the lab (the pods'
+/// `/run/netns` binds, anything under its state directory), its named namespaces and its
+/// state directory. Scoped to the lab, so labs of tests running in parallel do not disturb
+/// it: empty before `up`, and empty again after `down` — or else something was left behind.
+pub fn lab_traces(id: &str) -> Vec<String> {
+    let state_dir = format!("/run/dye/lab-{id}");
+    let cgroup = format!("dye-{id}-");
+    let mut traces = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        if zombie || pid == std::process::id() {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .unwrap_or_default()
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if cmdline.contains(&format!("{state_dir}/")) || cgroups.contains(&format!("/{cgroup}")) {
+            traces.push(format!("process {pid}: {}", cmdline.trim()));
+        }
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mountinfo.lines() {
+        let (pre, post) = line.split_once(" - ").unwrap_or((line, ""));
+        let mount_point = pre.split_whitespace().nth(4).unwrap_or("");
+        if post.starts_with("cgroup") {
+            let Ok(entries) = std::fs::read_dir(mount_point) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&cgroup) {
+                    traces.push(format!("cgroup {}", e.path().display()));
+                }
+            }
+        }
+        if line.contains(&cgroup)
+            || line.contains(&format!("{state_dir}/"))
+            || line.contains(&format!("{state_dir} "))
+        {
+            traces.push(format!("mount {line}"));
+        }
+    }
+    for ns in namespaces_with_prefix(&cgroup) {
+        traces.push(format!("namespace {ns}"));
+    }
+    if std::path::Path::new(&state_dir).exists() {
+        traces.push(format!("state directory {state_dir}"));
+    }
+    traces
+}

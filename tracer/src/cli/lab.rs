@@ -13,13 +13,14 @@ use super::{EXIT_NEGATIVE, EXIT_OK};
 #[derive(Debug, Args)]
 #[command(after_help = "\
 The lab is a two-node Kubernetes network made of network namespaces named dye-<ID>-<member>:
-an underlay switch, node-1 and node-2 with CNI bridge pod networking (cni0) and a flannel-style
+an underlay switch, node-1 and node-2 each running containerd, whose CRI makes the pods (real pod
+sandboxes, CNI bridge networking on cni0, published as dye-<ID>-pod-*), a flannel-style
 VXLAN overlay (flannel.1, VNI 1, UDP 8472), four pods with TCP/UDP responders, kube-proxy
 iptables chains for a ClusterIP + NodePort service, and an edge firewall doing NAT in front of
 an office network that reuses the pod range. The built-in lab is dual-stack: pods also get
 IPv6 (fd00:244:<node>::/64) from the same CNI plugins, flannel-v6.1 carries it between nodes
 over an IPv6 underlay (fd00:50::/64), and the firewall routes it (no NAT66) to the office
-(fd00:10::/64). Nothing is added to the root namespace.
+(fd00:10::/64). Nothing is added to the root network namespace.
 
 Examples:
   dye lab up                         # lab \"demo\" from the built-in topology
@@ -47,8 +48,9 @@ enum LabCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Remove labs: processes, CNI attachments, namespaces (with all links, routes and rules
-    /// inside) and state files. Removing an unknown id is harmless.
+    /// Remove labs: pod sandboxes (over CRI), the nodes' containerd with their shims and
+    /// cgroups, other processes, namespaces (with all links, routes and rules inside) and
+    /// state files. Removing an unknown id is harmless.
     Down {
         /// Lab ids to remove.
         #[arg(required_unless_present = "all")]
@@ -167,8 +169,13 @@ fn down(ids: Vec<String>, all: bool) -> anyhow::Result<ExitCode> {
         if removed.namespaces.is_empty() && !removed.state_dir {
             println!("lab {id}: nothing to remove");
         } else {
+            let sandboxes = match removed.sandboxes {
+                0 => String::new(),
+                1 => "1 pod sandbox, ".to_string(),
+                n => format!("{n} pod sandboxes, "),
+            };
             println!(
-                "lab {id}: removed {} namespaces, {} processes{}",
+                "lab {id}: removed {} namespaces, {sandboxes}{} processes{}",
                 removed.namespaces.len(),
                 removed.processes,
                 if removed.state_dir {
@@ -269,7 +276,17 @@ fn print_view(view: &LabView) -> anyhow::Result<()> {
             Some(node) => format!("{} on {node}", m.role),
             None => m.role.to_string(),
         };
-        writeln!(out, "  {:<22} {role}", m.netns)?;
+        let runtime = match (&m.pod, &m.cri_socket) {
+            (Some(p), _) => format!(
+                "  pod {}/{} (sandbox {}…)",
+                p.namespace,
+                p.name,
+                p.sandbox_id.get(..12).unwrap_or(&p.sandbox_id)
+            ),
+            (None, Some(socket)) => format!("  containerd {socket}"),
+            (None, None) => String::new(),
+        };
+        writeln!(out, "  {:<22} {role}{runtime}", m.netns)?;
         for i in m.interfaces.iter().filter(|i| i.kind != "loopback") {
             let master = i
                 .master

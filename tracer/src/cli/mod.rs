@@ -100,6 +100,12 @@ pub fn init_logging(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
+    // The lab's CRI client (gRPC over HTTP/2) logs every frame at debug: keep that for -vvv.
+    let default = if verbose < 3 {
+        format!("{default},h2=info,hyper_util=info,tower=info,tonic=info")
+    } else {
+        default.to_string()
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

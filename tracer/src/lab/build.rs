@@ -1,6 +1,11 @@
-//! `up`: builds a lab from its topology, step by step, recording every namespace in the state
-//! file as soon as it exists. Any failure or an interrupt (SIGINT/SIGTERM) tears down whatever
-//! was built, so a half-built lab never stays behind.
+//! `up`: builds a lab from its topology, step by step, recording every namespace and runtime
+//! in the state file as soon as it exists. Any failure or an interrupt (SIGINT/SIGTERM) tears
+//! down whatever was built, so a half-built lab never stays behind.
+//!
+//! Pods are made the way the kubelet makes them: each node runs a containerd, the lab asks it
+//! over CRI for a pod sandbox (containerd creates the network namespace and runs CNI), then
+//! publishes the sandbox's namespace as `dye-<id>-<pod>` (`ip netns attach`), so everything
+//! else addresses pods by name as before.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::process::CommandExt;
@@ -11,10 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cmd::Cmd;
-use super::cni::{self, Sandbox};
+use super::cni;
+use super::containerd::{self, Paths};
+use super::cri::{Cri, PodSpec, SandboxStatus};
+use super::image;
 use super::names::{LabId, STATE_ROOT, UNDERLAY};
 use super::rules::{self, Endpoint};
-use super::state::{lab_namespaces_on_host, LabState, PodState};
+use super::state::{lab_namespaces_on_host, LabState, NodeRuntime, PodState};
 use super::teardown;
 use super::topology::{Node, Topology};
 use super::LabError;
@@ -73,6 +81,13 @@ fn preflight(topo: &Topology) -> Result<(), LabError> {
         ("iptables-restore", "iptables"),
         ("iptables", "iptables"),
         ("sysctl", "procps"),
+        ("nsenter", "util-linux"),
+        ("unshare", "util-linux"),
+        ("mount", "mount"),
+        ("containerd", "containerd"),
+        ("containerd-shim-runc-v2", "containerd"),
+        ("ctr", "containerd"),
+        ("runc", "runc"),
     ];
     if topo.dual_stack() {
         tools.push(("ip6tables-restore", "iptables"));
@@ -92,6 +107,12 @@ fn preflight(topo: &Topology) -> Result<(), LabError> {
                 package,
             });
         }
+    }
+    if !Path::new(image::BUSYBOX).is_file() {
+        return Err(LabError::MissingTool {
+            tool: format!("{} (the pod sandbox image's sleeper)", image::BUSYBOX),
+            package: "busybox-static",
+        });
     }
     for plugin in cni::PLUGINS {
         let path = cni::cni_path().join(plugin);
@@ -143,17 +164,16 @@ impl Builder<'_> {
     fn build(&mut self) -> Result<(), LabError> {
         self.state.save(self.state_dir)?;
         self.underlay()?;
+        image::write_archive(&self.archive())?;
         for node in &self.topo.nodes {
             self.node(node)?;
         }
-        for node in &self.topo.nodes {
-            for pod in &node.pods {
-                self.pod(node, pod.get_ref())?;
-            }
-        }
-        self.overlay()?;
+        // While the nodes' runtimes make the pods: everything that does not need them.
+        self.runtimes_and_pods(|b| {
+            b.overlay()?;
+            b.firewall_and_office()
+        })?;
         self.services()?;
-        self.firewall_and_office()?;
         self.settle_ipv6()?;
         self.wait_for_responders()?;
         self.state.complete = true;
@@ -237,6 +257,8 @@ impl Builder<'_> {
     fn node(&mut self, node: &Node) -> Result<(), LabError> {
         let name = node.name.get_ref();
         let ns = self.namespace(name)?;
+        // Its containerd first: it gets ready while the rest of the node is built.
+        self.start_runtime(node)?;
         let address6 = node.address6.as_ref().map(|a| *a.get_ref());
         self.plug_into_underlay(&ns, "eth0", name, *node.address.get_ref(), address6)?;
         self.sysctl(&ns, "net.ipv4.ip_forward=1")?;
@@ -259,32 +281,125 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// A pod: a sandbox namespace wired to its node by the CNI bridge plugin, plus a responder.
-    fn pod(&mut self, node: &Node, pod: &str) -> Result<(), LabError> {
-        let pod_ns = self.namespace(pod)?;
-        let node_ns = self.id.ns(node.name.get_ref());
-        let ipam_dir = self.state_dir.join("cni").join(node.name.get_ref());
+    /// Every pod as a CRI pod sandbox from its node's containerd (started with the node).
+    /// Nodes work side by side, each on its own thread (wait for containerd, import the
+    /// sandbox image, RunPodSandbox for each of its pods in topology order, so host-local hands
+    /// out addresses in that order), while this thread runs `meanwhile`; then each sandbox's
+    /// namespace is published under the pod's name and its responder started.
+    fn runtimes_and_pods(
+        &mut self,
+        meanwhile: impl FnOnce(&mut Self) -> Result<(), LabError>,
+    ) -> Result<(), LabError> {
+        self.step()?;
+        let archive = self.archive();
+        let started: Vec<(&Node, Paths, NodeRuntime)> = self
+            .topo
+            .nodes
+            .iter()
+            .filter_map(|node| {
+                let runtime = self
+                    .state
+                    .runtimes
+                    .iter()
+                    .find(|r| &r.node == node.name.get_ref())?;
+                Some((
+                    node,
+                    Paths::new(self.state_dir, node.name.get_ref()),
+                    runtime.clone(),
+                ))
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (id, interrupted, archive) = (self.id, self.interrupted, archive.as_path());
+        let (side, results) = std::thread::scope(|s| {
+            let handles: Vec<_> = started
+                .iter()
+                .map(|(node, paths, runtime)| {
+                    s.spawn(move || {
+                        node_sandboxes(id, node, paths, runtime, archive, deadline, interrupted)
+                    })
+                })
+                .collect();
+            let side = meanwhile(self);
+            let results: Vec<Result<Vec<Sandbox>, LabError>> = handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(LabError::Internal("a node thread panicked".into()))
+                    })
+                })
+                .collect();
+            (side, results)
+        });
+        side?;
+        // Sandboxes that exist are removed by teardown over CRI (it lists them by the lab's
+        // label), so a failure on one node can be returned as is.
+        for ((node, _, runtime), result) in started.iter().zip(results) {
+            for sandbox in result? {
+                self.publish_pod(node, runtime, sandbox)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the sandbox image archive is written before the nodes' runtimes import it.
+    fn archive(&self) -> std::path::PathBuf {
+        self.state_dir.join("sandbox-image.tar")
+    }
+
+    /// Writes node `node`'s CNI network list and containerd config, starts its containerd in
+    /// the node's namespace and records it (it serves a little later: see `node_sandboxes`).
+    fn start_runtime(&mut self, node: &Node) -> Result<(), LabError> {
+        let name = node.name.get_ref();
+        let paths = Paths::new(self.state_dir, name);
+        let ipam_dir = self.state_dir.join("cni").join(name);
         let list = cni::network_list(self.topo, node, &ipam_dir);
-        std::fs::write(
-            self.state_dir
-                .join(format!("cni-{}.conflist", node.name.get_ref())),
-            serde_json::to_string_pretty(&list).unwrap_or_default(),
-        )
-        .map_err(|e| LabError::io("write CNI config", e))?;
-        let sandbox = Sandbox {
-            node_ns: &node_ns,
-            pod_ns: &pod_ns,
-            pod_name: pod,
-        };
-        let attached = sandbox.add(&list)?;
+        let pid = containerd::start(self.state_dir, &paths, &self.id.ns(name), &list)?;
+        self.state.runtimes.push(NodeRuntime {
+            node: name.clone(),
+            cri_socket: paths.socket(),
+            pid,
+            cgroup_parent: format!("/{}", self.id.cgroup(name)),
+        });
+        self.state.save(self.state_dir)
+    }
+
+    /// A pod sandbox's namespace published as `dye-<id>-<pod>`, recorded, with a responder.
+    fn publish_pod(
+        &mut self,
+        node: &Node,
+        runtime: &NodeRuntime,
+        sandbox: Sandbox,
+    ) -> Result<(), LabError> {
+        self.step()?;
+        let pod = sandbox.pod.as_str();
+        let node_ns = self.id.ns(node.name.get_ref());
+        let pod_ns = self.id.ns(pod);
+        // What `ip netns add` would have made, but bound to the sandbox's namespace:
+        // /run/netns/<name> bind-mounted from /proc/<sandbox pid>/ns/net.
+        Cmd::new([
+            "ip".to_string(),
+            "netns".into(),
+            "attach".into(),
+            pod_ns.clone(),
+            sandbox.status.pid.to_string(),
+        ])
+        .run()?;
+        self.state.namespaces.push(pod_ns.clone());
+        self.state.save(self.state_dir)?;
+        let host_veth = host_veth(&pod_ns, &node_ns)?;
         self.state.pods.push(PodState {
             name: pod.to_string(),
             node: node.name.get_ref().clone(),
             netns: pod_ns.clone(),
-            ip: attached.ip,
-            ip6: attached.ip6,
-            host_veth: attached.host_veth,
-            cni_result: attached.result,
+            ip: sandbox.status.ip,
+            ip6: sandbox.status.ip6,
+            host_veth,
+            pod_namespace: node.pod_namespace().to_string(),
+            uid: sandbox.uid,
+            sandbox_id: sandbox.id,
+            cri_socket: runtime.cri_socket.clone(),
+            sandbox_pid: sandbox.status.pid,
         });
         self.state.save(self.state_dir)?;
         self.start_responder(&pod_ns, pod)
@@ -642,6 +757,120 @@ impl Builder<'_> {
         }
         Ok(())
     }
+}
+
+/// A pod sandbox a node's containerd made.
+struct Sandbox {
+    pod: String,
+    uid: String,
+    id: String,
+    status: SandboxStatus,
+}
+
+/// One node's side of `runtimes_and_pods`, on its own thread: wait for its containerd, import
+/// the sandbox image, then RunPodSandbox + PodSandboxStatus for each of its pods in order.
+fn node_sandboxes(
+    id: &LabId,
+    node: &Node,
+    paths: &Paths,
+    runtime: &NodeRuntime,
+    archive: &Path,
+    deadline: Instant,
+    interrupted: &AtomicBool,
+) -> Result<Vec<Sandbox>, LabError> {
+    let step = || {
+        if interrupted.load(Ordering::Relaxed) {
+            Err(LabError::Interrupted)
+        } else {
+            Ok(())
+        }
+    };
+    let mut cri = Cri::connect(&paths.socket())?;
+    containerd::wait_serving(paths, runtime.pid, &mut cri, deadline)?;
+    step()?;
+    image::import(&paths.socket(), archive)?;
+    containerd::wait_image(paths, runtime.pid, &mut cri, deadline)?;
+    let mut made = Vec::new();
+    for pod in &node.pods {
+        step()?;
+        let pod = pod.get_ref();
+        let uid = new_uid()?;
+        let spec = PodSpec {
+            name: pod,
+            namespace: node.pod_namespace(),
+            uid: &uid,
+            lab: id.as_str(),
+            node: node.name.get_ref(),
+            cgroup_parent: &runtime.cgroup_parent,
+        };
+        let sandbox = cri.run_pod(&spec)?;
+        tracing::debug!(pod, sandbox = %sandbox, "pod sandbox running");
+        let status = cri.status(&sandbox)?;
+        made.push(Sandbox {
+            pod: pod.clone(),
+            uid,
+            id: sandbox,
+            status,
+        });
+    }
+    Ok(made)
+}
+
+/// A random pod UID in the UUID form Kubernetes uses.
+fn new_uid() -> Result<String, LabError> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| LabError::io("read /dev/urandom", e))?;
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
+}
+
+/// The node-side end of a pod's eth0: the node interface whose index is eth0's peer index.
+fn host_veth(pod_ns: &str, node_ns: &str) -> Result<String, LabError> {
+    let parse = |what: &str, out: &str| -> Result<serde_json::Value, LabError> {
+        serde_json::from_str(out).map_err(|e| LabError::Parse {
+            what: what.to_string(),
+            detail: e.to_string(),
+        })
+    };
+    let what = format!("ip -j link show eth0 in {pod_ns}");
+    let eth0 = parse(
+        &what,
+        &Cmd::new(["ip", "-n", pod_ns, "-j", "link", "show", "dev", "eth0"]).run()?,
+    )?;
+    let peer = eth0[0]["link_index"]
+        .as_u64()
+        .ok_or_else(|| LabError::Parse {
+            what: what.clone(),
+            detail: "no link_index (eth0 is not a veth?)".into(),
+        })?;
+    let what = format!("ip -j link show in {node_ns}");
+    let links = parse(
+        &what,
+        &Cmd::new(["ip", "-n", node_ns, "-j", "link", "show"]).run()?,
+    )?;
+    links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["ifindex"].as_u64() == Some(peer))
+        .and_then(|l| l["ifname"].as_str())
+        .map(String::from)
+        .ok_or_else(|| LabError::Parse {
+            what,
+            detail: format!("no interface with index {peer} (the peer of {pod_ns}'s eth0)"),
+        })
 }
 
 /// The MAC address of a device, from `ip -j link show`.

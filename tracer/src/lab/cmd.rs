@@ -11,7 +11,6 @@ use super::LabError;
 #[derive(Debug, Clone)]
 pub struct Cmd {
     argv: Vec<String>,
-    env: Vec<(String, String)>,
     stdin: Option<String>,
 }
 
@@ -23,7 +22,6 @@ impl Cmd {
     {
         Cmd {
             argv: argv.into_iter().map(Into::into).collect(),
-            env: Vec::new(),
             stdin: None,
         }
     }
@@ -47,11 +45,6 @@ impl Cmd {
         let mut all = vec!["ip".to_string(), "netns".into(), "exec".into(), ns.into()];
         all.extend(argv.into_iter().map(Into::into));
         Cmd::new(all)
-    }
-
-    pub fn env(mut self, key: &str, value: impl Into<String>) -> Cmd {
-        self.env.push((key.into(), value.into()));
-        self
     }
 
     pub fn stdin(mut self, input: impl Into<String>) -> Cmd {
@@ -86,7 +79,6 @@ impl Cmd {
             .ok_or_else(|| LabError::Internal("empty command".into()))?;
         let mut cmd = Command::new(program);
         cmd.args(args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(if self.stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -111,9 +103,6 @@ impl Cmd {
 
 impl std::fmt::Display for Cmd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (k, v) in &self.env {
-            write!(f, "{k}={v} ")?;
-        }
         f.write_str(&self.argv.join(" "))
     }
 }

@@ -29,7 +29,26 @@ pub struct Member {
     pub role: &'static str,
     /// The node a pod runs on.
     pub node: Option<String>,
+    /// A node's container runtime: its containerd CRI socket.
+    pub cri_socket: Option<String>,
+    /// A pod's CRI identity.
+    pub pod: Option<PodIdentity>,
     pub interfaces: Vec<Interface>,
+}
+
+/// Who a pod is to its node's container runtime (CRI).
+#[derive(Debug, Serialize)]
+pub struct PodIdentity {
+    /// Kubernetes namespace and name, as in the sandbox's CRI metadata.
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// The CRI pod sandbox id.
+    pub sandbox_id: String,
+    /// The sandbox process, whose network namespace the pod's netns name points at.
+    pub sandbox_pid: u32,
+    /// The CRI socket of the pod's node.
+    pub cri_socket: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,12 +90,31 @@ pub fn inspect(id: &LabId) -> Result<LabView, LabError> {
         if !state.namespaces.contains(&netns) {
             return Ok(());
         }
+        let cri_socket = state
+            .runtimes
+            .iter()
+            .find(|r| role == "node" && r.node == name)
+            .map(|r| r.cri_socket.display().to_string());
+        let pod = state
+            .pods
+            .iter()
+            .find(|p| role == "pod" && p.name == name)
+            .map(|p| PodIdentity {
+                namespace: p.pod_namespace.clone(),
+                name: p.name.clone(),
+                uid: p.uid.clone(),
+                sandbox_id: p.sandbox_id.clone(),
+                sandbox_pid: p.sandbox_pid,
+                cri_socket: p.cri_socket.display().to_string(),
+            });
         members.push(Member {
             name: name.to_string(),
             interfaces: interfaces(&netns)?,
             netns,
             role,
             node,
+            cri_socket,
+            pod,
         });
         Ok(())
     };

@@ -3,15 +3,22 @@
 //! flannel-style VXLAN overlay, kube-proxy iptables chains, an edge firewall doing NAT — so dye
 //! and its tests can run the real data path. Nothing is ever added to the root namespace.
 //!
+//! Pods are real CRI pod sandboxes: every node runs its own containerd (`containerd`), the lab
+//! asks it for pods over CRI as the kubelet does (`cri`), with a locally built sandbox image
+//! (`image`), and publishes each sandbox's network namespace under the lab's name for the pod.
+//!
 //! One module per concern: the topology file (`topology`), naming (`names`), running tools
-//! (`cmd`), CNI plugin invocation (`cni`), iptables rule sets (`rules`), building (`build`),
-//! faults (`faults`), teardown (`teardown`), persisted state (`state`), pod responders
-//! (`responder`).
+//! (`cmd`), the nodes' CNI network configuration (`cni`), the container runtime
+//! (`containerd`, `cri`, `image`), iptables rule sets (`rules`), building (`build`), faults
+//! (`faults`), teardown (`teardown`), persisted state (`state`), pod responders (`responder`).
 
 mod build;
 mod cmd;
 mod cni;
+mod containerd;
+mod cri;
 pub mod faults;
+mod image;
 mod inspect;
 mod names;
 pub mod responder;
@@ -24,9 +31,9 @@ use std::path::PathBuf;
 
 pub use build::up;
 pub use faults::{apply_fault, clear_faults, Fault};
-pub use inspect::{inspect, Interface, LabView, Member};
+pub use inspect::{inspect, Interface, LabView, Member, PodIdentity};
 pub use names::{LabId, STATE_ROOT};
-pub use state::{list_labs, load_state, LabState, LabSummary, PodState};
+pub use state::{list_labs, load_state, LabState, LabSummary, NodeRuntime, PodState};
 pub use teardown::{down, Removed};
 pub use topology::Topology;
 
@@ -65,6 +72,14 @@ pub enum LabError {
     },
     #[error("unexpected output from {what}: {detail}")]
     Parse { what: String, detail: String },
+    #[error("CRI {call} on {socket}: {message}")]
+    Cri {
+        call: String,
+        socket: String,
+        message: String,
+    },
+    #[error("container runtime: {detail}")]
+    Runtime { detail: String },
     #[error("lab {lab}: {detail}")]
     BadFault { lab: String, detail: String },
     #[error("interrupted; everything built so far was removed")]

@@ -42,6 +42,12 @@ impl LabId {
         format!("dye-{}-", self.0)
     }
 
+    /// The cgroup parent (a top-level directory in every cgroup hierarchy) under which the
+    /// runtime of lab node `node` puts its pod sandboxes.
+    pub fn cgroup(&self, node: &str) -> String {
+        format!("dye-{}-{}", self.0, node)
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         PathBuf::from(STATE_ROOT).join(format!("lab-{}", self.0))
     }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,9 @@ pub struct LabState {
     /// Every namespace created, in creation order (also the ones of a half-built lab).
     pub namespaces: Vec<String>,
     pub pods: Vec<PodState>,
+    /// Each node's container runtime, recorded as soon as it is started.
+    #[serde(default)]
+    pub runtimes: Vec<NodeRuntime>,
     /// PIDs of the pod responders (they also die with their namespaces' processes on `down`).
     pub responders: Vec<u32>,
     /// MAC address of each node's VXLAN device (as flanneld would publish it).
@@ -43,8 +46,28 @@ pub struct PodState {
     pub ip6: Option<Ipv6Addr>,
     /// The node-side veth the CNI bridge plugin created (attached to cni0).
     pub host_veth: String,
-    /// The CNI ADD result, kept for DEL as the runtime does.
-    pub cni_result: serde_json::Value,
+    /// The pod's Kubernetes namespace (CRI metadata).
+    pub pod_namespace: String,
+    /// The pod's UID (CRI metadata).
+    pub uid: String,
+    /// The CRI pod sandbox id containerd gave the pod.
+    pub sandbox_id: String,
+    /// The CRI socket of the pod's node (where the sandbox can be asked about).
+    pub cri_socket: PathBuf,
+    /// The sandbox ("pause") process, whose network namespace is published as `netns`.
+    pub sandbox_pid: u32,
+}
+
+/// A node's containerd: where to reach it over CRI and what it runs under.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRuntime {
+    pub node: String,
+    /// The containerd gRPC socket (CRI v1).
+    pub cri_socket: PathBuf,
+    /// containerd's PID when it was started.
+    pub pid: u32,
+    /// The cgroup parent of the node's pod sandboxes (in every cgroup hierarchy).
+    pub cgroup_parent: String,
 }
 
 impl LabState {
@@ -54,6 +77,7 @@ impl LabState {
             topology_source,
             namespaces: Vec::new(),
             pods: Vec::new(),
+            runtimes: Vec::new(),
             responders: Vec::new(),
             vtep_macs: Vec::new(),
             vtep_macs6: Vec::new(),

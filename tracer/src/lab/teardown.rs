@@ -1,6 +1,8 @@
-//! `down`: removes everything a lab created — its processes, CNI attachments, namespaces (and
-//! with them every link, route and rule inside) and its state directory. Works on a complete
-//! lab, a half-built one, and one whose state file is gone (namespaces are found by name).
+//! `down`: removes everything a lab created — its pod sandboxes (over CRI, which also runs
+//! CNI DEL), the nodes' containerd daemons with any shim, sandbox process and cgroup they
+//! leave, its other processes, namespaces (and with them every link, route and rule inside) and
+//! its state directory. Works on a complete lab, a half-built one, and one whose state file is
+//! gone (namespaces, runtimes and cgroups are found by name).
 
 use std::time::{Duration, Instant};
 
@@ -8,16 +10,18 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::cmd::Cmd;
-use super::cni::{self, Sandbox};
+use super::containerd::{self, Paths};
+use super::cri::Cri;
 use super::names::{LabId, STATE_ROOT};
-use super::state::{lab_namespaces_on_host, load_state};
-use super::topology::Topology;
+use super::state::{lab_namespaces_on_host, load_state, LabState};
 use super::LabError;
 
 /// What `down` removed.
 #[derive(Debug, Default)]
 pub struct Removed {
     pub namespaces: Vec<String>,
+    /// Pod sandboxes stopped and removed over CRI.
+    pub sandboxes: usize,
     pub processes: usize,
     pub state_dir: bool,
 }
@@ -39,7 +43,11 @@ pub fn down(id: &LabId) -> Result<Removed, LabError> {
         }
     }
 
-    // Processes first: a namespace with a live process outlives `ip netns del`.
+    // Pods and their runtimes first, then every other process: a namespace with a live
+    // process outlives `ip netns del`.
+    let (sandboxes, processes) = stop_runtimes(id, state.as_ref());
+    removed.sandboxes += sandboxes;
+    removed.processes += processes;
     for ns in &namespaces {
         removed.processes += stop_processes_in(ns);
     }
@@ -47,7 +55,6 @@ pub fn down(id: &LabId) -> Result<Removed, LabError> {
         for pid in &state.responders {
             let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
         }
-        release_pods(id, state);
     }
 
     let mut failures = Vec::new();
@@ -107,26 +114,62 @@ fn stop_processes_in(ns: &str) -> usize {
     found.len()
 }
 
-/// CNI DEL for every attached pod, as the runtime does when a sandbox goes away. Best effort:
-/// deleting the namespaces removes the veths regardless.
-fn release_pods(id: &LabId, state: &super::state::LabState) {
-    let topo_path = id.state_dir().join("topology.toml");
-    let Ok(topo) = Topology::load(&topo_path) else {
-        return;
-    };
-    for pod in &state.pods {
-        let Some(node) = topo.node(&pod.node) else {
-            continue;
-        };
-        let node_ns = id.ns(&pod.node);
-        let list = cni::network_list(&topo, node, &id.state_dir().join("cni").join(&pod.node));
-        let sandbox = Sandbox {
-            node_ns: &node_ns,
-            pod_ns: &pod.netns,
-            pod_name: &pod.name,
-        };
-        if let Err(e) = sandbox.del(&list, &pod.cni_result) {
-            tracing::debug!("CNI DEL for {}: {e}", pod.name);
+/// For every node runtime of the lab (from the state, and from the runtime directories in case
+/// the state lost one), side by side: StopPodSandbox + RemovePodSandbox for each of the lab's
+/// sandboxes while containerd still serves, then containerd itself, leftover shims and sandbox
+/// processes, and the node's cgroups. Finally any cgroup named after the lab, wherever it is.
+/// Returns how many sandboxes were removed over CRI and how many processes were stopped.
+fn stop_runtimes(id: &LabId, state: Option<&LabState>) -> (usize, usize) {
+    let mut nodes: Vec<String> = state
+        .map(|s| s.runtimes.iter().map(|r| r.node.clone()).collect())
+        .unwrap_or_default();
+    if let Ok(entries) = std::fs::read_dir(id.state_dir().join("containerd")) {
+        for e in entries.flatten() {
+            if let Some(n) = e.file_name().to_str() {
+                if !nodes.iter().any(|x| x == n) {
+                    nodes.push(n.to_string());
+                }
+            }
         }
     }
+    let (sandboxes, processes) = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|node| s.spawn(move || stop_runtime(id, node)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or((0, 0)))
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+    });
+    let leftovers = containerd::kill_processes_naming(&id.state_dir())
+        + containerd::remove_lab_cgroups(&id.ns_prefix());
+    (sandboxes, processes + leftovers)
+}
+
+fn stop_runtime(id: &LabId, node: &str) -> (usize, usize) {
+    let mut removed = 0;
+    let paths = Paths::new(&id.state_dir(), node);
+    if paths.socket().exists() {
+        let serving = Cri::connect(&paths.socket())
+            .ok()
+            .and_then(|mut cri| cri.version().is_ok().then_some(cri));
+        match serving {
+            Some(mut cri) => match cri.lab_sandboxes(id.as_str()) {
+                Ok(sandboxes) => {
+                    for (sb, outcome) in cri.stop_and_remove_all(&sandboxes) {
+                        match outcome {
+                            Ok(()) => removed += 1,
+                            Err(e) => {
+                                tracing::warn!("lab {id}: removing pod sandbox {sb} on {node}: {e}")
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("lab {id}: listing pod sandboxes on {node}: {e}"),
+            },
+            None => tracing::debug!("lab {id}: containerd of {node} does not answer"),
+        }
+    }
+    (removed, containerd::stop(&paths, &id.cgroup(node)))
 }

@@ -72,6 +72,18 @@ pub struct Node {
     /// The node's IPv6 pod range (dual-stack labs).
     pub pod_subnet6: Option<Spanned<Ipv6Net>>,
     pub pods: Vec<Spanned<String>>,
+    /// The Kubernetes namespace of this node's pods (CRI metadata): `default` unless set.
+    pub pod_namespace: Option<Spanned<String>>,
+}
+
+impl Node {
+    /// The Kubernetes namespace the node's pods are created in.
+    pub fn pod_namespace(&self) -> &str {
+        self.pod_namespace
+            .as_ref()
+            .map(|n| n.get_ref().as_str())
+            .unwrap_or("default")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -342,6 +354,9 @@ impl Topology {
                         self.overlay.cluster_cidr
                     ),
                 ));
+            }
+            if let Some(ns) = &node.pod_namespace {
+                check_dns_label(ns.get_ref()).map_err(|m| at(ns.span(), m))?;
             }
             for pod in &node.pods {
                 check_name(pod.get_ref()).map_err(|m| at(pod.span(), m))?;
@@ -651,6 +666,25 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// A Kubernetes namespace name (RFC 1123 label).
+fn check_dns_label(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "pod_namespace {name:?} must be 1-63 characters of a-z, 0-9 and '-', \
+             starting and ending with a letter or digit"
+        ))
+    }
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end]
@@ -717,6 +751,24 @@ mod tests {
         assert!(Topology::parse(&outside)
             .unwrap_err()
             .contains("outside the underlay"));
+    }
+
+    #[test]
+    fn pods_are_in_default_unless_the_node_names_a_namespace() {
+        let t = Topology::parse(BUILTIN).unwrap();
+        assert_eq!(t.nodes[0].pod_namespace(), "default");
+        let text = BUILTIN.replace(
+            r#"pods = ["pod-c", "pod-d"]"#,
+            "pods = [\"pod-c\", \"pod-d\"]\npod_namespace = \"shop\"",
+        );
+        let t = Topology::parse(&text).unwrap();
+        assert_eq!(t.nodes[1].pod_namespace(), "shop");
+        let bad = text.replace(r#""shop""#, r#""Shop_1""#);
+        let err = Topology::parse(&bad).unwrap_err();
+        assert!(
+            err.starts_with(&format!("line {}:", line_of_key(&bad, "pod_namespace"))),
+            "{err}"
+        );
     }
 
     fn line_of_key(text: &str, starts: &str) -> usize {
