@@ -31,10 +31,13 @@ before its size counts as too big.
 Probes must not change the path MTU the source's kernel caches for its real traffic. Over IPv4
 they cannot (errors about raw-socket probes reach no socket); an ICMPv6 Packet Too Big about an
 echo probe does update the source's cache. dye compares the cached entry before and after,
-flushes the namespace's route cache if its probes changed it, and says so.
+removes the one cached route its probes caused if they changed it, and says so.
+
+With --record FILE, everything needed to print the report again is written to FILE: `dye replay
+FILE` does, on any machine, without privileges.
 
 Exit status: 0 path MTU found (healthy or signalled by ICMP), 1 black hole, unreachable or
-incomplete, 2 usage or setup error, 130 interrupted.
+incomplete, 2 usage or setup error, 3 the system failed mid-search, 130 interrupted.
 
 Examples:
   dye mtu --from dye-demo-pod-a --to 10.244.2.2                  # pod to pod across the overlay

@@ -50,8 +50,12 @@ they are rewritten (NAT), wrapped (VXLAN) or split (fragments). By default dye c
 namespace reachable from the source through veth pairs — on a node: the pod and the host; in the
 lab: the whole emulated cluster.
 
+With --record FILE, everything needed to print the report again is written to FILE — the
+topology snapshot, the probes, every captured frame: `dye replay FILE` prints the same report on
+any machine, without privileges.
+
 Exit status: 0 delivered or answered, 1 dropped / ICMP error / timeout, 2 usage or setup error,
-130 interrupted.
+3 the system failed mid-trace, 130 interrupted.
 
 Examples:
   dye trace --from dye-demo-pod-a --to 10.244.2.2                   # ICMP across nodes

@@ -106,6 +106,8 @@ pub fn setup(
     stop: Arc<AtomicBool>,
     status: &dyn Fn(&str),
 ) -> Result<Setup, LiveError> {
+    // Session time starts here, so reports' elapsed times include discovery and capture setup.
+    let started = std::time::Instant::now();
     let source = Netns::open_str(from)?;
     let no_route = |detail: String| LiveError::NoRoute {
         from: from.to_string(),
@@ -150,7 +152,8 @@ pub fn setup(
     let session = CaptureSession::start(capture)?;
     fill_linktypes(&mut snap.points, &session);
     let injector = Injector::open(&source, to)?;
-    let mut network = LiveNetwork::new(session, injector, scope.topology, source, to, stop);
+    let mut network =
+        LiveNetwork::new(session, injector, scope.topology, source, to, stop, started);
     network.note_pmtu(Some(snapshot::route(&route)));
     Ok(Setup {
         network,

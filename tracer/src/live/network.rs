@@ -49,6 +49,7 @@ impl LiveNetwork {
         source: Netns,
         dst: IpAddr,
         stop: Arc<AtomicBool>,
+        started: Instant,
     ) -> LiveNetwork {
         let point_names = session.points().iter().map(|p| p.point.name()).collect();
         LiveNetwork {
@@ -59,8 +60,8 @@ impl LiveNetwork {
             dst,
             point_names,
             stop,
-            started: Instant::now(),
-            now: Duration::ZERO,
+            started,
+            now: started.elapsed(),
             pmtu_before: None,
         }
     }
