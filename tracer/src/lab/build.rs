@@ -232,7 +232,7 @@ impl Builder<'_> {
     ) -> Result<(), LabError> {
         let sw = self.id.ns(UNDERLAY);
         let mtu = self.topo.underlay.mtu;
-        let prefix = self.topo.underlay.subnet.prefix;
+        let prefix = self.topo.underlay.subnet.prefix_len();
         Cmd::ip(
             ns,
             &format!("link add {ifname} mtu {mtu} type veth peer name {port} mtu {mtu} netns {sw}"),
@@ -241,7 +241,7 @@ impl Builder<'_> {
         Cmd::ip(&sw, &format!("link set {port} master br0 up")).run()?;
         Cmd::ip(ns, &format!("addr add {addr}/{prefix} dev {ifname}")).run()?;
         if let (Some(a6), Some(net6)) = (addr6, &self.topo.underlay.subnet6) {
-            let prefix6 = net6.get_ref().prefix;
+            let prefix6 = net6.get_ref().prefix_len();
             Cmd::ip(
                 ns,
                 &format!("-6 addr add {a6}/{prefix6} dev {ifname} nodad"),
@@ -711,7 +711,7 @@ impl Builder<'_> {
             .run()?;
         if let Some(office) = &self.topo.office {
             let office_ns = self.namespace(&office.name)?;
-            let prefix = fw.office_subnet.prefix;
+            let prefix = fw.office_subnet.prefix_len();
             Cmd::ip(
                 &fw_ns,
                 &format!("link add eth1 type veth peer name eth0 netns {office_ns}"),
@@ -737,7 +737,7 @@ impl Builder<'_> {
             if let (Some(gw6), Some(net6), Some(a6)) =
                 (&fw.office_address6, &fw.office_subnet6, &office.address6)
             {
-                let p6 = net6.get_ref().prefix;
+                let p6 = net6.get_ref().prefix_len();
                 Cmd::ip(
                     &fw_ns,
                     &format!("-6 addr add {}/{p6} dev eth1 nodad", gw6.get_ref()),
@@ -818,11 +818,8 @@ fn node_sandboxes(
 
 /// A random pod UID in the UUID form Kubernetes uses.
 fn new_uid() -> Result<String, LabError> {
-    use std::io::Read;
     let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| LabError::io("read /dev/urandom", e))?;
+    dye_capture::random::fill(&mut b).map_err(|e| LabError::Internal(format!("pod uid: {e}")))?;
     b[6] = (b[6] & 0x0f) | 0x40; // version 4
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use super::topology::PrefixExt;
 use super::topology::{Node, Topology};
 
 /// Where Debian's containernetworking-plugins installs the plugins; `CNI_PATH` overrides.
