@@ -29,6 +29,7 @@ pub mod netlink;
 pub mod netns;
 pub mod pcapng;
 pub mod random;
+pub mod select;
 pub mod topology;
 
 pub use capture::{

@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use dye_capture::netlink::LinkKind;
 use dye_capture::netns::{self, Netns};
+use dye_capture::select::InterfaceSelector;
 use dye_capture::{
     CaptureConfig, CapturePoint, CaptureSession, Event, PcapngWriter, PointStats, SectionInfo,
     Topology,
@@ -112,22 +113,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Turns the flags into capture points; every error names the bad namespace or interface.
 fn select_points(args: &CaptureArgs) -> anyhow::Result<Vec<CapturePoint>> {
-    // Qualified -i NETNS/NAME (the namespace part may itself contain no '/'; paths are not
-    // accepted there) and plain -i NAME.
-    let mut qualified: Vec<(String, String)> = Vec::new();
-    let mut plain: Vec<String> = Vec::new();
-    for i in &args.interfaces {
-        match i.rsplit_once('/') {
-            Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
-                qualified.push((ns.to_string(), name.to_string()))
-            }
-            Some(_) => bail!("bad interface {i:?}: expected NAME or NETNS/NAME"),
-            None => plain.push(i.clone()),
-        }
-    }
+    let interfaces = InterfaceSelector::parse(&args.interfaces)?;
     // The namespaces scanned for plain -i names / all interfaces.
     let base: Vec<Netns> = if args.ns.is_empty() && !args.all_ns {
-        if qualified.is_empty() || !plain.is_empty() {
+        if interfaces.qualified().next().is_none() || interfaces.has_plain() {
             vec![Netns::current()?]
         } else {
             Vec::new()
@@ -137,13 +126,14 @@ fn select_points(args: &CaptureArgs) -> anyhow::Result<Vec<CapturePoint>> {
     };
     let mut namespaces = base.clone();
     let mut qualified_ns = Vec::new();
-    for (ns, name) in &qualified {
+    for spec in interfaces.qualified() {
         // The namespace part may be a pattern over /run/netns too (`dye-demo-*/eth0`).
-        for handle in netns::select(std::slice::from_ref(ns), false)? {
+        let ns = spec.netns.clone().unwrap_or_default();
+        for handle in netns::select(std::slice::from_ref(&ns), false)? {
             if !namespaces.iter().any(|n| n.id() == handle.id()) {
                 namespaces.push(handle.clone());
             }
-            qualified_ns.push((handle, name.clone()));
+            qualified_ns.push((handle, spec));
         }
     }
     let topo = Topology::discover(&namespaces).context("interface discovery failed")?;
@@ -163,7 +153,8 @@ fn select_points(args: &CaptureArgs) -> anyhow::Result<Vec<CapturePoint>> {
             points.push(p);
         }
     };
-    for (handle, name) in &qualified_ns {
+    for (handle, spec) in &qualified_ns {
+        let name = &spec.ifname;
         let info = topo
             .namespaces
             .iter()
@@ -172,6 +163,7 @@ fn select_points(args: &CaptureArgs) -> anyhow::Result<Vec<CapturePoint>> {
         let links: Vec<&dye_capture::netlink::Link> = info
             .links
             .iter()
+            // The namespace part already chose `handle`: match the interface part.
             .filter(|l| netns::glob_match(name, &l.name))
             .collect();
         if links.is_empty() {
@@ -194,13 +186,14 @@ fn select_points(args: &CaptureArgs) -> anyhow::Result<Vec<CapturePoint>> {
         .iter()
         .filter(|n| base.iter().any(|b| b.id() == n.id))
         .collect();
-    for name in &plain {
+    for spec in interfaces.specs.iter().filter(|s| s.netns.is_none()) {
+        let name = &spec.ifname;
         let mut found = false;
         for info in &scoped {
             for link in info
                 .links
                 .iter()
-                .filter(|l| netns::glob_match(name, &l.name))
+                .filter(|l| spec.selects(&info.name, &l.name))
             {
                 add(&info.netns, link, &info.node);
                 found = true;

@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use dye_capture::netlink::LinkKind;
+use dye_capture::select::{BadInterface, InterfaceSelector};
 use dye_capture::topology::{Edge, Topology};
 use dye_capture::{CapturePoint, Netns};
 use dye_core::snapshot::Point;
@@ -29,6 +30,8 @@ pub enum ScopeError {
     Netns(#[from] dye_capture::NetnsError),
     #[error("discovering the network topology: {0}")]
     Topology(#[from] dye_capture::TopologyError),
+    #[error(transparent)]
+    BadInterface(#[from] BadInterface),
     #[error("no capture point matches -i {0:?} in the namespaces in scope")]
     NoSuchInterface(String),
     #[error("{count} capture points exceed --max-points {max}; narrow the scope with --ns or -i")]
@@ -49,6 +52,7 @@ pub struct Scope {
 
 impl Scope {
     pub fn discover(source: &Netns, req: &ScopeRequest) -> Result<Scope, ScopeError> {
+        let interfaces = InterfaceSelector::parse(&req.interfaces)?;
         let topology = if !req.all_namespaces && !req.namespaces.is_empty() {
             // Names, paths, PIDs, `host`, or patterns over /run/netns (`dye-demo-*`), as
             // `dye capture --ns` takes them.
@@ -82,12 +86,7 @@ impl Scope {
                 if link.kind == LinkKind::Loopback || !link.up {
                     continue;
                 }
-                if !req.interfaces.is_empty()
-                    && !req
-                        .interfaces
-                        .iter()
-                        .any(|i| selects(i, &info.name, &link.name))
-                {
+                if !interfaces.selects(&info.name, &link.name) {
                     continue;
                 }
                 points.push(CapturePoint {
@@ -107,12 +106,12 @@ impl Scope {
                 });
             }
         }
-        if let Some(missing) = req
-            .interfaces
+        let found: Vec<(&str, &str)> = metas
             .iter()
-            .find(|i| !metas.iter().any(|m| selects(i, &m.netns, &m.ifname)))
-        {
-            return Err(ScopeError::NoSuchInterface(missing.clone()));
+            .map(|m| (m.netns.as_str(), m.ifname.as_str()))
+            .collect();
+        if let Some(missing) = interfaces.unmatched(&found) {
+            return Err(ScopeError::NoSuchInterface(missing.text.clone()));
         }
         if req.max_points > 0 && points.len() > req.max_points {
             return Err(ScopeError::TooManyPoints {
@@ -126,16 +125,6 @@ impl Scope {
             metas,
             source: source_name,
         })
-    }
-}
-
-/// Does `-i` value `sel` (IFACE or NETNS/IFACE, each part a glob: `veth*`, `dye-*-node-1/eth0`)
-/// select interface `ifname` of namespace `netns`?
-fn selects(sel: &str, netns: &str, ifname: &str) -> bool {
-    use dye_capture::netns::glob_match;
-    match sel.rsplit_once('/') {
-        Some((ns, i)) => glob_match(ns, netns) && glob_match(i, ifname),
-        None => glob_match(sel, ifname),
     }
 }
 
