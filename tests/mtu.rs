@@ -201,10 +201,7 @@ fn a_pod_mtu_above_the_overlay_is_signalled_by_its_node_and_leaves_the_pmtu_cach
     assert_eq!(limit["signalled_by"]["nat_rewritten"], false);
     // dye's probes left no cached path MTU behind; a real DF ping learns one.
     assert_eq!(r["pmtu_cache"]["restored"], false, "{r:#}");
-    let cached = |lab: &Lab| {
-        String::from_utf8_lossy(&lab.exec("pod-a", &["ip", "route", "get", &pod_c]).stdout)
-            .contains("mtu 1450")
-    };
+    let cached = |lab: &Lab| lab.cached_pmtu("pod-a", &pod_c) == Some(1450);
     assert!(!cached(&lab), "dye poisoned the pod's route cache");
     df_ping(&lab, "pod-a", &pod_c, 1472);
     assert!(
@@ -229,13 +226,7 @@ fn an_ipv6_packet_too_big_from_the_firewall_is_named_and_the_pmtu_cache_restored
     let lab = Lab::up();
     lab.fault(&["link-mtu", "fw/eth1", "1280"]);
     let office = lab.addr6("office", "eth0");
-    let cached = |lab: &Lab| {
-        String::from_utf8_lossy(
-            &lab.exec("pod-a", &["ip", "-6", "route", "get", &office])
-                .stdout,
-        )
-        .contains("mtu 1280")
-    };
+    let cached = |lab: &Lab| lab.cached_pmtu("pod-a", &office) == Some(1280);
     assert!(!cached(&lab));
     let (code, r) = mtu(&["--from", &lab.ns("pod-a"), "--to", &office]);
     assert_eq!(code, 0, "{r:#}");

@@ -148,6 +148,20 @@ impl Lab {
             .success()
     }
 
+    /// The path MTU `member`'s kernel has cached towards `dst` (`ip route get` shows
+    /// `mtu N` for a cached exception), if any.
+    pub fn cached_pmtu(&self, member: &str, dst: &str) -> Option<u32> {
+        let out = self.exec(member, &["ip", "route", "get", dst]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut words = text.split_whitespace();
+        while let Some(w) = words.next() {
+            if w == "mtu" {
+                return words.next().and_then(|m| m.parse().ok());
+            }
+        }
+        None
+    }
+
     /// The first line a TCP service answers with (the responder's pod name), or "".
     pub fn tcp_hello(&self, from: &str, addr: &str, port: u16) -> String {
         let out = self.exec(from, &["ncat", "-w2", addr, &port.to_string()]);

@@ -185,25 +185,9 @@ pub fn run_mtu(
 
     // Every probe against the snapshot, with the routes its analysis asks for.
     let tried: Vec<Tried> = routes::answering(snapshot, net, |snapshot| {
-        let oracle = SnapshotOracle { snapshot };
         watched
             .iter()
-            .map(|w| {
-                let (outcome, rtt) = final_outcome(w, snapshot, &sightings);
-                let mine: Vec<Sighting> = sightings
-                    .iter()
-                    .filter(|s| s.seq == w.seq)
-                    .cloned()
-                    .collect();
-                let rec = reconstruct(
-                    &snapshot.points,
-                    &snapshot.source,
-                    &[(w.seq, w.sent_ns)],
-                    &mine,
-                    &oracle,
-                );
-                Tried::new(w.seq, w.size, outcome, rtt, rec.hops, snapshot, &oracle)
-            })
+            .map(|w| tried(w, snapshot, &sightings))
             .collect()
     })?;
     let snapshot: &Snapshot = snapshot;
@@ -354,38 +338,16 @@ struct Provisional {
 /// The outcome the search needs right after a probe: decided, delivered, or vanished (with the
 /// size that fits through the link after its last sighting, from the snapshot so far).
 fn provisional_outcome(w: &Watched, snapshot: &Snapshot, sightings: &[Sighting]) -> Provisional {
-    let (outcome, _) = final_outcome(w, snapshot, sightings);
-    let passed = matches!(outcome, ProbeOutcome::Passed(_));
-    let oracle = SnapshotOracle { snapshot };
-    let mine: Vec<Sighting> = sightings
-        .iter()
-        .filter(|s| s.seq == w.seq)
-        .cloned()
-        .collect();
-    let rec = reconstruct(
-        &snapshot.points,
-        &snapshot.source,
-        &[(w.seq, w.sent_ns)],
-        &mine,
-        &oracle,
-    );
-    let t = Tried::new(w.seq, w.size, outcome, None, rec.hops, snapshot, &oracle);
+    let t = tried(w, snapshot, sightings);
     Provisional {
         search: t.search_outcome(),
-        passed,
+        passed: matches!(t.outcome, ProbeOutcome::Passed(_)),
     }
 }
 
-/// What a watched probe did: its decisive answer, or — without one — delivered when it was
-/// seen entering the destination's namespace, else vanished.
-fn final_outcome(
-    w: &Watched,
-    snapshot: &Snapshot,
-    sightings: &[Sighting],
-) -> (ProbeOutcome, Option<Duration>) {
-    if let Some((o, _, rtt)) = &w.decided {
-        return (o.clone(), Some(*rtt));
-    }
+/// A watched probe reconstructed from its sightings: its decisive answer, or — without one —
+/// passed when it was seen entering the destination's namespace, else vanished.
+fn tried(w: &Watched, snapshot: &Snapshot, sightings: &[Sighting]) -> Tried {
     let oracle = SnapshotOracle { snapshot };
     let mine: Vec<Sighting> = sightings
         .iter()
@@ -399,9 +361,12 @@ fn final_outcome(
         &mine,
         &oracle,
     );
-    if rec.verdict.kind() == VerdictKind::Delivered {
-        (ProbeOutcome::Passed(Arrival::SeenEntering), None)
-    } else {
-        (ProbeOutcome::Vanished, None)
-    }
+    let (outcome, rtt) = match &w.decided {
+        Some((o, _, rtt)) => (o.clone(), Some(*rtt)),
+        None if rec.verdict.kind() == VerdictKind::Delivered => {
+            (ProbeOutcome::Passed(Arrival::SeenEntering), None)
+        }
+        None => (ProbeOutcome::Vanished, None),
+    };
+    Tried::new(w.seq, w.size, outcome, rtt, rec.hops, snapshot, &oracle)
 }
