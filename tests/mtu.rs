@@ -315,3 +315,53 @@ fn bad_arguments_are_refused_before_anything_is_sent() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_recorded_black_hole_search_replays_to_the_same_report_after_the_lab_is_gone() {
+    let lab = Lab::up();
+    lab.fault(&["underlay-mtu", "1400"]);
+    lab.fault(&["vxlan-df"]);
+    let recording = support::TempPcap::new(&format!("{}-mtu", lab.id));
+    let pod_c = lab.pod_ip("pod-c");
+    let out = dye(&[
+        "mtu",
+        "--json",
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &pod_c,
+        "--record",
+        recording.path(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a black hole is a negative answer"
+    );
+    let live: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(live["status"], "black_hole");
+    drop(lab);
+    for (flags, status) in [(vec!["--json"], Some(1)), (vec![], Some(1))] {
+        let mut args = vec!["replay", recording.path()];
+        args.extend(flags.iter().copied());
+        let replay = dye(&args);
+        assert_eq!(
+            replay.status.code(),
+            status,
+            "the recorded command's exit status"
+        );
+        if flags.is_empty() {
+            let text = String::from_utf8_lossy(&replay.stdout);
+            assert!(text.contains("path MTU   1350 bytes  BLACK HOLE"), "{text}");
+        } else {
+            assert!(
+                replay.stdout == out.stdout,
+                "the same JSON bytes as the live search"
+            );
+        }
+    }
+    // Trace flags make no sense for an MTU recording.
+    let bad = dye(&["replay", recording.path(), "--mermaid"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("are for trace recordings"));
+}
