@@ -35,7 +35,10 @@ step "office → VIP 203.0.113.80:80: firewall SNAT+DNAT, NodePort DNAT + masque
 step "a DROP rule for pod-c in node-2's FORWARD chain: where does the probe die?" \
   "dye lab fault $id drop-pod pod-c; dye trace --from $(ns pod-a) --to 10.244.2.2"
 "$dye" lab fault "$id" drop-pod pod-c
-"$dye" trace --from "$(ns pod-a)" --to 10.244.2.2 --timeout 1s || echo "(exit status $?: not delivered)"
+recording=$(mktemp /tmp/dye-demo-XXXXXX.dye)
+trap '"$dye" lab down "$id" >/dev/null; rm -f "$recording"' EXIT INT TERM
+"$dye" trace --from "$(ns pod-a)" --to 10.244.2.2 --timeout 1s --record "$recording" \
+  || echo "(exit status $?: not delivered)"
 
 step "underlay links shrunk to 1400 with outer DF set: big packets vanish — which link, what MTU?" \
   "dye lab fault $id clear; dye lab fault $id underlay-mtu 1400; dye lab fault $id vxlan-df; dye mtu --from $(ns pod-a) --to 10.244.2.2"
@@ -47,4 +50,8 @@ step "underlay links shrunk to 1400 with outer DF set: big packets vanish — wh
 echo
 echo "== tearing down lab $id"
 "$dye" lab down "$id"
+step "the dropped trace, replayed from its recording after the lab is gone, without privileges" \
+  "capsh --drop=cap_net_admin,cap_net_raw,cap_sys_admin -- -c 'dye replay drop.dye' | tail -3"
+capsh --drop=cap_net_admin,cap_net_raw,cap_sys_admin -- -c "$dye replay $recording" | tail -3 || true
+rm -f "$recording"
 trap - EXIT INT TERM

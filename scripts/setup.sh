@@ -11,7 +11,7 @@ PACKAGES=(
   containerd runc busybox-static           # the lab nodes' container runtime, pause image sleeper
   tshark tcpdump                           # outside checks of dye's captures and decodes
   iputils-ping iputils-tracepath ncat      # plain-tool checks of the lab, MTU baselines
-  procps psmisc time                       # pgrep/pkill; /usr/bin/time -v for benchmarks
+  procps psmisc time libcap2-bin           # pgrep/pkill; /usr/bin/time -v; capsh (tests, demo)
 )
 
 missing=()
