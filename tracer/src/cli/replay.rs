@@ -41,7 +41,20 @@ pub struct ReplayArgs {
     pcap: Option<PathBuf>,
 }
 
+/// The largest recording dye reads: a trace keeps at most 64 MiB of frames (base64 in the file),
+/// so anything much bigger is not a recording of this dye.
+const MAX_RECORDING_BYTES: u64 = 512 << 20;
+
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let size = std::fs::metadata(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?
+        .len();
+    if size > MAX_RECORDING_BYTES {
+        bail!(
+            "{} is {size} bytes; dye recordings are at most {MAX_RECORDING_BYTES} bytes",
+            args.file.display()
+        );
+    }
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let header = recording::header(&text)
