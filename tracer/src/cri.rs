@@ -222,6 +222,16 @@ impl Cri {
         })
     }
 
+    /// StopPodSandbox alone: the sandbox stays, NOTREADY.
+    pub fn stop(&mut self, sandbox: &str) -> Result<(), CriError> {
+        self.rt
+            .block_on(self.runtime.stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: sandbox.into(),
+            }))
+            .map_err(|s| self.error("StopPodSandbox", s))?;
+        Ok(())
+    }
+
     /// StopPodSandbox (stops the sandbox process, runs CNI DEL) then RemovePodSandbox, for
     /// all of `sandboxes` at once. Returns each sandbox's outcome.
     pub fn stop_and_remove_all(
