@@ -37,6 +37,6 @@ pub use capture::{
     PointStats, StopHandle,
 };
 pub use inject::{InjectError, Injector};
-pub use netns::{Netns, NetnsError, NetnsId, NetnsRef};
+pub use netns::{Netns, NetnsError, NetnsId, NetnsRef, PodRef};
 pub use pcapng::{InterfaceInfo, PcapngWriter, SectionInfo};
 pub use topology::{Topology, TopologyError};

@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use nix::sched::{setns, CloneFlags};
 use serde::Serialize;
@@ -35,6 +35,129 @@ pub enum NetnsRef {
     Pid(u32),
     /// The host's namespace: PID 1's.
     Host,
+    /// A Kubernetes pod (`pod:NAME`, `pod:NAMESPACE/NAME`): resolved through the container
+    /// runtime by the resolver the binary installs ([`set_pod_resolver`]).
+    Pod(PodRef),
+}
+
+/// Kubernetes' namespace when a pod reference names none.
+pub const DEFAULT_POD_NAMESPACE: &str = "default";
+
+/// A pod as the user names it: `pod:NAME` (namespace `default`) or `pod:NAMESPACE/NAME`.
+/// Both parts follow Kubernetes' rules (lowercase alphanumerics, `-`, and `.` in names), so
+/// a typo such as a glob, a space or a third `/` is refused before any runtime is asked.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl PodRef {
+    /// Parses what follows `pod:`.
+    pub fn parse(spec: &str) -> Result<PodRef, String> {
+        let (namespace, name) = match spec.split_once('/') {
+            Some((ns, name)) => (ns, name),
+            None => (DEFAULT_POD_NAMESPACE, spec),
+        };
+        if name.contains('/') {
+            return Err("expected pod:NAME or pod:NAMESPACE/NAME (one `/` at most)".into());
+        }
+        check_k8s_name("namespace", namespace, 63, false)?;
+        check_k8s_name("pod name", name, 253, true)?;
+        Ok(PodRef {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    /// `pod NAMESPACE/NAME`: how a namespace resolved from this pod reads in every report.
+    pub fn display_name(&self) -> String {
+        format!("pod {self}")
+    }
+}
+
+impl fmt::Display for PodRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Kubernetes' DNS-1123 label (namespaces) or subdomain (pod names, which may contain dots).
+fn check_k8s_name(what: &str, s: &str, max: usize, dots: bool) -> Result<(), String> {
+    if s.is_empty() {
+        return Err(format!("empty {what}"));
+    }
+    if s.len() > max {
+        return Err(format!("{what} longer than {max} characters"));
+    }
+    let allowed =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
+    if let Some(bad) = s.chars().find(|c| !allowed(*c)) {
+        return Err(format!(
+            "{what} {s:?} contains {bad:?}: Kubernetes allows lowercase letters, digits, '-'{}",
+            if dots { " and '.'" } else { "" }
+        ));
+    }
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !edge_ok(s.chars().next()) || !edge_ok(s.chars().last()) {
+        return Err(format!(
+            "{what} {s:?} must start and end with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves a pod to its network namespace (the binary asks the container runtime). The
+/// error is a sentence naming the pod and the runtime endpoint(s) asked.
+pub type PodResolver = dyn Fn(&PodRef) -> Result<Netns, String> + Send + Sync;
+
+static POD_RESOLVER: RwLock<Option<Arc<PodResolver>>> = RwLock::new(None);
+
+/// Pods resolved so far, with their namespace under its `pod NS/NAME` name: a pod named twice
+/// on one command line (`--from`, `--ns`, `-i`) is asked for once, and discovery names its
+/// namespace after the pod ([`Netns::preferred`]).
+static PODS: Mutex<Vec<(PodRef, Netns)>> = Mutex::new(Vec::new());
+
+/// Installs the resolver [`NetnsRef::Pod`] references go through.
+pub fn set_pod_resolver(resolver: Arc<PodResolver>) {
+    if let Ok(mut r) = POD_RESOLVER.write() {
+        *r = Some(resolver);
+    }
+}
+
+/// Records that `netns` is pod `pod`'s namespace (e.g. a destination resolved for `--to`), so
+/// discovery names it `pod NS/NAME`. Returns the renamed handle.
+pub fn register_pod(pod: &PodRef, netns: &Netns) -> Netns {
+    let named = netns.renamed(&pod.display_name());
+    if let Ok(mut pods) = PODS.lock() {
+        if let Some(known) = pods.iter().find(|(p, _)| p == pod) {
+            return known.1.clone();
+        }
+        pods.push((pod.clone(), named.clone()));
+    }
+    named
+}
+
+fn open_pod(reference: &str, pod: &PodRef) -> Result<Netns, NetnsError> {
+    if let Some(known) = PODS
+        .lock()
+        .ok()
+        .and_then(|pods| pods.iter().find(|(p, _)| p == pod).map(|(_, n)| n.clone()))
+    {
+        return Ok(known);
+    }
+    let resolver = POD_RESOLVER.read().ok().and_then(|r| r.clone());
+    let Some(resolver) = resolver else {
+        return Err(NetnsError::Pod {
+            reference: reference.to_string(),
+            reason: "no container runtime client in this program".into(),
+        });
+    };
+    let netns = resolver(pod).map_err(|reason| NetnsError::Pod {
+        reference: reference.to_string(),
+        reason,
+    })?;
+    Ok(register_pod(pod, &netns))
 }
 
 impl FromStr for NetnsRef {
@@ -52,6 +175,14 @@ impl FromStr for NetnsRef {
         }
         if s == "host" {
             return Ok(NetnsRef::Host);
+        }
+        if let Some(spec) = s.strip_prefix("pod:") {
+            return PodRef::parse(spec)
+                .map(NetnsRef::Pod)
+                .map_err(|reason| NetnsError::Invalid {
+                    reference: s.to_string(),
+                    reason,
+                });
         }
         let digits = s.strip_prefix("pid:").unwrap_or(s);
         if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -83,14 +214,17 @@ impl fmt::Display for NetnsRef {
             NetnsRef::Path(p) => write!(f, "{}", p.display()),
             NetnsRef::Pid(p) => write!(f, "pid:{p}"),
             NetnsRef::Host => f.write_str("host"),
+            NetnsRef::Pod(p) => write!(f, "pod:{p}"),
         }
     }
 }
 
 impl NetnsRef {
-    /// The nsfs file this reference points at.
+    /// The nsfs file this reference points at (for a pod: none before it is resolved, so its
+    /// `pod:` text).
     pub fn path(&self) -> PathBuf {
         match self {
+            NetnsRef::Pod(p) => PathBuf::from(format!("pod:{p}")),
             NetnsRef::Name(n) => Path::new(NETNS_RUN_DIR).join(n),
             NetnsRef::Path(p) => p.clone(),
             NetnsRef::Pid(p) => PathBuf::from(format!("/proc/{p}/ns/net")),
@@ -130,6 +264,8 @@ pub enum NetnsError {
     },
     #[error("permission denied opening network namespace {reference:?} ({path}); run as root or with CAP_SYS_ADMIN")]
     PermissionDenied { reference: String, path: PathBuf },
+    #[error("{reference}: {reason}")]
+    Pod { reference: String, reason: String },
     #[error("bad namespace reference {reference:?}: {reason}")]
     Invalid { reference: String, reason: String },
     #[error("cannot enter network namespace {name:?}: {source}")]
@@ -174,6 +310,7 @@ impl Netns {
     /// Opens a namespace from a user reference, checking that it really is a network namespace.
     pub fn open(reference: &NetnsRef) -> Result<Netns, NetnsError> {
         let name = match reference {
+            NetnsRef::Pod(pod) => return open_pod(&reference.to_string(), pod),
             NetnsRef::Name(n) => n.clone(),
             NetnsRef::Host => "host".to_string(),
             NetnsRef::Pid(p) => format!("pid:{p}"),
@@ -282,6 +419,20 @@ impl Netns {
     /// The open namespace fd (e.g. for `RTM_GETNSID` with `NETNSA_FD`).
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.inner.file.as_fd()
+    }
+
+    /// This namespace under the name reports should use: `pod NS/NAME` when a pod reference
+    /// on the command line resolved to it, otherwise this handle as it is. The user named the
+    /// pod, and on a node the runtime's own /run/netns name (`cni-<uuid>`) says nothing.
+    pub fn preferred(&self) -> Netns {
+        PODS.lock()
+            .ok()
+            .and_then(|pods| {
+                pods.iter()
+                    .find(|(_, n)| n.id() == self.id())
+                    .map(|(_, n)| n.clone())
+            })
+            .unwrap_or_else(|| self.clone())
     }
 
     /// A copy of this handle under another display name (same fd, same identity).
@@ -467,7 +618,12 @@ pub fn select(refs: &[String], all: bool) -> Result<Vec<Netns>, NetnsError> {
         }
     }
     for r in refs {
-        let names = expand_pattern(r);
+        // Pod references are never globs: their own grammar refuses wildcards.
+        let names = if r.trim().starts_with("pod:") {
+            vec![r.clone()]
+        } else {
+            expand_pattern(r)
+        };
         if names.is_empty() {
             return Err(NetnsError::NotFound {
                 reference: r.clone(),
@@ -555,6 +711,66 @@ mod tests {
         );
         assert!("pid:x".parse::<NetnsRef>().is_err());
         assert!("".parse::<NetnsRef>().is_err());
+    }
+
+    #[test]
+    fn pod_references() {
+        let pod = |ns: &str, name: &str| {
+            NetnsRef::Pod(PodRef {
+                namespace: ns.into(),
+                name: name.into(),
+            })
+        };
+        assert_eq!(
+            "pod:pod-a".parse::<NetnsRef>().unwrap(),
+            pod("default", "pod-a")
+        );
+        assert_eq!(
+            "pod:kube-system/coredns-5d78c9869d-abcde"
+                .parse::<NetnsRef>()
+                .unwrap(),
+            pod("kube-system", "coredns-5d78c9869d-abcde")
+        );
+        assert_eq!(
+            "pod:default/web.v2".parse::<NetnsRef>().unwrap(),
+            pod("default", "web.v2")
+        );
+        assert_eq!(
+            "pod:default/pod-a".parse::<NetnsRef>().unwrap().to_string(),
+            "pod:default/pod-a"
+        );
+        assert_eq!(
+            PodRef::parse("pod-a").unwrap().display_name(),
+            "pod default/pod-a"
+        );
+        for bad in [
+            "pod:",
+            "pod:/pod-a",
+            "pod:default/",
+            "pod:a/b/c",
+            "pod:Default/pod-a",
+            "pod:pod_a",
+            "pod:pod-*",
+            "pod:-pod",
+            "pod:pod-",
+            "pod:my.ns/pod-a",
+            "pod:pod a",
+        ] {
+            let e = bad.parse::<NetnsRef>().unwrap_err();
+            assert!(
+                matches!(e, NetnsError::Invalid { ref reference, .. } if reference == bad),
+                "{bad}: {e}"
+            );
+        }
+        assert!(PodRef::parse(&"a".repeat(254)).is_err());
+        assert!(PodRef::parse(&format!("{}/a", "n".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn a_pod_without_a_resolver_is_refused_by_name() {
+        // No resolver is installed in this crate's tests.
+        let e = Netns::open_str("pod:default/nowhere").unwrap_err();
+        assert!(e.to_string().contains("pod:default/nowhere"), "{e}");
     }
 
     #[test]

@@ -54,6 +54,17 @@ impl InterfaceSelector {
         Ok(InterfaceSelector { specs })
     }
 
+    /// Values whose namespace part is a pod (`pod:default/pod-a/eth0`) resolve it, so they
+    /// match the namespace by the name discovery gives it (`pod default/pod-a`).
+    pub fn resolve_pods(&mut self) -> Result<(), crate::NetnsError> {
+        for spec in &mut self.specs {
+            if let Some(ns) = spec.netns.as_mut().filter(|n| n.trim().starts_with("pod:")) {
+                *ns = crate::Netns::open_str(ns)?.name().to_string();
+            }
+        }
+        Ok(())
+    }
+
     /// No `-i` given: every interface is in.
     pub fn is_empty(&self) -> bool {
         self.specs.is_empty()

@@ -91,7 +91,9 @@ impl Topology {
         let mut list: Vec<Netns> = Vec::new();
         for ns in namespaces {
             if seen.insert(ns.id(), ()).is_none() {
-                list.push(ns.clone());
+                // A namespace a pod reference resolved to reads `pod NS/NAME` (see
+                // `Netns::preferred`); any other keeps the name it was listed under.
+                list.push(ns.preferred());
             }
         }
         let mut socks = Vec::new();

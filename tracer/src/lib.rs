@@ -8,6 +8,7 @@
 //! which never imports any of these.
 
 pub mod cli;
+pub mod cri;
 pub mod lab;
 pub mod live;
 pub mod render;

@@ -33,7 +33,8 @@ or only those named with -i. -i NAME takes NAME in every selected namespace that
 the current namespace, like tcpdump.
 
 NETNS is a name under /run/netns (patterns like 'dye-demo-*' allowed, quote them), a path,
-pid:PID or host. FILTER is a pcap filter expression (as for tcpdump), compiled per point
+pid:PID, host, or a pod: pod:NAMESPACE/NAME (pod:NAME in namespace default), resolved through
+the container runtime (--runtime-endpoint); -i pod:NAMESPACE/NAME/eth0 takes the pod's eth0. FILTER is a pcap filter expression (as for tcpdump), compiled per point
 and run in the kernel, so traffic it rejects never reaches dye.
 
 Stops on Ctrl-C / SIGTERM (the file is still complete), --duration, --count or --max-size.

@@ -63,6 +63,14 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Container runtime CRI socket that `pod:NAMESPACE/NAME` references are resolved
+    /// through: unix:///PATH or PATH (repeatable: every one given is asked, and exactly one
+    /// must know the pod). Default: $CONTAINER_RUNTIME_ENDPOINT, else the first that answers
+    /// of /run/containerd/containerd.sock, /run/crio/crio.sock,
+    /// /run/k3s/containerd/containerd.sock.
+    #[arg(long = "runtime-endpoint", global = true, value_name = "ENDPOINT")]
+    pub runtime_endpoints: Vec<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -117,13 +125,15 @@ pub fn init_logging(verbose: u8) {
 
 /// Runs the parsed command; errors are reported by the caller with exit status 2.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let endpoints = crate::live::pods::Endpoints::from_flags(&cli.runtime_endpoints);
+    crate::live::pods::install(endpoints.clone());
     match cli.command {
         Command::Lab(args) => lab::run(args),
         Command::Topology(args) => topology::run(args),
         Command::Capture(args) => capture::run(args),
         Command::Decode(args) => decode::run(args),
-        Command::Trace(args) => trace::run(args),
-        Command::Mtu(args) => mtu::run(args),
+        Command::Trace(args) => trace::run(args, &endpoints),
+        Command::Mtu(args) => mtu::run(args, &endpoints),
         Command::Replay(args) => replay::run(args),
     }
 }

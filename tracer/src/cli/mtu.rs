@@ -15,7 +15,7 @@ use crate::live;
 use crate::render::mtu as render;
 use crate::render::Style;
 
-use super::trace::{create_output, parse_target, write_recording, ProtoArg, ScopeArgs};
+use super::trace::{create_output, resolve_target, write_recording, ProtoArg, ScopeArgs};
 use super::{EXIT_INTERRUPTED, EXIT_NEGATIVE, EXIT_OK};
 
 #[derive(Debug, Args)]
@@ -44,12 +44,17 @@ Examples:
   dye mtu --from dye-demo-office --to 203.0.113.80:80            # TCP SYNs through firewall NAT
   dye mtu --from 4242 --to 10.244.2.2 --max 9000 --json           # from PID 4242's netns")]
 pub struct MtuArgs {
-    /// Source network namespace: a name under /run/netns, a path, a PID, or `host`.
+    /// Source network namespace: a name under /run/netns, a path, a PID, `host`, or a pod
+    /// (`pod:NAMESPACE/NAME`, `pod:NAME` in namespace default; see --runtime-endpoint).
     #[arg(long, value_name = "NETNS")]
     from: String,
-    /// Destination address, with a port for udp/tcp: 10.96.0.10:80, [fd00::1]:53.
+    /// Destination address, with a port for udp/tcp: 10.96.0.10:80, [fd00::1]:53, or a pod's
+    /// address: pod:NAMESPACE/NAME[:PORT].
     #[arg(long, value_name = "IP[:PORT]")]
     to: String,
+    /// With --to pod:…: the pod's IPv6 address (default: its IPv4 one).
+    #[arg(short = '6', long = "ipv6")]
+    ipv6: bool,
     /// Probe transport. Default: icmp without a port, tcp with one. A UDP probe to a closed
     /// port counts as passed when the destination answers port-unreachable.
     #[arg(long, value_enum)]
@@ -78,8 +83,8 @@ pub struct MtuArgs {
     record: Option<PathBuf>,
 }
 
-pub fn run(args: MtuArgs) -> anyhow::Result<ExitCode> {
-    let (to, port) = parse_target(&args.to)?;
+pub fn run(args: MtuArgs, endpoints: &live::pods::Endpoints) -> anyhow::Result<ExitCode> {
+    let (to, port) = resolve_target(&args.to, args.ipv6, endpoints)?;
     let (scope, vxlan_ports) = args.scope.into_parts();
     let plan = MtuPlan {
         from: args.from,

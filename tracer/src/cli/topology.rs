@@ -19,7 +19,9 @@ routes. A namespace whose only interface is a veth (a pod) is shown as belonging
 namespace at the other end (its node).
 
 NETNS is a name under /run/netns (shell patterns like 'dye-demo-*' allowed, quote them), a
-path to a namespace file, pid:PID (that process's namespace) or host (PID 1's).
+path to a namespace file, pid:PID (that process's namespace), host (PID 1's), or a pod:
+pod:NAMESPACE/NAME (pod:NAME in namespace default), resolved through the container runtime
+(--runtime-endpoint) and shown as `pod NAMESPACE/NAME`.
 Without --ns or --all-ns: the current namespace plus every named one (`ip netns list`).
 
 Examples:

@@ -61,14 +61,20 @@ Examples:
   dye trace --from dye-demo-pod-a --to 10.244.2.2                   # ICMP across nodes
   dye trace --from dye-demo-pod-b --to 10.96.0.10:80                # TCP SYN to a ClusterIP
   dye trace --from dye-demo-office --to 203.0.113.80:80 --json      # through firewall NAT
-  dye trace --from 4242 --to 10.244.2.2 --size 1400 --pcap out.pcapng  # from PID 4242's netns")]
+  dye trace --from 4242 --to 10.244.2.2 --size 1400 --pcap out.pcapng  # from PID 4242's netns
+  dye trace --from pod:default/pod-a --to pod:default/pod-c:80       # pods by name (CRI)")]
 pub struct TraceArgs {
-    /// Source network namespace: a name under /run/netns, a path, a PID, or `host`.
+    /// Source network namespace: a name under /run/netns, a path, a PID, `host`, or a pod
+    /// (`pod:NAMESPACE/NAME`, `pod:NAME` in namespace default; see --runtime-endpoint).
     #[arg(long, value_name = "NETNS")]
     from: String,
-    /// Destination address, with a port for udp/tcp: 10.96.0.10:80, [fd00::1]:53.
+    /// Destination address, with a port for udp/tcp: 10.96.0.10:80, [fd00::1]:53, or a pod's
+    /// address: pod:NAMESPACE/NAME[:PORT].
     #[arg(long, value_name = "IP[:PORT]")]
     to: String,
+    /// With --to pod:…: the pod's IPv6 address (default: its IPv4 one).
+    #[arg(short = '6', long = "ipv6")]
+    ipv6: bool,
     /// Probe transport. Default: icmp without a port, tcp with one.
     #[arg(long, value_enum)]
     proto: Option<ProtoArg>,
@@ -112,7 +118,8 @@ pub struct TraceArgs {
 /// Where to listen: the flags `dye trace` and `dye mtu` share.
 #[derive(Debug, Args)]
 pub(crate) struct ScopeArgs {
-    /// Capture only in these namespaces (repeatable; the source is always included).
+    /// Capture only in these namespaces (repeatable; the source is always included): names,
+    /// globs over /run/netns, paths, PIDs, `host`, or pods (`pod:NAMESPACE/NAME`).
     #[arg(long = "ns", value_name = "NETNS")]
     namespaces: Vec<String>,
     /// Capture in every network namespace on the host.
@@ -142,6 +149,22 @@ impl ScopeArgs {
             self.vxlan_ports,
         )
     }
+}
+
+/// `--to`: an address (see [`parse_target`]) or `pod:NAMESPACE/NAME[:PORT]`, the pod's IPv4
+/// address (IPv6 with `ipv6`) as its container runtime reports it.
+pub(crate) fn resolve_target(
+    s: &str,
+    ipv6: bool,
+    endpoints: &live::pods::Endpoints,
+) -> anyhow::Result<(IpAddr, Option<u16>)> {
+    if let Some(spec) = s.trim().strip_prefix("pod:") {
+        return live::pods::target(spec, endpoints, ipv6).map_err(anyhow::Error::msg);
+    }
+    if ipv6 {
+        anyhow::bail!("-6 picks a pod's IPv6 address: --to {s:?} is not a pod:NAMESPACE/NAME");
+    }
+    parse_target(s)
 }
 
 /// `IP`, `IP:PORT`, `[IPv6]:PORT`.
@@ -226,8 +249,8 @@ impl TraceOutput {
     }
 }
 
-pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
-    let (to, port) = parse_target(&args.to)?;
+pub fn run(args: TraceArgs, endpoints: &live::pods::Endpoints) -> anyhow::Result<ExitCode> {
+    let (to, port) = resolve_target(&args.to, args.ipv6, endpoints)?;
     let (scope, vxlan_ports) = args.scope.into_parts();
     let proto = ProtoArg::resolve(args.proto, port);
     let plan = TracePlan {

@@ -6,6 +6,7 @@
 pub mod conntrack;
 pub mod network;
 pub mod pmtu;
+pub mod pods;
 pub mod scope;
 pub mod snapshot;
 

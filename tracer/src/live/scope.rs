@@ -52,7 +52,8 @@ pub struct Scope {
 
 impl Scope {
     pub fn discover(source: &Netns, req: &ScopeRequest) -> Result<Scope, ScopeError> {
-        let interfaces = InterfaceSelector::parse(&req.interfaces)?;
+        let mut interfaces = InterfaceSelector::parse(&req.interfaces)?;
+        interfaces.resolve_pods()?;
         let topology = if !req.all_namespaces && !req.namespaces.is_empty() {
             // Names, paths, PIDs, `host`, or patterns over /run/netns (`dye-demo-*`), as
             // `dye capture --ns` takes them.
