@@ -17,6 +17,9 @@ cargo build --release --quiet -p dye-tracer
 dye=target/release/dye
 id="demo$$"
 ns() { echo "dye-$id-$1"; }
+# Pods by name: each lab node runs its own containerd; dye asks both (CRI) for pod references.
+runtimes=(--runtime-endpoint "/run/dye/lab-$id/containerd/node-1/containerd.sock"
+          --runtime-endpoint "/run/dye/lab-$id/containerd/node-2/containerd.sock")
 trap '"$dye" lab down "$id" >/dev/null' EXIT INT TERM
 
 echo "== bringing up lab $id"
@@ -24,28 +27,28 @@ echo "== bringing up lab $id"
 
 step() { printf '\n== %s\n$ %s\n' "$1" "$2"; }
 
-step "pod-a on node-1 → pod-c on node-2: every hop across the VXLAN overlay and back" \
-  "dye trace --from $(ns pod-a) --to 10.244.2.2"
-"$dye" trace --from "$(ns pod-a)" --to 10.244.2.2
+step "pod-a on node-1 → pod-c on node-2, by pod name: every hop across the VXLAN overlay and back" \
+  "dye trace --runtime-endpoint …/node-1/containerd.sock --runtime-endpoint …/node-2/containerd.sock --from pod:default/pod-a --to pod:default/pod-c"
+"$dye" trace "${runtimes[@]}" --from pod:default/pod-a --to pod:default/pod-c
 
 step "office → VIP 203.0.113.80:80: firewall SNAT+DNAT, NodePort DNAT + masquerade, each confirmed by conntrack" \
   "dye trace --from $(ns office) --to 203.0.113.80:80"
 "$dye" trace --from "$(ns office)" --to 203.0.113.80:80
 
 step "a DROP rule for pod-c in node-2's FORWARD chain: where does the probe die?" \
-  "dye lab fault $id drop-pod pod-c; dye trace --from $(ns pod-a) --to 10.244.2.2"
+  "dye lab fault $id drop-pod pod-c; dye trace … --from pod:default/pod-a --to pod:default/pod-c --record drop.dye"
 "$dye" lab fault "$id" drop-pod pod-c
 recording=$(mktemp /tmp/dye-demo-XXXXXX.dye)
 trap '"$dye" lab down "$id" >/dev/null; rm -f "$recording"' EXIT INT TERM
-"$dye" trace --from "$(ns pod-a)" --to 10.244.2.2 --timeout 1s --record "$recording" \
+"$dye" trace "${runtimes[@]}" --from pod:default/pod-a --to pod:default/pod-c --timeout 1s --record "$recording" \
   || echo "(exit status $?: not delivered)"
 
 step "underlay links shrunk to 1400 with outer DF set: big packets vanish — which link, what MTU?" \
-  "dye lab fault $id clear; dye lab fault $id underlay-mtu 1400; dye lab fault $id vxlan-df; dye mtu --from $(ns pod-a) --to 10.244.2.2"
+  "dye lab fault $id clear; dye lab fault $id underlay-mtu 1400; dye lab fault $id vxlan-df; dye mtu … --from pod:default/pod-a --to pod:default/pod-c"
 "$dye" lab fault "$id" clear >/dev/null
 "$dye" lab fault "$id" underlay-mtu 1400
 "$dye" lab fault "$id" vxlan-df
-"$dye" mtu --from "$(ns pod-a)" --to 10.244.2.2 || echo "(exit status $?: a black hole)"
+"$dye" mtu "${runtimes[@]}" --from pod:default/pod-a --to pod:default/pod-c || echo "(exit status $?: a black hole)"
 
 echo
 echo "== tearing down lab $id"
