@@ -68,8 +68,8 @@ pub struct MtuArgs {
     /// Probes that must vanish at one size before it counts as too big (1-5).
     #[arg(long, default_value_t = 2)]
     attempts: u32,
-    /// How long to wait for each probe [default: adapts to the first probe's round trip,
-    /// between 150ms and 2s].
+    /// How long to wait for each probe [default: 4× the quickest answer so far + 100ms,
+    /// between 150ms and 2s; 2s until the first answer].
     #[arg(long, value_parser = super::args::parse_duration, value_name = "DURATION")]
     wait: Option<Duration>,
     #[command(flatten)]

@@ -162,6 +162,7 @@ pub fn run_mtu(
         search: Search::new(min, max, plan.attempts),
         watched: Vec::new(),
         wait: plan.wait.unwrap_or(FIRST_WAIT),
+        fastest: None,
         at_source,
         decided: None,
         snapshot,
@@ -213,13 +214,15 @@ pub fn run_mtu(
 
 /// `dye mtu`'s strategy: one DF probe at a time, each size chosen by [`Search`] from what the
 /// previous ones did, each watched until something decisive comes back into the source or the
-/// wait runs out. The first answer sets the pace of the waits after it.
+/// wait runs out. The fastest answer so far sets the pace of the waits after it.
 struct AdaptiveSearch<'a> {
     plan: &'a MtuPlan,
     template: ProbeTemplate,
     search: Search,
     watched: Vec<Watched>,
     wait: Duration,
+    /// The quickest answer so far: what the wait is paced by.
+    fastest: Option<Duration>,
     /// Which capture points are in the source namespace.
     at_source: Vec<bool>,
     /// What decided the probe being watched: (outcome, how long dye took to learn it, round
@@ -300,13 +303,15 @@ impl Strategy for AdaptiveSearch<'_> {
             provisional_outcome(w, snapshot, &captured.sightings)
         })?;
         self.search.record(probe.size, outcome.search);
-        // The first answer sets the pace: a generous multiple of the time dye took to learn it
-        // (capture and reorder delay included, not just the network's round trip).
+        // Answers set the pace: a generous multiple of the quickest time dye took to learn one
+        // (capture and reorder delay included, not just the network's round trip). The quickest,
+        // not the first: a cold first answer (ARP, a router's slow path) must not stretch every
+        // later wait.
         if self.plan.wait.is_none() && outcome.passed {
             if let Some((_, learned, _)) = w.decided {
-                if self.watched.iter().filter(|x| x.decided.is_some()).count() == 1 {
-                    self.wait = (learned * 4 + Duration::from_millis(100))
-                        .clamp(MIN_ADAPTIVE_WAIT, MAX_ADAPTIVE_WAIT);
+                if self.fastest.is_none_or(|f| learned < f) {
+                    self.fastest = Some(learned);
+                    self.wait = adaptive_wait(learned);
                 }
             }
         }
@@ -318,6 +323,11 @@ impl Strategy for AdaptiveSearch<'_> {
         );
         Ok(())
     }
+}
+
+/// How long to wait for a probe, given the quickest answer so far.
+fn adaptive_wait(learned: Duration) -> Duration {
+    (learned * 4 + Duration::from_millis(100)).clamp(MIN_ADAPTIVE_WAIT, MAX_ADAPTIVE_WAIT)
 }
 
 /// One probe as watched: when it left and what decided it, if anything did in time.
@@ -369,4 +379,25 @@ fn tried(w: &Watched, snapshot: &Snapshot, sightings: &[Sighting]) -> Tried {
         None => (ProbeOutcome::Vanished, None),
     };
     Tried::new(w.seq, w.size, outcome, rtt, rec.hops, snapshot, &oracle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_follows_the_quickest_answer_within_bounds() {
+        assert_eq!(
+            adaptive_wait(Duration::from_millis(20)),
+            Duration::from_millis(180)
+        );
+        // A cold first answer of 391 ms would make 1.66 s waits; a 2 ms answer after it brings
+        // the wait back to the floor.
+        assert_eq!(
+            adaptive_wait(Duration::from_millis(391)),
+            Duration::from_millis(1664)
+        );
+        assert_eq!(adaptive_wait(Duration::from_millis(2)), MIN_ADAPTIVE_WAIT);
+        assert_eq!(adaptive_wait(Duration::from_secs(5)), MAX_ADAPTIVE_WAIT);
+    }
 }
