@@ -92,6 +92,9 @@ fn a_trace_between_pods_by_name_takes_the_same_hops_as_by_namespace_name() {
     let (code, by_name) = json(&["trace", "--from", &lab.ns("pod-a"), "--to", &pod_c]);
     assert_eq!(code, 0, "{by_name}");
     assert_eq!(by_pod["probe"]["to"], by_name["probe"]["to"], "{by_pod}");
+    // The report names the pod the user asked for, beside its address.
+    assert_eq!(by_pod["probe"]["to_name"], "pod:default/pod-c", "{by_pod}");
+    assert!(by_name["probe"]["to_name"].is_null());
     // The pods' namespaces read as the pods the user named.
     let names = hop_list(&by_pod, &[]);
     assert!(names[0].starts_with("pod default/pod-a/eth0:"), "{names:?}");

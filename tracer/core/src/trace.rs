@@ -36,6 +36,9 @@ pub struct TracePlan {
     /// The source namespace as the user named it.
     pub from: String,
     pub to: IpAddr,
+    /// The destination as the user named it when it was not an address (`pod:default/web-0`).
+    #[serde(default)]
+    pub to_name: Option<String>,
     pub port: Option<u16>,
     pub proto: Proto,
     /// IP packet size of each probe.

@@ -15,7 +15,7 @@ use crate::live;
 use crate::render::mtu as render;
 use crate::render::Style;
 
-use super::trace::{create_output, resolve_target, write_recording, ProtoArg, ScopeArgs};
+use super::trace::{create_output, pod_name, resolve_target, write_recording, ProtoArg, ScopeArgs};
 use super::{EXIT_INTERRUPTED, EXIT_NEGATIVE, EXIT_OK};
 
 #[derive(Debug, Args)]
@@ -89,6 +89,7 @@ pub fn run(args: MtuArgs, endpoints: &live::pods::Endpoints) -> anyhow::Result<E
     let plan = MtuPlan {
         from: args.from,
         to,
+        to_name: pod_name(&args.to),
         port,
         proto: ProtoArg::resolve(args.proto, port),
         min: args.min,

@@ -167,6 +167,20 @@ pub(crate) fn resolve_target(
     parse_target(s)
 }
 
+/// `--to` as the report names it, when it names a pod (`pod:NS/NAME`, port left out).
+pub(crate) fn pod_name(to: &str) -> Option<String> {
+    let spec = to.trim().strip_prefix("pod:")?;
+    let name = match spec.rsplit_once(':') {
+        Some((name, port)) if port.parse::<u16>().is_ok() => name,
+        _ => spec,
+    };
+    Some(if name.contains('/') {
+        format!("pod:{name}")
+    } else {
+        format!("pod:default/{name}")
+    })
+}
+
 /// `IP`, `IP:PORT`, `[IPv6]:PORT`.
 pub(crate) fn parse_target(s: &str) -> anyhow::Result<(IpAddr, Option<u16>)> {
     if let Ok(ip) = s.parse::<IpAddr>() {
@@ -256,6 +270,7 @@ pub fn run(args: TraceArgs, endpoints: &live::pods::Endpoints) -> anyhow::Result
     let plan = TracePlan {
         from: args.from.clone(),
         to,
+        to_name: pod_name(&args.to),
         port,
         proto,
         size: args.size.unwrap_or_else(|| smallest_probe(to, proto)),
@@ -309,4 +324,24 @@ pub fn run(args: TraceArgs, endpoints: &live::pods::Endpoints) -> anyhow::Result
         pcap_all: args.pcap_all,
     }
     .emit(&run, &snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pod_name;
+
+    #[test]
+    fn a_pod_destination_is_named_without_its_port() {
+        assert_eq!(
+            pod_name("pod:default/pod-c:80").as_deref(),
+            Some("pod:default/pod-c")
+        );
+        assert_eq!(pod_name("pod:web-0").as_deref(), Some("pod:default/web-0"));
+        assert_eq!(
+            pod_name("pod:kube-system/dns").as_deref(),
+            Some("pod:kube-system/dns")
+        );
+        assert_eq!(pod_name("10.0.0.1:80"), None);
+        assert_eq!(pod_name("[fd00::1]:53"), None);
+    }
 }

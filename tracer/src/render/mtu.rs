@@ -22,7 +22,15 @@ pub fn text(r: &MtuReport, style: Style) -> String {
     let _ = writeln!(
         out,
         "dye mtu: {} ({}) → {}, {} probes with DF, {}–{} bytes",
-        r.from, r.src, r.to, r.proto, r.search.min, r.search.max
+        r.from,
+        r.src,
+        match &r.to_name {
+            Some(name) => format!("{name} ({})", r.to),
+            None => r.to.clone(),
+        },
+        r.proto,
+        r.search.min,
+        r.search.max
     );
     let _ = writeln!(out);
     let color = match r.status {

@@ -62,7 +62,10 @@ pub fn text(r: &TraceReport, style: Style) -> String {
         if r.probe.df { " DF" } else { "" },
         r.probe.from,
         r.probe.src,
-        r.probe.to
+        match &r.probe.to_name {
+            Some(name) => format!("{name} ({})", r.probe.to),
+            None => r.probe.to.clone(),
+        }
     );
     let _ = writeln!(out);
     let width = r

@@ -30,6 +30,7 @@ pub fn project(r: &MtuResult) -> MtuReport {
             port: plan.port,
         }
         .to_string(),
+        to_name: plan.to_name.clone(),
         proto: plan.proto.as_str().to_string(),
         path_mtu: r.path_mtu,
         status: r.status,

@@ -18,6 +18,10 @@ pub struct MtuReport {
     pub src: String,
     /// Destination, `ip` or `ip:port`.
     pub to: String,
+    /// The destination as named on the command line when it was a pod; null for an address.
+    /// Added in v1.
+    #[serde(default)]
+    pub to_name: Option<String>,
     /// icmp | udp | tcp
     pub proto: String,
     /// The largest IP packet that crossed the path with DF set; None when none did.

@@ -22,6 +22,7 @@ pub fn project(trace: &Trace, snapshot: &Snapshot) -> TraceReport {
             from: plan.from.clone(),
             src: trace.src.to_string(),
             to: plan.target(),
+            to_name: plan.to_name.clone(),
             proto: plan.proto.as_str().to_string(),
             size: plan.size,
             df: plan.df,

@@ -40,6 +40,10 @@ pub struct ProbeSpec {
     pub src: String,
     /// Destination, `ip` or `ip:port`.
     pub to: String,
+    /// The destination as named on the command line when it was a pod (`pod:default/web-0`);
+    /// null for an address. Added in v1.
+    #[serde(default)]
+    pub to_name: Option<String>,
     /// icmp | udp | tcp
     pub proto: String,
     /// IP packet size in bytes.

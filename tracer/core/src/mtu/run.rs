@@ -31,6 +31,9 @@ pub struct MtuPlan {
     /// The source namespace as the user named it.
     pub from: String,
     pub to: IpAddr,
+    /// The destination as the user named it when it was not an address (`pod:default/web-0`).
+    #[serde(default)]
+    pub to_name: Option<String>,
     pub port: Option<u16>,
     pub proto: Proto,
     /// Smallest probe (default: 68 for IPv4, 1280 for IPv6 — the sizes every link must carry).
