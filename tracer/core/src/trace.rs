@@ -1,14 +1,14 @@
-//! One trace over the seam: build the probes, send them on a fixed schedule, turn capture
-//! events into sightings, stop when every probe is answered (or the wait runs out), complete
-//! the snapshot's route lookups for the addresses the capture revealed, reconstruct, and
-//! confirm NAT rewrites against conntrack.
+//! One trace over the seam: build the probes, send them on a fixed schedule through the probe
+//! loop, turn capture events into sightings, stop when every probe is answered (or the wait
+//! runs out), put back a path MTU the probes taught the source, reconstruct (asking the system
+//! for the routes the reasoning needs), and confirm NAT rewrites against conntrack.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Direction, Proto};
+use crate::model::Proto;
 use crate::observe::{Observer, Sighting, SightingKind};
 use crate::oracle::SnapshotOracle;
 use crate::path::{Hop, HopEvent, Leg, ProbeSummary, Verdict};
@@ -399,9 +399,4 @@ fn capture_results(snapshot: &Snapshot, stats: &[PointStats], c: &Captured) -> V
             }
         })
         .collect()
-}
-
-/// The direction word of a frame, for renderers that have only the frame.
-pub fn direction_of(f: &Frame) -> Direction {
-    f.direction
 }
