@@ -401,3 +401,52 @@ fn every_failed_resolution_names_the_pod_and_the_runtime() {
         "{stderr}"
     );
 }
+
+#[test]
+fn idle_pods_are_real_pods_on_the_bridge_and_leave_the_named_pods_their_addresses() {
+    let lab = Lab::up_with(&["--idle-pods", "3"]);
+    // The named pods keep the addresses the topology plans (idle ones come after them).
+    assert_eq!(lab.pod_ip("pod-a"), "10.244.1.2");
+    assert_eq!(lab.pod_ip("pod-c"), "10.244.2.2");
+    // An idle pod is a real CRI sandbox on node-1's bridge: trace from it by name.
+    let node1 = socket(&lab, "node-1");
+    let (code, out, err) = run(&[
+        "trace",
+        "--json",
+        "--runtime-endpoint",
+        &node1,
+        "--from",
+        "pod:default/idle-node-1-3",
+        "--to",
+        "10.244.2.2",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(r["verdict"]["kind"], "answered", "{r}");
+    assert_eq!(r["hops"][0]["netns"], "pod default/idle-node-1-3");
+    // Teardown removes them with the rest: 4 named + 2 × 3 idle sandboxes.
+    let out = dye(&["lab", "down", &lab.id]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("10 pod sandboxes"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn too_many_idle_pods_are_refused_before_anything_is_built() {
+    let id = support::unique_id();
+    let out = dye(&["lab", "up", "--id", &id, "--idle-pods", "241"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--idle-pods 241 is above 240"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns");
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains(&format!("dye-{id}-")));
+}

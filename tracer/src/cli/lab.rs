@@ -47,6 +47,10 @@ enum LabCommand {
         /// Print the resulting lab as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Put N idle pods on every node's bridge besides the named ones (real CRI sandboxes
+        /// without responders): a busy node, for benchmarks. At most 240.
+        #[arg(long, value_name = "N")]
+        idle_pods: Option<u32>,
     },
     /// Remove labs: pod sandboxes (over CRI), the nodes' containerd with their shims and
     /// cgroups, other processes, namespaces (with all links, routes and rules inside) and
@@ -115,7 +119,12 @@ enum FaultArg {
 
 pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        LabCommand::Up { id, topology, json } => up(&id, topology, json),
+        LabCommand::Up {
+            id,
+            topology,
+            json,
+            idle_pods,
+        } => up(&id, topology, json, idle_pods),
         LabCommand::Down { ids, all } => down(ids, all),
         LabCommand::Status { id, json } => status(id, json),
         LabCommand::Fault { id, fault } => apply(&id, fault),
@@ -132,7 +141,12 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn up(id: &str, topology: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+fn up(
+    id: &str,
+    topology: Option<PathBuf>,
+    json: bool,
+    idle_pods: Option<u32>,
+) -> anyhow::Result<ExitCode> {
     let id = LabId::parse(id)?;
     let (text, source) = match &topology {
         Some(path) => (
@@ -143,7 +157,7 @@ fn up(id: &str, topology: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCod
         None => (Topology::BUILTIN_TEXT.to_string(), "builtin".to_string()),
     };
     let started = std::time::Instant::now();
-    lab::up(&id, &text, &source)?;
+    lab::up(&id, &text, &source, idle_pods)?;
     let view = lab::inspect(&id)?;
     if json {
         print_json(&view)?;

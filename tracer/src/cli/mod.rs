@@ -42,6 +42,14 @@ pub fn error_chain(err: &anyhow::Error) -> String {
     line
 }
 
+/// True when the error is stdout's reader having gone away.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// The exit status for an error that reached the top.
 pub fn exit_status_for(err: &anyhow::Error) -> u8 {
     if let Some(crate::lab::LabError::Interrupted) = err.downcast_ref::<crate::lab::LabError>() {

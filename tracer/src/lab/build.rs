@@ -30,11 +30,32 @@ use super::LabError;
 /// Builds lab `id` from the topology `text` (read from `source`, a path or "builtin"). On
 /// success the lab is complete and its state saved; on any error everything created so far is
 /// removed before the error is returned.
-pub fn up(id: &LabId, text: &str, source: &str) -> Result<LabState, LabError> {
-    let topo = &Topology::parse(text).map_err(|message| LabError::Topology {
+/// `idle_pods`, when given, replaces every node's `idle_pods`.
+pub fn up(
+    id: &LabId,
+    text: &str,
+    source: &str,
+    idle_pods: Option<u32>,
+) -> Result<LabState, LabError> {
+    let mut parsed = Topology::parse(text).map_err(|message| LabError::Topology {
         path: source.to_string(),
         message,
     })?;
+    if let Some(n) = idle_pods {
+        if n > super::topology::MAX_IDLE_PODS {
+            return Err(LabError::Topology {
+                path: source.to_string(),
+                message: format!(
+                    "--idle-pods {n} is above {} (one /24 of pod addresses)",
+                    super::topology::MAX_IDLE_PODS
+                ),
+            });
+        }
+        for node in &mut parsed.nodes {
+            node.idle_pods = n;
+        }
+    }
+    let topo = &parsed;
     preflight(topo)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     let guards = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
@@ -812,6 +833,25 @@ fn node_sandboxes(
             id: sandbox,
             status,
         });
+    }
+    // Idle pods come after the named ones, so host-local still hands the named pods the
+    // addresses the topology plans. Teardown finds them by the lab's label like the others.
+    for k in 1..=node.idle_pods {
+        step()?;
+        let name = format!("idle-{}-{k}", node.name.get_ref());
+        let uid = new_uid()?;
+        let spec = PodSpec {
+            name: &name,
+            namespace: node.pod_namespace(),
+            uid: &uid,
+            lab: id.as_str(),
+            node: node.name.get_ref(),
+            cgroup_parent: &runtime.cgroup_parent,
+        };
+        cri.run_pod(&spec)?;
+    }
+    if node.idle_pods > 0 {
+        tracing::info!(node = %node.name.get_ref(), idle = node.idle_pods, "idle pods running");
     }
     Ok(made)
 }

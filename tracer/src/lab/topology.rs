@@ -73,7 +73,16 @@ pub struct Node {
     pub pods: Vec<Spanned<String>>,
     /// The Kubernetes namespace of this node's pods (CRI metadata): `default` unless set.
     pub pod_namespace: Option<Spanned<String>>,
+    /// Extra pods that only sit on the node's bridge (real CRI sandboxes, no responder, no
+    /// published name): what a busy node looks like to dye. `dye lab up --idle-pods N` sets it
+    /// for every node.
+    #[serde(default)]
+    pub idle_pods: u32,
 }
+
+/// The most idle pods a node may have: what host-local can hand out of a /24 besides the
+/// named pods, the gateway and the broadcast address.
+pub const MAX_IDLE_PODS: u32 = 240;
 
 impl Node {
     /// The Kubernetes namespace the node's pods are created in.
@@ -266,6 +275,15 @@ impl Topology {
             }
             if let Some(ns) = &node.pod_namespace {
                 check_dns_label(ns.get_ref()).map_err(|m| at(ns.span(), m))?;
+            }
+            if node.idle_pods > MAX_IDLE_PODS {
+                return Err(at(
+                    node.name.span(),
+                    format!(
+                        "idle_pods {} is above {MAX_IDLE_PODS} (one /24 of pod addresses)",
+                        node.idle_pods
+                    ),
+                ));
             }
             for pod in &node.pods {
                 check_name(pod.get_ref()).map_err(|m| at(pod.span(), m))?;
