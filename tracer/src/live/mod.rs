@@ -169,13 +169,15 @@ fn fill_linktypes(points: &mut [Point], session: &CaptureSession) {
 }
 
 /// Runs `f` over the live network, journaling it into a recording when `record` is set.
+/// Returns what `f` returned, the snapshot as the core left it (with the routes it asked for),
+/// and the recording (which keeps the snapshot as taken: a replay asks the same questions).
 fn run_recorded<P: Clone, T>(
     command: &str,
     plan: &P,
     setup: Setup,
     record: bool,
     f: impl FnOnce(&mut Snapshot, &mut dyn Network) -> T,
-) -> (T, Option<Recording<P>>) {
+) -> (T, Snapshot, Option<Recording<P>>) {
     let Setup {
         network,
         snapshot: taken,
@@ -183,7 +185,8 @@ fn run_recorded<P: Clone, T>(
     let mut snap = taken.clone();
     if !record {
         let mut net = network;
-        return (f(&mut snap, &mut net), None);
+        let out = f(&mut snap, &mut net);
+        return (out, snap, None);
     }
     let mut rec = Recorder::new(network);
     let out = f(&mut snap, &mut rec);
@@ -196,7 +199,7 @@ fn run_recorded<P: Clone, T>(
         snapshot: taken,
         journal,
     };
-    (out, Some(recording))
+    (out, snap, Some(recording))
 }
 
 /// A trace on this host.
@@ -217,20 +220,17 @@ pub fn trace(
         duration: plan.interval * plan.count + plan.timeout + Duration::from_secs(5),
     };
     let setup = setup(&plan.from, plan.to, req, &needs, stop, status)?;
-    let mut final_snapshot = Snapshot::default();
-    let (run, recording) = run_recorded("trace", plan, setup, record, |snap, net| {
-        let r = core_trace::run_trace(plan, snap, net, &mut |p| {
+    let (run, snapshot, recording) = run_recorded("trace", plan, setup, record, |snap, net| {
+        core_trace::run_trace(plan, snap, net, &mut |p| {
             if let core_trace::Progress::Sending { count } = p {
                 status(&format!(
                     "sending {count} {} probe(s) of {} bytes to {}",
                     plan.proto, plan.size, plan.to
                 ));
             }
-        });
-        final_snapshot = snap.clone();
-        r
+        })
     });
-    Ok((run?, final_snapshot, recording))
+    Ok((run?, snapshot, recording))
 }
 
 /// An MTU search on this host.
@@ -253,7 +253,7 @@ pub fn mtu(
         duration: core_mtu::run::MAX_ELAPSED + Duration::from_secs(5),
     };
     let setup = setup(&plan.from, plan.to, req, &needs, stop, status)?;
-    let (run, recording) = run_recorded("mtu", plan, setup, record, |snap, net| {
+    let (run, _, recording) = run_recorded("mtu", plan, setup, record, |snap, net| {
         core_mtu::run_mtu(plan, snap, net, progress)
     });
     Ok((run?, recording))
