@@ -836,8 +836,16 @@ fn node_sandboxes(
     }
     // Idle pods come after the named ones, so host-local still hands the named pods the
     // addresses the topology plans. Teardown finds them by the lab's label like the others.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     for k in 1..=node.idle_pods {
         step()?;
+        if terminal && k % 20 == 0 {
+            eprintln!(
+                "dye: {}: {k} of {} idle pods…",
+                node.name.get_ref(),
+                node.idle_pods
+            );
+        }
         let name = format!("idle-{}-{k}", node.name.get_ref());
         let uid = new_uid()?;
         let spec = PodSpec {
