@@ -1,0 +1,313 @@
+//! nftables tracing against throwaway namespaces (needs root): arming, trace events checked
+//! against `nft -a list ruleset`, the owner table's lifetime (drop and SIGKILL), and the parser
+//! against a message the kernel sent (capture/tests/data/nftrace_drop.bin). Every packet stays
+//! between two namespaces created here; every rule lives in one of them.
+
+mod tmpns;
+
+use std::io::BufRead;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dye_capture::nftrace::{parse_trace, Armed, ProbeMatch, TraceEvent, TraceKind, Verdict};
+use dye_capture::Netns;
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+macro_rules! need_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+const A: &str = "10.96.0.1";
+const B: &str = "10.96.0.2";
+const SAVED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/nftrace_drop.bin");
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// `a` — `b` over one veth, a/eth0 10.96.0.1/24, b/eth0 10.96.0.2/24.
+struct Lab {
+    ns: tmpns::TmpNs,
+    a: String,
+}
+
+fn lab() -> Lab {
+    let mut ns = tmpns::TmpNs::new();
+    let a = ns.add("a");
+    let b = ns.add("b");
+    ns.veth(&a, "eth0", &b, "eth0");
+    ns.ip(&a, &["addr", "add", &format!("{A}/24"), "dev", "eth0"]);
+    ns.ip(&b, &["addr", "add", &format!("{B}/24"), "dev", "eth0"]);
+    Lab { ns, a }
+}
+
+fn dye_table(lab: &Lab) -> String {
+    format!("dye_{}", lab.ns.prefix.trim_start_matches("dyetmp-"))
+}
+
+/// `nft list tables` in `ns`.
+fn tables(lab: &Lab, ns: &str) -> String {
+    lab.ns.exec(ns, &["nft", "list", "tables"])
+}
+
+/// Our drop rule in `a` (`table ip t`, chain `out`, udp dport 4242 drop); returns its handle
+/// as `nft -a list ruleset` prints it.
+fn drop_rule(lab: &Lab) -> u64 {
+    let a = &lab.a;
+    lab.ns.exec(a, &["nft", "add", "table", "ip", "t"]);
+    lab.ns.exec(
+        a,
+        &[
+            "nft",
+            "add chain ip t out { type filter hook output priority 0; }",
+        ],
+    );
+    lab.ns.exec(
+        a,
+        &[
+            "nft", "add", "rule", "ip", "t", "out", "udp", "dport", "4242", "drop",
+        ],
+    );
+    let listing = lab.ns.exec(a, &["nft", "-a", "list", "ruleset"]);
+    let line = listing
+        .lines()
+        .find(|l| l.contains("dport 4242 drop"))
+        .unwrap_or_else(|| panic!("no drop rule in {listing}"));
+    line.rsplit("# handle ")
+        .next()
+        .and_then(|h| h.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no handle in {line:?}"))
+}
+
+/// One UDP datagram from a socket opened inside `ns` (the send of a dropped one fails with
+/// EPERM, which is fine).
+fn send_udp(ns: &Netns, dst: &str, port: u16) {
+    let dst = SocketAddr::new(ip(dst), port);
+    ns.run(move || {
+        let s = UdpSocket::bind((ip(A), 0)).unwrap();
+        let _ = s.send_to(b"dye-nftrace", dst);
+    })
+    .unwrap();
+}
+
+/// Drains until `done` holds for the events so far or 3 s pass.
+fn collect(armed: &mut Armed, done: impl Fn(&[TraceEvent]) -> bool) -> Vec<TraceEvent> {
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut all = Vec::new();
+    while Instant::now() < until {
+        all.extend(armed.drain(64).unwrap());
+        if done(&all) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    all
+}
+
+/// A raw listener of the test's own in `ns`, to keep the bytes the kernel sends.
+fn raw_listener(ns: &Netns) -> Socket {
+    ns.run(|| {
+        let mut s = Socket::new(NETLINK_NETFILTER).unwrap();
+        s.bind_auto().unwrap();
+        s.add_membership(9).unwrap();
+        s.set_non_blocking(true).unwrap();
+        s
+    })
+    .unwrap()
+}
+
+fn raw_messages(s: &Socket) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = Vec::with_capacity(65536);
+    loop {
+        buf.clear();
+        match s.recv(&mut buf, libc::MSG_DONTWAIT) {
+            Ok(n) => {
+                let mut b = &buf[..n];
+                while b.len() >= 16 {
+                    let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+                    if len < 16 || len > b.len() {
+                        break;
+                    }
+                    out.push(b[..len].to_vec());
+                    b = &b[((len + 3) & !3).min(b.len())..];
+                }
+            }
+            Err(_) => return out,
+        }
+    }
+}
+
+#[test]
+fn traces_a_drop_by_rule_handle_and_dyes_own_events() {
+    need_root!();
+    let lab = lab();
+    let handle = drop_rule(&lab);
+    let a = Netns::open_str(&lab.a).unwrap();
+    let raw = raw_listener(&a);
+    let table = dye_table(&lab);
+    let t0 = Instant::now();
+    let mut armed = Armed::arm(&a, &table, &ProbeMatch::new(17, ip(A), ip(B))).unwrap();
+    eprintln!("armed {} in {:?}", lab.a, t0.elapsed());
+
+    // The first datagram after arming.
+    send_udp(&a, B, 4242);
+    let events = collect(&mut armed, |ev| {
+        ev.iter().any(|e| e.verdict == Some(Verdict::Drop))
+    });
+    for e in &events {
+        eprintln!("{e}");
+    }
+    let drop = events
+        .iter()
+        .find(|e| e.table == "t")
+        .expect("an event from table t");
+    assert_eq!(drop.chain, "out");
+    assert_eq!(drop.kind, TraceKind::Rule);
+    assert_eq!(drop.rule_handle, Some(handle));
+    assert_eq!(drop.verdict, Some(Verdict::Drop));
+    assert_eq!(drop.family, 2);
+    assert_eq!(&drop.network_header[12..20], &[10, 96, 0, 1, 10, 96, 0, 2]);
+    assert_eq!(&drop.transport_header[2..4], &4242u16.to_be_bytes());
+    // dye's own events: same packet, recognised by the table name.
+    let own: Vec<&TraceEvent> = events.iter().filter(|e| e.is_from(&table)).collect();
+    assert!(!own.is_empty(), "no event from {table}");
+    assert!(own.iter().all(|e| e.id == drop.id && e.chain == "out"));
+    assert!(own
+        .iter()
+        .any(|e| e.kind == TraceKind::Policy && e.verdict == Some(Verdict::Accept)));
+    assert!(events.iter().all(|e| e.id == drop.id));
+    assert_eq!(armed.undecoded(), 0);
+
+    // The kernel's bytes parse to the same event; keep the drop message for the offline test.
+    let msgs = raw_messages(&raw);
+    let parsed: Vec<TraceEvent> = msgs.iter().map(|m| parse_trace(m).unwrap()).collect();
+    assert_eq!(parsed, events);
+    let bytes = &msgs[parsed.iter().position(|e| e.table == "t").unwrap()];
+    if std::env::var_os("DYE_SAVE_NFTRACE").is_some() {
+        std::fs::write(SAVED, bytes).unwrap();
+    }
+
+    // Another port: dye's events and t's accept policy, no drop.
+    send_udp(&a, B, 4243);
+    let events = collect(&mut armed, |ev| ev.iter().any(|e| e.table == "t"));
+    for e in &events {
+        eprintln!("{e}");
+    }
+    assert!(events.iter().any(|e| e.table == "t"
+        && e.kind == TraceKind::Policy
+        && e.verdict == Some(Verdict::Accept)
+        && e.rule_handle.is_none()));
+    assert!(events.iter().all(|e| e.verdict != Some(Verdict::Drop)));
+    assert!(events.iter().any(|e| e.is_from(&table)));
+}
+
+#[test]
+fn parses_a_message_the_kernel_sent() {
+    let bytes = std::fs::read(SAVED).unwrap();
+    let e = parse_trace(&bytes).unwrap();
+    assert_eq!(e.family, 2);
+    assert_eq!(e.nfproto, Some(2));
+    assert_eq!((e.table.as_str(), e.chain.as_str()), ("t", "out"));
+    assert_eq!(e.kind, TraceKind::Rule);
+    assert_eq!(e.rule_handle, Some(2));
+    assert_eq!(e.verdict, Some(Verdict::Drop));
+    assert_eq!(e.iif, None);
+    assert!(e.oif.is_some());
+    assert_eq!(e.network_header[0], 0x45);
+    assert_eq!(e.network_header[9], 17);
+    assert_eq!(&e.network_header[12..20], &[10, 96, 0, 1, 10, 96, 0, 2]);
+    assert_eq!(&e.transport_header[2..4], &4242u16.to_be_bytes());
+    // Every truncation of it is an error, not a panic.
+    for cut in 0..bytes.len() {
+        assert!(parse_trace(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+}
+
+#[test]
+fn the_table_lives_as_long_as_armed() {
+    need_root!();
+    let lab = lab();
+    let a = Netns::open_str(&lab.a).unwrap();
+    let table = dye_table(&lab);
+    let armed = Armed::arm(&a, &table, &ProbeMatch::new(17, ip(A), ip(B))).unwrap();
+    let listed = tables(&lab, &lab.a);
+    assert!(listed.contains(&format!("table ip {table}")), "{listed}");
+    // Another socket cannot remove an owned table.
+    let del = Command::new("ip")
+        .args([
+            "netns", "exec", &lab.a, "nft", "delete", "table", "ip", &table,
+        ])
+        .output()
+        .unwrap();
+    assert!(!del.status.success());
+    // A second arm of the same name is refused and names the table.
+    let again = Armed::arm(&a, &table, &ProbeMatch::new(17, ip(A), ip(B))).unwrap_err();
+    assert!(again.to_string().contains(&table), "{again}");
+    drop(armed);
+    let listed = tables(&lab, &lab.a);
+    assert!(!listed.contains(&table), "{listed}");
+}
+
+/// Kills the child on drop (also when the test fails).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const CHILD_ENV: &str = "DYE_NFTRACE_CHILD";
+
+/// Run by `sigkill_leaves_no_table` in a child process: arms the namespace named in the
+/// environment, says so, and sleeps. Does nothing in a normal test run.
+#[test]
+fn child_arms_and_sleeps() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (ns, table) = spec.split_once(' ').unwrap();
+    let a = Netns::open_str(ns).unwrap();
+    let _armed = Armed::arm(&a, table, &ProbeMatch::new(17, ip(A), ip(B))).unwrap();
+    println!("ARMED");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn sigkill_leaves_no_table() {
+    need_root!();
+    let lab = lab();
+    let table = dye_table(&lab);
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["child_arms_and_sleeps", "--exact", "--nocapture"])
+            .env(CHILD_ENV, format!("{} {table}", lab.a))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let armed = out
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("ARMED"));
+    assert!(armed, "the child did not arm");
+    assert!(tables(&lab, &lab.a).contains(&table));
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
+    let listed = tables(&lab, &lab.a);
+    assert!(!listed.contains(&table), "{listed}");
+}
