@@ -39,6 +39,11 @@
 //!   then the dropping rule (`rule`, the handle `nft -a list ruleset` shows, verdict drop).
 //!   A datagram that no rule of a chain matches yields that chain's handle-less `rule`
 //!   (continue) and its `policy` event; rules that do not match are not reported;
+//! - the packet itself (`iif` / `oif`, mark, network and transport headers) comes only with
+//!   the first event of each base chain a packet traverses; the later events of that chain
+//!   have none of it — join them by trace id;
+//! - the trace id differs on each side of a veth (a new skb id after the crossing), and a
+//!   namespace's listener receives the events of every table of that namespace, any family;
 //! - policy events carry `NFTA_TRACE_POLICY` and no `NFTA_TRACE_VERDICT` (the parser copies the
 //!   policy into [`TraceEvent::verdict`]); an output packet has `oif` and no `iif`; the
 //!   transport header copy includes the start of the payload;

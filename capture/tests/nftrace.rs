@@ -29,6 +29,8 @@ macro_rules! need_root {
 
 const A: &str = "10.96.0.1";
 const B: &str = "10.96.0.2";
+const A6: &str = "fd00:96::1";
+const B6: &str = "fd00:96::2";
 const SAVED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/nftrace_drop.bin");
 
 fn ip(s: &str) -> IpAddr {
@@ -39,6 +41,7 @@ fn ip(s: &str) -> IpAddr {
 struct Lab {
     ns: tmpns::TmpNs,
     a: String,
+    b: String,
 }
 
 fn lab() -> Lab {
@@ -48,7 +51,31 @@ fn lab() -> Lab {
     ns.veth(&a, "eth0", &b, "eth0");
     ns.ip(&a, &["addr", "add", &format!("{A}/24"), "dev", "eth0"]);
     ns.ip(&b, &["addr", "add", &format!("{B}/24"), "dev", "eth0"]);
-    Lab { ns, a }
+    ns.ip(
+        &a,
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{A6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    ns.ip(
+        &b,
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{B6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    Lab { ns, a, b }
 }
 
 fn dye_table(lab: &Lab) -> String {
@@ -89,13 +116,17 @@ fn drop_rule(lab: &Lab) -> u64 {
         .unwrap_or_else(|| panic!("no handle in {line:?}"))
 }
 
-/// One UDP datagram from a socket opened inside `ns` (the send of a dropped one fails with
-/// EPERM, which is fine).
+/// One UDP datagram `dye-nftrace` from A in `ns` (the send of a dropped one fails with EPERM,
+/// which is fine).
 fn send_udp(ns: &Netns, dst: &str, port: u16) {
-    let dst = SocketAddr::new(ip(dst), port);
+    send_from(ns, A, dst, port, b"dye-nftrace");
+}
+
+fn send_from(ns: &Netns, src: &str, dst: &str, port: u16, payload: &'static [u8]) {
+    let (src, dst) = (ip(src), SocketAddr::new(ip(dst), port));
     ns.run(move || {
-        let s = UdpSocket::bind((ip(A), 0)).unwrap();
-        let _ = s.send_to(b"dye-nftrace", dst);
+        let s = UdpSocket::bind((src, 0)).unwrap();
+        let _ = s.send_to(payload, dst);
     })
     .unwrap();
 }
@@ -257,6 +288,68 @@ fn the_table_lives_as_long_as_armed() {
     drop(armed);
     let listed = tables(&lab, &lab.a);
     assert!(!listed.contains(&table), "{listed}");
+}
+
+#[test]
+fn prerouting_in_the_peer_a_marker_and_ipv6() {
+    need_root!();
+    let lab = lab();
+    let (a, b) = (
+        Netns::open_str(&lab.a).unwrap(),
+        Netns::open_str(&lab.b).unwrap(),
+    );
+    let table = dye_table(&lab);
+    // UDP header (8 bytes), then the payload: `dye-` marks a probe.
+    let m = ProbeMatch::new(17, ip(A), ip(B)).with_marker(8, b"dye-".to_vec());
+    let mut in_a = Armed::arm(&a, &table, &m).unwrap();
+    let mut in_b = Armed::arm(&b, &table, &m).unwrap();
+
+    // Not a probe (no marker): nothing traced, in either namespace.
+    send_from(&a, A, B, 4243, b"other");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(in_a.drain(64).unwrap(), vec![]);
+    assert_eq!(in_b.drain(64).unwrap(), vec![]);
+
+    // A probe: output in `a`; the flag does not cross the veth, `b`'s own rule sets it again
+    // in prerouting.
+    send_from(&a, A, B, 4243, b"dye-probe");
+    let ea = collect(&mut in_a, |ev| {
+        ev.iter().any(|e| e.kind == TraceKind::Policy)
+    });
+    let eb = collect(&mut in_b, |ev| {
+        ev.iter().any(|e| e.kind == TraceKind::Policy)
+    });
+    for e in ea.iter().chain(&eb) {
+        eprintln!("{e} iif {:?} oif {:?}", e.iif, e.oif);
+    }
+    // The packet (interfaces, headers) comes with the first event of each base chain only.
+    assert!(ea.iter().all(|e| e.chain == "out"));
+    assert!(ea[0].oif.is_some() && !ea[0].network_header.is_empty());
+    assert!(ea[1..]
+        .iter()
+        .all(|e| e.oif.is_none() && e.network_header.is_empty()));
+    assert!(!eb.is_empty());
+    assert!(eb.iter().all(|e| e.chain == "pre" && e.oif.is_none()));
+    assert!(eb[0].iif.is_some() && eb[0].transport_header.ends_with(b"dye-probe"));
+    assert_ne!(ea[0].id, eb[0].id);
+
+    // IPv6: an ip6 table of its own.
+    let t6 = format!("{table}_6");
+    let mut in_a6 = Armed::arm(&a, &t6, &ProbeMatch::new(17, ip(A6), ip(B6))).unwrap();
+    send_from(&a, A6, B6, 4243, b"dye-v6");
+    let e6 = collect(&mut in_a6, |ev| {
+        ev.iter().any(|e| e.kind == TraceKind::Policy)
+    });
+    let own: Vec<&TraceEvent> = e6.iter().filter(|e| e.is_from(&t6)).collect();
+    assert!(!own.is_empty());
+    assert!(own.iter().all(|e| e.family == 10 && e.nfproto == Some(10)));
+    assert_eq!(own[0].network_header[0] >> 4, 6);
+    // The other listener of the namespace receives the same events: the group is per
+    // namespace, not per table.
+    let again = collect(&mut in_a, |ev| ev.len() >= e6.len());
+    assert_eq!(again, e6);
+    let listed = tables(&lab, &lab.a);
+    assert!(listed.contains(&format!("table ip6 {t6}")), "{listed}");
 }
 
 /// Kills the child on drop (also when the test fails).
