@@ -220,6 +220,19 @@ fn traces_a_drop_by_rule_handle_and_dyes_own_events() {
     assert!(events.iter().all(|e| e.id == drop.id));
     assert_eq!(armed.undecoded(), 0);
 
+    // Rule text, asked of the kernel by the handle the trace gave.
+    let rule = armed.rule(2, "t", "out", handle).unwrap().unwrap();
+    eprintln!("{rule}");
+    assert_eq!(rule.text, "meta l4proto udp udp dport 4242 drop");
+    assert_eq!(armed.describe(drop), "meta l4proto udp udp dport 4242 drop");
+    let mine = own.iter().find(|e| e.rule_handle.is_some()).unwrap();
+    assert_eq!(
+        armed.describe(mine),
+        format!("meta l4proto udp ip saddr {A} ip daddr {B} meta nftrace set 1")
+    );
+    assert_eq!(armed.rule(2, "t", "out", 999).unwrap(), None);
+    assert_eq!(armed.describe(own.last().unwrap()), "policy accept");
+
     // The kernel's bytes parse to the same event; keep the drop message for the offline test.
     let msgs = raw_messages(&raw);
     let parsed: Vec<TraceEvent> = msgs.iter().map(|m| parse_trace(m).unwrap()).collect();
