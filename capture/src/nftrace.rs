@@ -50,6 +50,10 @@
 //! - closing the owner socket removes the table before `close` returns (the `nft list tables`
 //!   right after [`Drop`] no longer shows it), and so does SIGKILL of the owning process;
 //!   `nft delete table` from another process is refused while it is owned;
+//! - an iptables-nft `-j DROP` appears as table `filter`, chain `OUTPUT`, with its handle and
+//!   verdict drop (rule text `meta l4proto udp udp dport 4244 counter drop`); an
+//!   iptables-legacy DROP leaves no event at all: the trace just stops after the last
+//!   nf_tables accept, so a missing continuation, not a verdict, is the only hint;
 //! - the trace carries no rule text, only the handle: [`Armed::rule`] asks `NFT_MSG_GETRULE`
 //!   for it and [`rule::parse_rule`] summarises the expressions ([`Armed::describe`]).
 

@@ -365,6 +365,80 @@ fn prerouting_in_the_peer_a_marker_and_ipv6() {
     assert!(listed.contains(&format!("table ip6 {t6}")), "{listed}");
 }
 
+#[test]
+fn iptables_nft_rules_are_traced_legacy_ones_are_not() {
+    need_root!();
+    let lab = lab();
+    let a = Netns::open_str(&lab.a).unwrap();
+    let table = dye_table(&lab);
+    let nft = [
+        "iptables-nft",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "udp",
+        "--dport",
+        "4244",
+        "-j",
+        "DROP",
+    ];
+    lab.ns.exec(&lab.a, &nft);
+    let legacy = [
+        "iptables-legacy",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "udp",
+        "--dport",
+        "4245",
+        "-j",
+        "DROP",
+    ];
+    lab.ns.exec(&lab.a, &legacy);
+    let mut armed = Armed::arm(&a, &table, &ProbeMatch::new(17, ip(A), ip(B))).unwrap();
+
+    send_udp(&a, B, 4244);
+    let ev = collect(&mut armed, |ev| {
+        ev.iter().any(|e| e.verdict == Some(Verdict::Drop))
+    });
+    let drop = ev
+        .iter()
+        .find(|e| e.verdict == Some(Verdict::Drop))
+        .expect("the iptables-nft DROP is traced");
+    assert_eq!(
+        (drop.table.as_str(), drop.chain.as_str()),
+        ("filter", "OUTPUT")
+    );
+    assert!(drop.rule_handle.is_some());
+    let text = armed.describe(drop);
+    eprintln!("iptables-nft rule: {text}");
+    assert!(text.contains("drop"), "{text}");
+
+    // The legacy DROP happens outside nf_tables: dye's chain accepts, then the trace just
+    // ends (the legacy hook ran before iptables-nft's chain at the same priority here).
+    send_udp(&a, B, 4245);
+    let mut ev = collect(&mut armed, |ev| {
+        ev.iter()
+            .any(|e| e.is_from(&table) && e.kind == TraceKind::Policy)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    ev.extend(armed.drain(64).unwrap());
+    for e in &ev {
+        eprintln!("legacy: {e}");
+    }
+    assert!(ev.iter().any(|e| e.is_from(&table)));
+    assert!(ev.iter().all(|e| e.verdict != Some(Verdict::Drop)));
+    let counters = lab
+        .ns
+        .exec(&lab.a, &["iptables-legacy", "-L", "OUTPUT", "-vnx"]);
+    assert!(
+        counters
+            .lines()
+            .any(|l| l.contains("dpt:4245") && l.split_whitespace().next() == Some("1")),
+        "{counters}"
+    );
+}
+
 /// Kills the child on drop (also when the test fails).
 struct KillOnDrop(Child);
 
