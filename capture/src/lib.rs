@@ -11,6 +11,9 @@
 //!   exceptions and removing one of them.
 //! - [`conntrack`]: conntrack entries of a namespace read over ctnetlink (`NETLINK_NETFILTER`)
 //!   in process: lookup by original tuple, dumps, NAT status.
+//! - [`nftrace`]: nftables tracing of the probes: an owner table (gone when dye's socket
+//!   closes, even on SIGKILL) marks them with `meta nftrace set 1`; `NFT_MSG_TRACE` events
+//!   name every table, chain, rule handle and verdict they meet.
 //! - [`topology`]: discovery of many namespaces joined into one graph (veth pairs across
 //!   namespaces, bridge ports, tunnel → underlay device), with text / JSON / Mermaid renderers.
 //! - [`capture`]: live capture on many (namespace, interface) points at once, each with two
@@ -27,6 +30,7 @@ pub mod conntrack;
 pub mod inject;
 pub mod netlink;
 pub mod netns;
+pub mod nftrace;
 pub mod pcapng;
 pub mod random;
 pub mod select;
