@@ -609,6 +609,34 @@ impl Dissection {
         self.payload_len = 0;
     }
 
+    /// Tells the dissection that the capture kept `captured` of the frame's `orig_len` bytes
+    /// (snaplen). A length taken from the frame (IPv4 total length 0, IPv6 payload length 0:
+    /// [`LenFrom::Frame`]) grows by what is missing and its layer is marked truncated, as tshark
+    /// reads it; a marker read at the cut end is dropped. Nothing changes otherwise.
+    pub fn set_orig_len(&mut self, captured: usize, orig_len: usize) {
+        let missing = orig_len.saturating_sub(captured);
+        if missing == 0 {
+            return;
+        }
+        let missing = u32::try_from(missing).unwrap_or(u32::MAX);
+        let mut cut = false;
+        let ips = self
+            .outer
+            .iter_mut()
+            .map(|o| &mut o.ip)
+            .chain(self.ip.as_mut());
+        for ip in ips {
+            if let Some(a) = ip.aggregated.as_mut().filter(|a| a.from == LenFrom::Frame) {
+                a.len = a.len.saturating_add(missing);
+                ip.truncated = true;
+                cut = true;
+            }
+        }
+        if cut && self.marker.is_some_and(|m| m.site == MarkerSite::Payload) {
+            self.marker = None;
+        }
+    }
+
     /// True if dissection stopped on a malformed or truncated header.
     pub fn is_malformed(&self) -> bool {
         self.error.is_some()

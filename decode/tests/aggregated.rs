@@ -287,15 +287,32 @@ fn cut_short_super_packets() {
     assert_eq!(ip.packet_len(), 70_068);
     assert_eq!(d.payload_len as usize, 9000 - 14 - 48 - 20);
     assert!(Line(&d).to_string().ends_with("ext 0 truncated"));
-    // Frame length: a capture cut by the snaplen cannot be told from a shorter packet (the
-    // dissector sees only the captured bytes), so the length is the captured one.
-    let d = decode(&v4_big()[..9000]);
+    // Frame length: from the captured bytes alone a capture cut by the snaplen cannot be told
+    // from a shorter packet; the frame's original length (pcap orig_len) sets it right.
+    let mut d = decode(&v4_big()[..9000]);
     assert_eq!(d.ip.as_ref().unwrap().packet_len(), 9000 - 14);
     assert!(!d.is_malformed());
+    d.set_orig_len(9000, v4_big().len());
+    let ip = d.ip.as_ref().unwrap();
+    assert_eq!((ip.packet_len(), ip.truncated), (70_040, true));
+    assert_eq!(d.payload_len as usize, 9000 - 14 - 40);
+    assert!(Line(&d)
+        .to_string()
+        .ends_with("len 70040 (aggregated: IP length 0 on the wire, frame length used) truncated"));
+    // A whole frame, or one with an honest length, is left alone.
+    let mut d = decode(&v4_big());
+    let before = d.clone();
+    d.set_orig_len(v4_big().len(), v4_big().len());
+    assert_eq!(d, before);
+    let mut d = decode(&v4_gso()[..9000]);
+    let before = d.clone();
+    d.set_orig_len(9000, 30_054);
+    assert_eq!(d, before);
 }
 
-/// A classic little-endian pcap (LINKTYPE_ETHERNET, snaplen 262144) of `frames`.
-fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
+/// A classic little-endian pcap (LINKTYPE_ETHERNET, snaplen 262144) of `frames`, each kept
+/// whole or cut to `caplen` bytes.
+fn pcap(frames: &[(Vec<u8>, Option<usize>)]) -> Vec<u8> {
     let mut v = Vec::new();
     v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     v.extend_from_slice(&2u16.to_le_bytes());
@@ -303,12 +320,13 @@ fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
     v.extend_from_slice(&[0; 8]);
     v.extend_from_slice(&262_144u32.to_le_bytes());
     v.extend_from_slice(&1u32.to_le_bytes());
-    for (i, f) in frames.iter().enumerate() {
+    for (i, (f, caplen)) in frames.iter().enumerate() {
+        let kept = &f[..caplen.unwrap_or(f.len())];
         v.extend_from_slice(&(i as u32).to_le_bytes());
         v.extend_from_slice(&0u32.to_le_bytes());
+        v.extend_from_slice(&(kept.len() as u32).to_le_bytes());
         v.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        v.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        v.extend_from_slice(f);
+        v.extend_from_slice(kept);
     }
     v
 }
@@ -319,7 +337,15 @@ fn tshark_agrees_on_lengths_and_ports() {
         eprintln!("DYE_SKIP_TSHARK set: skipping the tshark comparison");
         return;
     }
-    let frames = vec![v4_big(), v6_jumbo(), v4_gso(), v6_gso(), v6_stripped()];
+    // The last one: IPv4 BIG TCP cut to 9000 bytes by the snaplen.
+    let frames = [
+        (v4_big(), None),
+        (v6_jumbo(), None),
+        (v4_gso(), None),
+        (v6_gso(), None),
+        (v6_stripped(), None),
+        (v4_big(), Some(9000)),
+    ];
     let path = std::env::temp_dir().join(format!("dye-aggregated-{}.pcap", std::process::id()));
     std::fs::write(&path, pcap(&frames)).unwrap();
     let out = Command::new("tshark")
@@ -347,8 +373,10 @@ fn tshark_agrees_on_lengths_and_ports() {
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), frames.len(), "{text}");
-    for (i, (f, line)) in frames.iter().zip(&lines).enumerate() {
-        let d = decode(f);
+    for (i, ((f, caplen), line)) in frames.iter().zip(&lines).enumerate() {
+        let kept = &f[..caplen.unwrap_or(f.len())];
+        let mut d = decode(kept);
+        d.set_orig_len(kept.len(), f.len());
         let ip = d.ip.as_ref().unwrap();
         let (sport, dport) = tcp_of(&d);
         let jumbo = match ip.aggregated {
@@ -368,9 +396,16 @@ fn tshark_agrees_on_lengths_and_ports() {
             jumbo,
             sport.to_string(),
             dport.to_string(),
-            d.payload_len.to_string(),
+            // tshark's tcp.len is what the IP length leaves, captured or not.
+            (ip.packet_len() - u32::from(ip.header_len) - 20).to_string(),
         ]
         .join("\t");
+        if caplen.is_none() {
+            assert_eq!(
+                d.payload_len,
+                ip.packet_len() - u32::from(ip.header_len) - 20
+            );
+        }
         if i == 4 {
             // IPv6 payload length 0 without a hop-by-hop header: tshark 4.0 only notes "maybe
             // TSO" and calls the packet malformed (no TCP). It is what Linux 6.x hands packet

@@ -11,7 +11,9 @@ use std::path::Path;
 use dye_decode::build::{self, V4};
 use dye_decode::capfile::CaptureReader;
 use dye_decode::fmt::Line;
-use dye_decode::{dissect, LinkType, Marker, MarkerSite, Options, Reassembler, ReassemblyLimits};
+use dye_decode::{
+    dissect, LenFrom, LinkType, Marker, MarkerSite, Options, Reassembler, ReassemblyLimits,
+};
 use proptest::prelude::*;
 
 const LINKS: [LinkType; 5] = [
@@ -173,6 +175,18 @@ proptest! {
         let opts = Options::default();
         let mut re = Reassembler::new(ReassemblyLimits::default());
         exercise(link, &b, &mut re, &opts);
+        // Cut by a snaplen: the original length restores a length taken from the frame.
+        let mut d = dissect(&b, link, &opts);
+        d.set_orig_len(b.len(), pristine.len());
+        let _ = Line(&d).to_string();
+        let _ = serde_json::to_string(&d).expect("serialisable");
+        if flips.is_empty() && jumbo.is_none() {
+            if let (Some(ip), Some(whole)) = (&d.ip, dissect(&pristine, link, &opts).ip) {
+                if ip.aggregated.is_some_and(|a| a.from == LenFrom::Frame) {
+                    prop_assert_eq!(ip.packet_len(), whole.packet_len());
+                }
+            }
+        }
         // Untouched, every form decodes whole: the TCP payload is all there.
         let d = dissect(&pristine, link, &opts);
         prop_assert!(!d.is_malformed(), "{:?}", d.error);
