@@ -114,7 +114,8 @@ impl V4 {
     }
 }
 
-/// An IPv4 packet: header (with checksum) + payload.
+/// An IPv4 packet: header (with checksum) + payload. Over 65535 bytes the total length is 0,
+/// as Linux writes it into a BIG TCP super-packet.
 pub fn ipv4(h: &V4, proto: u8, payload: &[u8]) -> Vec<u8> {
     let mut opts = h.options.clone();
     while opts.len() % 4 != 0 {
@@ -122,7 +123,7 @@ pub fn ipv4(h: &V4, proto: u8, payload: &[u8]) -> Vec<u8> {
     }
     opts.truncate(40);
     let hl = 20 + opts.len();
-    let total = (hl + payload.len()).min(65535) as u16;
+    let total = u16::try_from(hl + payload.len()).unwrap_or(0);
     let mut v = Vec::with_capacity(hl + payload.len());
     v.push(0x40 | (hl / 4) as u8);
     v.push(h.tos);
@@ -143,7 +144,9 @@ pub fn ipv4(h: &V4, proto: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// An IPv6 packet: base header + `ext` (already-encoded extension headers; the caller sets
-/// their next-header bytes) + payload. `next` is the base header's next header.
+/// their next-header bytes) + payload. `next` is the base header's next header. Over 65535
+/// bytes of payload the payload length is 0, as Linux BIG TCP hands the packet to packet
+/// sockets (hop-by-hop header stripped); [`ipv6_jumbo`] builds the RFC 2675 form.
 pub fn ipv6(
     src: Ipv6Addr,
     dst: Ipv6Addr,
@@ -152,7 +155,7 @@ pub fn ipv6(
     ext: &[u8],
     payload: &[u8],
 ) -> Vec<u8> {
-    let plen = (ext.len() + payload.len()).min(65535) as u16;
+    let plen = u16::try_from(ext.len() + payload.len()).unwrap_or(0);
     let mut v = Vec::with_capacity(40 + ext.len() + payload.len());
     v.extend_from_slice(&[0x60, 0, 0, 0]);
     v.extend_from_slice(&plen.to_be_bytes());
@@ -165,13 +168,26 @@ pub fn ipv6(
     v
 }
 
-/// A UDP datagram with checksum.
+/// An RFC 2675 jumbogram: base header with payload length 0, a hop-by-hop header holding only
+/// the Jumbo Payload option (its length: the hop-by-hop header plus `payload`), then `payload`
+/// (whose protocol is `next`).
+pub fn ipv6_jumbo(src: Ipv6Addr, dst: Ipv6Addr, hop: u8, next: u8, payload: &[u8]) -> Vec<u8> {
+    let jumbo = u32::try_from(8 + payload.len()).unwrap_or(u32::MAX);
+    let mut hbh = vec![next, 0, 0xc2, 4];
+    hbh.extend_from_slice(&jumbo.to_be_bytes());
+    let mut v = ipv6(src, dst, hop, 0, &hbh, &[]);
+    v[4..6].copy_from_slice(&[0, 0]);
+    v.extend_from_slice(payload);
+    v
+}
+
+/// A UDP datagram with checksum (length 0 over 65535 bytes, as in an RFC 2675 jumbogram).
 pub fn udp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let len = 8 + payload.len();
     let mut v = Vec::with_capacity(len);
     v.extend_from_slice(&sport.to_be_bytes());
     v.extend_from_slice(&dport.to_be_bytes());
-    v.extend_from_slice(&(len.min(65535) as u16).to_be_bytes());
+    v.extend_from_slice(&u16::try_from(len).unwrap_or(0).to_be_bytes());
     v.extend_from_slice(&[0, 0]);
     v.extend_from_slice(payload);
     let mut c = fold(sum(pseudo(src, dst, 17, len), &v));

@@ -92,6 +92,23 @@ fn trunc(layer: &'static str, need: usize, have: usize) -> DecodeError {
     DecodeError::Truncated { layer, need, have }
 }
 
+/// The Jumbo Payload length (RFC 2675, option 0xc2) among hop-by-hop `options`.
+fn jumbo_option(options: &[u8]) -> Option<u32> {
+    let mut at = 0;
+    while let Some(&kind) = options.get(at) {
+        if kind == 0 {
+            at += 1; // Pad1
+            continue;
+        }
+        let len = usize::from(*options.get(at + 1)?);
+        if kind == 0xc2 && len == 4 {
+            return options.get(at + 2..at + 6).map(|b| rd32(b, 0));
+        }
+        at += 2 + len;
+    }
+    None
+}
+
 fn mac(b: &[u8], at: usize) -> Mac {
     match b.get(at..at + 6) {
         Some(s) => {
@@ -319,11 +336,9 @@ impl<'a> Walker<'a, '_, '_> {
         };
         ip.offset = u32::try_from(off).unwrap_or(u32::MAX);
         let hl = usize::from(ip.header_len);
-        let claimed = usize::from(ip.total_len);
+        let claimed = ip.packet_len() as usize;
         let p_start = off + hl;
-        let p_end = if claimed == 0 && ip.version == 6 {
-            end // jumbogram or zero payload length: trust the capture
-        } else if off + claimed > end {
+        let p_end = if off.saturating_add(claimed) > end {
             ip.truncated = true;
             end
         } else {
@@ -446,7 +461,17 @@ impl<'a> Walker<'a, '_, '_> {
         })?;
         let hl = u16::from(h.ihl()) * 4;
         let total = h.total_len();
-        if total < hl {
+        let fragment = h.more_fragments() || h.fragments_offset().value() != 0;
+        // Linux BIG TCP (and TSO as captured on some hosts) writes total length 0 into a
+        // super-packet over 64 KiB: its length is the frame's. Not in an ICMP quote, whose
+        // "frame" is the quote.
+        let aggregated = (total == 0 && !fragment && self.quote == 0 && s.len() > usize::from(hl))
+            .then(|| Aggregated {
+                claimed: 0,
+                len: u32::try_from(s.len()).unwrap_or(u32::MAX),
+                from: LenFrom::Frame,
+            });
+        if total < hl && aggregated.is_none() {
             return Err(DecodeError::Malformed {
                 layer: "ipv4",
                 what: "total length shorter than the header",
@@ -468,6 +493,7 @@ impl<'a> Walker<'a, '_, '_> {
             checksum: h.header_checksum(),
             flow_label: 0,
             options: h.options().to_vec(),
+            aggregated,
             ..Ip::default()
         })
     }
@@ -486,6 +512,8 @@ impl<'a> Walker<'a, '_, '_> {
             total_len: 40u16.saturating_add(h.payload_length()),
             ..Ip::default()
         };
+        let plen = h.payload_length();
+        let mut jumbo = None;
         // Extension headers.
         let mut at = 40usize;
         let mut next = ip.proto;
@@ -519,6 +547,9 @@ impl<'a> Walker<'a, '_, '_> {
                 kind: next,
                 len: u16::try_from(len).unwrap_or(u16::MAX),
             });
+            if next == 0 && at == 40 {
+                jumbo = jumbo_option(s.get(at + 2..at + len).unwrap_or(&[]));
+            }
             let is_frag = next == 44;
             if is_frag {
                 let fo = rd16(s, at + 2);
@@ -534,6 +565,27 @@ impl<'a> Walker<'a, '_, '_> {
         }
         ip.proto = next;
         ip.header_len = u16::try_from(at).unwrap_or(u16::MAX);
+        if plen == 0 {
+            // RFC 2675 jumbogram: the length is in the hop-by-hop Jumbo Payload option. Linux
+            // BIG TCP (6.x) strips that header before packet sockets see the packet, leaving
+            // payload length 0 on a frame that holds the whole packet. A payload length of 0
+            // with nothing after the header (No Next Header, Ethernet padding) is just that.
+            ip.aggregated = if let Some(j) = jumbo {
+                Some(Aggregated {
+                    claimed: 0,
+                    len: j.saturating_add(40),
+                    from: LenFrom::Jumbo,
+                })
+            } else if self.quote == 0 && s.len() > 40 && (next != 59 || !ip.ext.is_empty()) {
+                Some(Aggregated {
+                    claimed: 0,
+                    len: u32::try_from(s.len()).unwrap_or(u32::MAX),
+                    from: LenFrom::Frame,
+                })
+            } else {
+                None
+            };
+        }
         Ok(ip)
     }
 

@@ -7,6 +7,8 @@
 //! Outer layers come first, separated by ` | `; the innermost packet shows its transport,
 //! then TTL, IP id, DF, length and fragment fields; ICMP errors show the quoted packet in
 //! parentheses; a found marker is shown in brackets; a malformed packet ends with `!` and why.
+//! A GSO/GRO super-packet whose length field is 0 shows the length dye used and where from:
+//! `len 70054 (aggregated: IP length 0 on the wire, frame length used)`.
 
 use std::fmt::{self, Display, Formatter, Write};
 use std::net::IpAddr;
@@ -63,6 +65,27 @@ fn frag(f: &mut Formatter<'_>, ip: &Ip) -> fmt::Result {
     Ok(())
 }
 
+/// ` (aggregated: IP length 0 on the wire, frame length used)` for a GSO/GRO super-packet.
+fn aggregated(f: &mut Formatter<'_>, ip: &Ip) -> fmt::Result {
+    if let Some(a) = &ip.aggregated {
+        let field = if ip.version == 4 {
+            "IP length"
+        } else {
+            "IPv6 payload length"
+        };
+        let from = match a.from {
+            LenFrom::Frame => "frame",
+            LenFrom::Jumbo => "jumbo",
+        };
+        write!(
+            f,
+            " (aggregated: {field} {} on the wire, {from} length used)",
+            a.claimed
+        )?;
+    }
+    Ok(())
+}
+
 fn outer(f: &mut Formatter<'_>, o: &Outer) -> fmt::Result {
     f.write_str(o.tunnel.name())?;
     match &o.tunnel {
@@ -89,6 +112,10 @@ fn outer(f: &mut Formatter<'_>, o: &Outer) -> fmt::Result {
     };
     write!(f, " {}→{}", Ep(o.ip.src, sp), Ep(o.ip.dst, dp))?;
     frag(f, &o.ip)?;
+    if o.ip.aggregated.is_some() {
+        write!(f, " len {}", o.ip.packet_len())?;
+        aggregated(f, &o.ip)?;
+    }
     if let Some(l) = &o.inner_link {
         for v in &l.vlans {
             write!(f, " vlan {v}")?;
@@ -144,7 +171,8 @@ fn inner(f: &mut Formatter<'_>, d: &Dissection, ip: &Ip) -> fmt::Result {
     if ip.df {
         f.write_str(" DF")?;
     }
-    write!(f, " len {}", ip.total_len)?;
+    write!(f, " len {}", ip.packet_len())?;
+    aggregated(f, ip)?;
     if ip.version == 4 && !ip.options.is_empty() {
         write!(f, " opts {}", ip.options.len())?;
     }

@@ -91,6 +91,28 @@ pub struct Ipv6Ext {
     pub len: u16,
 }
 
+/// Where the length of an [`Aggregated`] packet came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LenFrom {
+    /// The captured frame (link header excluded): IPv4 total length 0 (Linux BIG TCP, TSO) or
+    /// IPv6 payload length 0 with no Jumbo option (BIG TCP with the hop-by-hop header stripped).
+    Frame,
+    /// The IPv6 hop-by-hop Jumbo Payload option (RFC 2675).
+    Jumbo,
+}
+
+/// A GSO/GRO super-packet (BIG TCP, > 64 KiB) whose IP length field does not say its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Aggregated {
+    /// The length field as on the wire: IPv4 total length or IPv6 payload length (0).
+    pub claimed: u16,
+    /// The packet length dye used, IP header included.
+    pub len: u32,
+    /// Where `len` came from.
+    pub from: LenFrom,
+}
+
 /// An IPv4 or IPv6 header, every field kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Ip {
@@ -116,7 +138,8 @@ pub struct Ip {
     pub frag_offset: u16,
     /// Header length in bytes (IPv6: base header plus extension headers).
     pub header_len: u16,
-    /// Length the header claims for the whole packet (IPv6: 40 + payload length).
+    /// Length the header claims for the whole packet (IPv6: 40 + payload length); see
+    /// [`Ip::packet_len`] for the length of an aggregated packet.
     pub total_len: u16,
     /// IPv4 header checksum (0 for IPv6).
     pub checksum: u16,
@@ -130,6 +153,10 @@ pub struct Ip {
     pub ext: Vec<Ipv6Ext>,
     /// The captured packet is shorter than `total_len` (snaplen, or a truncated ICMP quote).
     pub truncated: bool,
+    /// Set when the length field does not hold the length (GSO/GRO super-packets as captured
+    /// on Linux nodes: IPv4 BIG TCP, IPv6 jumbograms); absent for every other packet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregated: Option<Aggregated>,
     /// Where this header starts in the dissected bytes.
     #[serde(skip)]
     pub offset: u32,
@@ -158,6 +185,7 @@ impl Default for Ip {
             options: Vec::new(),
             ext: Vec::new(),
             truncated: false,
+            aggregated: None,
             offset: 0,
             payload_len: 0,
         }
@@ -168,6 +196,12 @@ impl Ip {
     /// True if this packet is a fragment (MF set or a non-zero offset).
     pub fn is_fragment(&self) -> bool {
         self.mf || self.frag_offset != 0
+    }
+
+    /// The packet's length, header included: `total_len`, or the length an aggregated packet
+    /// was found to have.
+    pub fn packet_len(&self) -> u32 {
+        self.aggregated.map_or(u32::from(self.total_len), |a| a.len)
     }
 
     /// Where the payload starts in the dissected bytes.
@@ -573,6 +607,34 @@ impl Dissection {
         self.error = None;
         self.payload_offset = 0;
         self.payload_len = 0;
+    }
+
+    /// Tells the dissection that the capture kept `captured` of the frame's `orig_len` bytes
+    /// (snaplen). A length taken from the frame (IPv4 total length 0, IPv6 payload length 0:
+    /// [`LenFrom::Frame`]) grows by what is missing and its layer is marked truncated, as tshark
+    /// reads it; a marker read at the cut end is dropped. Nothing changes otherwise.
+    pub fn set_orig_len(&mut self, captured: usize, orig_len: usize) {
+        let missing = orig_len.saturating_sub(captured);
+        if missing == 0 {
+            return;
+        }
+        let missing = u32::try_from(missing).unwrap_or(u32::MAX);
+        let mut cut = false;
+        let ips = self
+            .outer
+            .iter_mut()
+            .map(|o| &mut o.ip)
+            .chain(self.ip.as_mut());
+        for ip in ips {
+            if let Some(a) = ip.aggregated.as_mut().filter(|a| a.from == LenFrom::Frame) {
+                a.len = a.len.saturating_add(missing);
+                ip.truncated = true;
+                cut = true;
+            }
+        }
+        if cut && self.marker.is_some_and(|m| m.site == MarkerSite::Payload) {
+            self.marker = None;
+        }
     }
 
     /// True if dissection stopped on a malformed or truncated header.

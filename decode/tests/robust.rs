@@ -5,13 +5,15 @@
 //!   fixed for CI; `DYE_FUZZ_CASES=N` runs more (the long-run harness).
 //! * a flood of never-completed fragments keeps the reassembler within its bounds.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use dye_decode::build::{self, V4};
 use dye_decode::capfile::CaptureReader;
 use dye_decode::fmt::Line;
-use dye_decode::{dissect, LinkType, Marker, MarkerSite, Options, Reassembler, ReassemblyLimits};
+use dye_decode::{
+    dissect, LenFrom, LinkType, Marker, MarkerSite, Options, Reassembler, ReassemblyLimits,
+};
 use proptest::prelude::*;
 
 const LINKS: [LinkType; 5] = [
@@ -100,15 +102,120 @@ proptest! {
     }
 }
 
+/// A GSO/GRO super-packet of `plen` TCP payload bytes: IPv4 (total length 0 over 64 KiB),
+/// IPv6 jumbogram, IPv6 with payload length 0 (hop-by-hop stripped), under link header `link`.
+fn aggregated_frame(kind: usize, plen: usize, link: LinkType) -> Vec<u8> {
+    let (a4, b4) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    let (a6, b6) = (Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED);
+    let payload = vec![0x5a; plen];
+    let ip = match kind {
+        0 => build::ipv4(
+            &V4::new(a4, b4),
+            6,
+            &build::tcp(a4.into(), b4.into(), 1, 2, 3, 4, 0x10, &payload),
+        ),
+        1 => build::ipv6_jumbo(
+            a6,
+            b6,
+            64,
+            6,
+            &build::tcp(a6.into(), b6.into(), 1, 2, 3, 4, 0x10, &payload),
+        ),
+        _ => build::ipv6(
+            a6,
+            b6,
+            64,
+            6,
+            &[],
+            &build::tcp(a6.into(), b6.into(), 1, 2, 3, 4, 0x10, &payload),
+        ),
+    };
+    let et = if kind == 0 { 0x0800 } else { 0x86dd };
+    match link {
+        LinkType::Ethernet => build::ethernet([2; 6], [4; 6], &[], et, &ip),
+        LinkType::LinuxSll => build::sll(0, [2; 6], et, &ip),
+        LinkType::LinuxSll2 => build::sll2(0, 3, [2; 6], et, &ip),
+        LinkType::RawIp => ip,
+        LinkType::Null => {
+            let af: u32 = if kind == 0 { 2 } else { 10 };
+            let mut v = af.to_le_bytes().to_vec();
+            v.extend_from_slice(&ip);
+            v
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(400), failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn aggregated_frames_decode_and_never_panic(
+        kind in 0usize..3,
+        plen in 0usize..140_000,
+        link in 0usize..5,
+        jumbo in proptest::option::of(any::<u32>()),
+        flips in proptest::collection::vec((0usize..100, any::<u8>()), 0..4),
+        cut in any::<prop::sample::Index>(),
+        do_cut in any::<bool>(),
+    ) {
+        let link = LINKS[link];
+        let mut b = aggregated_frame(kind, plen, link);
+        let pristine = b.clone();
+        let ip_at = b.len() - plen - 20 - if kind == 0 { 20 } else if kind == 1 { 48 } else { 40 };
+        if let (1, Some(j)) = (kind, jumbo) {
+            b[ip_at + 44..ip_at + 48].copy_from_slice(&j.to_be_bytes());
+        }
+        for (at, v) in &flips {
+            let i = (ip_at + at) % b.len();
+            b[i] ^= v | 1;
+        }
+        if do_cut {
+            b.truncate(cut.index(b.len() + 1));
+        }
+        let opts = Options::default();
+        let mut re = Reassembler::new(ReassemblyLimits::default());
+        exercise(link, &b, &mut re, &opts);
+        // Cut by a snaplen: the original length restores a length taken from the frame.
+        let mut d = dissect(&b, link, &opts);
+        d.set_orig_len(b.len(), pristine.len());
+        let _ = Line(&d).to_string();
+        let _ = serde_json::to_string(&d).expect("serialisable");
+        if flips.is_empty() && jumbo.is_none() {
+            if let (Some(ip), Some(whole)) = (&d.ip, dissect(&pristine, link, &opts).ip) {
+                if ip.aggregated.is_some_and(|a| a.from == LenFrom::Frame) {
+                    prop_assert_eq!(ip.packet_len(), whole.packet_len());
+                }
+            }
+        }
+        // Untouched, every form decodes whole: the TCP payload is all there.
+        let d = dissect(&pristine, link, &opts);
+        prop_assert!(!d.is_malformed(), "{:?}", d.error);
+        prop_assert_eq!(d.payload_len as usize, plen);
+        let ip = d.ip.as_ref().unwrap();
+        let big = plen + 20 + if kind == 0 { 20 } else { 0 } > 65535;
+        prop_assert_eq!(ip.aggregated.is_some(), big || kind == 1);
+        let line = Line(&d).to_string();
+        let len_shown = format!(" len {}", ip.packet_len());
+        prop_assert!(line.contains(&len_shown), "{}", line);
+    }
+}
+
 #[test]
 fn every_sample_frame_truncated_at_every_length() {
     let opts = Options::default();
     let mut re = Reassembler::new(ReassemblyLimits::default());
     let mut n = 0u64;
     for (link, f) in sample_frames() {
-        for len in 0..=f.len() {
+        // Every length; in the middle of the 64 KiB aggregated frames, every 61st.
+        let mut len = 0;
+        while len <= f.len() {
             exercise(link, &f[..len], &mut re, &opts);
             n += 1;
+            len += if len > 2048 && len + 2048 < f.len() {
+                61
+            } else {
+                1
+            };
         }
     }
     assert!(n > 10_000, "{n}");

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dye_decode::capfile::CaptureReader;
-use dye_decode::{dissect, Dissection, Ip, LinkType, Options, Tunnel, L4};
+use dye_decode::{dissect, Dissection, Ip, LenFrom, LinkType, Options, Tunnel, L4};
 
 const FIELDS: &[&str] = &[
     "ieee8021ad.id",
@@ -30,6 +30,8 @@ const FIELDS: &[&str] = &[
     "ipv6.src",
     "ipv6.dst",
     "ipv6.hlim",
+    "ipv6.plen",
+    "ipv6.opt.jumbo",
     "ipv6.fraghdr.offset",
     "ipv6.fraghdr.more",
     "ipv6.fraghdr.ident",
@@ -39,6 +41,7 @@ const FIELDS: &[&str] = &[
     "tcp.dstport",
     "tcp.flags",
     "tcp.seq",
+    "tcp.len",
     "vxlan.vni",
     "geneve.vni",
     "gre.key",
@@ -92,12 +95,17 @@ fn ip(acc: &mut Acc, ip: &Ip) {
         acc.push("ip.flags.mf", u8::from(ip.mf));
         acc.push("ip.frag_offset", ip.frag_offset / 8);
         acc.push("ip.hdr_len", ip.header_len);
-        acc.push("ip.len", ip.total_len);
+        // tshark too takes an IPv4 total length of 0 as "TSO/BIG TCP" and uses the frame's.
+        acc.push("ip.len", ip.packet_len());
         acc.push("ip.dsfield", format!("{:#04x}", ip.tos));
     } else {
         acc.push("ipv6.src", ip.src);
         acc.push("ipv6.dst", ip.dst);
         acc.push("ipv6.hlim", ip.ttl);
+        acc.push("ipv6.plen", ip.total_len.saturating_sub(40));
+        if let Some(a) = ip.aggregated.filter(|a| a.from == LenFrom::Jumbo) {
+            acc.push("ipv6.opt.jumbo", a.len - 40);
+        }
         if ip.ext.iter().any(|e| e.kind == 44) {
             acc.push("ipv6.fraghdr.offset", ip.frag_offset / 8);
             acc.push("ipv6.fraghdr.more", u8::from(ip.mf));
@@ -158,6 +166,9 @@ fn walk(acc: &mut Acc, d: &Dissection) {
                     acc.push("tcp.flags", format!("{:#06x}", t.flags));
                 }
                 acc.push("tcp.seq", t.seq);
+            }
+            if !quote && t.captured >= 20 {
+                acc.push("tcp.len", d.payload_len);
             }
         }
         Some(L4::Icmp(i)) => {

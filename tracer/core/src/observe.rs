@@ -337,7 +337,7 @@ fn packet_view(d: &Dissection, ip: &Ip, flow: &Flow) -> Packet {
         sport,
         dport,
         ttl: ip.ttl,
-        len: u32::from(ip.total_len),
+        len: ip.packet_len(),
         ip_id: ip.id,
         df: ip.df,
         transport,
@@ -354,7 +354,7 @@ fn outer_view(o: &dye_decode::Outer) -> Outer {
         dport: o.udp.map(|u| u.dport),
         ttl: o.ip.ttl,
         df: o.ip.df,
-        len: u32::from(o.ip.total_len),
+        len: o.ip.packet_len(),
     }
 }
 

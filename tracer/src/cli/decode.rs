@@ -220,6 +220,7 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
                 continue;
             };
             dissect_into(frame.data, link, &opts, &mut d);
+            d.set_orig_len(frame.data.len(), frame.orig_len as usize);
             if d.is_malformed() {
                 c.malformed += 1;
             }
