@@ -385,8 +385,68 @@ fn a_forward_drop_is_located_with_the_hop_expected_next() {
         v["expected_next"],
         format!("{}/{} (out)", lab.ns("node-2"), host_veth(&lab, "pod-c"))
     );
-    assert!(v["detail"].as_str().unwrap().contains("firewall"), "{v}");
     assert!(path(&lab, &r, "return").is_empty());
+    // The kernel's trace names the rule: the handle nft shows for the DROP the fault inserted.
+    let by = &v["dropped_by"];
+    assert_eq!(by["netns"], lab.ns("node-2"), "{v}");
+    assert_eq!(
+        (&by["table"], &by["chain"]),
+        (&"filter".into(), &"FORWARD".into())
+    );
+    let listing = lab.exec(
+        "node-2",
+        &["nft", "-a", "list", "chain", "ip", "filter", "FORWARD"],
+    );
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let handle = listing
+        .lines()
+        .find(|l| l.contains("10.244.2.2") && l.contains("drop"))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .and_then(|h| h.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no DROP rule for pod-c in:\n{listing}"));
+    assert_eq!(by["handle"], handle, "{v}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!(
+            "(table ip filter, chain FORWARD, handle {handle})"
+        )),
+        "{detail}"
+    );
+    // dye's tracing tables went with its sockets: none is left in any lab namespace.
+    for member in [
+        "pod-a", "node-1", "underlay", "node-2", "pod-c", "fw", "office",
+    ] {
+        let tables = lab.exec(member, &["nft", "list", "tables"]);
+        assert!(
+            !String::from_utf8_lossy(&tables.stdout).contains("dye_"),
+            "a dye table is left in {member}"
+        );
+    }
+}
+
+#[test]
+fn the_firewalls_default_deny_policy_is_named_when_it_drops_the_probe() {
+    let lab = Lab::up();
+    // Without node-1's overlay route, pod-c's address goes the default way: to the firewall,
+    // whose FORWARD chain denies by default.
+    lab.fault(&["no-route", "node-1", "node-2"]);
+    let (code, r) = trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &lab.pod_ip("pod-c"),
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 1, "{}", r["verdict"]);
+    let by = &r["verdict"]["dropped_by"];
+    assert_eq!(by["netns"], lab.ns("fw"), "{r}");
+    assert_eq!(by["chain"], "FORWARD");
+    assert!(by["handle"].is_null());
+    assert_eq!(by["rule"], "policy drop");
+    // The outside check: the firewall's FORWARD policy is drop.
+    let listing = lab.exec("fw", &["nft", "list", "chain", "ip", "filter", "FORWARD"]);
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("policy drop;"));
 }
 
 #[test]
@@ -985,4 +1045,43 @@ fn a_big_ipv6_probe_leaves_no_cached_path_mtu_in_the_source() {
     let (code, r) = trace(&["--from", &lab.ns("pod-a"), "--to", &office]);
     assert_eq!(code, 0, "{r}");
     assert!(r["pmtu_cache"].is_null(), "{r}");
+}
+
+#[test]
+fn a_trace_killed_with_sigkill_leaves_no_tracing_table() {
+    let lab = Lab::up();
+    lab.fault(&["drop-pod", "pod-c"]);
+    // A dropped probe keeps dye waiting for its timeout: kill it while it waits.
+    let mut child = std::process::Command::new(support::dye_bin())
+        .args([
+            "trace",
+            "--from",
+            &lab.ns("pod-a"),
+            "--to",
+            &lab.pod_ip("pod-c"),
+            "--timeout",
+            "10s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn dye");
+    // Armed within a second (discovery and arming take ~0.1 s); check, then SIGKILL.
+    let armed = (0..40).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let t = lab.exec("node-2", &["nft", "list", "tables"]);
+        String::from_utf8_lossy(&t.stdout).contains("dye_")
+    });
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    assert!(armed, "dye never armed node-2");
+    for member in [
+        "pod-a", "node-1", "underlay", "node-2", "pod-c", "fw", "office",
+    ] {
+        let tables = lab.exec(member, &["nft", "list", "tables"]);
+        assert!(
+            !String::from_utf8_lossy(&tables.stdout).contains("dye_"),
+            "the kernel left dye's table in {member} after SIGKILL"
+        );
+    }
 }

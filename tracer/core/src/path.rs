@@ -461,6 +461,9 @@ pub struct Verdict {
     /// When probes of one trace diverged: how many got through, of how many, and which one
     /// the verdict is about.
     pub partial: Option<Partial>,
+    /// The netfilter rule (or chain policy) that dropped the probe, from the kernel's trace.
+    #[serde(default)]
+    pub dropped_by: Option<crate::seam::RuleEvent>,
 }
 
 impl Verdict {

@@ -88,6 +88,7 @@ pub fn reconstruct(
                 outcome: Outcome::Timeout { sent: false },
                 last_seen: None,
                 partial: None,
+                dropped_by: None,
             },
         };
     };
@@ -318,6 +319,7 @@ fn verdict_for(
         outcome,
         last_seen,
         partial: None,
+        dropped_by: None,
     };
     if let Some(err) = seen
         .iter()
@@ -421,6 +423,7 @@ fn dropped(
             },
             last_seen: None,
             partial: None,
+            dropped_by: None,
         };
     };
     let h = &hops[last];
@@ -445,5 +448,6 @@ fn dropped(
         },
         last_seen: Some(last),
         partial: None,
+        dropped_by: None,
     }
 }

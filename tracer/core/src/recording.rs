@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::path::Conntrack;
 use crate::probe::Probe;
-use crate::seam::{ConntrackQuery, Network, PmtuRestore, PointStats, SeamError, Wait};
+use crate::seam::{ConntrackQuery, Network, PmtuRestore, PointStats, RuleEvent, SeamError, Wait};
 use crate::snapshot::{RouteLookup, Snapshot};
 
 pub const SCHEMA: &str = "dye.recording/v1";
@@ -29,6 +29,7 @@ pub enum Call {
     Conntrack(Box<ConntrackAnswer>),
     Pmtu(Box<PmtuRestore>),
     Finish(Vec<PointStats>),
+    Rules(Vec<RuleEvent>),
     /// The call failed with this message.
     Failed(String),
 }
@@ -42,6 +43,7 @@ impl Call {
             Call::Conntrack(_) => "a conntrack answer",
             Call::Pmtu(_) => "a PMTU cache restore",
             Call::Finish(_) => "the end of the capture",
+            Call::Rules(_) => "netfilter rule events",
             Call::Failed(_) => "a failed call",
         }
     }
@@ -186,6 +188,11 @@ impl<N: Network> Network for Recorder<N> {
         let r = self.inner.finish();
         self.log(r, |s| Call::Finish(s.clone()))
     }
+
+    fn rule_events(&mut self) -> Result<Vec<RuleEvent>, SeamError> {
+        let r = self.inner.rule_events();
+        self.log(r, |e| Call::Rules(e.clone()))
+    }
 }
 
 /// Plays a journal back through the seam.
@@ -283,6 +290,13 @@ impl Network for Replayer {
     fn finish(&mut self) -> Result<Vec<PointStats>, SeamError> {
         self.pop("the end of the capture", |c| match c {
             Call::Finish(s) => Ok(s),
+            other => Err(other),
+        })
+    }
+
+    fn rule_events(&mut self) -> Result<Vec<RuleEvent>, SeamError> {
+        self.pop("netfilter rule events", |c| match c {
+            Call::Rules(r) => Ok(r),
             other => Err(other),
         })
     }

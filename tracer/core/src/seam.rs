@@ -101,6 +101,34 @@ pub enum PmtuRemoval {
     WholeNamespace,
 }
 
+/// One step of a probe through a netfilter (nf_tables) chain, from the kernel's trace of it in
+/// one namespace: the rule that matched (or the chain's policy) and its verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleEvent {
+    pub netns: String,
+    /// The kernel's per-packet trace id (one walk through one namespace).
+    pub trace_id: u32,
+    /// `ip`, `ip6`, `inet`…
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+    /// None for a chain policy or the end of a chain.
+    pub handle: Option<u64>,
+    /// True when the chain's policy decided.
+    pub policy: bool,
+    /// `accept`, `drop`, `continue`, `jump CHAIN`…
+    pub verdict: Option<String>,
+    /// The rule as nft would print it (`ip daddr 10.244.2.2 counter drop`), or `policy drop`.
+    pub text: String,
+}
+
+impl RuleEvent {
+    /// The packet was let go here.
+    pub fn drops(&self) -> bool {
+        self.verdict.as_deref() == Some("drop")
+    }
+}
+
 /// Why the seam failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SeamError {
@@ -138,6 +166,8 @@ pub trait Network {
     fn restore_pmtu(&mut self) -> Result<PmtuRestore, SeamError>;
     /// Stops capturing; what each point saw and lost.
     fn finish(&mut self) -> Result<Vec<PointStats>, SeamError>;
+    /// The netfilter rules the probes met, in the namespaces dye could trace (after `finish`).
+    fn rule_events(&mut self) -> Result<Vec<RuleEvent>, SeamError>;
 }
 
 /// Frames as base64 in JSON: a third of hex's overhead, and still text.

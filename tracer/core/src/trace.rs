@@ -11,12 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::model::Proto;
 use crate::observe::{Observer, Sighting, SightingKind};
 use crate::oracle::SnapshotOracle;
-use crate::path::{Hop, HopEvent, Leg, ProbeSummary, Verdict};
+use crate::path::{DropReason, Hop, HopEvent, Leg, Outcome, ProbeSummary, Verdict};
 use crate::probe::{Probe, ProbeError, ProbeTemplate};
 use crate::probe_loop::{self, Captured, SentProbe, Strategy, Watch};
 use crate::reconstruct::reconstruct;
 use crate::routes;
-use crate::seam::{ConntrackQuery, Frame, Network, PmtuRestore, PointStats, SeamError};
+use crate::seam::{ConntrackQuery, Frame, Network, PmtuRestore, PointStats, RuleEvent, SeamError};
 use crate::snapshot::Snapshot;
 
 /// The random values of one trace, drawn at the edge so the core stays deterministic.
@@ -256,6 +256,7 @@ pub fn run_trace(
     let stats = net.finish()?;
     // A Packet Too Big about a big IPv6 probe updates the source's cached path MTU as if the
     // pod's own traffic had caused it: put it back, and say so.
+    let rules = net.rule_events()?;
     let restore = net.restore_pmtu()?;
     let pmtu = restore.removed.is_some().then_some(restore);
     progress(Progress::Reconstructing);
@@ -270,6 +271,7 @@ pub fn run_trace(
         )
     })?;
     confirm_nat(snapshot, net, &mut rec.hops)?;
+    rec.verdict.dropped_by = dropping_rule(&rec.verdict, &rules);
 
     let capture = capture_results(snapshot, &stats, &collected);
     let trace = Trace {
@@ -355,6 +357,28 @@ fn all_finished(count: u32, sightings: &[Sighting], at_source: &[bool]) -> bool 
                 && !matches!(s.kind, SightingKind::Probe)
         })
     })
+}
+
+/// The rule (or policy) that dropped the probe inside the namespace it vanished in, when the
+/// kernel traced it there: the last drop verdict in that namespace.
+fn dropping_rule(verdict: &Verdict, rules: &[RuleEvent]) -> Option<RuleEvent> {
+    let netns = match &verdict.outcome {
+        Outcome::Dropped {
+            expectation: Some(e),
+            ..
+        } => match &e.reason {
+            DropReason::DroppedInside { netns, .. } | DropReason::LocalUnclaimed { netns, .. } => {
+                netns
+            }
+            _ => return None,
+        },
+        _ => return None,
+    };
+    rules
+        .iter()
+        .rev()
+        .find(|r| &r.netns == netns && r.drops())
+        .cloned()
 }
 
 /// Attaches the conntrack entry to every hop where a NAT rewrite was first seen.

@@ -301,6 +301,13 @@ fn a_forward_drop_names_the_last_sighting_and_the_expected_next_hop() {
         )),
         1
     );
+    // The kernel traced the rule that did it, in the namespace the probe vanished in.
+    let by = r.verdict.dropped_by.as_ref().expect("a traced rule");
+    assert_eq!(
+        (by.netns.as_str(), by.table.as_str(), by.chain.as_str()),
+        ("dye-fx-node-2", "filter", "FORWARD")
+    );
+    assert!(by.handle.is_some() && !by.policy && by.drops());
 }
 
 #[test]

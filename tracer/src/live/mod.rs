@@ -7,6 +7,7 @@ pub mod conntrack;
 pub mod network;
 pub mod pmtu;
 pub mod pods;
+pub mod rules;
 pub mod scope;
 pub mod snapshot;
 
@@ -85,6 +86,8 @@ pub struct CaptureNeeds {
     pub vxlan_ports: Vec<u16>,
     /// No kernel filter (keep everything for the pcap).
     pub unfiltered: bool,
+    /// Trace the probes through netfilter in every namespace (which rule dropped them).
+    pub trace_rules: bool,
     pub reorder_window: Option<Duration>,
     pub duration: Duration,
 }
@@ -153,8 +156,25 @@ pub fn setup(
     let session = CaptureSession::start(capture)?;
     fill_linktypes(&mut snap.points, &session);
     let injector = Injector::open(&source, to)?;
+    let src = route.prefsrc.unwrap_or(to);
+    let rules = needs.trace_rules.then(|| {
+        let proto = match (needs.proto, to) {
+            (Proto::Icmp, IpAddr::V4(_)) => 1,
+            (Proto::Icmp, IpAddr::V6(_)) => 58,
+            (Proto::Tcp, _) => 6,
+            (Proto::Udp, _) => 17,
+        };
+        rules::RuleTracer::arm(
+            &scope.topology,
+            &format!("dye_{:08x}", needs.trace_id),
+            proto,
+            src,
+            to,
+        )
+    });
     let mut network =
         LiveNetwork::new(session, injector, scope.topology, source, to, stop, started);
+    network.trace_rules(rules.unwrap_or_default());
     network.note_pmtu(Some(snapshot::route(&route)));
     Ok(Setup {
         network,
@@ -216,6 +236,7 @@ pub fn trace(
         proto: plan.proto,
         vxlan_ports: plan.vxlan_ports.clone(),
         unfiltered: plan.keep_all,
+        trace_rules: true,
         reorder_window: None,
         duration: plan.interval * plan.count + plan.timeout + Duration::from_secs(5),
     };
@@ -248,6 +269,7 @@ pub fn mtu(
         proto: plan.proto,
         vxlan_ports: plan.vxlan_ports.clone(),
         unfiltered: false,
+        trace_rules: false,
         // Probes are watched one at a time, so cross-point ordering can be short.
         reorder_window: Some(Duration::from_millis(20)),
         duration: core_mtu::run::MAX_ELAPSED + Duration::from_secs(5),

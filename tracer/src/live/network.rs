@@ -14,7 +14,7 @@ use dye_core::model::Direction;
 use dye_core::path::Conntrack;
 use dye_core::probe::Probe;
 use dye_core::seam::{
-    ConntrackQuery, Event, Frame, Network, PmtuRestore, PointStats, SeamError, Wait,
+    ConntrackQuery, Event, Frame, Network, PmtuRestore, PointStats, RuleEvent, SeamError, Wait,
 };
 use dye_core::snapshot::{Route, RouteLookup};
 
@@ -39,6 +39,8 @@ pub struct LiveNetwork {
     now: Duration,
     /// The source's route towards the destination before the first probe (MTU searches).
     pmtu_before: Option<Route>,
+    /// The namespaces armed for netfilter tracing (none for an MTU search).
+    rules: super::rules::RuleTracer,
 }
 
 impl LiveNetwork {
@@ -63,7 +65,13 @@ impl LiveNetwork {
             started,
             now: started.elapsed(),
             pmtu_before: None,
+            rules: super::rules::RuleTracer::default(),
         }
+    }
+
+    /// Traces the probes through netfilter with these armed namespaces.
+    pub fn trace_rules(&mut self, rules: super::rules::RuleTracer) {
+        self.rules = rules;
     }
 
     /// Remembers the source's route towards the destination (with any cached path MTU) as it
@@ -153,6 +161,12 @@ impl Network for LiveNetwork {
         let r = pmtu::restore_if_changed(&self.source, self.dst, self.pmtu_before.clone());
         self.tick();
         Ok(r)
+    }
+
+    fn rule_events(&mut self) -> Result<Vec<RuleEvent>, SeamError> {
+        let events = self.rules.events();
+        self.tick();
+        Ok(events)
     }
 
     fn finish(&mut self) -> Result<Vec<PointStats>, SeamError> {

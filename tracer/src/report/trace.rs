@@ -5,11 +5,12 @@ use dye_core::path::{
     self, DropReason, Expectation, Fragments as CoreFragments, Hop as CoreHop, HopEvent as Event,
     Leg, Next, Outcome, Outer, Packet, Rewrite, Subject,
 };
+use dye_core::seam::RuleEvent;
 use dye_core::snapshot::{OuterDf, Snapshot};
 use dye_core::trace::Trace;
 
 use super::trace_v1::{
-    EventType, Fragments, Hop, HopEvent, OuterView, PacketView, PointReport, ProbeSpec,
+    DroppedBy, EventType, Fragments, Hop, HopEvent, OuterView, PacketView, PointReport, ProbeSpec,
     ProbeSummary, TraceReport, Verdict, SCHEMA,
 };
 
@@ -266,7 +267,7 @@ fn event(e: &Event, leg: Leg) -> HopEvent {
 }
 
 fn verdict(v: &path::Verdict) -> Verdict {
-    let mut detail = outcome_detail(&v.outcome);
+    let mut detail = outcome_detail(&v.outcome, v.dropped_by.as_ref());
     if let Some(p) = &v.partial {
         detail = format!(
             "{} of {} probes got through; probe {} {}: {detail}",
@@ -281,10 +282,33 @@ fn verdict(v: &path::Verdict) -> Verdict {
         detail,
         last_seen: v.last_seen,
         expected_next: v.expected_next().map(place),
+        dropped_by: v.dropped_by.as_ref().map(|r| DroppedBy {
+            netns: r.netns.clone(),
+            family: r.family.clone(),
+            table: r.table.clone(),
+            chain: r.chain.clone(),
+            handle: r.handle,
+            rule: r.text.clone(),
+        }),
     }
 }
 
-fn outcome_detail(o: &Outcome) -> String {
+/// The rule that dropped the probe, in words: `dropped in node-2 by nft rule `…` (table ip
+/// filter, chain FORWARD, handle 7)`, or the chain's policy.
+fn rule_words(r: &RuleEvent) -> String {
+    match r.handle {
+        Some(h) if !r.policy => format!(
+            "dropped in {} by nft rule `{}` (table {} {}, chain {}, handle {h})",
+            r.netns, r.text, r.family, r.table, r.chain
+        ),
+        _ => format!(
+            "dropped in {} by the policy drop of chain {} (table {} {})",
+            r.netns, r.chain, r.family, r.table
+        ),
+    }
+}
+
+fn outcome_detail(o: &Outcome, dropped_by: Option<&RuleEvent>) -> String {
     match o {
         Outcome::Delivered { to, netns } => format!("reached {to} in {netns} (no reply seen)"),
         Outcome::Answered {
@@ -341,7 +365,11 @@ fn outcome_detail(o: &Outcome) -> String {
                 if let Some(next) = &e.next {
                     detail.push_str(&format!(" and never appeared at {}", place(next)));
                 }
-                let why = explanation(e);
+                // The kernel's trace names the rule: that replaces the list of places to look.
+                let why = match dropped_by {
+                    Some(r) => rule_words(r),
+                    None => explanation(e),
+                };
                 if !why.is_empty() {
                     detail.push_str(": ");
                     detail.push_str(&why);
@@ -518,16 +546,32 @@ mod tests {
     }
 
     #[test]
-    fn a_drop_says_where_what_and_what_to_look_at() {
+    fn a_drop_names_the_rule_the_kernel_traced() {
         let r = replay("trace-drop-pod");
         let next = r.verdict.expected_next.as_deref().expect("expected next");
         assert!(
             next.starts_with("dye-fx-node-2/veth") && next.ends_with(" (out)"),
             "{next}"
         );
+        let by = r.verdict.dropped_by.as_ref().expect("a traced rule");
+        assert_eq!(
+            (
+                by.netns.as_str(),
+                by.family.as_str(),
+                by.table.as_str(),
+                by.chain.as_str()
+            ),
+            ("dye-fx-node-2", "ip", "filter", "FORWARD")
+        );
+        let handle = by.handle.expect("a rule, not a policy");
+        assert!(
+            by.rule.starts_with("ip daddr 10.244.2.2 ") && by.rule.ends_with(" drop"),
+            "{}",
+            by.rule
+        );
         assert_eq!(
             r.verdict.detail,
-            format!("the probe was last seen at dye-fx-node-2/flannel.1 (in) and never appeared at {next}: dye-fx-node-2 has a route (`10.244.2.2/32 dev cni0 src 10.244.2.1`) but the probe never left through cni0: it was dropped inside dye-fx-node-2 between flannel.1 and cni0 — look at its firewall (iptables/nft FORWARD and INPUT, policies, NetworkPolicy chains), rp_filter and conntrack")
+            format!("the probe was last seen at dye-fx-node-2/flannel.1 (in) and never appeared at {next}: dropped in dye-fx-node-2 by nft rule `{}` (table ip filter, chain FORWARD, handle {handle})", by.rule)
         );
         let drop = r
             .hops
@@ -539,6 +583,32 @@ mod tests {
             drop.detail,
             format!("last seen here; expected next at {next}")
         );
+    }
+
+    #[test]
+    fn a_policy_drop_names_the_chain() {
+        let r = replay("trace-no-route");
+        assert_eq!(
+            r.verdict.detail,
+            "the probe was last seen at dye-fx-fw/eth0 (in) and never appeared at dye-fx-fw/eth1 (out): dropped in dye-fx-fw by the policy drop of chain FORWARD (table ip filter)"
+        );
+        let by = r.verdict.dropped_by.expect("traced");
+        assert_eq!((by.handle, by.rule.as_str()), (None, "policy drop"));
+    }
+
+    #[test]
+    fn without_a_traced_rule_the_drop_says_where_to_look() {
+        // The black hole is dropped by the kernel's MTU check, not by a rule: no rule, the
+        // explanation of the overhead stays.
+        let r = replay("trace-black-hole");
+        assert!(r.verdict.dropped_by.is_none());
+        assert!(
+            r.verdict.detail.contains("bytes of vxlan overhead"),
+            "{}",
+            r.verdict.detail
+        );
+        let v = serde_json::to_value(&r.verdict).expect("json");
+        assert!(v["dropped_by"].is_null());
     }
 
     #[test]

@@ -63,6 +63,24 @@ pub struct Verdict {
     pub last_seen: Option<usize>,
     /// `netns/ifname` where the probe should have appeared next.
     pub expected_next: Option<String>,
+    /// The netfilter rule (or chain policy) that dropped the probe, as the kernel traced it.
+    /// Added in v1; null when none was traced.
+    #[serde(default)]
+    pub dropped_by: Option<DroppedBy>,
+}
+
+/// A netfilter rule that dropped the probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedBy {
+    pub netns: String,
+    /// `ip`, `ip6`, `inet`…
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+    /// The rule's handle (`nft -a list ruleset`); null for a chain policy.
+    pub handle: Option<u64>,
+    /// The rule as nft prints it, or `policy drop`.
+    pub rule: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
