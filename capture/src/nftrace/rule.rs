@@ -250,6 +250,11 @@ fn field(data: &[(u16, &[u8])], ty: u16) -> Result<Option<u32>, String> {
         .transpose()
 }
 
+/// `NFTA_MATCH_NAME` / `NFTA_TARGET_NAME` and `…_INFO` (linux/netfilter/nf_tables_compat.h: the
+/// match and target attribute enums share these numbers).
+const NFTA_XT_NAME: u16 = 1;
+const NFTA_XT_INFO: u16 = 3;
+
 fn raw<'a>(data: &[(u16, &'a [u8])], ty: u16) -> Option<&'a [u8]> {
     data.iter().find(|(t, _)| *t == ty).map(|(_, p)| *p)
 }
@@ -326,6 +331,24 @@ fn expression(s: &mut Summary, name: &str, data: &[(u16, &[u8])]) -> Result<(), 
             s.words.push(format!("lookup @{set}"));
         }
         "counter" => s.words.push("counter".into()),
+        // iptables-nft's xtables matches and targets: name them (and a comment's text), as
+        // `iptables-nft-save` would.
+        "match" | "target" => {
+            let xt = raw(data, NFTA_XT_NAME)
+                .map(|p| string(p, "xt name"))
+                .transpose()?
+                .unwrap_or_default();
+            let info = raw(data, NFTA_XT_INFO).unwrap_or_default();
+            match (name, xt.as_str()) {
+                ("match", "comment") => {
+                    let text = info.split(|b| *b == 0).next().unwrap_or_default();
+                    s.words
+                        .push(format!("comment \"{}\"", String::from_utf8_lossy(text)));
+                }
+                ("match", m) => s.words.push(format!("xt match \"{m}\"")),
+                (_, t) => s.words.push(format!("xt target \"{t}\"")),
+            }
+        }
         other => s.words.push(other.to_string()),
     }
     Ok(())
