@@ -1085,3 +1085,47 @@ fn a_trace_killed_with_sigkill_leaves_no_tracing_table() {
         );
     }
 }
+
+#[test]
+fn the_dropping_rule_is_named_downstream_of_a_cluster_ip_dnat() {
+    let lab = Lab::up();
+    lab.fault(&["drop-pod", "pod-c"]);
+    // pod-b → ClusterIP: node-1 DNATs each probe to pod-a or pod-c; those sent to pod-c die in
+    // node-2's FORWARD chain, where the probe no longer carries the address it was sent to.
+    // dye's tracing rule matches the probe's marker, not its addresses, so node-2 traces it.
+    let (code, r) = trace(&[
+        "--from",
+        &lab.ns("pod-b"),
+        "--to",
+        "10.96.0.10:80",
+        "--count",
+        "14",
+        "--interval",
+        "10ms",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 1, "{}", r["verdict"]);
+    assert_eq!(
+        r["verdict"]["kind"], "dropped",
+        "14 probes, p = 1/16384 none went to pod-c"
+    );
+    let by = &r["verdict"]["dropped_by"];
+    assert_eq!(by["netns"], lab.ns("node-2"), "{}", r["verdict"]);
+    assert_eq!(
+        (&by["table"], &by["chain"]),
+        (&"filter".into(), &"FORWARD".into())
+    );
+    assert!(
+        by["rule"]
+            .as_str()
+            .unwrap()
+            .starts_with("ip daddr 10.244.2.2 "),
+        "{by}"
+    );
+    // The representative probe was DNATed on its way: the rule matched the rewritten packet.
+    assert!(
+        hops(&r).iter().any(|h| !events_of(h, "dnat").is_empty()),
+        "{r}"
+    );
+}

@@ -252,6 +252,10 @@ pub struct ProbeMatch {
     /// Bytes expected at this offset from the start of the transport header (at most
     /// [`MAX_MARKER`] bytes, ending within the first 256 bytes of the transport header).
     pub marker: Option<(u32, Vec<u8>)>,
+    /// Match `src` and `dst` too. Off for [`ProbeMatch::by_marker`]: NAT rewrites addresses,
+    /// not the probe's payload, so a marker-only match keeps tracing the probe downstream of a
+    /// DNAT or SNAT.
+    pub addresses: bool,
 }
 
 impl ProbeMatch {
@@ -263,6 +267,20 @@ impl ProbeMatch {
             dst,
             proto,
             marker: None,
+            addresses: true,
+        }
+    }
+
+    /// Protocol and the marker's bytes at `offset` from the transport header, whatever the
+    /// addresses (the family still picks the table: `ip` or `ip6`).
+    pub fn by_marker(proto: u8, family_of: IpAddr, offset: u32, bytes: Vec<u8>) -> ProbeMatch {
+        ProbeMatch {
+            family: Family::of(family_of),
+            src: family_of,
+            dst: family_of,
+            proto,
+            marker: Some((offset, bytes)),
+            addresses: false,
         }
     }
 
@@ -273,6 +291,11 @@ impl ProbeMatch {
     }
 
     fn validate(&self) -> Result<(), NftraceError> {
+        if !self.addresses && self.marker.is_none() {
+            return Err(NftraceError::Invalid(
+                "a match without addresses needs a marker".into(),
+            ));
+        }
         if Family::of(self.src) != self.family || Family::of(self.dst) != self.family {
             return Err(NftraceError::Invalid(format!(
                 "{} → {} is not {:?}",
@@ -746,23 +769,25 @@ fn arm_batch(table: &str, m: &ProbeMatch, seq0: u32) -> (Vec<u8>, Vec<(u32, Stri
     (out, acks)
 }
 
-/// `meta l4proto P ip saddr S ip daddr D [@th,OFF,LEN MARKER] meta nftrace set 1`.
+/// `meta l4proto P [ip saddr S ip daddr D] [@th,OFF,LEN MARKER] meta nftrace set 1`.
 fn rule_exprs(r: &mut MsgBuilder, m: &ProbeMatch) {
     r.expr("meta", |e| {
         e.put_be32(NFTA_META_DREG, NFT_REG_1)
             .put_be32(NFTA_META_KEY, NFT_META_L4PROTO);
     });
     r.cmp_eq(&[m.proto]);
-    let (saddr, daddr) = match m.family {
-        Family::V4 => (12, 16),
-        Family::V6 => (8, 24),
-    };
-    let src = ip_bytes(m.src);
-    r.payload_load(NFT_PAYLOAD_NETWORK_HEADER, saddr, src.len() as u32)
-        .cmp_eq(&src);
-    let dst = ip_bytes(m.dst);
-    r.payload_load(NFT_PAYLOAD_NETWORK_HEADER, daddr, dst.len() as u32)
-        .cmp_eq(&dst);
+    if m.addresses {
+        let (saddr, daddr) = match m.family {
+            Family::V4 => (12, 16),
+            Family::V6 => (8, 24),
+        };
+        let src = ip_bytes(m.src);
+        r.payload_load(NFT_PAYLOAD_NETWORK_HEADER, saddr, src.len() as u32)
+            .cmp_eq(&src);
+        let dst = ip_bytes(m.dst);
+        r.payload_load(NFT_PAYLOAD_NETWORK_HEADER, daddr, dst.len() as u32)
+            .cmp_eq(&dst);
+    }
     if let Some((off, bytes)) = &m.marker {
         for (i, chunk) in bytes.chunks(NFT_REG_SIZE).enumerate() {
             r.payload_load(

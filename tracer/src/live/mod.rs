@@ -88,6 +88,8 @@ pub struct CaptureNeeds {
     pub unfiltered: bool,
     /// Trace the probes through netfilter in every namespace (which rule dropped them).
     pub trace_rules: bool,
+    /// IP packet size of the probes (where their marker sits).
+    pub probe_size: u32,
     pub reorder_window: Option<Duration>,
     pub duration: Duration,
 }
@@ -167,9 +169,13 @@ pub fn setup(
         rules::RuleTracer::arm(
             &scope.topology,
             &format!("dye_{:08x}", needs.trace_id),
-            proto,
-            src,
-            to,
+            &rules::ProbeSignature {
+                proto,
+                src,
+                dst: to,
+                size: needs.probe_size,
+                trace_id: needs.trace_id,
+            },
         )
     });
     let mut network =
@@ -237,6 +243,7 @@ pub fn trace(
         vxlan_ports: plan.vxlan_ports.clone(),
         unfiltered: plan.keep_all,
         trace_rules: true,
+        probe_size: plan.size,
         reorder_window: None,
         duration: plan.interval * plan.count + plan.timeout + Duration::from_secs(5),
     };
@@ -270,6 +277,7 @@ pub fn mtu(
         vxlan_ports: plan.vxlan_ports.clone(),
         unfiltered: false,
         trace_rules: false,
+        probe_size: 0,
         // Probes are watched one at a time, so cross-point ordering can be short.
         reorder_window: Some(Duration::from_millis(20)),
         duration: core_mtu::run::MAX_ELAPSED + Duration::from_secs(5),

@@ -12,6 +12,38 @@ use dye_core::seam::RuleEvent;
 /// Trace events drained per namespace at most: a trace has a handful per probe and namespace.
 const MAX_EVENTS: usize = 4096;
 
+/// What marks the probes of one trace for the kernel's rule.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeSignature {
+    /// `IPPROTO_*`.
+    pub proto: u8,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IP packet size of the probes.
+    pub size: u32,
+    pub trace_id: u32,
+}
+
+impl ProbeSignature {
+    /// The marker's constant half — its magic and the trace id — where it sits in every probe
+    /// of the trace: NAT rewrites addresses, not the payload, so this match keeps tracing a
+    /// probe downstream of a DNAT. The kernel reads payload offsets up to 255 only: a probe
+    /// whose marker lies beyond is matched by its addresses instead (until a NAT rewrites them).
+    fn matcher(&self) -> ProbeMatch {
+        let ip_header = if self.src.is_ipv4() { 20 } else { 40 };
+        let offset = self
+            .size
+            .saturating_sub(ip_header + dye_decode::Marker::LEN as u32);
+        if offset + 8 <= 256 {
+            let mut bytes = dye_decode::Marker::MAGIC.to_be_bytes().to_vec();
+            bytes.extend_from_slice(&self.trace_id.to_be_bytes());
+            ProbeMatch::by_marker(self.proto, self.src, offset, bytes)
+        } else {
+            ProbeMatch::new(self.proto, self.src, self.dst)
+        }
+    }
+}
+
 /// The armed namespaces of one trace.
 #[derive(Debug, Default)]
 pub struct RuleTracer {
@@ -20,11 +52,11 @@ pub struct RuleTracer {
 }
 
 impl RuleTracer {
-    /// Arms every namespace of `topology` for probes `proto` from `src` to `dst`. A namespace
-    /// that cannot be armed (no nf_tables, no permission) is skipped with a warning: the trace
-    /// goes on, its verdict just cannot name a rule there.
-    pub fn arm(topology: &Topology, table: &str, proto: u8, src: IpAddr, dst: IpAddr) -> Self {
-        let m = ProbeMatch::new(proto, src, dst);
+    /// Arms every namespace of `topology` for the probes of `probes`. A namespace that cannot
+    /// be armed (no nf_tables, no permission) is skipped with a warning: the trace goes on, its
+    /// verdict just cannot name a rule there.
+    pub fn arm(topology: &Topology, table: &str, probes: &ProbeSignature) -> Self {
+        let m = probes.matcher();
         let started = std::time::Instant::now();
         let armed: Vec<(String, Armed)> = topology
             .namespaces
