@@ -1129,3 +1129,48 @@ fn the_dropping_rule_is_named_downstream_of_a_cluster_ip_dnat() {
         "{r}"
     );
 }
+
+#[test]
+fn a_drop_by_an_iptables_legacy_rule_is_said_to_be_out_of_the_traces_sight() {
+    let lab = Lab::up();
+    // iptables-legacy rules live in x_tables, which nftables tracing cannot see.
+    let add = lab.exec(
+        "node-2",
+        &[
+            "iptables-legacy",
+            "-I",
+            "FORWARD",
+            "-d",
+            &lab.pod_ip("pod-c"),
+            "-j",
+            "DROP",
+        ],
+    );
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let (code, r) = trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &lab.pod_ip("pod-c"),
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 1, "{}", r["verdict"]);
+    let v = &r["verdict"];
+    assert!(
+        v["dropped_by"].is_null(),
+        "no nftables rule dropped it: {v}"
+    );
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!(
+            "{} has iptables-legacy tables (ip filter), whose rules nftables tracing cannot see",
+            lab.ns("node-2")
+        )),
+        "{detail}"
+    );
+}

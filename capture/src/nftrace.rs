@@ -831,6 +831,32 @@ fn messages(mut b: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
     })
 }
 
+/// The iptables-legacy (x_tables) tables loaded in `netns`, IPv4 and IPv6 (`filter`, `nat`…):
+/// rules there are invisible to nftables tracing. Read from `/proc/thread-self/net`, on a thread
+/// inside the namespace (`/proc/self/net` would show the main thread's namespace).
+pub fn legacy_tables(netns: &Netns) -> Result<Vec<String>, NftraceError> {
+    let name = netns.name().to_string();
+    netns
+        .run(|| {
+            let mut out = Vec::new();
+            for (file, family) in [("ip_tables_names", "ip"), ("ip6_tables_names", "ip6")] {
+                // Absent when the x_tables module was never loaded: no legacy tables.
+                let Ok(text) = std::fs::read_to_string(format!("/proc/thread-self/net/{file}"))
+                else {
+                    continue;
+                };
+                out.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(|t| format!("{family} {t}")),
+                );
+            }
+            out
+        })
+        .map_err(|e| NftraceError::Invalid(format!("reading legacy iptables in {name}: {e}")))
+}
+
 /// An armed namespace: dye's owner-flagged table with its two tracing rules, and a listener
 /// for the trace events. Dropping it closes both sockets; the kernel then deletes the table.
 #[derive(Debug)]

@@ -286,6 +286,18 @@ pub struct Snapshot {
     /// Capture points, indexed by the `point` of every capture event.
     pub points: Vec<Point>,
     pub lookups: Vec<RouteLookup>,
+    /// Namespaces with iptables-legacy tables (`ip filter`…), whose rules nftables tracing
+    /// cannot see. Added in recording v1; empty in older recordings.
+    #[serde(default)]
+    pub legacy_iptables: Vec<LegacyTables>,
+}
+
+/// iptables-legacy tables loaded in one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyTables {
+    pub netns: String,
+    /// `ip filter`, `ip6 nat`…
+    pub tables: Vec<String>,
 }
 
 impl Snapshot {

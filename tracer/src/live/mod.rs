@@ -178,6 +178,9 @@ pub fn setup(
             },
         )
     });
+    if needs.trace_rules {
+        snap.legacy_iptables = rules::legacy_iptables(&scope.topology);
+    }
     let mut network =
         LiveNetwork::new(session, injector, scope.topology, source, to, stop, started);
     network.trace_rules(rules.unwrap_or_default());

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use dye_capture::nftrace::{Armed, ProbeMatch, TraceKind};
 use dye_capture::topology::Topology;
 use dye_core::seam::RuleEvent;
+use dye_core::snapshot::LegacyTables;
 
 /// Trace events drained per namespace at most: a trace has a handful per probe and namespace.
 const MAX_EVENTS: usize = 4096;
@@ -130,6 +131,27 @@ impl Drop for RuleTracer {
             "netfilter tracing disarmed"
         );
     }
+}
+
+/// The namespaces with iptables-legacy tables: their rules drop packets without a trace.
+pub fn legacy_iptables(topology: &Topology) -> Vec<LegacyTables> {
+    topology
+        .namespaces
+        .iter()
+        .filter_map(
+            |info| match dye_capture::nftrace::legacy_tables(&info.netns) {
+                Ok(tables) if !tables.is_empty() => Some(LegacyTables {
+                    netns: info.name.clone(),
+                    tables,
+                }),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!(netns = %info.name, "{e}");
+                    None
+                }
+            },
+        )
+        .collect()
 }
 
 /// nft's name of an `NFPROTO_*` family.

@@ -6,7 +6,7 @@ use dye_core::path::{
     Leg, Next, Outcome, Outer, Packet, Rewrite, Subject,
 };
 use dye_core::seam::RuleEvent;
-use dye_core::snapshot::{OuterDf, Snapshot};
+use dye_core::snapshot::{LegacyTables, OuterDf, Snapshot};
 use dye_core::trace::Trace;
 
 use super::trace_v1::{
@@ -30,7 +30,7 @@ pub fn project(trace: &Trace, snapshot: &Snapshot) -> TraceReport {
             trace_id: format!("{:08x}", plan.ids.trace_id),
             count: plan.count,
         },
-        verdict: verdict(&trace.verdict),
+        verdict: verdict(&trace.verdict, snapshot),
         hops: trace.hops.iter().map(hop).collect(),
         probes: trace
             .probes
@@ -266,8 +266,15 @@ fn event(e: &Event, leg: Leg) -> HopEvent {
     }
 }
 
-fn verdict(v: &path::Verdict) -> Verdict {
+fn verdict(v: &path::Verdict, snapshot: &Snapshot) -> Verdict {
     let mut detail = outcome_detail(&v.outcome, v.dropped_by.as_ref());
+    if let Some(legacy) = untraced_legacy(v, snapshot) {
+        detail.push_str(&format!(
+            "; {} has iptables-legacy tables ({}), whose rules nftables tracing cannot see: check `iptables-legacy-save` there",
+            legacy.netns,
+            legacy.tables.join(", ")
+        ));
+    }
     if let Some(p) = &v.partial {
         detail = format!(
             "{} of {} probes got through; probe {} {}: {detail}",
@@ -291,6 +298,27 @@ fn verdict(v: &path::Verdict) -> Verdict {
             rule: r.text.clone(),
         }),
     }
+}
+
+/// A probe dropped inside a namespace with iptables-legacy tables, with no traced rule: those
+/// tables are the suspects dye cannot see into.
+fn untraced_legacy<'s>(v: &path::Verdict, snapshot: &'s Snapshot) -> Option<&'s LegacyTables> {
+    if v.dropped_by.is_some() {
+        return None;
+    }
+    let netns = match &v.outcome {
+        Outcome::Dropped {
+            expectation: Some(e),
+            ..
+        } => match &e.reason {
+            DropReason::DroppedInside { netns, .. } | DropReason::LocalUnclaimed { netns, .. } => {
+                netns
+            }
+            _ => return None,
+        },
+        _ => return None,
+    };
+    snapshot.legacy_iptables.iter().find(|l| &l.netns == netns)
 }
 
 /// The rule that dropped the probe, in words: `dropped in node-2 by nft rule `…` (table ip
