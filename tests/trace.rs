@@ -413,6 +413,11 @@ fn a_forward_drop_is_located_with_the_hop_expected_next() {
         "{detail}"
     );
     // dye's tracing tables went with its sockets: none is left in any lab namespace.
+    assert_no_tracing_table(&lab);
+}
+
+/// No lab namespace holds one of dye's nftables tracing tables.
+fn assert_no_tracing_table(lab: &Lab) {
     for member in [
         "pod-a", "node-1", "underlay", "node-2", "pod-c", "fw", "office",
     ] {
@@ -1075,15 +1080,8 @@ fn a_trace_killed_with_sigkill_leaves_no_tracing_table() {
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     assert!(armed, "dye never armed node-2");
-    for member in [
-        "pod-a", "node-1", "underlay", "node-2", "pod-c", "fw", "office",
-    ] {
-        let tables = lab.exec(member, &["nft", "list", "tables"]);
-        assert!(
-            !String::from_utf8_lossy(&tables.stdout).contains("dye_"),
-            "the kernel left dye's table in {member} after SIGKILL"
-        );
-    }
+    // The kernel removed each table with the killed process's socket.
+    assert_no_tracing_table(&lab);
 }
 
 #[test]

@@ -656,11 +656,9 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 /// How many known names an error lists: a node with hundreds of pods must not print them all.
 const KNOWN_SHOWN: usize = 5;
 
-/// "; known: a, b, c and 212 more", the names most like `wanted` (longest common prefix) first.
-fn known_hint(wanted: &str, mut known: Vec<String>) -> String {
-    if known.is_empty() {
-        return "; no named namespaces exist".to_string();
-    }
+/// The `shown` names of `known` most like `wanted` (longest common prefix, then by name), and
+/// how many more there are: what an error about an unknown name lists.
+pub fn closest_names(wanted: &str, mut known: Vec<String>, shown: usize) -> (Vec<String>, usize) {
     let common = |n: &str| {
         n.chars()
             .zip(wanted.chars())
@@ -668,8 +666,17 @@ fn known_hint(wanted: &str, mut known: Vec<String>) -> String {
             .count()
     };
     known.sort_by(|a, b| common(b).cmp(&common(a)).then_with(|| a.cmp(b)));
-    let more = known.len().saturating_sub(KNOWN_SHOWN);
-    known.truncate(KNOWN_SHOWN);
+    let more = known.len().saturating_sub(shown);
+    known.truncate(shown);
+    (known, more)
+}
+
+/// "; known: a, b, c and 212 more", the names most like `wanted` first.
+fn known_hint(wanted: &str, known: Vec<String>) -> String {
+    if known.is_empty() {
+        return "; no named namespaces exist".to_string();
+    }
+    let (known, more) = closest_names(wanted, known, KNOWN_SHOWN);
     let mut hint = format!("; known: {}", known.join(", "));
     if more > 0 {
         hint.push_str(&format!(" and {more} more (ip netns list)"));

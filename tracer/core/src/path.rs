@@ -471,6 +471,22 @@ impl Verdict {
         self.outcome.kind()
     }
 
+    /// The namespace the probe was dropped inside (routed, never left), when that is the
+    /// reason it vanished: where a netfilter rule may have done it.
+    pub fn dropped_inside(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Dropped {
+                expectation: Some(e),
+                ..
+            } => match &e.reason {
+                DropReason::DroppedInside { netns, .. }
+                | DropReason::LocalUnclaimed { netns, .. } => Some(netns),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Where the probe should have appeared next, when it vanished.
     pub fn expected_next(&self) -> Option<&Next> {
         match &self.outcome {

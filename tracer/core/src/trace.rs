@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::Proto;
 use crate::observe::{Observer, Sighting, SightingKind};
 use crate::oracle::SnapshotOracle;
-use crate::path::{DropReason, Hop, HopEvent, Leg, Outcome, ProbeSummary, Verdict};
+use crate::path::{Hop, HopEvent, Leg, ProbeSummary, Verdict};
 use crate::probe::{Probe, ProbeError, ProbeTemplate};
 use crate::probe_loop::{self, Captured, SentProbe, Strategy, Watch};
 use crate::reconstruct::reconstruct;
@@ -362,22 +362,11 @@ fn all_finished(count: u32, sightings: &[Sighting], at_source: &[bool]) -> bool 
 /// The rule (or policy) that dropped the probe inside the namespace it vanished in, when the
 /// kernel traced it there: the last drop verdict in that namespace.
 fn dropping_rule(verdict: &Verdict, rules: &[RuleEvent]) -> Option<RuleEvent> {
-    let netns = match &verdict.outcome {
-        Outcome::Dropped {
-            expectation: Some(e),
-            ..
-        } => match &e.reason {
-            DropReason::DroppedInside { netns, .. } | DropReason::LocalUnclaimed { netns, .. } => {
-                netns
-            }
-            _ => return None,
-        },
-        _ => return None,
-    };
+    let netns = verdict.dropped_inside()?;
     rules
         .iter()
         .rev()
-        .find(|r| &r.netns == netns && r.drops())
+        .find(|r| r.netns == netns && r.drops())
         .cloned()
 }
 

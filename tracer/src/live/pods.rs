@@ -292,15 +292,7 @@ fn similar_hint(wanted: &str, mut known: Vec<String>) -> String {
     if known.is_empty() {
         return "; it runs no pods".into();
     }
-    let common = |n: &str| {
-        n.chars()
-            .zip(wanted.chars())
-            .take_while(|(a, b)| a == b)
-            .count()
-    };
-    known.sort_by(|a, b| common(b).cmp(&common(a)).then_with(|| a.cmp(b)));
-    let more = known.len().saturating_sub(SIMILAR_SHOWN);
-    known.truncate(SIMILAR_SHOWN);
+    let (known, more) = dye_capture::netns::closest_names(wanted, known, SIMILAR_SHOWN);
     let mut hint = format!("; pods there most like it: {}", known.join(", "));
     if more > 0 {
         hint.push_str(&format!(" and {more} more (crictl pods)"));

@@ -306,19 +306,8 @@ fn untraced_legacy<'s>(v: &path::Verdict, snapshot: &'s Snapshot) -> Option<&'s 
     if v.dropped_by.is_some() {
         return None;
     }
-    let netns = match &v.outcome {
-        Outcome::Dropped {
-            expectation: Some(e),
-            ..
-        } => match &e.reason {
-            DropReason::DroppedInside { netns, .. } | DropReason::LocalUnclaimed { netns, .. } => {
-                netns
-            }
-            _ => return None,
-        },
-        _ => return None,
-    };
-    snapshot.legacy_iptables.iter().find(|l| &l.netns == netns)
+    let netns = v.dropped_inside()?;
+    snapshot.legacy_iptables.iter().find(|l| l.netns == netns)
 }
 
 /// The rule that dropped the probe, in words: `dropped in node-2 by nft rule `…` (table ip
