@@ -6,6 +6,9 @@ set -euo pipefail
 PACKAGES=(
   build-essential pkg-config libpcap-dev   # building dye (pcap crate links libpcap)
   protobuf-compiler                        # building dye (k8s-cri compiles the CRI protos)
+  clang libbpf-dev                         # building dye (capture/build.rs: the kfree_skb eBPF program)
+  bpftool                                  # tests: dye's BPF programs and links are gone after it
+  iperf3                                   # scripts/bench-drops.sh: throughput with dye armed or not
   iproute2 iptables nftables conntrack     # the lab's kernel plumbing and its inspection
   containernetworking-plugins              # CNI bridge + host-local, run by containerd's CRI
   containerd runc busybox-static           # the lab nodes' container runtime, pause image sleeper

@@ -14,6 +14,8 @@
 //! - [`nftrace`]: nftables tracing of the probes: an owner table (gone when dye's socket
 //!   closes, even on SIGKILL) marks them with `meta nftrace set 1`; `NFT_MSG_TRACE` events
 //!   name every table, chain, rule handle and verdict they meet.
+//! - [`dropwatch`]: the kernel's own drop reason for a probe: an eBPF program on
+//!   `skb:kfree_skb` (owned by dye's fds) that filters on the trace's marker in the kernel.
 //! - [`topology`]: discovery of many namespaces joined into one graph (veth pairs across
 //!   namespaces, bridge ports, tunnel → underlay device), with text / JSON / Mermaid renderers.
 //! - [`capture`]: live capture on many (namespace, interface) points at once, each with two
@@ -27,6 +29,7 @@
 
 pub mod capture;
 pub mod conntrack;
+pub mod dropwatch;
 pub mod inject;
 pub mod netlink;
 pub mod netns;
