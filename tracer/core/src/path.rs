@@ -464,6 +464,9 @@ pub struct Verdict {
     /// The netfilter rule (or chain policy) that dropped the probe, from the kernel's trace.
     #[serde(default)]
     pub dropped_by: Option<crate::seam::RuleEvent>,
+    /// The kernel's drop of the probe the verdict is about: its reason, where, which function.
+    #[serde(default)]
+    pub kernel_drop: Option<crate::seam::KernelDrop>,
 }
 
 impl Verdict {

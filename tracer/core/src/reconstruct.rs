@@ -89,6 +89,7 @@ pub fn reconstruct(
                 last_seen: None,
                 partial: None,
                 dropped_by: None,
+                kernel_drop: None,
             },
         };
     };
@@ -320,6 +321,7 @@ fn verdict_for(
         last_seen,
         partial: None,
         dropped_by: None,
+        kernel_drop: None,
     };
     if let Some(err) = seen
         .iter()
@@ -424,6 +426,7 @@ fn dropped(
             last_seen: None,
             partial: None,
             dropped_by: None,
+            kernel_drop: None,
         };
     };
     let h = &hops[last];
@@ -449,5 +452,6 @@ fn dropped(
         last_seen: Some(last),
         partial: None,
         dropped_by: None,
+        kernel_drop: None,
     }
 }

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::path::Conntrack;
 use crate::probe::Probe;
-use crate::seam::{ConntrackQuery, Network, PmtuRestore, PointStats, RuleEvent, SeamError, Wait};
+use crate::seam::{
+    ConntrackQuery, KernelDrop, Network, PmtuRestore, PointStats, RuleEvent, SeamError, Wait,
+};
 use crate::snapshot::{RouteLookup, Snapshot};
 
 pub const SCHEMA: &str = "dye.recording/v1";
@@ -30,6 +32,7 @@ pub enum Call {
     Pmtu(Box<PmtuRestore>),
     Finish(Vec<PointStats>),
     Rules(Vec<RuleEvent>),
+    KernelDrops(Vec<KernelDrop>),
     /// The call failed with this message.
     Failed(String),
 }
@@ -44,6 +47,7 @@ impl Call {
             Call::Pmtu(_) => "a PMTU cache restore",
             Call::Finish(_) => "the end of the capture",
             Call::Rules(_) => "netfilter rule events",
+            Call::KernelDrops(_) => "kernel drop reasons",
             Call::Failed(_) => "a failed call",
         }
     }
@@ -193,6 +197,11 @@ impl<N: Network> Network for Recorder<N> {
         let r = self.inner.rule_events();
         self.log(r, |e| Call::Rules(e.clone()))
     }
+
+    fn kernel_drops(&mut self) -> Result<Vec<KernelDrop>, SeamError> {
+        let r = self.inner.kernel_drops();
+        self.log(r, |d| Call::KernelDrops(d.clone()))
+    }
 }
 
 /// Plays a journal back through the seam.
@@ -297,6 +306,24 @@ impl Network for Replayer {
     fn rule_events(&mut self) -> Result<Vec<RuleEvent>, SeamError> {
         self.pop("netfilter rule events", |c| match c {
             Call::Rules(r) => Ok(r),
+            other => Err(other),
+        })
+    }
+
+    /// Recordings made before dye watched kernel drops have no such entry: they replay with
+    /// none, as they ran.
+    fn kernel_drops(&mut self) -> Result<Vec<KernelDrop>, SeamError> {
+        if !matches!(
+            self.journal.as_slice().first(),
+            Some(Entry {
+                call: Call::KernelDrops(_),
+                ..
+            })
+        ) {
+            return Ok(Vec::new());
+        }
+        self.pop("kernel drop reasons", |c| match c {
+            Call::KernelDrops(d) => Ok(d),
             other => Err(other),
         })
     }

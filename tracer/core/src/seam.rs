@@ -129,6 +129,29 @@ impl RuleEvent {
     }
 }
 
+/// A probe the kernel freed as dropped (`kfree_skb` with a drop reason), as dye's eBPF
+/// program saw it: which probe, where, why, and the function that let go of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelDrop {
+    /// The probe's sequence number (from its marker).
+    pub seq: u32,
+    /// When, in the capture clock (ns since the Unix epoch).
+    pub ts_ns: u64,
+    /// The namespace's name in the topology; None for a namespace outside dye's scope.
+    pub netns: Option<String>,
+    /// The namespace's inode (`net:[…]`), which names it when `netns` cannot.
+    pub netns_inode: u64,
+    /// The packet's device when it was dropped (None: no device, or one dye does not know).
+    pub ifname: Option<String>,
+    pub ifindex: u32,
+    /// The kernel's `enum skb_drop_reason` value and its name from the kernel's BTF, less the
+    /// `SKB_DROP_REASON_` prefix (`IP_RPFILTER`); None when BTF did not name it.
+    pub reason_code: u32,
+    pub reason: Option<String>,
+    /// The function that freed it, `ip_error+0x94` (None without /proc/kallsyms).
+    pub function: Option<String>,
+}
+
 /// Why the seam failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SeamError {
@@ -168,6 +191,8 @@ pub trait Network {
     fn finish(&mut self) -> Result<Vec<PointStats>, SeamError>;
     /// The netfilter rules the probes met, in the namespaces dye could trace (after `finish`).
     fn rule_events(&mut self) -> Result<Vec<RuleEvent>, SeamError>;
+    /// The probes the kernel dropped, with its reasons (after `rule_events`).
+    fn kernel_drops(&mut self) -> Result<Vec<KernelDrop>, SeamError>;
 }
 
 /// Frames as base64 in JSON: a third of hex's overhead, and still text.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kernel_drop;
 use crate::model::Proto;
 use crate::observe::{Observer, Sighting, SightingKind};
 use crate::oracle::SnapshotOracle;
@@ -257,6 +258,7 @@ pub fn run_trace(
     // A Packet Too Big about a big IPv6 probe updates the source's cached path MTU as if the
     // pod's own traffic had caused it: put it back, and say so.
     let rules = net.rule_events()?;
+    let kernel_drops = net.kernel_drops()?;
     let restore = net.restore_pmtu()?;
     let pmtu = restore.removed.is_some().then_some(restore);
     progress(Progress::Reconstructing);
@@ -272,6 +274,7 @@ pub fn run_trace(
     })?;
     confirm_nat(snapshot, net, &mut rec.hops)?;
     rec.verdict.dropped_by = dropping_rule(&rec.verdict, &rules);
+    rec.verdict.kernel_drop = kernel_drop::explaining(&rec.verdict, &rec.probes, &kernel_drops);
 
     let capture = capture_results(snapshot, &stats, &collected);
     let trace = Trace {

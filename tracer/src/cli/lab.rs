@@ -113,6 +113,16 @@ enum FaultArg {
     DropPod { pod: String },
     /// Delete NODE's overlay route to the pod subnet of node TO.
     NoRoute { node: String, to: String },
+    /// A NetworkPolicy-style nftables drop (table inet netpol, its own forward chain jumping
+    /// to `ingress-POD`) on POD's node: other nodes' pods cannot reach POD.
+    NetpolDrop { pod: String },
+    /// Set NODE's FORWARD chain policy (iptables, table ip filter) to DROP.
+    ForwardPolicyDrop { node: String },
+    /// Strict rp_filter on NODE, with FROM's pod subnet routed back via the underlay instead
+    /// of the overlay: FROM's pods' packets arriving on the overlay are dropped.
+    RpFilter { node: String, from: String },
+    /// Route TO's pod subnet on NODE via an underlay address nobody owns: ARP never answers.
+    DeadNeighbour { node: String, to: String },
     /// Undo every fault applied to the lab.
     Clear,
 }
@@ -263,6 +273,10 @@ fn apply(id: &str, arg: FaultArg) -> anyhow::Result<ExitCode> {
         FaultArg::VxlanDf { node } => Fault::VxlanDf { node },
         FaultArg::DropPod { pod } => Fault::DropPod { pod },
         FaultArg::NoRoute { node, to } => Fault::NoRoute { node, to },
+        FaultArg::NetpolDrop { pod } => Fault::NetpolDrop { pod },
+        FaultArg::ForwardPolicyDrop { node } => Fault::ForwardPolicyDrop { node },
+        FaultArg::RpFilter { node, from } => Fault::RpFilter { node, from },
+        FaultArg::DeadNeighbour { node, to } => Fault::DeadNeighbour { node, to },
     };
     let record = lab::apply_fault(&id, fault)?;
     println!("lab {id}: {}", record.description);

@@ -31,6 +31,19 @@ pub enum Fault {
     DropPod { pod: String },
     /// Remove `node`'s overlay route to `to`'s pod subnet.
     NoRoute { node: String, to: String },
+    /// A NetworkPolicy implementation's nftables drop: an `inet netpol` table of its own on
+    /// the pod's node whose forward chain jumps into the pod's ingress chain, which drops
+    /// what comes from other nodes' pods.
+    NetpolDrop { pod: String },
+    /// `node`'s FORWARD chain (iptables, table ip filter) with policy DROP.
+    ForwardPolicyDrop { node: String },
+    /// Strict reverse-path filtering on `node` with an asymmetric route: the route back to
+    /// `from`'s pods leaves by the underlay, so their packets arriving on the overlay fail the
+    /// check.
+    RpFilter { node: String, from: String },
+    /// `node` routes `to`'s pod subnet via an underlay address nobody owns: ARP is never
+    /// answered and the queued packets are dropped.
+    DeadNeighbour { node: String, to: String },
 }
 
 /// An applied fault and the commands that undo it, in the order they must run.
@@ -250,6 +263,171 @@ fn plan(id: &LabId, topo: &Topology, state: &LabState, fault: &Fault) -> Result<
                 description: format!("{node} has no route to {to}'s pods ({subnets})"),
             })
         }
+        Fault::NetpolDrop { .. }
+        | Fault::ForwardPolicyDrop { .. }
+        | Fault::RpFilter { .. }
+        | Fault::DeadNeighbour { .. } => plan_drop(id, topo, state, fault),
+    }
+}
+
+/// `ip netns exec NS nft WORDS…` (nft joins its arguments into one command).
+fn nft(ns: &str, command: &str) -> Vec<String> {
+    argv(&["ip", "netns", "exec", ns, "nft", command])
+}
+
+fn sysctl(ns: &str, key: &str, value: &str) -> Vec<String> {
+    argv(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-qw",
+        &format!("{key}={value}"),
+    ])
+}
+
+fn current_sysctl(ns: &str, key: &str) -> Result<String, String> {
+    Cmd::new(["ip", "netns", "exec", ns, "sysctl", "-n", key])
+        .run()
+        .map(|v| v.trim().to_string())
+        .map_err(|e| format!("reading {key} in {ns}: {e}"))
+}
+
+/// Two distinct nodes of the lab.
+fn two_nodes<'t>(
+    topo: &'t Topology,
+    node: &str,
+    other: &str,
+) -> Result<(&'t super::topology::Node, &'t super::topology::Node), String> {
+    let a = topo.node(node).ok_or_else(|| format!("no node {node:?}"))?;
+    let b = topo
+        .node(other)
+        .ok_or_else(|| format!("no node {other:?}"))?;
+    if node == other {
+        return Err(format!("{node} and {other} are the same node"));
+    }
+    Ok((a, b))
+}
+
+/// The faults behind the kernel's drop reasons (netfilter, rp_filter, neighbours).
+fn plan_drop(
+    id: &LabId,
+    topo: &Topology,
+    state: &LabState,
+    fault: &Fault,
+) -> Result<Change, String> {
+    match fault {
+        Fault::NetpolDrop { pod } => {
+            let p = state.pod(pod).ok_or_else(|| format!("no pod {pod:?}"))?;
+            let ns = id.ns(&p.node);
+            let chain = format!("ingress-{pod}");
+            let cidr = topo.overlay.cluster_cidr;
+            let own = topo
+                .node(&p.node)
+                .map(|n| n.pod_subnet.get_ref().to_string())
+                .ok_or_else(|| format!("no node {:?}", p.node))?;
+            Ok(Change {
+                apply: vec![
+                    nft(&ns, "add table inet netpol"),
+                    nft(
+                        &ns,
+                        "add chain inet netpol forward { type filter hook forward priority -10; policy accept; }",
+                    ),
+                    nft(&ns, &format!("add chain inet netpol {chain}")),
+                    nft(
+                        &ns,
+                        &format!("add rule inet netpol forward ip daddr {} jump {chain}", p.ip),
+                    ),
+                    nft(
+                        &ns,
+                        &format!(
+                            "add rule inet netpol {chain} ip saddr {cidr} ip saddr != {own} drop"
+                        ),
+                    ),
+                ],
+                undo: vec![nft(&ns, "delete table inet netpol")],
+                description: format!(
+                    "NetworkPolicy-style nft drop on {}: {pod} ({}) refuses other nodes' pods (table inet netpol, chain {chain})",
+                    p.node, p.ip
+                ),
+            })
+        }
+        Fault::ForwardPolicyDrop { node } => {
+            topo.node(node).ok_or_else(|| format!("no node {node:?}"))?;
+            let ns = id.ns(node);
+            let policy =
+                |p: &str| argv(&["ip", "netns", "exec", &ns, "iptables", "-P", "FORWARD", p]);
+            Ok(Change {
+                apply: vec![policy("DROP")],
+                undo: vec![policy("ACCEPT")],
+                description: format!("{node}'s FORWARD chain policy is DROP"),
+            })
+        }
+        Fault::RpFilter { node, from } => {
+            let (n, f) = two_nodes(topo, node, from)?;
+            let ns = id.ns(node);
+            let subnet = f.pod_subnet.get_ref();
+            let dev = &topo.overlay.device;
+            let key = "net.ipv4.conf.all.rp_filter";
+            let was = current_sysctl(&ns, key)?;
+            Ok(Change {
+                apply: vec![
+                    ip(
+                        &ns,
+                        &format!("route replace {subnet} via {} dev eth0", f.address.get_ref()),
+                    ),
+                    sysctl(&ns, key, "1"),
+                ],
+                undo: vec![
+                    sysctl(&ns, key, &was),
+                    ip(
+                        &ns,
+                        &format!(
+                            "route replace {subnet} via {} dev {dev} onlink",
+                            subnet.network()
+                        ),
+                    ),
+                ],
+                description: format!(
+                    "strict rp_filter on {} with {from}'s pods ({subnet}) routed back via eth0, not {dev}",
+                    n.name.get_ref()
+                ),
+            })
+        }
+        Fault::DeadNeighbour { node, to } => {
+            let (_, t) = two_nodes(topo, node, to)?;
+            let ns = id.ns(node);
+            let subnet = t.pod_subnet.get_ref();
+            let dev = &topo.overlay.device;
+            let taken: Vec<std::net::Ipv4Addr> = topo
+                .nodes
+                .iter()
+                .map(|n| *n.address.get_ref())
+                .chain(topo.firewall.iter().map(|f| f.underlay_address))
+                .collect();
+            let nobody = topo
+                .underlay
+                .subnet
+                .hosts()
+                .rev()
+                .find(|a| !taken.contains(a))
+                .ok_or("the underlay has no free address")?;
+            Ok(Change {
+                apply: vec![ip(
+                    &ns,
+                    &format!("route replace {subnet} via {nobody} dev eth0"),
+                )],
+                undo: vec![ip(
+                    &ns,
+                    &format!("route replace {subnet} via {} dev {dev} onlink", subnet.network()),
+                )],
+                description: format!(
+                    "{node} routes {to}'s pods ({subnet}) via {nobody}, an underlay address nobody answers ARP for"
+                ),
+            })
+        }
+        _ => Err(format!("{fault:?} is not a drop fault")),
     }
 }
 

@@ -4,6 +4,7 @@
 //! MTU search is here; the logic is in `dye-core`.
 
 pub mod conntrack;
+pub mod drops;
 pub mod network;
 pub mod pmtu;
 pub mod pods;
@@ -181,9 +182,13 @@ pub fn setup(
     if needs.trace_rules {
         snap.legacy_iptables = rules::legacy_iptables(&scope.topology);
     }
+    let drops = needs
+        .trace_rules
+        .then(|| drops::DropTracer::arm(needs.trace_id));
     let mut network =
         LiveNetwork::new(session, injector, scope.topology, source, to, stop, started);
     network.trace_rules(rules.unwrap_or_default());
+    network.watch_drops(drops.unwrap_or_default());
     network.note_pmtu(Some(snapshot::route(&route)));
     Ok(Setup {
         network,

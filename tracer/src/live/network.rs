@@ -14,7 +14,8 @@ use dye_core::model::Direction;
 use dye_core::path::Conntrack;
 use dye_core::probe::Probe;
 use dye_core::seam::{
-    ConntrackQuery, Event, Frame, Network, PmtuRestore, PointStats, RuleEvent, SeamError, Wait,
+    ConntrackQuery, Event, Frame, KernelDrop, Network, PmtuRestore, PointStats, RuleEvent,
+    SeamError, Wait,
 };
 use dye_core::snapshot::{Route, RouteLookup};
 
@@ -41,6 +42,8 @@ pub struct LiveNetwork {
     pmtu_before: Option<Route>,
     /// The namespaces armed for netfilter tracing (none for an MTU search).
     rules: super::rules::RuleTracer,
+    /// The kernel-drop watcher (none for an MTU search).
+    drops: super::drops::DropTracer,
 }
 
 impl LiveNetwork {
@@ -66,12 +69,18 @@ impl LiveNetwork {
             now: started.elapsed(),
             pmtu_before: None,
             rules: super::rules::RuleTracer::default(),
+            drops: super::drops::DropTracer::default(),
         }
     }
 
     /// Traces the probes through netfilter with these armed namespaces.
     pub fn trace_rules(&mut self, rules: super::rules::RuleTracer) {
         self.rules = rules;
+    }
+
+    /// Reports the kernel's drops of the probes through this watcher.
+    pub fn watch_drops(&mut self, drops: super::drops::DropTracer) {
+        self.drops = drops;
     }
 
     /// Remembers the source's route towards the destination (with any cached path MTU) as it
@@ -167,6 +176,12 @@ impl Network for LiveNetwork {
         let events = self.rules.events();
         self.tick();
         Ok(events)
+    }
+
+    fn kernel_drops(&mut self) -> Result<Vec<KernelDrop>, SeamError> {
+        let drops = self.drops.events(&self.topology);
+        self.tick();
+        Ok(drops)
     }
 
     fn finish(&mut self) -> Result<Vec<PointStats>, SeamError> {

@@ -1,17 +1,18 @@
 //! The `dye.trace/v1` report, projected from the core's typed trace: the schema's words, and
 //! every sentence a person reads — what changed at a hop, why a probe vanished, what to do.
 
+use dye_core::kernel_drop::KernelCause;
 use dye_core::path::{
     self, DropReason, Expectation, Fragments as CoreFragments, Hop as CoreHop, HopEvent as Event,
     Leg, Next, Outcome, Outer, Packet, Rewrite, Subject,
 };
-use dye_core::seam::RuleEvent;
+use dye_core::seam::{KernelDrop, RuleEvent};
 use dye_core::snapshot::{LegacyTables, OuterDf, Snapshot};
 use dye_core::trace::Trace;
 
 use super::trace_v1::{
-    DroppedBy, EventType, Fragments, Hop, HopEvent, OuterView, PacketView, PointReport, ProbeSpec,
-    ProbeSummary, TraceReport, Verdict, SCHEMA,
+    DroppedBy, EventType, Fragments, Hop, HopEvent, KernelDropView, OuterView, PacketView,
+    PointReport, ProbeSpec, ProbeSummary, TraceReport, Verdict, SCHEMA,
 };
 
 /// The report of a trace, with the snapshot its capture points come from.
@@ -267,7 +268,7 @@ fn event(e: &Event, leg: Leg) -> HopEvent {
 }
 
 fn verdict(v: &path::Verdict, snapshot: &Snapshot) -> Verdict {
-    let mut detail = outcome_detail(&v.outcome, v.dropped_by.as_ref());
+    let mut detail = outcome_detail(&v.outcome, v.dropped_by.as_ref(), v.kernel_drop.as_ref());
     if let Some(legacy) = untraced_legacy(v, snapshot) {
         detail.push_str(&format!(
             "; {} has iptables-legacy tables ({}), whose rules nftables tracing cannot see: check `iptables-legacy-save` there",
@@ -297,6 +298,16 @@ fn verdict(v: &path::Verdict, snapshot: &Snapshot) -> Verdict {
             handle: r.handle,
             rule: r.text.clone(),
         }),
+        kernel_drop: v.kernel_drop.as_ref().map(|k| KernelDropView {
+            seq: k.seq,
+            netns: k.netns.clone(),
+            netns_inode: k.netns_inode,
+            ifname: k.ifname.clone(),
+            reason: k.reason.clone(),
+            reason_code: k.reason_code,
+            cause: k.cause(),
+            function: k.function.clone(),
+        }),
     }
 }
 
@@ -304,6 +315,13 @@ fn verdict(v: &path::Verdict, snapshot: &Snapshot) -> Verdict {
 /// tables are the suspects dye cannot see into.
 fn untraced_legacy<'s>(v: &path::Verdict, snapshot: &'s Snapshot) -> Option<&'s LegacyTables> {
     if v.dropped_by.is_some() {
+        return None;
+    }
+    // The kernel named another cause than netfilter: the legacy tables are not the suspects.
+    if v.kernel_drop
+        .as_ref()
+        .is_some_and(|k| k.cause() != KernelCause::Netfilter)
+    {
         return None;
     }
     let netns = v.dropped_inside()?;
@@ -325,7 +343,54 @@ fn rule_words(r: &RuleEvent) -> String {
     }
 }
 
-fn outcome_detail(o: &Outcome, dropped_by: Option<&RuleEvent>) -> String {
+/// The kernel's drop in words a person acts on: `dropped by reverse-path filtering
+/// (IP_RPFILTER) on node-2 flannel.1`.
+fn kernel_words(k: &KernelDrop) -> String {
+    let ns = k
+        .netns
+        .clone()
+        .unwrap_or_else(|| format!("net:[{}]", k.netns_inode));
+    let on = k
+        .ifname
+        .as_ref()
+        .map(|i| format!(" on {ns} {i}"))
+        .unwrap_or_else(|| format!(" in {ns}"));
+    let reason = k
+        .reason
+        .clone()
+        .unwrap_or_else(|| format!("drop reason {}", k.reason_code));
+    match k.cause() {
+        KernelCause::Netfilter => format!(
+            "dropped by netfilter ({reason}){on}, by a rule nftables tracing did not see"
+        ),
+        KernelCause::ReversePath => format!(
+            "dropped by reverse-path filtering ({reason}){on}: the route back to the source does not leave by this interface (check rp_filter and the routes there)"
+        ),
+        KernelCause::NoRoute => format!("no route ({reason}){on}"),
+        KernelCause::Neighbour => format!(
+            "neighbour resolution failed ({reason}){on}: nothing answered ARP/ND for the next hop"
+        ),
+        KernelCause::TtlExceeded => format!("TTL exceeded ({reason}){on}"),
+        KernelCause::TooBig => format!("too big for the next link ({reason}){on}"),
+        KernelCause::Other => format!(
+            "the kernel dropped it{on}: {reason}{}",
+            k.function
+                .as_ref()
+                .map(|f| format!(" in {f}"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+fn outcome_detail(
+    o: &Outcome,
+    dropped_by: Option<&RuleEvent>,
+    kernel: Option<&KernelDrop>,
+) -> String {
+    let with_kernel = |detail: String| match kernel {
+        Some(k) => format!("{detail}; {}", kernel_words(k)),
+        None => detail,
+    };
     match o {
         Outcome::Delivered { to, netns } => format!("reached {to} in {netns} (no reply seen)"),
         Outcome::Answered {
@@ -350,15 +415,15 @@ fn outcome_detail(o: &Outcome, dropped_by: Option<&RuleEvent>) -> String {
             let mtu = mtu
                 .map(|m| format!(", next-hop MTU {m}"))
                 .unwrap_or_default();
-            format!(
+            with_kernel(format!(
                 "{sender} sent ICMP {}{mtu} (first seen at {first_seen_at})",
                 path::icmp_name(*v6, *ty, *code)
-            )
+            ))
         }
         Outcome::Timeout { sent: false } => "no probe was sent".into(),
-        Outcome::Timeout { sent: true } => {
-            "the probe was not seen at any capture point, not even leaving the source".into()
-        }
+        Outcome::Timeout { sent: true } => with_kernel(
+            "the probe was not seen at any capture point, not even leaving the source".into(),
+        ),
         Outcome::Dropped {
             subject,
             leg,
@@ -370,7 +435,7 @@ fn outcome_detail(o: &Outcome, dropped_by: Option<&RuleEvent>) -> String {
                 Subject::Reply => "the reply",
             };
             let Some(last) = last else {
-                return format!("{what} vanished");
+                return with_kernel(format!("{what} vanished"));
             };
             let leg_word = if *leg == Leg::Return {
                 " on its way back"
@@ -382,15 +447,20 @@ fn outcome_detail(o: &Outcome, dropped_by: Option<&RuleEvent>) -> String {
                 if let Some(next) = &e.next {
                     detail.push_str(&format!(" and never appeared at {}", place(next)));
                 }
-                // The kernel's trace names the rule: that replaces the list of places to look.
-                let why = match dropped_by {
-                    Some(r) => rule_words(r),
-                    None => explanation(e),
+                // The kernel's trace names the rule, or its drop reason the cause: either
+                // replaces the list of places to look.
+                let why = match (dropped_by, kernel) {
+                    (Some(r), _) => rule_words(r),
+                    (None, Some(k)) => kernel_words(k),
+                    (None, None) => explanation(e),
                 };
                 if !why.is_empty() {
                     detail.push_str(": ");
                     detail.push_str(&why);
                 }
+            } else if let Some(k) = kernel {
+                detail.push_str(": ");
+                detail.push_str(&kernel_words(k));
             }
             detail
         }

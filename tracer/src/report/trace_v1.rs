@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use dye_core::kernel_drop::KernelCause;
 use dye_core::model::{Direction, LinkClass};
 pub use dye_core::path::{Leg, VerdictKind};
 
@@ -67,6 +68,30 @@ pub struct Verdict {
     /// Added in v1; null when none was traced.
     #[serde(default)]
     pub dropped_by: Option<DroppedBy>,
+    /// The kernel's drop of the probe (its `skb_drop_reason`), from dye's kfree_skb eBPF
+    /// program. Added in v1; null when the kernel reported none.
+    #[serde(default)]
+    pub kernel_drop: Option<KernelDropView>,
+}
+
+/// Where and why the kernel dropped the probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelDropView {
+    /// Which probe (sequence number).
+    pub seq: u32,
+    /// The namespace (null: outside dye's scope; then `netns_inode` names it).
+    pub netns: Option<String>,
+    pub netns_inode: u64,
+    /// The packet's device at the drop (null: none, or unknown to dye).
+    pub ifname: Option<String>,
+    /// The kernel's reason less its `SKB_DROP_REASON_` prefix (`IP_RPFILTER`), as its BTF
+    /// names it; null when unnamed (then `reason_code`).
+    pub reason: Option<String>,
+    pub reason_code: u32,
+    /// netfilter | reverse_path | no_route | neighbour | ttl_exceeded | too_big | other
+    pub cause: KernelCause,
+    /// The kernel function that let go of it, `ip_error+0x94`.
+    pub function: Option<String>,
 }
 
 /// A netfilter rule that dropped the probe.

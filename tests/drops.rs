@@ -1,0 +1,245 @@
+//! Why a probe died, on the lab: each fault of `dye lab fault` that drops traffic, and the
+//! verdict naming the rule that dropped the probe (checked against `nft -a list`) and the
+//! kernel's drop reason at the hop where it vanished (checked against the lab's own wiring).
+//! After every trace, nothing of dye's is left: no nftables table, no BPF program or link
+//! (`bpftool`).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::RwLock;
+
+use serde_json::Value;
+use support::{dye, Lab};
+
+/// Traces hold it shared; the leftover check holds it alone, so no trace of this binary is
+/// running while bpftool looks for dye's programs.
+static DYE_RUNNING: RwLock<()> = RwLock::new(());
+
+/// Runs `dye trace --json ARGS`; returns (exit code, verdict).
+fn trace(args: &[&str]) -> (i32, Value) {
+    let out = {
+        let _running = DYE_RUNNING.read().unwrap_or_else(|e| e.into_inner());
+        let mut all = vec!["trace", "--json"];
+        all.extend_from_slice(args);
+        dye(&all)
+    };
+    let code = out.status.code().unwrap_or(-1);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "trace printed no JSON ({e}); exit {code}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_no_dye_bpf();
+    (code, report["verdict"].clone())
+}
+
+/// No dye kfree_skb program, and no link to one, is loaded (`bpftool`), once no dye of this
+/// test binary runs. The kernel frees a program after an RCU grace period: allow a moment.
+fn assert_no_dye_bpf() {
+    let _alone = DYE_RUNNING.write().unwrap_or_else(|e| e.into_inner());
+    let loaded = || {
+        let out = std::process::Command::new("bpftool")
+            .args(["-j", "prog", "show"])
+            .output()
+            .expect("bpftool (scripts/setup.sh installs it)");
+        let progs: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+        progs
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|p| p["name"] == "dye_kfree_skb")
+                    .map(|p| p["id"].as_u64().unwrap_or(0))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    for _ in 0..100 {
+        if loaded().is_empty() {
+            let links = std::process::Command::new("bpftool")
+                .args(["link", "show"])
+                .output()
+                .expect("bpftool");
+            assert!(
+                !String::from_utf8_lossy(&links.stdout).contains("dye_kfree_skb"),
+                "a link to dye's program is left"
+            );
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("dye's kfree_skb program is still loaded: {:?}", loaded());
+}
+
+/// The handle `nft -a list` shows for the rule of `chain` (family, table) that contains every
+/// one of `words`.
+fn nft_handle(lab: &Lab, member: &str, chain: [&str; 3], words: &[&str]) -> u64 {
+    let out = lab.exec(
+        member,
+        &["nft", "-a", "list", "chain", chain[0], chain[1], chain[2]],
+    );
+    let listing = String::from_utf8_lossy(&out.stdout);
+    listing
+        .lines()
+        .find(|l| words.iter().all(|w| l.contains(w)))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .and_then(|h| h.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rule with {words:?} in:\n{listing}"))
+}
+
+fn pod_a_to_pod_c(lab: &Lab, timeout: &str) -> (i32, Value) {
+    trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &lab.pod_ip("pod-c"),
+        "--timeout",
+        timeout,
+    ])
+}
+
+fn assert_kernel_drop(v: &Value, netns: &str, ifname: &str, reason: &str, cause: &str) {
+    let k = &v["kernel_drop"];
+    assert_eq!(k["netns"], netns, "{v}");
+    assert_eq!(k["ifname"], ifname, "{v}");
+    assert_eq!(k["reason"], reason, "{v}");
+    assert_eq!(k["cause"], cause, "{v}");
+    assert_eq!(k["seq"], 1, "{v}");
+    assert!(
+        k["function"].as_str().is_some_and(|f| f.contains("+0x")),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_network_policy_nft_drop_names_its_rule_table_chain_and_the_kernel_reason() {
+    let lab = Lab::up();
+    lab.fault(&["netpol-drop", "pod-c"]);
+    let (code, v) = pod_a_to_pod_c(&lab, "1s");
+    assert_eq!(code, 1, "{v}");
+    let node2 = lab.ns("node-2");
+    let by = &v["dropped_by"];
+    assert_eq!(by["netns"], node2, "{v}");
+    assert_eq!(
+        (&by["family"], &by["table"], &by["chain"]),
+        (&"inet".into(), &"netpol".into(), &"ingress-pod-c".into())
+    );
+    let handle = nft_handle(
+        &lab,
+        "node-2",
+        ["inet", "netpol", "ingress-pod-c"],
+        &["drop"],
+    );
+    assert_eq!(by["handle"], handle, "{v}");
+    assert_kernel_drop(&v, &node2, "flannel.1", "NETFILTER_DROP", "netfilter");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!(
+            "dropped in {node2} by nft rule `{}` (table inet netpol, chain ingress-pod-c, handle {handle})",
+            by["rule"].as_str().unwrap()
+        )),
+        "{detail}"
+    );
+}
+
+#[test]
+fn an_iptables_drop_rule_is_the_kernels_netfilter_drop_in_the_pods_node() {
+    let lab = Lab::up();
+    lab.fault(&["drop-pod", "pod-c"]);
+    let (code, v) = pod_a_to_pod_c(&lab, "1s");
+    assert_eq!(code, 1, "{v}");
+    let handle = nft_handle(
+        &lab,
+        "node-2",
+        ["ip", "filter", "FORWARD"],
+        &[&lab.pod_ip("pod-c"), "drop"],
+    );
+    assert_eq!(v["dropped_by"]["handle"], handle, "{v}");
+    assert_kernel_drop(
+        &v,
+        &lab.ns("node-2"),
+        "flannel.1",
+        "NETFILTER_DROP",
+        "netfilter",
+    );
+}
+
+#[test]
+fn a_chain_policy_drop_has_no_handle_and_says_so() {
+    let lab = Lab::up();
+    lab.fault(&["forward-policy-drop", "node-2"]);
+    let (code, v) = pod_a_to_pod_c(&lab, "1s");
+    assert_eq!(code, 1, "{v}");
+    let by = &v["dropped_by"];
+    assert_eq!(by["netns"], lab.ns("node-2"), "{v}");
+    assert_eq!(
+        (&by["table"], &by["chain"]),
+        (&"filter".into(), &"FORWARD".into())
+    );
+    assert!(by["handle"].is_null(), "{v}");
+    assert_eq!(by["rule"], "policy drop");
+    let listing = lab.exec(
+        "node-2",
+        &["nft", "list", "chain", "ip", "filter", "FORWARD"],
+    );
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("policy drop;"));
+    assert_kernel_drop(
+        &v,
+        &lab.ns("node-2"),
+        "flannel.1",
+        "NETFILTER_DROP",
+        "netfilter",
+    );
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("policy drop of chain FORWARD (table ip filter)"),
+        "{v}"
+    );
+}
+
+#[test]
+fn strict_rp_filter_with_an_asymmetric_route_is_named_on_the_overlay_device() {
+    let lab = Lab::up();
+    lab.fault(&["rp-filter", "node-2", "node-1"]);
+    // The lab's own check: node-2 now routes pod-a's address back via its underlay uplink.
+    let back = lab.exec("node-2", &["ip", "route", "get", &lab.pod_ip("pod-a")]);
+    assert!(String::from_utf8_lossy(&back.stdout).contains("dev eth0"));
+    let (code, v) = pod_a_to_pod_c(&lab, "1s");
+    assert_eq!(code, 1, "{v}");
+    let node2 = lab.ns("node-2");
+    assert!(v["dropped_by"].is_null(), "no rule dropped it: {v}");
+    assert_kernel_drop(&v, &node2, "flannel.1", "IP_RPFILTER", "reverse_path");
+    assert!(
+        v["detail"].as_str().unwrap().contains(&format!(
+            "dropped by reverse-path filtering (IP_RPFILTER) on {node2} flannel.1"
+        )),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_neighbour_that_never_answers_is_named_on_the_outgoing_device() {
+    let lab = Lab::up();
+    lab.fault(&["dead-neighbour", "node-1", "node-2"]);
+    // ARP gives up after its probes (3 × 1 s): wait longer than that.
+    let (code, v) = pod_a_to_pod_c(&lab, "5s");
+    assert_eq!(code, 1, "{v}");
+    let node1 = lab.ns("node-1");
+    assert_kernel_drop(&v, &node1, "eth0", "NEIGH_FAILED", "neighbour");
+    assert!(
+        v["detail"].as_str().unwrap().contains(&format!(
+            "neighbour resolution failed (NEIGH_FAILED) on {node1} eth0"
+        )),
+        "{v}"
+    );
+    // The outside check: node-1's neighbour entry for the dead next hop failed.
+    let neigh = lab.exec("node-1", &["ip", "neigh", "show", "dev", "eth0"]);
+    assert!(
+        String::from_utf8_lossy(&neigh.stdout).contains("FAILED"),
+        "{}",
+        String::from_utf8_lossy(&neigh.stdout)
+    );
+}
