@@ -125,12 +125,10 @@ fn a_network_policy_nft_drop_names_its_rule_table_chain_and_the_kernel_reason() 
         (&by["family"], &by["table"], &by["chain"]),
         (&"inet".into(), &"netpol".into(), &"ingress-pod-c".into())
     );
-    let handle = nft_handle(
-        &lab,
-        "node-2",
-        ["inet", "netpol", "ingress-pod-c"],
-        &["drop"],
-    );
+    // The rule's text as nft itself lists it, on the line with the handle dye named.
+    let rule = "ip saddr 10.244.0.0/16 ip saddr != 10.244.2.0/24 drop";
+    assert_eq!(by["rule"], rule, "{v}");
+    let handle = nft_handle(&lab, "node-2", ["inet", "netpol", "ingress-pod-c"], &[rule]);
     assert_eq!(by["handle"], handle, "{v}");
     assert_kernel_drop(&v, &node2, "flannel.1", "NETFILTER_DROP", "netfilter");
     let detail = v["detail"].as_str().unwrap();
@@ -241,5 +239,84 @@ fn a_neighbour_that_never_answers_is_named_on_the_outgoing_device() {
         String::from_utf8_lossy(&neigh.stdout).contains("FAILED"),
         "{}",
         String::from_utf8_lossy(&neigh.stdout)
+    );
+}
+
+#[test]
+fn a_conntrack_invalid_segment_is_dropped_by_the_guard_rule_in_the_first_node() {
+    let lab = Lab::up();
+    lab.fault(&["ct-invalid-drop", "node-1"]);
+    // A FIN out of any connection: conntrack in node-1 (the first namespace that tracks
+    // connections) calls it INVALID, and the guard drops it before kube-proxy's own rule.
+    let (code, v) = trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &format!("{}:8080", lab.pod_ip("pod-c")),
+        "--tcp-segment",
+        "fin",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 1, "{v}");
+    let node1 = lab.ns("node-1");
+    let by = &v["dropped_by"];
+    assert_eq!(by["netns"], node1, "{v}");
+    assert_eq!(
+        (&by["family"], &by["table"], &by["chain"], &by["rule"]),
+        (
+            &"inet".into(),
+            &"ctguard".into(),
+            &"forward".into(),
+            &"ct state invalid drop".into()
+        ),
+        "{v}"
+    );
+    let handle = nft_handle(&lab, "node-1", ["inet", "ctguard", "forward"], &["invalid"]);
+    assert_eq!(by["handle"], handle);
+    assert_kernel_drop(&v, &node1, "cni0", "NETFILTER_DROP", "netfilter");
+    // The same segment as a SYN is a new connection: answered.
+    let (code, v) = trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &format!("{}:8080", lab.pod_ip("pod-c")),
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!((code, &v["kind"]), (0, &"answered".into()), "{v}");
+    assert!(v["kernel_drop"].is_null(), "{v}");
+}
+
+#[test]
+fn a_probe_whose_ttl_runs_out_is_named_where_it_expired() {
+    let lab = Lab::up();
+    // pod-a → node-1 (TTL 2 → 1) → node-2, where forwarding would make it 0.
+    let (code, v) = trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &lab.pod_ip("pod-c"),
+        "--ttl",
+        "2",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["kind"], "icmp_error", "{v}");
+    let node2 = lab.ns("node-2");
+    assert_kernel_drop(&v, &node2, "flannel.1", "IP_INHDR", "ttl_exceeded");
+    assert!(
+        v["kernel_drop"]["function"]
+            .as_str()
+            .unwrap()
+            .starts_with("ip_forward+"),
+        "{v}"
+    );
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains("time-exceeded"), "{detail}");
+    assert!(
+        detail.contains(&format!("TTL exceeded (IP_INHDR) on {node2} flannel.1")),
+        "{detail}"
     );
 }

@@ -22,6 +22,20 @@ use super::{
 // linux/netfilter/nf_tables.h, beyond what the parent module needs.
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_PAYLOAD_SREG: u16 = 5;
+/// linux/netfilter/nf_tables.h: enum nft_ct_attributes, nft_ct_keys, and the meta key of
+/// `meta nfproto`.
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+const NFT_CT_STATE: u32 = 0;
+const NFT_META_NFPROTO: u32 = 15;
+/// `ct state` bits (NF_CT_STATE_BIT of each ctinfo; untracked is bit 6).
+const CT_STATES: [(u32, &str); 5] = [
+    (1, "invalid"),
+    (2, "established"),
+    (4, "related"),
+    (8, "new"),
+    (64, "untracked"),
+];
 const NFTA_BITWISE_SREG: u16 = 1;
 const NFTA_BITWISE_DREG: u16 = 2;
 const NFTA_BITWISE_MASK: u16 = 4;
@@ -83,9 +97,35 @@ impl fmt::Display for Rule {
 #[derive(Clone, Debug)]
 enum Loaded {
     Meta(u32),
-    Payload { base: u32, offset: u32, len: u32 },
+    Payload {
+        base: u32,
+        offset: u32,
+        len: u32,
+    },
     Value(Vec<u8>),
+    /// `ct <key>`.
+    Ct(u32),
+    /// `ct state` masked with these bits: `!= 0` reads as `ct state invalid,new`.
+    CtStates(u32),
     Other(String),
+}
+
+/// `invalid,new` for a `ct state` bit mask (host order, as the kernel keeps it).
+fn ct_state_names(mask: u32) -> String {
+    let names: Vec<&str> = CT_STATES
+        .iter()
+        .filter(|(bit, _)| mask & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if names.is_empty() {
+        format!("{mask:#x}")
+    } else {
+        names.join(",")
+    }
+}
+
+fn ne_u32(v: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(v.try_into().ok()?))
 }
 
 fn meta_name(key: u32) -> String {
@@ -116,6 +156,9 @@ fn proto_name(p: u8) -> String {
 
 struct Summary {
     family: u8,
+    /// An inet table's `meta nfproto` match fixes the network protocol for what follows
+    /// (nft hides that implicit match: `ip saddr` in an inet table compiles to it).
+    net: Option<u8>,
     /// The transport protocol a previous `meta l4proto` / `ip protocol` match fixed.
     l4: Option<String>,
     regs: Vec<(u32, Loaded)>,
@@ -144,6 +187,20 @@ impl Summary {
             _ => "?? ",
         };
         let (left, right) = match self.get(reg).cloned() {
+            Some(Loaded::Meta(NFT_META_NFPROTO)) if op.is_empty() && data.len() == 1 => {
+                self.net = Some(data[0]);
+                return;
+            }
+            Some(Loaded::CtStates(mask)) if op == "!= " && data.iter().all(|b| *b == 0) => {
+                self.words
+                    .push(format!("ct state {}", ct_state_names(mask)));
+                return;
+            }
+            Some(Loaded::Ct(NFT_CT_STATE)) if op.is_empty() => {
+                let v = ne_u32(data).unwrap_or(0);
+                self.words.push(format!("ct state {}", ct_state_names(v)));
+                return;
+            }
             Some(Loaded::Meta(key)) => {
                 let right = match (key, data) {
                     (16, [p]) => {
@@ -163,15 +220,35 @@ impl Summary {
                 self.payload_cmp(base, offset, len, data)
             }
             Some(Loaded::Other(s)) => (s, hex(data)),
+            Some(Loaded::Ct(k)) => (format!("ct key{k}"), hex(data)),
+            Some(Loaded::CtStates(m)) => (format!("ct state & {m:#x}"), hex(data)),
             Some(Loaded::Value(_)) | None => (format!("reg {reg}"), hex(data)),
         };
         self.words.push(format!("{left} {op}{right}"));
     }
 
     fn payload_cmp(&mut self, base: u32, offset: u32, len: u32, data: &[u8]) -> (String, String) {
-        let v4 = self.family == NFPROTO_IPV4;
-        let v6 = self.family == NFPROTO_IPV6;
+        let net = self.net.unwrap_or(self.family);
+        let v4 = net == NFPROTO_IPV4;
+        let v6 = net == NFPROTO_IPV6;
         match (base, offset, len, data) {
+            // A prefix on a byte boundary: nft loads only its bytes.
+            (NFT_PAYLOAD_NETWORK_HEADER, 12 | 16, 1..=3, _) if v4 && data.len() == len as usize => {
+                let mut a = [0u8; 4];
+                a[..data.len()].copy_from_slice(data);
+                (
+                    format!("ip {}", if offset == 12 { "saddr" } else { "daddr" }),
+                    format!("{}/{}", Ipv4Addr::from(a), len * 8),
+                )
+            }
+            (NFT_PAYLOAD_NETWORK_HEADER, 8 | 24, 1..=15, _) if v6 && data.len() == len as usize => {
+                let mut a = [0u8; 16];
+                a[..data.len()].copy_from_slice(data);
+                (
+                    format!("ip6 {}", if offset == 8 { "saddr" } else { "daddr" }),
+                    format!("{}/{}", Ipv6Addr::from(a), len * 8),
+                )
+            }
             (NFT_PAYLOAD_NETWORK_HEADER, 12 | 16, 4, [a, b, c, d]) if v4 => (
                 format!("ip {}", if offset == 12 { "saddr" } else { "daddr" }),
                 Ipv4Addr::new(*a, *b, *c, *d).to_string(),
@@ -278,6 +355,13 @@ fn expression(s: &mut Summary, name: &str, data: &[(u16, &[u8])]) -> Result<(), 
                 s.words.push(format!("meta {} set {v}", meta_name(key)));
             }
         }
+        "ct" => {
+            let key = field(data, NFTA_CT_KEY)?.unwrap_or(u32::MAX);
+            match field(data, NFTA_CT_DREG)? {
+                Some(d) => s.set(d, Loaded::Ct(key)),
+                None => s.words.push(format!("ct key{key} set")),
+            }
+        }
         "payload" => {
             let base = field(data, NFTA_PAYLOAD_BASE)?.unwrap_or(u32::MAX);
             let offset = field(data, NFTA_PAYLOAD_OFFSET)?.unwrap_or(0);
@@ -310,6 +394,16 @@ fn expression(s: &mut Summary, name: &str, data: &[(u16, &[u8])]) -> Result<(), 
         "bitwise" => {
             let src = field(data, NFTA_BITWISE_SREG)?.unwrap_or(0);
             let dst = field(data, NFTA_BITWISE_DREG)?.unwrap_or(src);
+            if let Some(Loaded::Ct(NFT_CT_STATE)) = s.get(src) {
+                let mask = raw(data, NFTA_BITWISE_MASK)
+                    .map(data_value)
+                    .transpose()?
+                    .and_then(|m| ne_u32(&m));
+                if let Some(m) = mask {
+                    s.set(dst, Loaded::CtStates(m));
+                    return Ok(());
+                }
+            }
             let mask = raw(data, NFTA_BITWISE_MASK)
                 .map(data_value)
                 .transpose()?
@@ -376,6 +470,7 @@ pub fn parse_rule(bytes: &[u8]) -> Result<Rule, String> {
     let (mut table, mut chain, mut handle) = (None, None, None);
     let mut s = Summary {
         family,
+        net: None,
         l4: None,
         regs: Vec::new(),
         words: Vec::new(),

@@ -32,6 +32,38 @@ impl fmt::Display for Direction {
     }
 }
 
+/// Which TCP segment a TCP probe is: a SYN opens a flow as a client would; an ACK or FIN out
+/// of nowhere is what conntrack calls INVALID (the FIN always, the ACK when
+/// `nf_conntrack_tcp_loose` is 0), so a trace can find the rule that drops such packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpSegment {
+    #[default]
+    Syn,
+    Ack,
+    Fin,
+}
+
+impl TcpSegment {
+    /// The TCP flags byte.
+    pub fn flags(self) -> u8 {
+        use dye_decode::build::tcp_flags;
+        match self {
+            TcpSegment::Syn => tcp_flags::SYN,
+            TcpSegment::Ack => tcp_flags::ACK,
+            TcpSegment::Fin => tcp_flags::FIN | tcp_flags::ACK,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcpSegment::Syn => "syn",
+            TcpSegment::Ack => "ack",
+            TcpSegment::Fin => "fin",
+        }
+    }
+}
+
 /// Transport of the probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -11,7 +11,7 @@ use dye_decode::{
     dissect, Dissection, Flow, Ip, LinkType, Options, Reassembler, ReassemblyLimits, L4,
 };
 
-use crate::model::{Direction, IcmpKind};
+use crate::model::{Direction, IcmpKind, TcpSegment};
 use crate::path::{FragmentLayer, Fragments, Leg, Outer, Packet, Transport};
 use crate::probe::probe_ip_id;
 
@@ -74,6 +74,9 @@ pub struct Observer {
     ip_ids: HashMap<(IpAddr, u32), u32>,
     /// Frames of fragments waiting for the rest of their datagram, by (point, dir, ip src, id).
     pending_frames: HashMap<FragmentKey, Vec<usize>>,
+    /// The segment the TCP probes are (a marked SYN is a probe, a marked ACK an answer —
+    /// unless the probes themselves are ACKs or FINs).
+    tcp_probe: TcpSegment,
     /// Frames that could not be dissected cleanly (counted, never fatal).
     pub malformed: u64,
     /// The last frame observed was a fragment kept for reassembly.
@@ -107,9 +110,16 @@ impl Observer {
             forward_flows: HashMap::new(),
             ip_ids: HashMap::new(),
             pending_frames: HashMap::new(),
+            tcp_probe: TcpSegment::Syn,
             malformed: 0,
             last_held: None,
         }
+    }
+
+    /// The TCP probes are `segment`s.
+    pub fn tcp_probes(mut self, segment: TcpSegment) -> Observer {
+        self.tcp_probe = segment;
+        self
     }
 
     /// Registers a probe as sent (before any capture of it), so that even its first sighting's
@@ -278,6 +288,15 @@ impl Observer {
         })
     }
 
+    /// A marked TCP segment with the probes' flags (SYN, ignoring ECN and PSH bits; an ACK or
+    /// FIN probe by its exact FIN/SYN/RST/ACK bits).
+    fn is_tcp_probe(&self, flags: u8) -> bool {
+        match self.tcp_probe {
+            TcpSegment::Syn => flags & 0x12 == 0x02,
+            other => flags & 0x17 == other.flags(),
+        }
+    }
+
     /// Probe or reply, for a packet that carries our marker.
     fn marked_kind(&self, d: &Dissection, flow: &Flow) -> SightingKind {
         match &d.l4 {
@@ -285,7 +304,7 @@ impl Observer {
                 SightingKind::Reply
             }
             Some(L4::Icmp(_)) => SightingKind::Probe,
-            Some(L4::Tcp(t)) if t.flags & 0x12 == 0x02 => SightingKind::Probe,
+            Some(L4::Tcp(t)) if self.is_tcp_probe(t.flags) => SightingKind::Probe,
             Some(L4::Tcp(_)) => SightingKind::Reply,
             // UDP: a responder that echoes the payload carries the marker back. Same flow as a
             // forward sighting: forward; reversed: reply; a flow never seen (a NAT rewrite
@@ -380,6 +399,8 @@ mod tests {
             size: 1400,
             df: false,
             trace_id: 0x0bad_cafe,
+            ttl: crate::probe::DEFAULT_TTL,
+            tcp: Default::default(),
         };
         let p1 = t.build(1, 700).unwrap();
         let p2 = t.build(2, 701).unwrap();

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use dye_decode::build::{self, tcp_flags, V4};
+use dye_decode::build::{self, V4};
 use dye_decode::Marker;
 
 pub use crate::model::Proto;
@@ -12,6 +12,9 @@ pub use crate::model::Proto;
 /// The smallest probe: no link pads a 64-byte IP packet (padding would move the marker away
 /// from the end of the frame).
 pub const MIN_SIZE: u32 = 64;
+
+/// The TTL (hop limit) probes leave with unless asked otherwise.
+pub const DEFAULT_TTL: u8 = 64;
 
 /// The smallest probe to `dst` with `proto`: 64 bytes, or more when the headers and the
 /// marker need it (TCP over IPv6: 40 + 20 + 16 = 76).
@@ -35,6 +38,10 @@ pub struct ProbeTemplate {
     pub size: u32,
     pub df: bool,
     pub trace_id: u32,
+    /// IPv4 TTL / IPv6 hop limit the probe leaves with.
+    pub ttl: u8,
+    /// The segment a TCP probe is (ignored for ICMP and UDP).
+    pub tcp: crate::model::TcpSegment,
 }
 
 /// A probe ready to send.
@@ -139,7 +146,7 @@ impl ProbeTemplate {
                     self.dport,
                     u32::from(ip_id) << 8 | seq,
                     0,
-                    tcp_flags::SYN,
+                    self.tcp.flags(),
                     &payload,
                 ),
                 6,
@@ -147,11 +154,13 @@ impl ProbeTemplate {
             (Proto::Icmp, s, d) => return Err(ProbeError::MixedFamilies { src: s, dst: d }),
         };
         let packet = match (self.src, self.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                build::ipv4(&V4::new(s, d).ttl(64).id(ip_id).df(self.df), proto_num, &l4)
-            }
+            (IpAddr::V4(s), IpAddr::V4(d)) => build::ipv4(
+                &V4::new(s, d).ttl(self.ttl).id(ip_id).df(self.df),
+                proto_num,
+                &l4,
+            ),
             (IpAddr::V6(s), IpAddr::V6(d)) => {
-                let mut p = build::ipv6(s, d, 64, proto_num, &[], &l4);
+                let mut p = build::ipv6(s, d, self.ttl, proto_num, &[], &l4);
                 // IPv6 has no IP id: the flow label carries it instead (routers leave it alone,
                 // checksums do not cover it), so a Packet Too Big whose quote stops short of
                 // the marker still names its probe.
@@ -201,6 +210,8 @@ mod tests {
             size,
             df: true,
             trace_id: 0x1a2b3c4d,
+            ttl: DEFAULT_TTL,
+            tcp: Default::default(),
         }
     }
 

@@ -45,6 +45,12 @@ pub struct TracePlan {
     /// IP packet size of each probe.
     pub size: u32,
     pub df: bool,
+    /// IPv4 TTL / IPv6 hop limit of the probes (older recordings: the default, 64).
+    #[serde(default = "default_ttl")]
+    pub ttl: u8,
+    /// The segment of a TCP probe (older recordings: SYN).
+    #[serde(default)]
+    pub tcp: crate::model::TcpSegment,
     pub count: u32,
     pub interval: Duration,
     /// How long to wait for answers after the last probe.
@@ -53,6 +59,10 @@ pub struct TracePlan {
     /// Keep every frame of the window for the pcap, not only the probes'.
     pub keep_all: bool,
     pub ids: TraceIds,
+}
+
+fn default_ttl() -> u8 {
+    crate::probe::DEFAULT_TTL
 }
 
 /// Bounds that keep a trace light on a busy node.
@@ -85,6 +95,9 @@ impl TracePlan {
     /// Checks everything that can be checked before touching the system.
     pub fn validate(&self) -> Result<(), TraceError> {
         let bad = |m: String| Err(TraceError::Invalid(m));
+        if self.ttl == 0 {
+            return bad("--ttl must be 1..=255".into());
+        }
         if self.count == 0 || self.count > MAX_COUNT {
             return bad(format!("--count {} must be 1..={MAX_COUNT}", self.count));
         }
@@ -230,6 +243,8 @@ pub fn run_trace(
         size: plan.size,
         df: plan.df,
         trace_id: plan.ids.trace_id,
+        ttl: plan.ttl,
+        tcp: plan.tcp,
     };
     template.check()?;
     let probes: Vec<Probe> = (1..=plan.count)
@@ -237,7 +252,8 @@ pub fn run_trace(
         .collect::<Result<_, _>>()?;
 
     let linktypes: Vec<u32> = snapshot.points.iter().map(|p| p.linktype).collect();
-    let mut observer = Observer::new(plan.ids.trace_id, &plan.vxlan_ports, &linktypes);
+    let mut observer =
+        Observer::new(plan.ids.trace_id, &plan.vxlan_ports, &linktypes).tcp_probes(plan.tcp);
     progress(Progress::Sending { count: plan.count });
     let mut schedule = FixedSchedule {
         probes: probes.into_iter(),

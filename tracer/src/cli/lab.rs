@@ -123,6 +123,9 @@ enum FaultArg {
     RpFilter { node: String, from: String },
     /// Route TO's pod subnet on NODE via an underlay address nobody owns: ARP never answers.
     DeadNeighbour { node: String, to: String },
+    /// Drop conntrack-INVALID packets NODE forwards (`ct state invalid drop`, table inet
+    /// ctguard); try it with `dye trace --proto tcp --tcp-segment fin`.
+    CtInvalidDrop { node: String },
     /// Undo every fault applied to the lab.
     Clear,
 }
@@ -277,6 +280,7 @@ fn apply(id: &str, arg: FaultArg) -> anyhow::Result<ExitCode> {
         FaultArg::ForwardPolicyDrop { node } => Fault::ForwardPolicyDrop { node },
         FaultArg::RpFilter { node, from } => Fault::RpFilter { node, from },
         FaultArg::DeadNeighbour { node, to } => Fault::DeadNeighbour { node, to },
+        FaultArg::CtInvalidDrop { node } => Fault::CtInvalidDrop { node },
     };
     let record = lab::apply_fault(&id, fault)?;
     println!("lab {id}: {}", record.description);

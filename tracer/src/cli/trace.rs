@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use dye_core::model::TcpSegment;
 use dye_core::probe::smallest_probe;
 use dye_core::snapshot::Snapshot;
 use dye_core::trace::{TracePlan, TraceRun};
@@ -39,6 +40,24 @@ impl ProtoArg {
             Some(ProtoArg::Tcp) => Proto::Tcp,
             None if port.is_some() => Proto::Tcp,
             None => Proto::Icmp,
+        }
+    }
+}
+
+/// The TCP segment of a tcp probe, as the command line names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TcpSegmentArg {
+    Syn,
+    Ack,
+    Fin,
+}
+
+impl From<TcpSegmentArg> for TcpSegment {
+    fn from(a: TcpSegmentArg) -> TcpSegment {
+        match a {
+            TcpSegmentArg::Syn => TcpSegment::Syn,
+            TcpSegmentArg::Ack => TcpSegment::Ack,
+            TcpSegmentArg::Fin => TcpSegment::Fin,
         }
     }
 }
@@ -86,6 +105,14 @@ pub struct TraceArgs {
     /// fragment IPv6, so a probe too big for a link is always dropped with a Packet Too Big.
     #[arg(long)]
     df: bool,
+    /// TTL (IPv6: hop limit) the probes leave with: a small one shows which router lets the
+    /// probe expire (ICMP Time Exceeded, and the kernel's drop reason there).
+    #[arg(long, default_value_t = dye_core::probe::DEFAULT_TTL, value_name = "HOPS")]
+    ttl: u8,
+    /// The TCP segment a tcp probe is: syn (a new connection), ack or fin (out-of-state
+    /// segments that conntrack classifies INVALID: finds the rule that drops those).
+    #[arg(long, value_enum, default_value = "syn", value_name = "SEGMENT")]
+    tcp_segment: TcpSegmentArg,
     /// Number of probes (1-100); each is its own flow, so a Service may balance them apart.
     #[arg(long, default_value_t = 1)]
     count: u32,
@@ -275,6 +302,8 @@ pub fn run(args: TraceArgs, endpoints: &live::pods::Endpoints) -> anyhow::Result
         proto,
         size: args.size.unwrap_or_else(|| smallest_probe(to, proto)),
         df: args.df,
+        ttl: args.ttl,
+        tcp: args.tcp_segment.into(),
         count: args.count,
         interval: args.interval,
         timeout: args.timeout,

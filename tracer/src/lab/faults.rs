@@ -44,6 +44,9 @@ pub enum Fault {
     /// `node` routes `to`'s pod subnet via an underlay address nobody owns: ARP is never
     /// answered and the queued packets are dropped.
     DeadNeighbour { node: String, to: String },
+    /// A conntrack guard on `node`: `ct state invalid drop` in an `inet` table of its own,
+    /// ahead of kube-proxy's chains (segments out of any connection, e.g. `--tcp-segment fin`).
+    CtInvalidDrop { node: String },
 }
 
 /// An applied fault and the commands that undo it, in the order they must run.
@@ -266,7 +269,8 @@ fn plan(id: &LabId, topo: &Topology, state: &LabState, fault: &Fault) -> Result<
         Fault::NetpolDrop { .. }
         | Fault::ForwardPolicyDrop { .. }
         | Fault::RpFilter { .. }
-        | Fault::DeadNeighbour { .. } => plan_drop(id, topo, state, fault),
+        | Fault::DeadNeighbour { .. }
+        | Fault::CtInvalidDrop { .. } => plan_drop(id, topo, state, fault),
     }
 }
 
@@ -424,6 +428,24 @@ fn plan_drop(
                 )],
                 description: format!(
                     "{node} routes {to}'s pods ({subnet}) via {nobody}, an underlay address nobody answers ARP for"
+                ),
+            })
+        }
+        Fault::CtInvalidDrop { node } => {
+            topo.node(node).ok_or_else(|| format!("no node {node:?}"))?;
+            let ns = id.ns(node);
+            Ok(Change {
+                apply: vec![
+                    nft(&ns, "add table inet ctguard"),
+                    nft(
+                        &ns,
+                        "add chain inet ctguard forward { type filter hook forward priority -5; policy accept; }",
+                    ),
+                    nft(&ns, "add rule inet ctguard forward ct state invalid drop"),
+                ],
+                undo: vec![nft(&ns, "delete table inet ctguard")],
+                description: format!(
+                    "{node} drops conntrack-INVALID packets it forwards (table inet ctguard)"
                 ),
             })
         }

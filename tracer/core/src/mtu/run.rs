@@ -143,6 +143,8 @@ pub fn run_mtu(
         size: min,
         df: true,
         trace_id: plan.ids.trace_id,
+        ttl: crate::probe::DEFAULT_TTL,
+        tcp: Default::default(),
     };
     template.check()?;
     if min > max {
