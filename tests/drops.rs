@@ -39,22 +39,7 @@ fn trace(args: &[&str]) -> (i32, Value) {
 /// test binary runs. The kernel frees a program after an RCU grace period: allow a moment.
 fn assert_no_dye_bpf() {
     let _alone = DYE_RUNNING.write().unwrap_or_else(|e| e.into_inner());
-    let loaded = || {
-        let out = std::process::Command::new("bpftool")
-            .args(["-j", "prog", "show"])
-            .output()
-            .expect("bpftool (scripts/setup.sh installs it)");
-        let progs: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-        progs
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|p| p["name"] == "dye_kfree_skb")
-                    .map(|p| p["id"].as_u64().unwrap_or(0))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default()
-    };
+    let loaded = dye_programs;
     for _ in 0..100 {
         if loaded().is_empty() {
             let links = std::process::Command::new("bpftool")
@@ -319,4 +304,71 @@ fn a_probe_whose_ttl_runs_out_is_named_where_it_expired() {
         detail.contains(&format!("TTL exceeded (IP_INHDR) on {node2} flannel.1")),
         "{detail}"
     );
+}
+
+/// Ids of loaded dye kfree_skb programs.
+fn dye_programs() -> Vec<u64> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("bpftool");
+    let progs: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    progs
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| p["name"] == "dye_kfree_skb")
+                .map(|p| p["id"].as_u64().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn sigint_and_sigkill_leave_no_bpf_program_link_or_table() {
+    let lab = Lab::up();
+    lab.fault(&["drop-pod", "pod-c"]);
+    for signal in ["-INT", "-KILL"] {
+        {
+            let _running = DYE_RUNNING.read().unwrap_or_else(|e| e.into_inner());
+            let before = dye_programs();
+            // A dropped probe keeps dye waiting for its timeout: signal it while it waits.
+            let mut child = std::process::Command::new(support::dye_bin())
+                .args([
+                    "trace",
+                    "--from",
+                    &lab.ns("pod-a"),
+                    "--to",
+                    &lab.pod_ip("pod-c"),
+                    "--timeout",
+                    "20s",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn dye");
+            let armed = (0..200).any(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                dye_programs().iter().any(|id| !before.contains(id))
+            });
+            let sent = std::process::Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("kill");
+            let status = child.wait().expect("reaped");
+            assert!(armed, "dye never loaded its program ({signal})");
+            assert!(sent.success());
+            if signal == "-INT" {
+                assert_eq!(status.code(), Some(130), "interrupted exit status");
+            }
+        }
+        assert_no_dye_bpf();
+        for member in ["pod-a", "node-1", "underlay", "node-2", "pod-c"] {
+            let tables = lab.exec(member, &["nft", "list", "tables"]);
+            assert!(
+                !String::from_utf8_lossy(&tables.stdout).contains("dye_"),
+                "a dye table is left in {member} after {signal}"
+            );
+        }
+    }
 }
