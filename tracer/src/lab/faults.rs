@@ -107,10 +107,14 @@ fn plan(id: &LabId, topo: &Topology, state: &LabState, fault: &Fault) -> Result<
             check_mtu(*mtu)?;
             check_mtu6(topo, *mtu, "the underlay links")?;
             let old = topo.underlay.mtu;
-            let mut links: Vec<(String, String)> = vec![(id.ns(UNDERLAY), "br0".into())];
+            // The switch and its ports, or on a routed underlay the router's ports.
+            let (hub, mut links): (String, Vec<(String, String)>) = match &topo.router {
+                Some(r) => (id.ns(&r.name), Vec::new()),
+                None => (id.ns(UNDERLAY), vec![(id.ns(UNDERLAY), "br0".into())]),
+            };
             for node in &topo.nodes {
                 links.push((id.ns(node.name.get_ref()), "eth0".into()));
-                links.push((id.ns(UNDERLAY), node.name.get_ref().clone()));
+                links.push((hub.clone(), node.name.get_ref().clone()));
             }
             if let Some(fw) = &topo.firewall {
                 links.push((id.ns(&fw.name), "eth0".into()));
@@ -298,6 +302,15 @@ fn veth_peer(
     let is_node = topo.node(member).is_some();
     let fw = topo.firewall.as_ref();
     let office = topo.office.as_ref();
+    if let Some(r) = &topo.router {
+        // Routed underlay: node eth0 ↔ the router's port named after the node.
+        if is_node && ifname == "eth0" {
+            return Some((id.ns(&r.name), member.to_string()));
+        }
+        if member == r.name && topo.node(ifname).is_some() {
+            return Some((id.ns(ifname), "eth0".into()));
+        }
+    }
     if ifname == "eth0" && (is_node || fw.map(|f| f.name == member).unwrap_or(false)) {
         return Some((id.ns(UNDERLAY), member.to_string()));
     }
