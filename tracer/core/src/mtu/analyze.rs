@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::links::{self, LinkLimit};
+use super::links::{self, Encapsulation, LinkLimit};
 use super::outcome::ProbeOutcome;
 use super::result::{
     AppliesTo, Found, Limit, MaxPayload, MtuResult, ProbeResult, Recommendation, SearchStats,
@@ -14,6 +14,7 @@ use super::result::{
 };
 use super::run::MtuPlan;
 use super::search::{Bound, Outcome, Search};
+use super::underlay::{self, Beyond};
 use crate::model::Direction;
 use crate::model::PointRef;
 use crate::oracle::SnapshotOracle;
@@ -40,9 +41,15 @@ pub struct Tried {
     /// The ICMP error's source address is not the sender's own (NAT rewrote it).
     pub sender_rewritten: bool,
     pub signalled_link: Option<LinkLimit>,
+    /// Vanished inside a tunnel with nothing on the node to explain it: the outer packet's way
+    /// across the underlay and the link on it that does.
+    pub beyond: Option<Beyond>,
 }
 
 impl Tried {
+    /// `outers`: the (outer source, outer destination) pairs of every encapsulated packet the
+    /// search captured, which tell a tunnel's remote endpoint.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         seq: u32,
         size: u32,
@@ -51,6 +58,7 @@ impl Tried {
         hops: Vec<Hop>,
         snapshot: &Snapshot,
         oracle: &SnapshotOracle<'_>,
+        outers: &[(IpAddr, IpAddr)],
     ) -> Tried {
         let last = hops.iter().rev().find(|h| h.leg == Leg::Forward);
         let last_seen = last.map(|h| Next {
@@ -68,6 +76,7 @@ impl Tried {
             sender_netns: Vec::new(),
             sender_rewritten: false,
             signalled_link: None,
+            beyond: None,
         };
         match &t.outcome {
             ProbeOutcome::Vanished => {
@@ -78,6 +87,13 @@ impl Tried {
                         .find(|m| m.netns == h.netns && m.ifname == h.ifname)?;
                     links::next_link(snapshot, meta, h.direction, h.packet.dst)
                 });
+                let unexplained = t.vanished_at.as_ref().is_none_or(|l| l.fits >= size);
+                if let (true, Some(h)) = (unexplained, last) {
+                    t.beyond = beyond_node(snapshot, h, t.vanished_at.as_ref(), outers);
+                    if let Some(b) = t.beyond.as_ref().filter(|b| b.limit.fits < size) {
+                        t.vanished_at = Some(b.limit.clone());
+                    }
+                }
             }
             ProbeOutcome::TooBig { sender, mtu } => {
                 // The namespace the ICMP error came from: where it was first seen, leaving.
@@ -160,6 +176,34 @@ impl Tried {
     }
 }
 
+/// A probe last seen at `last` vanished where nothing on its node explains it. If it was
+/// inside a tunnel — leaving the node's tunnel device, or already an outer packet on the
+/// underlay — walk the outer packet's way to the remote endpoint.
+fn beyond_node(
+    snapshot: &Snapshot,
+    last: &Hop,
+    next: Option<&LinkLimit>,
+    outers: &[(IpAddr, IpAddr)],
+) -> Option<Beyond> {
+    if let Some(o) = last.outer.first() {
+        // Seen as an outer packet: the node is the outer source's owner.
+        let node = snapshot.owners(o.src).into_iter().next()?;
+        let tunnel = snapshot
+            .namespace(&node)?
+            .links
+            .iter()
+            .filter(|l| l.kind.tunnel().is_some_and(|t| t.kind.as_str() == o.tunnel))
+            .find_map(|l| links::underlay_of(snapshot, &node, l))?
+            .encapsulation?;
+        return underlay::walk(snapshot, &node, &node, o.dst, &tunnel);
+    }
+    // Leaving the tunnel device: its underlay is what `next` names.
+    let tunnel: &Encapsulation = next?.encapsulation.as_ref()?;
+    let node = last.netns.as_str();
+    let remote = underlay::remote_of(snapshot, node, outers)?;
+    underlay::walk(snapshot, node, node, remote, tunnel)
+}
+
 /// Everything the analysis reads.
 #[derive(Debug)]
 pub struct Inputs<'a> {
@@ -214,6 +258,14 @@ pub fn analyze(i: Inputs<'_>) -> MtuResult {
             link: Some(l.clone()),
             found: Found::BlackHole {
                 vanished_after: t.last_seen.clone(),
+                beyond_node: t.beyond.as_ref().filter(|b| &b.limit == l).map(|b| {
+                    let probes: Vec<(bool, &[Hop])> = i
+                        .tried
+                        .iter()
+                        .map(|t| (t.outcome == ProbeOutcome::Vanished, t.hops.as_slice()))
+                        .collect();
+                    Box::new(underlay::beyond_node(topology, b, &probes))
+                }),
             },
         }),
         (Status::Signalled, Some(t)) => signalled_limit(t),

@@ -381,7 +381,17 @@ fn tried(w: &Watched, snapshot: &Snapshot, sightings: &[Sighting]) -> Tried {
         }
         None => (ProbeOutcome::Vanished, None),
     };
-    Tried::new(w.seq, w.size, outcome, rtt, rec.hops, snapshot, &oracle)
+    // Every encapsulated packet's (outer source, outer destination): a tunnel's remote
+    // endpoint for probes that vanished before reaching the underlay.
+    let mut outers: Vec<(IpAddr, IpAddr)> = Vec::new();
+    for o in sightings.iter().filter_map(|s| s.outer.first()) {
+        if !outers.contains(&(o.src, o.dst)) {
+            outers.push((o.src, o.dst));
+        }
+    }
+    Tried::new(
+        w.seq, w.size, outcome, rtt, rec.hops, snapshot, &oracle, &outers,
+    )
 }
 
 #[cfg(test)]
