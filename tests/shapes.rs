@@ -1,0 +1,285 @@
+//! The lab's second shape (samples/lab/routed.toml) end to end: a router namespace between the
+//! nodes' subnets, Calico-style bridge-less pods, VXLAN on 4789 with VNI 4096, kube-proxy in
+//! nftables mode. The shape is checked with the kernel's own tools (ip, nft, tracepath, ping),
+//! then dye traces across it and measures a black hole behind the router.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{dye, Lab};
+
+const ROUTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/lab/routed.toml");
+
+fn routed_lab() -> Lab {
+    Lab::up_with(&["--topology", ROUTED])
+}
+
+/// Runs `dye CMD --json ARGS` and returns (exit code, report).
+fn json(cmd: &str, args: &[&str]) -> (i32, Value) {
+    let mut all = vec![cmd, "--json"];
+    all.extend_from_slice(args);
+    let out = dye(&all);
+    let code = out.status.code().unwrap_or(-1);
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{cmd} printed no JSON ({e}); exit {code}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, report)
+}
+
+fn stdout(lab: &Lab, member: &str, argv: &[&str]) -> String {
+    let out = lab.exec(member, argv);
+    assert!(
+        out.status.success(),
+        "{argv:?} in {member}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The forward leg's hops as "member/ifname:dir", lab prefix removed.
+fn forward(lab: &Lab, r: &Value) -> Vec<String> {
+    let prefix = lab.ns("");
+    r["hops"]
+        .as_array()
+        .expect("hops")
+        .iter()
+        .filter(|h| h["leg"] == "forward")
+        .map(|h| {
+            format!(
+                "{}/{}:{}",
+                h["netns"].as_str().unwrap().trim_start_matches(&prefix),
+                h["ifname"].as_str().unwrap(),
+                h["direction"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn events<'a>(r: &'a Value, kind: &str) -> Vec<&'a Value> {
+    r["hops"]
+        .as_array()
+        .expect("hops")
+        .iter()
+        .flat_map(|h| h["events"].as_array().into_iter().flatten())
+        .filter(|e| e["type"] == kind)
+        .collect()
+}
+
+#[test]
+fn the_routed_shape_is_wired_like_calico_and_traced_through_the_router() {
+    let lab = routed_lab();
+    let pod_c = lab.pod_ip("pod-c");
+
+    // The shape, as the kernel shows it.
+    let routes = stdout(&lab, "pod-a", &["ip", "-4", "route"]);
+    assert!(
+        routes.contains("default via 169.254.1.1 dev eth0 onlink"),
+        "{routes}"
+    );
+    let addr = stdout(
+        &lab,
+        "pod-a",
+        &["ip", "-4", "-o", "addr", "show", "dev", "eth0"],
+    );
+    assert!(
+        addr.contains(&format!("{}/32", lab.pod_ip("pod-a"))),
+        "{addr}"
+    );
+    let links = stdout(&lab, "node-1", &["ip", "-o", "link", "show"]);
+    assert!(!links.contains("cni0"), "no bridge: {links}");
+    let node_routes = stdout(&lab, "node-1", &["ip", "-4", "route"]);
+    assert!(
+        node_routes.contains("default via 192.168.51.1 dev eth0"),
+        "{node_routes}"
+    );
+    let cali = node_routes
+        .lines()
+        .find(|l| l.starts_with(&format!("{} dev cali", lab.pod_ip("pod-a"))))
+        .unwrap_or_else(|| panic!("no /32 route to pod-a via a cali… veth: {node_routes}"));
+    let cali_if = cali.split_whitespace().nth(2).unwrap();
+    let proxy = stdout(
+        &lab,
+        "node-1",
+        &[
+            "sysctl",
+            "-n",
+            &format!("net.ipv4.conf.{cali_if}.proxy_arp"),
+        ],
+    );
+    assert_eq!(proxy.trim(), "1");
+    let vxlan = stdout(
+        &lab,
+        "node-1",
+        &["ip", "-d", "link", "show", "dev", "vxlan.calico"],
+    );
+    assert!(
+        vxlan.contains("vxlan id 4096") && vxlan.contains("dstport 4789"),
+        "{vxlan}"
+    );
+    let nft = stdout(
+        &lab,
+        "node-1",
+        &["nft", "list", "map", "ip", "kube-proxy", "service-ips"],
+    );
+    assert!(
+        nft.contains("10.96.0.10 . tcp . 80 : goto service-"),
+        "{nft}"
+    );
+
+    // Answered across the router, inside VXLAN VNI 4096 on 4789.
+    let (code, r) = json("trace", &["--from", &lab.ns("pod-a"), "--to", &pod_c]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["verdict"]["kind"], "answered", "{:#}", r["verdict"]);
+    let path = forward(&lab, &r);
+    let crossed = |p: &str| path.iter().position(|h| h == p);
+    let (a, b) = (crossed("router/node-1:in"), crossed("router/node-2:out"));
+    assert!(a.is_some() && b.is_some() && a < b, "{path:?}");
+    assert!(crossed("pod-c/eth0:in") > b, "{path:?}");
+    let encap = events(&r, "encap");
+    assert!(
+        encap.iter().any(|e| {
+            let d = e["detail"].as_str().unwrap_or("");
+            d.contains("vni 4096") && d.contains("udp dport 4789")
+        }),
+        "{encap:?}"
+    );
+
+    // A ClusterIP in nftables mode: the DNAT hop on node-1, to an endpoint's port 8080.
+    let (code, r) = json(
+        "trace",
+        &[
+            "--from",
+            &lab.ns("pod-b"),
+            "--to",
+            "10.96.0.10:80",
+            "--proto",
+            "tcp",
+        ],
+    );
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["verdict"]["kind"], "answered", "{:#}", r["verdict"]);
+    let dnat = events(&r, "dnat");
+    assert_eq!(dnat.len(), 1, "{dnat:?}");
+    assert_eq!(dnat[0]["from"], "10.96.0.10:80");
+    let to = dnat[0]["to"].as_str().unwrap();
+    let endpoints = [
+        format!("{}:8080", lab.pod_ip("pod-a")),
+        format!("{pod_c}:8080"),
+    ];
+    assert!(endpoints.iter().any(|e| e == to), "{to}");
+    assert!(
+        dnat[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&lab.ns("node-1")),
+        "{dnat:?}"
+    );
+    // The endpoint chain the kernel has for it (outside check of what dye named).
+    let ep_chains = stdout(
+        &lab,
+        "node-1",
+        &["nft", "list", "table", "ip", "kube-proxy"],
+    );
+    assert!(
+        ep_chains.contains(&format!("dnat to {to}")),
+        "no endpoint chain dnats to {to}"
+    );
+
+    // A drop on the far node.
+    lab.fault(&["drop-pod", "pod-c"]);
+    let (_, r) = json("trace", &["--from", &lab.ns("pod-a"), "--to", &pod_c]);
+    assert_eq!(r["verdict"]["kind"], "dropped", "{:#}", r["verdict"]);
+    assert_eq!(r["verdict"]["dropped_by"]["netns"], lab.ns("node-2"));
+    assert_eq!(r["verdict"]["dropped_by"]["chain"], "FORWARD");
+}
+
+#[test]
+fn mtu_behind_the_router_signalled_and_as_a_vxlan_black_hole() {
+    let lab = routed_lab();
+    lab.fault(&["link-mtu", "router/node-2", "1400"]);
+
+    // Node to node: the router refuses with ICMP, as tracepath also sees.
+    let node2 = lab.addr("node-2", "eth0");
+    let (code, r) = json("mtu", &["--from", &lab.ns("node-1"), "--to", &node2]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(
+        (r["status"].as_str(), r["path_mtu"].as_u64()),
+        (Some("signalled"), Some(1400))
+    );
+    assert_eq!(r["limit"]["link"], format!("{}/node-2", lab.ns("router")));
+    assert_eq!(r["limit"]["signalled_by"]["netns"][0], lab.ns("router"));
+    let tp = stdout(&lab, "node-1", &["tracepath", "-n", &node2]);
+    assert!(tp.contains("Resume: pmtu 1400"), "{tp}");
+
+    // Pod to pod with the outer DF set: a black hole behind the router. Start cold (the node
+    // forgets what the node-to-node search taught it).
+    lab.fault(&["vxlan-df"]);
+    stdout(&lab, "node-1", &["ip", "route", "flush", "cache"]);
+    let pod_c = lab.pod_ip("pod-c");
+    let from = lab.ns("pod-a");
+    for round in ["cold", "warm"] {
+        let started = Instant::now();
+        let (code, r) = json("mtu", &["--from", &from, "--to", &pod_c]);
+        let took = started.elapsed();
+        assert_eq!(code, 1, "{round}: a black hole is a failure: {r:#}");
+        assert_eq!(r["status"], "black_hole", "{round}: {r:#}");
+        assert_eq!(r["path_mtu"], 1350, "{round}");
+        let limit = &r["limit"];
+        assert_eq!(
+            limit["link"],
+            format!("{}/node-2", lab.ns("router")),
+            "{round}: {limit:#}"
+        );
+        assert_eq!(limit["mtu"], 1400);
+        assert_eq!(
+            limit["encapsulation"]["tunnel"],
+            format!("{}/vxlan.calico", lab.ns("node-1"))
+        );
+        let beyond = &limit["beyond_node"];
+        assert_eq!(beyond["remote"], node2, "{beyond:#}");
+        assert_eq!(beyond["node_cached_pmtu"], 1400, "{round}: {beyond:#}");
+        if round == "cold" {
+            // The router told the node, not the pod.
+            let refusal = &beyond["refused_by"];
+            assert_eq!(
+                refusal["sender"],
+                lab.addr("router", "node-1"),
+                "{beyond:#}"
+            );
+            assert_eq!(refusal["to"], lab.addr("node-1", "eth0"));
+            assert_eq!(refusal["advertised_mtu"], 1400);
+        }
+        let why = limit["explanation"].as_str().unwrap();
+        assert!(why.contains("The pod is never told"), "{why}");
+        assert_eq!(r["recommendation"]["mtu"], 1350);
+        assert_eq!(r["recommendation"]["applies_to"], "overlay");
+        assert!(
+            r["probes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["outcome"] != "too_big"),
+            "the pod never gets an ICMP error"
+        );
+        assert!(took < Duration::from_secs(3), "{round}: took {took:?}");
+        assert!(r["search"]["elapsed_ms"].as_u64().unwrap() < 3000);
+    }
+    // What the node's kernel cached, and the boundary, by the plain tools.
+    assert_eq!(lab.cached_pmtu("node-1", &node2), Some(1400));
+    let df_ping = |size: &str| {
+        lab.exec(
+            "pod-a",
+            &["ping", "-c1", "-W1", "-M", "do", "-s", size, &pod_c],
+        )
+        .status
+        .success()
+    };
+    assert!(df_ping("1322"), "1350 bytes pass");
+    assert!(!df_ping("1323"), "1351 bytes vanish");
+}
