@@ -59,6 +59,9 @@ const FIRST_WAIT: Duration = Duration::from_secs(2);
 /// Adaptive waits stay within these bounds.
 const MIN_ADAPTIVE_WAIT: Duration = Duration::from_millis(150);
 const MAX_ADAPTIVE_WAIT: Duration = Duration::from_secs(2);
+/// A first answer slower than this was probably a cold path (neighbour resolution, a proxy
+/// ARP delay, a router's slow path): one more smallest probe measures the warm path.
+const COLD_FIRST_ANSWER: Duration = Duration::from_millis(50);
 
 impl MtuPlan {
     pub fn min_size(&self) -> u32 {
@@ -166,6 +169,7 @@ pub fn run_mtu(
         watched: Vec::new(),
         wait: plan.wait.unwrap_or(FIRST_WAIT),
         fastest: None,
+        repace: Repace::NotYet,
         at_source,
         decided: None,
         snapshot,
@@ -226,6 +230,8 @@ struct AdaptiveSearch<'a> {
     wait: Duration,
     /// The quickest answer so far: what the wait is paced by.
     fastest: Option<Duration>,
+    /// Whether a slow first answer asked for a second smallest probe to pace by.
+    repace: Repace,
     /// Which capture points are in the source namespace.
     at_source: Vec<bool>,
     /// What decided the probe being watched: (outcome, how long dye took to learn it, round
@@ -244,8 +250,14 @@ impl Strategy for AdaptiveSearch<'_> {
         if sent.len() as u32 >= MAX_PROBES || now >= MAX_ELAPSED {
             return Ok(None);
         }
-        let Some(size) = self.search.next() else {
-            return Ok(None);
+        let size = if self.repace == Repace::Wanted {
+            self.repace = Repace::Done;
+            self.template.size
+        } else {
+            match self.search.next() {
+                Some(size) => size,
+                None => return Ok(None),
+            }
         };
         let seq = sent.len() as u32 + 1;
         let probe = ProbeTemplate {
@@ -312,6 +324,9 @@ impl Strategy for AdaptiveSearch<'_> {
         // later wait.
         if self.plan.wait.is_none() && outcome.passed {
             if let Some((_, learned, _)) = w.decided {
+                if self.fastest.is_none() && learned > COLD_FIRST_ANSWER {
+                    self.repace = Repace::Wanted;
+                }
                 if self.fastest.is_none_or(|f| learned < f) {
                     self.fastest = Some(learned);
                     self.wait = adaptive_wait(learned);
@@ -326,6 +341,14 @@ impl Strategy for AdaptiveSearch<'_> {
         );
         Ok(())
     }
+}
+
+/// A slow first answer is measured again once, with the smallest probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repace {
+    NotYet,
+    Wanted,
+    Done,
 }
 
 /// How long to wait for a probe, given the quickest answer so far.
