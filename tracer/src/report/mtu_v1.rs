@@ -61,7 +61,8 @@ pub struct Limit {
     /// Other links on the path with the same MTU.
     pub also_at_this_mtu: Vec<String>,
     /// A tunnel black hole whose limit lies past the node, on the underlay (a router port).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Added in v1.
+    #[serde(default)]
     pub beyond_node: Option<BeyondNode>,
     /// In words.
     pub explanation: String,
