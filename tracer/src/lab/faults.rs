@@ -342,3 +342,50 @@ fn veth_peer(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTED: &str = include_str!("../../../samples/lab/routed.toml");
+
+    #[test]
+    fn a_router_port_and_a_node_uplink_are_each_others_peer() {
+        let id = LabId::parse("fx").unwrap();
+        let topo = Topology::parse(ROUTED).unwrap();
+        let state = LabState::new(&id, "routed.toml".into());
+        assert_eq!(
+            veth_peer(&id, &topo, &state, "router", "node-2"),
+            Some(("dye-fx-node-2".to_string(), "eth0".to_string()))
+        );
+        assert_eq!(
+            veth_peer(&id, &topo, &state, "node-1", "eth0"),
+            Some(("dye-fx-router".to_string(), "node-1".to_string()))
+        );
+        assert_eq!(veth_peer(&id, &topo, &state, "router", "eth9"), None);
+        // The flannel lab keeps its switch.
+        let flannel = Topology::builtin().unwrap();
+        assert_eq!(
+            veth_peer(&id, &flannel, &state, "node-1", "eth0"),
+            Some(("dye-fx-underlay".to_string(), "node-1".to_string()))
+        );
+    }
+
+    #[test]
+    fn underlay_mtu_on_a_routed_lab_shrinks_router_ports_and_uplinks() {
+        let id = LabId::parse("fx").unwrap();
+        let topo = Topology::parse(ROUTED).unwrap();
+        let state = LabState::new(&id, "routed.toml".into());
+        let change = plan(&id, &topo, &state, &Fault::UnderlayMtu { mtu: 1400 }).unwrap();
+        let links: Vec<String> = change.apply.iter().map(|a| a.join(" ")).collect();
+        assert_eq!(
+            links,
+            [
+                "ip -n dye-fx-node-1 link set eth0 mtu 1400",
+                "ip -n dye-fx-router link set node-1 mtu 1400",
+                "ip -n dye-fx-node-2 link set eth0 mtu 1400",
+                "ip -n dye-fx-router link set node-2 mtu 1400",
+            ]
+        );
+    }
+}
