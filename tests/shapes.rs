@@ -150,6 +150,39 @@ fn the_routed_shape_is_wired_like_calico_and_traced_through_the_router() {
         "{encap:?}"
     );
 
+    // The pods are real CRI sandboxes here too: `pod:` references resolve over both nodes'
+    // runtimes to the same path.
+    let socket = |node: &str| {
+        lab.view["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == node))
+            .and_then(|m| m["cri_socket"].as_str())
+            .unwrap_or_else(|| panic!("{node} has no CRI socket"))
+            .to_string()
+    };
+    let (s1, s2) = (socket("node-1"), socket("node-2"));
+    let (code, by_pod) = json(
+        "trace",
+        &[
+            "--runtime-endpoint",
+            &s1,
+            "--runtime-endpoint",
+            &s2,
+            "--from",
+            "pod:default/pod-a",
+            "--to",
+            "pod:default/pod-c",
+        ],
+    );
+    assert_eq!(code, 0, "{by_pod:#}");
+    assert_eq!(
+        by_pod["probe"]["to"],
+        pod_c.as_str(),
+        "{:#}",
+        by_pod["probe"]
+    );
+    assert_eq!(forward(&lab, &by_pod).len(), path.len());
+
     // A ClusterIP in nftables mode: the DNAT hop on node-1, to an endpoint's port 8080.
     let (code, r) = json(
         "trace",
