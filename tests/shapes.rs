@@ -358,3 +358,43 @@ fn mtu_behind_the_router_signalled_and_as_a_vxlan_black_hole() {
     assert!(df_ping("1322"), "1350 bytes pass");
     assert!(!df_ping("1323"), "1351 bytes vanish");
 }
+
+#[test]
+fn a_routed_lab_comes_down_leaving_nothing_and_never_touches_the_root_namespace() {
+    support::require_root();
+    let before = support::root_snapshot();
+    let lab = routed_lab();
+    let id = lab.id.clone();
+    lab.fault(&["link-mtu", "router/node-2", "1400"]);
+    lab.fault(&["vxlan-df"]);
+    // router, 2 nodes, 4 pods: no underlay switch on this shape.
+    let namespaces = support::namespaces_with_prefix(&format!("dye-{id}-"));
+    assert_eq!(namespaces.len(), 7, "{namespaces:?}");
+    assert!(namespaces.contains(&lab.ns("router")));
+    assert!(!namespaces.contains(&lab.ns("underlay")));
+    assert_eq!(
+        support::root_snapshot(),
+        before,
+        "lab up changed the root namespace"
+    );
+    let held = support::lab_traces(&id);
+    assert!(
+        held.iter()
+            .filter(|t| t.contains("containerd --config"))
+            .count()
+            == 2,
+        "{held:#?}"
+    );
+    drop(lab);
+    assert_eq!(
+        support::lab_traces(&id),
+        Vec::<String>::new(),
+        "lab down left these"
+    );
+    assert!(support::namespaces_with_prefix(&format!("dye-{id}-")).is_empty());
+    assert_eq!(
+        support::root_snapshot(),
+        before,
+        "lab down left something in the root namespace"
+    );
+}
