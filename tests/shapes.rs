@@ -149,6 +149,17 @@ fn the_routed_shape_is_wired_like_calico_and_traced_through_the_router() {
         }),
         "{encap:?}"
     );
+    let routed = format!(
+        "routed by {} on the underlay: outer TTL 64 → 63",
+        lab.ns("router")
+    );
+    assert!(
+        events(&r, "ttl")
+            .iter()
+            .any(|e| e["detail"] == routed.as_str()),
+        "{:?}",
+        events(&r, "ttl")
+    );
 
     // The pods are real CRI sandboxes here too: `pod:` references resolve over both nodes'
     // runtimes to the same path.

@@ -1020,6 +1020,21 @@ fn a_routed_underlay_trace_crosses_the_router_inside_vxlan_4096() {
         .find(|o| o.tunnel == "vxlan")
         .expect("an outer VXLAN header");
     assert_eq!((encap.vni, encap.dport), (Some(4096), Some(4789)));
+    // The router routes the outer packet: its TTL drops there, the pod's packet inside keeps
+    // the TTL node-1 gave it.
+    let out = hop(&r, Leg::Forward, "router", "node-2", Direction::Out);
+    let outer_ttl: Vec<(u8, u8)> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            HopEvent::OuterTtl { netns, from, to } if netns == "dye-fx-router" => {
+                Some((*from, *to))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outer_ttl, [(64, 63)]);
+    assert_eq!(ttl(out), None, "the inner TTL is untouched by the router");
 }
 
 #[test]
