@@ -94,4 +94,10 @@ trace trace-routed-cross-node --from "$a" --to 10.244.2.2
 lab fault "$id" link-mtu router/node-2 1400
 lab fault "$id" vxlan-df
 mtu mtu-routed-black-hole --from "$a" --to 10.244.2.2
+# A cold first answer: pod-a's gateway ARP answered by proxy after a random delay below 1 s.
+cali=$(ip -n "$(ns node-1)" -4 route | awk '/^10\.244\.1\.2 dev cali/ {print $3}')
+ip netns exec "$(ns node-1)" sysctl -q -w "net.ipv4.neigh.$cali.proxy_delay=100"
+ip -n "$a" neigh flush dev eth0
+ip -n "$(ns node-1)" route flush cache
+mtu mtu-routed-cold-first-answer --from "$a" --to 10.244.2.2
 echo "fixtures in $out: $(ls "$out" | wc -l) files, $(du -sh "$out" | cut -f1)"

@@ -1098,3 +1098,22 @@ fn a_vxlan_black_hole_behind_a_router_names_the_router_port() {
     let rec = m.recommendation.expect("a recommendation");
     assert_eq!((rec.mtu, rec.applies_to), (1350, AppliesTo::Overlay));
 }
+
+#[test]
+fn a_cold_first_answer_is_measured_again_and_does_not_pace_the_search() {
+    let m = mtu("mtu-routed-cold-first-answer").result;
+    assert_eq!(m.path_mtu, Some(1350));
+    assert_eq!(limit_link(&m).name(), "dye-fx-router/node-2");
+    let first = m.probes[0].rtt.expect("the first probe was answered");
+    if first.as_millis() > 50 {
+        // A second smallest probe measured the warm path, and the waits follow it.
+        assert_eq!(m.probes[1].size, m.probes[0].size);
+        assert!(m.probes[1].rtt.expect("answered").as_millis() < 50);
+        assert!(m.search.wait.as_millis() < 300, "{:?}", m.search.wait);
+    }
+    assert!(
+        m.search.elapsed.as_secs_f64() < 3.0,
+        "{:?}",
+        m.search.elapsed
+    );
+}
