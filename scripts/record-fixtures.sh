@@ -92,6 +92,8 @@ lab down "$id"
 lab up --id "$id" --topology samples/lab/routed.toml
 trace trace-routed-cross-node --from "$a" --to 10.244.2.2
 lab fault "$id" link-mtu router/node-2 1400
+mtu mtu-routed-outer-fragmenting --from "$a" --to 10.244.2.2
+ip -n "$(ns node-1)" route flush cache
 lab fault "$id" vxlan-df
 mtu mtu-routed-black-hole --from "$a" --to 10.244.2.2
 # A cold first answer: pod-a's gateway ARP answered by proxy after a random delay below 1 s.

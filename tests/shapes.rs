@@ -261,12 +261,34 @@ fn mtu_behind_the_router_signalled_and_as_a_vxlan_black_hole() {
     let tp = stdout(&lab, "node-1", &["tracepath", "-n", &node2]);
     assert!(tp.contains("Resume: pmtu 1400"), "{tp}");
 
+    // Pod to pod with the outer DF unset: 1450 passes, split on the underlay — by node-1 itself
+    // while it remembers the router's MTU (warm), else by the router (cold). Either way the
+    // overlay MTU that avoids it comes from the router port.
+    let pod_c = lab.pod_ip("pod-c");
+    let from = lab.ns("pod-a");
+    for round in ["warm", "cold"] {
+        if round == "cold" {
+            stdout(&lab, "node-1", &["ip", "route", "flush", "cache"]);
+        }
+        let (code, r) = json("mtu", &["--from", &from, "--to", &pod_c]);
+        assert_eq!(code, 0, "{round}: {r:#}");
+        assert_eq!(
+            (r["status"].as_str(), r["path_mtu"].as_u64()),
+            (Some("healthy"), Some(1450))
+        );
+        let rec = &r["recommendation"];
+        assert_eq!(rec["mtu"], 1350, "{round}: {rec:#}");
+        let reason = rec["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&format!("{}/node-2 (MTU 1400)", lab.ns("router"))),
+            "{round}: {reason}"
+        );
+    }
+
     // Pod to pod with the outer DF set: a black hole behind the router. Start cold (the node
     // forgets what the node-to-node search taught it).
     lab.fault(&["vxlan-df"]);
     stdout(&lab, "node-1", &["ip", "route", "flush", "cache"]);
-    let pod_c = lab.pod_ip("pod-c");
-    let from = lab.ns("pod-a");
     for round in ["cold", "warm"] {
         let started = Instant::now();
         let (code, r) = json("mtu", &["--from", &from, "--to", &pod_c]);

@@ -1117,3 +1117,24 @@ fn a_cold_first_answer_is_measured_again_and_does_not_pace_the_search() {
         m.search.elapsed
     );
 }
+
+#[test]
+fn outer_fragmentation_at_a_router_port_recommends_what_that_port_carries() {
+    let m = mtu("mtu-routed-outer-fragmenting").result;
+    assert_eq!((m.status, m.path_mtu), (Status::Healthy, Some(1450)));
+    let rec = m.recommendation.expect("a recommendation");
+    assert_eq!((rec.mtu, rec.applies_to), (1350, AppliesTo::Overlay));
+    match &rec.why {
+        Why::UnderlayFragments { underlay, .. } => assert_eq!(
+            (underlay.name().as_str(), underlay.mtu, underlay.fits),
+            ("dye-fx-router/node-2", 1400, 1350)
+        ),
+        w => panic!("{w:?}"),
+    }
+    match &m.limit.as_ref().expect("limit").found {
+        Found::Healthy {
+            underlay: Some(u), ..
+        } => assert_eq!(u.name(), "dye-fx-router/node-2"),
+        f => panic!("{f:?}"),
+    }
+}

@@ -95,6 +95,20 @@ impl Tried {
                     }
                 }
             }
+            ProbeOutcome::Passed(_) => {
+                // Passed, but its outer packet was split where the link's own MTU does not
+                // explain the split (the node had cached a smaller path MTU for the remote
+                // endpoint): the limit is further along the underlay.
+                let split = outer_split(&hops);
+                let unexplained = split.is_some_and(|(h, first)| {
+                    snapshot
+                        .link(&h.netns, &h.ifname)
+                        .is_some_and(|l| l.mtu >= first + 8)
+                });
+                if let (true, Some((h, _))) = (unexplained, split) {
+                    t.beyond = beyond_node(snapshot, h, None, outers);
+                }
+            }
             ProbeOutcome::TooBig { sender, mtu } => {
                 // The namespace the ICMP error came from: where it was first seen, leaving.
                 // NAT may have rewritten its source address on the way back (an error about a
@@ -204,6 +218,17 @@ fn beyond_node(
     underlay::walk(snapshot, node, node, remote, tunnel)
 }
 
+/// The hop where a probe's outer packet was first seen split, leaving, and its first
+/// fragment's size.
+fn outer_split(hops: &[Hop]) -> Option<(&Hop, u32)> {
+    hops.iter().find_map(|h| {
+        let f = h.fragments.as_ref()?;
+        let first = *f.sizes.first()?;
+        (h.leg == Leg::Forward && h.direction == Direction::Out && f.layer == FragmentLayer::Outer)
+            .then_some((h, first))
+    })
+}
+
 /// Everything the analysis reads.
 #[derive(Debug)]
 pub struct Inputs<'a> {
@@ -253,7 +278,7 @@ pub fn analyze(i: Inputs<'_>) -> MtuResult {
     let topology = i.snapshot;
 
     let mut warnings = Vec::new();
-    let limit = match (status, bounding) {
+    let mut limit = match (status, bounding) {
         (Status::BlackHole, Some(t)) => t.vanished_at.as_ref().map(|l| Limit {
             link: Some(l.clone()),
             found: Found::BlackHole {
@@ -350,17 +375,36 @@ pub fn analyze(i: Inputs<'_>) -> MtuResult {
         .and_then(|l| l.link.as_ref())
         .and_then(|l| l.encapsulation.as_ref())
         .and_then(|e| {
-            // Healthy but fragmenting: the underlay under the tunnel is what is too small.
+            // Healthy but fragmenting: the underlay link that split the tunnel's packets is
+            // what is too small — the node's own uplink, or a router port further on.
             let t = largest_pass?;
-            t.hops.iter().find(|h| {
-                h.leg == Leg::Forward
-                    && h.fragments
-                        .as_ref()
-                        .map(|f| f.layer == FragmentLayer::Outer)
-                        .unwrap_or(false)
-            })?;
-            links::tunnel_underlay(topology, e)
+            let (split, _) = outer_split(&t.hops)?;
+            if let Some(b) = &t.beyond {
+                return Some(b.limit.clone());
+            }
+            match topology.link(&split.netns, &split.ifname) {
+                Some(l) => Some(LinkLimit {
+                    netns: split.netns.clone(),
+                    ifname: split.ifname.clone(),
+                    mtu: l.mtu,
+                    fits: l.mtu.saturating_sub(e.overhead),
+                    encapsulation: Some(e.clone()),
+                }),
+                None => links::tunnel_underlay(topology, e),
+            }
         });
+    // The limit's words name the link that split the tunnel's packets, not just the node's
+    // own uplink.
+    if let (
+        Some(Limit {
+            found: Found::Healthy { underlay, .. },
+            ..
+        }),
+        Some(split),
+    ) = (limit.as_mut(), outer_fragmenting.as_ref())
+    {
+        *underlay = Some(split.clone());
+    }
     let ip_header = if i.cfg.to.is_ipv4() { 20 } else { 40 };
     let recommendation = recommend(
         status,
