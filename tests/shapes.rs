@@ -431,3 +431,73 @@ fn a_routed_lab_comes_down_leaving_nothing_and_never_touches_the_root_namespace(
         "lab down left something in the root namespace"
     );
 }
+
+#[test]
+fn a_capture_across_the_routed_lab_holds_the_vxlan_packets_on_node_and_router_ports() {
+    let lab = routed_lab();
+    let pcap = support::TempPcap::new(&lab.id);
+    let pattern = format!("{}*", lab.ns(""));
+    let mut child = std::process::Command::new(support::dye_bin())
+        .args(["capture", "--ns", &pattern, "-w", pcap.path()])
+        .args(["--duration", "3s", "udp port 4789"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn dye capture");
+    // dye says "capturing on N point(s)" once every point is open; then two pings cross.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).expect("dye capture's first line");
+    assert!(
+        line.contains("capturing on 14 point"),
+        "dye capture said: {line}"
+    );
+    let drain = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        rest
+    });
+    let pod_c = lab.pod_ip("pod-c");
+    let ping = lab.exec("pod-a", &["ping", "-c2", "-i0.2", "-W1", &pod_c]);
+    assert!(ping.status.success(), "ping pod-a → pod-c");
+    let status = child.wait().expect("dye capture ends");
+    let summary = drain.join().unwrap_or_default();
+    assert!(status.success(), "{summary}");
+    // tshark decodes the file on its own: VXLAN on 4789, VNI 4096, the pods' echo inside.
+    let rows = support::tshark_fields(
+        pcap.path(),
+        &[],
+        &["frame.interface_name", "vxlan.vni", "ip.ttl", "icmp.type"],
+    );
+    let prefix = lab.ns("");
+    let seen = |iface: &str, icmp: &str| -> Vec<String> {
+        rows.iter()
+            .filter(|r| r[0].trim_start_matches(&prefix) == iface && r[3] == icmp)
+            .map(|r| {
+                assert_eq!(r[1], "4096", "{r:?}");
+                r[2].split(',').next().unwrap_or("").to_string() // the outer TTL
+            })
+            .collect()
+    };
+    for iface in [
+        "node-1/eth0",
+        "router/node-1",
+        "router/node-2",
+        "node-2/eth0",
+    ] {
+        assert_eq!(
+            seen(iface, "8").len(),
+            2,
+            "echo requests at {iface}: {rows:?}"
+        );
+        assert_eq!(
+            seen(iface, "0").len(),
+            2,
+            "echo replies at {iface}: {rows:?}"
+        );
+    }
+    // The router routes the outer packet: one TTL less on the far side.
+    assert_eq!(seen("router/node-1", "8"), ["64", "64"]);
+    assert_eq!(seen("router/node-2", "8"), ["63", "63"]);
+}
