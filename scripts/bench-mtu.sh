@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Path MTU discovery, dye mtu against tracepath and scamper (`trace -M`), on the same lab paths in
-# one run. For each case: the value found against the truth the topology sets, what each tool
+# one run: the flannel lab (samples/lab/cluster.toml) and the routed shape
+# (samples/lab/routed.toml: a router between the nodes' subnets, a VXLAN black hole behind it). For each case: the value found against the truth the topology sets, what each tool
 # names as the limit, probes sent (packets the source pod transmitted, from its eth0 counter)
 # and wall time. Prints a Markdown table.
 #
@@ -8,7 +9,9 @@
 #   DYE=path/to/dye scripts/bench-mtu.sh
 #
 # Needs root, iproute2, iputils-tracepath; installs scamper with apt when it is missing. All
-# traffic stays inside lab namespaces (dye-bmtu<pid>-*), removed on exit. tracepath and scamper
+# traffic stays inside lab namespaces (dye-bmtu<pid>-*, dye-bmtu<pid>r-*), removed on exit.
+# Before each tool the pod's and the nodes' cached path MTUs are flushed, so every tool starts
+# from the same cold state (a node that already learned the router's MTU drops silently). tracepath and scamper
 # are bounded by `timeout` (150 s each).
 set -euo pipefail
 
@@ -23,14 +26,21 @@ if ! command -v scamper >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq scamper >/dev/null
 fi
 ID=bmtu$(( $$ % 100000 ))
+RID=${ID}r
+LAB=$ID
 OUT=$(mktemp -d /tmp/dye-bench-mtu.XXXXXX)
 cleanup() {
-    "$DYE" lab down "$ID" >/dev/null 2>&1 || true
+    "$DYE" lab down "$ID" "$RID" >/dev/null 2>&1 || true
     rm -rf "$OUT"
 }
 trap cleanup EXIT INT TERM
 
-ns() { echo "dye-$ID-$1"; }
+ns() { echo "dye-$LAB-$1"; }
+# The same cold start for every tool: no cached path MTU in pod-a or on the nodes.
+reset() {
+    local m
+    for m in pod-a node-1 node-2; do ip -n "$(ns "$m")" route flush cache 2>/dev/null || true; done
+}
 tx() { ip netns exec "$(ns pod-a)" cat /sys/class/net/eth0/statistics/tx_packets; }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
@@ -38,6 +48,7 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 # run TOOL CMD...: runs CMD in pod-a, sets WALL and SENT.
 run() {
     local t0 p0
+    reset
     p0=$(tx); t0=$(now)
     timeout 150 ip netns exec "$(ns pod-a)" "$@" >"$OUT/out" 2>&1 || true
     WALL=$(secs "$t0" "$(now)"); SENT=$(( $(tx) - p0 ))
@@ -52,7 +63,7 @@ case_run() {
     run "$DYE" mtu --from "$(ns pod-a)" --to "$dst" --json
     local found limit
     found=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["path_mtu"])' "$OUT/out" 2>/dev/null || echo "error")
-    limit=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); l=r["limit"] or {}; print((l.get("link","-")+" ("+r["status"]+")").replace("dye-'"$ID"'-",""))' "$OUT/out" 2>/dev/null || echo "-")
+    limit=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); l=r["limit"] or {}; print((l.get("link","-")+" ("+r["status"]+")").replace("dye-'"$LAB"'-",""))' "$OUT/out" 2>/dev/null || echo "-")
     row "$name" "$truth" "dye mtu" "$found" "$limit" "$SENT" "$WALL"
 
     run tracepath -n "$dst"
@@ -83,3 +94,12 @@ case_run "IPv6 to the office, fw/eth1 1280 (PTB)" 1280 "$OFFICE6"
 case_run "underlay 1400, outer DF unset" "1450 (fragmented)" "$POD_C"
 "$DYE" lab fault "$ID" vxlan-df >/dev/null
 case_run "underlay 1400, outer DF set (black hole)" 1350 "$POD_C"
+"$DYE" lab fault "$ID" clear >/dev/null
+
+# The routed shape: the router's port towards node-2 shrunk to 1400, outer DF set.
+"$DYE" lab up --id "$RID" --topology "$ROOT/samples/lab/routed.toml" >/dev/null
+LAB=$RID
+POD_C=$(ip -n "$(ns pod-c)" -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)
+"$DYE" lab fault "$RID" link-mtu router/node-2 1400 >/dev/null
+"$DYE" lab fault "$RID" vxlan-df >/dev/null
+case_run "routed: router/node-2 1400, outer DF set (black hole behind the router)" 1350 "$POD_C"

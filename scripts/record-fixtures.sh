@@ -85,4 +85,21 @@ mtu mtu-through-nat --from "$office" --to 203.0.113.80:80
 lab fault "$id" clear
 
 mtu mtu-healthy --from "$a" --to 10.244.2.2
+
+# The routed shape (samples/lab/routed.toml), same id: a VXLAN black hole behind the router,
+# recorded cold (the node has not cached the router's MTU yet), and a trace across it.
+lab down "$id"
+lab up --id "$id" --topology samples/lab/routed.toml
+trace trace-routed-cross-node --from "$a" --to 10.244.2.2
+lab fault "$id" link-mtu router/node-2 1400
+mtu mtu-routed-outer-fragmenting --from "$a" --to 10.244.2.2
+ip -n "$(ns node-1)" route flush cache
+lab fault "$id" vxlan-df
+mtu mtu-routed-black-hole --from "$a" --to 10.244.2.2
+# A cold first answer: pod-a's gateway ARP answered by proxy after a random delay below 1 s.
+cali=$(ip -n "$(ns node-1)" -4 route | awk '/^10\.244\.1\.2 dev cali/ {print $3}')
+ip netns exec "$(ns node-1)" sysctl -q -w "net.ipv4.neigh.$cali.proxy_delay=100"
+ip -n "$a" neigh flush dev eth0
+ip -n "$(ns node-1)" route flush cache
+mtu mtu-routed-cold-first-answer --from "$a" --to 10.244.2.2
 echo "fixtures in $out: $(ls "$out" | wc -l) files, $(du -sh "$out" | cut -f1)"

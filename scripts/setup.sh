@@ -14,6 +14,7 @@ PACKAGES=(
   containerd runc busybox-static           # the lab nodes' container runtime, pause image sleeper
   tshark tcpdump                           # outside checks of dye's captures and decodes
   iputils-ping iputils-tracepath ncat      # plain-tool checks of the lab, MTU baselines
+  scamper                                  # MTU baseline (scripts/bench-mtu.sh: trace -M)
   procps psmisc time libcap2-bin           # pgrep/pkill; /usr/bin/time -v; capsh (tests, demo)
 )
 

@@ -217,6 +217,13 @@ pub enum HopEvent {
         from: u8,
         to: u8,
     },
+    /// A router on the underlay forwarded the tunnel's outer packet: its TTL dropped while the
+    /// packet inside stayed as it was.
+    OuterTtl {
+        netns: String,
+        from: u8,
+        to: u8,
+    },
     Fragment {
         fragments: Fragments,
         ifname: String,

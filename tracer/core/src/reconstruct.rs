@@ -293,6 +293,15 @@ fn events_between(prev: Option<&Sighting>, cur: &Sighting, meta: &PointMeta) -> 
             to: b.ttl,
         });
     }
+    if let (Some(po), Some(co)) = (prev.outer.first(), cur.outer.first()) {
+        if prev.outer.len() == cur.outer.len() && co.ttl < po.ttl {
+            events.push(HopEvent::OuterTtl {
+                netns: ns.clone(),
+                from: po.ttl,
+                to: co.ttl,
+            });
+        }
+    }
     match (&prev.fragments, &cur.fragments) {
         (None, Some(f)) => events.push(HopEvent::Fragment {
             fragments: f.clone(),

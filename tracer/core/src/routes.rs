@@ -15,15 +15,28 @@ pub fn answering<T>(
     f: impl Fn(&Snapshot) -> T,
 ) -> Result<T, SeamError> {
     snapshot.take_misses();
-    let first = f(snapshot);
-    let missing = snapshot.take_misses();
-    if missing.is_empty() {
-        return Ok(first);
+    let mut answer = f(snapshot);
+    // A question may follow from an answer (the next router on an underlay walk): ask again
+    // while new questions come up, a few rounds at most.
+    let mut asked: Vec<(String, std::net::IpAddr)> = Vec::new();
+    for _ in 0..MAX_ROUNDS {
+        let missing: Vec<_> = snapshot
+            .take_misses()
+            .into_iter()
+            .filter(|q| !asked.contains(q))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        asked.extend(missing.iter().cloned());
+        let found = net.routes(&missing)?;
+        snapshot.add_lookups(found);
+        answer = f(snapshot);
     }
-    let found = net.routes(&missing)?;
-    snapshot.add_lookups(found);
-    let again = f(snapshot);
-    // What the system could not answer either stays unanswered: no second round.
+    // What the system could not answer either stays unanswered.
     snapshot.take_misses();
-    Ok(again)
+    Ok(answer)
 }
+
+/// Rounds of lookups one question may lead to.
+const MAX_ROUNDS: usize = 4;

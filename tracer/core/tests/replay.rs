@@ -744,10 +744,14 @@ fn a_vxlan_df_black_hole_is_found_at_the_underlay_egress() {
     match &m.limit.as_ref().expect("limit").found {
         Found::BlackHole {
             vanished_after: Some(after),
-        } => assert_eq!(
-            (&after.at, after.direction),
-            (&at("node-1", "flannel.1"), Direction::Out)
-        ),
+            beyond_node,
+        } => {
+            assert_eq!(
+                (&after.at, after.direction),
+                (&at("node-1", "flannel.1"), Direction::Out)
+            );
+            assert!(beyond_node.is_none(), "the node's own uplink explains it");
+        }
         f => panic!("{f:?}"),
     }
     let rec = m.recommendation.expect("a recommendation");
@@ -990,4 +994,147 @@ fn the_pcap_frames_of_a_trace_are_the_probes_at_every_hop() {
         "the outer fragments were seen at several hops"
     );
     assert!(kept >= run.sightings.len());
+}
+
+// The routed shape (samples/lab/routed.toml): a router between the nodes' subnets, Calico-style
+// pods, vxlan.calico on 4789 with VNI 4096.
+
+#[test]
+fn a_routed_underlay_trace_crosses_the_router_inside_vxlan_4096() {
+    let r = report("trace-routed-cross-node");
+    assert_eq!(r.verdict.kind(), VerdictKind::Answered);
+    let p = path_of(&r, Leg::Forward);
+    let at = |s: &str| {
+        p.iter()
+            .position(|x| x == s)
+            .unwrap_or_else(|| panic!("{s} in {p:?}"))
+    };
+    assert!(at("node-1/eth0:out") < at("router/node-1:in"));
+    assert!(at("router/node-1:in") < at("router/node-2:out"));
+    assert!(at("router/node-2:out") < at("node-2/eth0:in"));
+    assert!(!p.iter().any(|h| h.contains("cni0")), "no bridge: {p:?}");
+    let encap = r
+        .hops
+        .iter()
+        .flat_map(|h| h.outer.iter())
+        .find(|o| o.tunnel == "vxlan")
+        .expect("an outer VXLAN header");
+    assert_eq!((encap.vni, encap.dport), (Some(4096), Some(4789)));
+    // The router routes the outer packet: its TTL drops there, the pod's packet inside keeps
+    // the TTL node-1 gave it.
+    let out = hop(&r, Leg::Forward, "router", "node-2", Direction::Out);
+    let outer_ttl: Vec<(u8, u8)> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            HopEvent::OuterTtl { netns, from, to } if netns == "dye-fx-router" => {
+                Some((*from, *to))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outer_ttl, [(64, 63)]);
+    assert_eq!(ttl(out), None, "the inner TTL is untouched by the router");
+}
+
+#[test]
+fn a_vxlan_black_hole_behind_a_router_names_the_router_port() {
+    let m = mtu("mtu-routed-black-hole").result;
+    assert_eq!(m.status, Status::BlackHole);
+    assert_eq!(m.path_mtu, Some(1350));
+    let l = limit_link(&m);
+    assert_eq!(
+        (l.netns.as_str(), l.ifname.as_str(), l.mtu, l.fits),
+        ("dye-fx-router", "node-2", 1400, 1350)
+    );
+    let Found::BlackHole {
+        beyond_node: Some(b),
+        ..
+    } = &m.limit.as_ref().expect("limit").found
+    else {
+        panic!("{:?}", m.limit)
+    };
+    assert_eq!(b.underlay.node, "dye-fx-node-1");
+    assert_eq!(b.underlay.remote, ip("192.168.52.12"));
+    assert_eq!(
+        b.underlay.node_pmtu,
+        Some(1400),
+        "the node cached the router's MTU"
+    );
+    let hops: Vec<(String, u32)> = b
+        .underlay
+        .path
+        .iter()
+        .map(|h| (h.at.to_string(), h.mtu))
+        .collect();
+    assert_eq!(
+        hops,
+        [
+            ("dye-fx-node-1/eth0".to_string(), 1500),
+            ("dye-fx-router/node-2".to_string(), 1400)
+        ]
+    );
+    let refusal = b
+        .evidence
+        .refusal
+        .as_ref()
+        .expect("the router's ICMP to the node");
+    assert_eq!(
+        (refusal.sender, refusal.to, refusal.mtu),
+        (ip("192.168.51.1"), ip("192.168.51.11"), Some(1400))
+    );
+    assert_eq!(refusal.sender_netns, ["dye-fx-router"]);
+    // The pod was never told, and the search did not wait for it.
+    assert!(m
+        .probes
+        .iter()
+        .all(|p| !matches!(p.outcome, ProbeOutcome::TooBig { .. })));
+    assert!(m.search.probes_sent <= 8, "{} probes", m.search.probes_sent);
+    assert!(
+        m.search.elapsed.as_secs_f64() < 3.0,
+        "{:?}",
+        m.search.elapsed
+    );
+    let rec = m.recommendation.expect("a recommendation");
+    assert_eq!((rec.mtu, rec.applies_to), (1350, AppliesTo::Overlay));
+}
+
+#[test]
+fn a_cold_first_answer_is_measured_again_and_does_not_pace_the_search() {
+    let m = mtu("mtu-routed-cold-first-answer").result;
+    assert_eq!(m.path_mtu, Some(1350));
+    assert_eq!(limit_link(&m).name(), "dye-fx-router/node-2");
+    let first = m.probes[0].rtt.expect("the first probe was answered");
+    if first.as_millis() > 50 {
+        // A second smallest probe measured the warm path, and the waits follow it.
+        assert_eq!(m.probes[1].size, m.probes[0].size);
+        assert!(m.probes[1].rtt.expect("answered").as_millis() < 50);
+        assert!(m.search.wait.as_millis() < 300, "{:?}", m.search.wait);
+    }
+    assert!(
+        m.search.elapsed.as_secs_f64() < 3.0,
+        "{:?}",
+        m.search.elapsed
+    );
+}
+
+#[test]
+fn outer_fragmentation_at_a_router_port_recommends_what_that_port_carries() {
+    let m = mtu("mtu-routed-outer-fragmenting").result;
+    assert_eq!((m.status, m.path_mtu), (Status::Healthy, Some(1450)));
+    let rec = m.recommendation.expect("a recommendation");
+    assert_eq!((rec.mtu, rec.applies_to), (1350, AppliesTo::Overlay));
+    match &rec.why {
+        Why::UnderlayFragments { underlay, .. } => assert_eq!(
+            (underlay.name().as_str(), underlay.mtu, underlay.fits),
+            ("dye-fx-router/node-2", 1400, 1350)
+        ),
+        w => panic!("{w:?}"),
+    }
+    match &m.limit.as_ref().expect("limit").found {
+        Found::Healthy {
+            underlay: Some(u), ..
+        } => assert_eq!(u.name(), "dye-fx-router/node-2"),
+        f => panic!("{f:?}"),
+    }
 }

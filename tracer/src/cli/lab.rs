@@ -41,7 +41,9 @@ enum LabCommand {
         /// Lab id (1-12 of a-z, 0-9); namespaces are named dye-<ID>-<member>.
         #[arg(long, default_value = "demo")]
         id: String,
-        /// Topology file (TOML) instead of the built-in one (samples/lab/cluster.toml).
+        /// Topology file (TOML) instead of the built-in one (samples/lab/cluster.toml), e.g.
+        /// samples/lab/routed.toml: a router between the nodes' subnets, Calico-style pods,
+        /// VXLAN on 4789, kube-proxy in nftables mode.
         #[arg(long, value_name = "FILE")]
         topology: Option<PathBuf>,
         /// Print the resulting lab as JSON instead of a table.

@@ -28,6 +28,12 @@ or — when a probe vanishes silently — the size the topology says fits throug
 vanished; then common MTUs and bisection. A probe that vanishes is sent twice (--attempts)
 before its size counts as too big.
 
+A probe that vanishes inside a tunnel where nothing on the node explains it is followed past
+the node: the outer packet's way to the remote tunnel endpoint (route lookups, veth peers) gives
+the link that limits it — a router port on a routed underlay — with the ICMP the router sent the
+node and the path MTU the node cached for the endpoint. A first answer slower than 50 ms (a cold
+path) is measured again with the smallest probe before it paces the waits.
+
 Probes must not change the path MTU the source's kernel caches for its real traffic. Over IPv4
 they cannot (errors about raw-socket probes reach no socket); an ICMPv6 Packet Too Big about an
 echo probe does update the source's cache. dye compares the cached entry before and after,

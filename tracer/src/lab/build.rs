@@ -22,10 +22,12 @@ use super::cri::{Cri, PodSpec, SandboxStatus};
 use super::image;
 use super::names::{LabId, STATE_ROOT, UNDERLAY};
 use super::rules::{self, Endpoint};
+use super::shape::{PodWiring, ProxyMode};
 use super::state::{lab_namespaces_on_host, LabState, NodeRuntime, PodState};
 use super::teardown;
 use super::topology::{Node, Topology};
 use super::LabError;
+use super::{nft_proxy, routed_pods, router};
 
 /// Builds lab `id` from the topology `text` (read from `source`, a path or "builtin"). On
 /// success the lab is complete and its state saved; on any error everything created so far is
@@ -110,6 +112,9 @@ fn preflight(topo: &Topology) -> Result<(), LabError> {
         ("ctr", "containerd"),
         ("runc", "runc"),
     ];
+    if topo.kube_proxy.mode == ProxyMode::Nftables {
+        tools.push(("nft", "nftables"));
+    }
     if topo.dual_stack() {
         tools.push(("ip6tables-restore", "iptables"));
         tools.push(("ip6tables", "iptables"));
@@ -135,7 +140,13 @@ fn preflight(topo: &Topology) -> Result<(), LabError> {
             package: "busybox-static",
         });
     }
-    for plugin in cni::PLUGINS {
+    let routed = [routed_pods::PLUGIN];
+    let extra: &[&str] = if topo.pods.wiring == PodWiring::Routed {
+        &routed
+    } else {
+        &[]
+    };
+    for plugin in cni::PLUGINS.iter().chain(extra) {
         let path = cni::cni_path().join(plugin);
         if !path.is_file() {
             return Err(LabError::MissingTool {
@@ -235,6 +246,10 @@ impl Builder<'_> {
 
     /// The underlay switch: a bridge in its own namespace that every node's eth0 plugs into.
     fn underlay(&mut self) -> Result<(), LabError> {
+        if let Some(r) = &self.topo.router {
+            let ns = self.namespace(&r.name)?;
+            return router::prepare(&ns);
+        }
         let sw = self.namespace(UNDERLAY)?;
         let mtu = self.topo.underlay.mtu;
         Cmd::ip(&sw, &format!("link add br0 mtu {mtu} type bridge")).run()?;
@@ -281,7 +296,12 @@ impl Builder<'_> {
         // Its containerd first: it gets ready while the rest of the node is built.
         self.start_runtime(node)?;
         let address6 = node.address6.as_ref().map(|a| *a.get_ref());
-        self.plug_into_underlay(&ns, "eth0", name, *node.address.get_ref(), address6)?;
+        match &self.topo.router {
+            Some(r) => router::plug_node(self.topo, &self.id.ns(&r.name), &ns, node)?,
+            None => {
+                self.plug_into_underlay(&ns, "eth0", name, *node.address.get_ref(), address6)?
+            }
+        }
         self.sysctl(&ns, "net.ipv4.ip_forward=1")?;
         // kube-proxy needs bridged pod-to-pod replies to pass conntrack (br_netfilter).
         self.sysctl(&ns, "net.bridge.bridge-nf-call-iptables=1")?;
@@ -374,7 +394,10 @@ impl Builder<'_> {
         let name = node.name.get_ref();
         let paths = Paths::new(self.state_dir, name);
         let ipam_dir = self.state_dir.join("cni").join(name);
-        let list = cni::network_list(self.topo, node, &ipam_dir);
+        let list = match self.topo.pods.wiring {
+            PodWiring::Bridge => cni::network_list(self.topo, node, &ipam_dir),
+            PodWiring::Routed => routed_pods::network_list(self.topo, node, &ipam_dir),
+        };
         let pid = containerd::start(self.state_dir, &paths, &self.id.ns(name), &list)?;
         self.state.runtimes.push(NodeRuntime {
             node: name.clone(),
@@ -408,7 +431,12 @@ impl Builder<'_> {
         .run()?;
         self.state.namespaces.push(pod_ns.clone());
         self.state.save(self.state_dir)?;
-        let host_veth = host_veth(&pod_ns, &node_ns)?;
+        let mut host_veth = host_veth(&pod_ns, &node_ns)?;
+        if self.topo.pods.wiring == PodWiring::Routed {
+            let cali = routed_pods::host_veth_name(node.pod_namespace(), pod);
+            host_veth =
+                routed_pods::reshape(&pod_ns, &node_ns, &host_veth, sandbox.status.ip, &cali)?;
+        }
         self.state.pods.push(PodState {
             name: pod.to_string(),
             node: node.name.get_ref().clone(),
@@ -680,13 +708,22 @@ impl Builder<'_> {
                 .collect::<Result<Vec<_>, _>>()?;
             resolved.push((svc, eps));
         }
-        let text = rules::kube_proxy(self.topo, &resolved);
+        let (text, restore): (String, &[&str]) = match self.topo.kube_proxy.mode {
+            ProxyMode::Iptables => (
+                rules::kube_proxy(self.topo, &resolved),
+                &["iptables-restore", "--noflush"],
+            ),
+            ProxyMode::Nftables => (
+                nft_proxy::ruleset(self.topo, &resolved),
+                &["nft", "-f", "-"],
+            ),
+        };
         std::fs::write(self.state_dir.join("kube-proxy.rules"), &text)
             .map_err(|e| LabError::io("write kube-proxy rules", e))?;
         for node in &self.topo.nodes {
             self.step()?;
             let ns = self.id.ns(node.name.get_ref());
-            Cmd::in_ns(&ns, ["iptables-restore", "--noflush"])
+            Cmd::in_ns(&ns, restore.iter().copied())
                 .stdin(text.clone())
                 .run()?;
         }

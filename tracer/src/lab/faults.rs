@@ -123,10 +123,14 @@ fn plan(id: &LabId, topo: &Topology, state: &LabState, fault: &Fault) -> Result<
             check_mtu(*mtu)?;
             check_mtu6(topo, *mtu, "the underlay links")?;
             let old = topo.underlay.mtu;
-            let mut links: Vec<(String, String)> = vec![(id.ns(UNDERLAY), "br0".into())];
+            // The switch and its ports, or on a routed underlay the router's ports.
+            let (hub, mut links): (String, Vec<(String, String)>) = match &topo.router {
+                Some(r) => (id.ns(&r.name), Vec::new()),
+                None => (id.ns(UNDERLAY), vec![(id.ns(UNDERLAY), "br0".into())]),
+            };
             for node in &topo.nodes {
                 links.push((id.ns(node.name.get_ref()), "eth0".into()));
-                links.push((id.ns(UNDERLAY), node.name.get_ref().clone()));
+                links.push((hub.clone(), node.name.get_ref().clone()));
             }
             if let Some(fw) = &topo.firewall {
                 links.push((id.ns(&fw.name), "eth0".into()));
@@ -498,6 +502,15 @@ fn veth_peer(
     let is_node = topo.node(member).is_some();
     let fw = topo.firewall.as_ref();
     let office = topo.office.as_ref();
+    if let Some(r) = &topo.router {
+        // Routed underlay: node eth0 ↔ the router's port named after the node.
+        if is_node && ifname == "eth0" {
+            return Some((id.ns(&r.name), member.to_string()));
+        }
+        if member == r.name && topo.node(ifname).is_some() {
+            return Some((id.ns(ifname), "eth0".into()));
+        }
+    }
     if ifname == "eth0" && (is_node || fw.map(|f| f.name == member).unwrap_or(false)) {
         return Some((id.ns(UNDERLAY), member.to_string()));
     }
@@ -528,4 +541,51 @@ fn veth_peer(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTED: &str = include_str!("../../../samples/lab/routed.toml");
+
+    #[test]
+    fn a_router_port_and_a_node_uplink_are_each_others_peer() {
+        let id = LabId::parse("fx").unwrap();
+        let topo = Topology::parse(ROUTED).unwrap();
+        let state = LabState::new(&id, "routed.toml".into());
+        assert_eq!(
+            veth_peer(&id, &topo, &state, "router", "node-2"),
+            Some(("dye-fx-node-2".to_string(), "eth0".to_string()))
+        );
+        assert_eq!(
+            veth_peer(&id, &topo, &state, "node-1", "eth0"),
+            Some(("dye-fx-router".to_string(), "node-1".to_string()))
+        );
+        assert_eq!(veth_peer(&id, &topo, &state, "router", "eth9"), None);
+        // The flannel lab keeps its switch.
+        let flannel = Topology::builtin().unwrap();
+        assert_eq!(
+            veth_peer(&id, &flannel, &state, "node-1", "eth0"),
+            Some(("dye-fx-underlay".to_string(), "node-1".to_string()))
+        );
+    }
+
+    #[test]
+    fn underlay_mtu_on_a_routed_lab_shrinks_router_ports_and_uplinks() {
+        let id = LabId::parse("fx").unwrap();
+        let topo = Topology::parse(ROUTED).unwrap();
+        let state = LabState::new(&id, "routed.toml".into());
+        let change = plan(&id, &topo, &state, &Fault::UnderlayMtu { mtu: 1400 }).unwrap();
+        let links: Vec<String> = change.apply.iter().map(|a| a.join(" ")).collect();
+        assert_eq!(
+            links,
+            [
+                "ip -n dye-fx-node-1 link set eth0 mtu 1400",
+                "ip -n dye-fx-router link set node-1 mtu 1400",
+                "ip -n dye-fx-node-2 link set eth0 mtu 1400",
+                "ip -n dye-fx-router link set node-2 mtu 1400",
+            ]
+        );
+    }
 }

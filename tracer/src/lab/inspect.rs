@@ -119,6 +119,9 @@ pub fn inspect(id: &LabId) -> Result<LabView, LabError> {
         Ok(())
     };
     add(UNDERLAY, "switch", None)?;
+    if let Some(r) = &topo.router {
+        add(&r.name, "router", None)?;
+    }
     for node in &topo.nodes {
         add(node.name.get_ref(), "node", None)?;
         for pod in &node.pods {

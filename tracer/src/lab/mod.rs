@@ -11,6 +11,8 @@
 //! (`cmd`), the nodes' CNI network configuration (`cni`), the container runtime
 //! (`containerd`, `cri`, `image`), iptables rule sets (`rules`), building (`build`), faults
 //! (`faults`), teardown (`teardown`), persisted state (`state`), pod responders (`responder`).
+//! Other shapes, chosen by optional topology keys (`shape`): a routed underlay (`router`),
+//! Calico-style bridge-less pods (`routed_pods`), kube-proxy's nftables mode (`nft_proxy`).
 
 mod build;
 mod cmd;
@@ -21,8 +23,12 @@ pub mod faults;
 mod image;
 mod inspect;
 mod names;
+mod nft_proxy;
 pub mod responder;
+mod routed_pods;
+mod router;
 mod rules;
+pub mod shape;
 mod state;
 mod teardown;
 pub mod topology;

@@ -172,6 +172,11 @@ fn port_name(svc: &Service, port: &ServicePort) -> String {
 
 /// A chain name like kube-proxy's: prefix + 16 base32 characters of a hash of the name.
 fn chain(prefix: &str, name: &str) -> String {
+    format!("{prefix}{}", chain_hash(name, 16))
+}
+
+/// `len` (at most 16) base32 characters of a hash of `name`, as kube-proxy shortens names.
+pub(super) fn chain_hash(name: &str, len: usize) -> String {
     // FNV-1a 64: stable across runs and platforms, which is all that is needed here.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.bytes() {
@@ -179,10 +184,10 @@ fn chain(prefix: &str, name: &str) -> String {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut s = String::from(prefix);
-    for i in 0..16 {
+    let mut s = String::new();
+    for i in 0..len.min(16) {
         // 16 × 5 bits reach past 64; fold the high rounds back with a rotation.
-        let bits = (h.rotate_right((i * 5) % 64) & 31) as usize;
+        let bits = (h.rotate_right((i as u32 * 5) % 64) & 31) as usize;
         s.push(char::from(ALPHABET[bits]));
     }
     s

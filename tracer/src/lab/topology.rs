@@ -23,6 +23,15 @@ pub struct Topology {
     pub services: Vec<Service>,
     pub firewall: Option<Firewall>,
     pub office: Option<Office>,
+    /// A routed underlay: nodes on their own subnets joined by a router namespace instead of
+    /// one switch (see `shape`).
+    pub router: Option<super::shape::Router>,
+    /// How pods are wired to their node: the flannel bridge (default) or Calico-style routes.
+    #[serde(default)]
+    pub pods: super::shape::Pods,
+    /// kube-proxy's mode for the services: iptables (default) or nftables.
+    #[serde(default)]
+    pub kube_proxy: super::shape::KubeProxy,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +87,9 @@ pub struct Node {
     /// for every node.
     #[serde(default)]
     pub idle_pods: u32,
+    /// The node's own underlay segment when a [router] joins the nodes; the router's port on
+    /// it holds the segment's first address and is the node's default gateway.
+    pub underlay_subnet: Option<Spanned<Ipv4Net>>,
 }
 
 /// The most idle pods a node may have: what host-local can hand out of a /24 besides the
@@ -352,6 +364,7 @@ impl Topology {
             (Some(_), None) => return Err("[office] needs a [firewall] in front of it".into()),
             _ => {}
         }
+        super::shape::check(self, text, &mut names)?;
         self.check_v6(text)
     }
 
@@ -580,7 +593,7 @@ fn subnet6_span(t: &Topology) -> std::ops::Range<usize> {
 }
 
 /// Lab names end up in namespace names and interface names: keep them short and plain.
-fn check_name(name: &str) -> Result<(), String> {
+pub(super) fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 12
         && name
@@ -615,7 +628,7 @@ fn check_dns_label(name: &str) -> Result<(), String> {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+pub(super) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end]
         .iter()

@@ -4,18 +4,20 @@
 
 use std::net::IpAddr;
 
-use dye_core::mtu::links::LinkLimit;
+use dye_core::mtu::links::{Encapsulation, LinkLimit};
 use dye_core::mtu::outcome::{Arrival, ProbeOutcome};
 use dye_core::mtu::result::{
     Found, Limit as CoreLimit, MtuResult, ProbeResult, Recommendation as CoreRecommendation,
     Warning, Why,
 };
+use dye_core::mtu::underlay::BeyondNode;
 use dye_core::path::{Next, Transport};
 use dye_core::seam::{PmtuRemoval, PmtuRestore};
 use dye_core::snapshot::Route;
 
 use super::mtu_v1::{
-    CacheReport, Limit, MtuReport, ProbeRecord, Recommendation, SearchReport, Sender, SCHEMA,
+    BeyondNode as BeyondReport, CacheReport, Limit, MtuReport, ProbeRecord, Recommendation,
+    Refusal as RefusalReport, SearchReport, Sender, UnderlayHop as UnderlayHopReport, SCHEMA,
 };
 
 /// The report of an MTU search.
@@ -126,32 +128,32 @@ fn limit_at(l: &LinkLimit, explanation: String) -> Limit {
         signalled_by: None,
         vanished_after: None,
         also_at_this_mtu: Vec::new(),
+        beyond_node: None,
         explanation,
     }
 }
 
 fn limit(l: &CoreLimit, from: &str) -> Limit {
     match (&l.found, &l.link) {
-        (Found::BlackHole { vanished_after }, Some(link)) => {
+        (
+            Found::BlackHole {
+                vanished_after,
+                beyond_node,
+            },
+            Some(link),
+        ) => {
             let after = vanished_after
                 .as_ref()
                 .map(place)
                 .unwrap_or_else(|| "the source".into());
-            let explanation = match &link.encapsulation {
-                Some(e) => format!(
-                    "{} MTU {} needs {} on the underlay ({} + {} bytes of {} overhead); {} has {}. Probes above {} were last seen at {after} and never left through {}, and nobody sent ICMP: a black hole",
-                    e.tunnel, e.tunnel_mtu, e.needs_underlay_mtu, e.tunnel_mtu, e.overhead, e.kind,
-                    link.name(), link.mtu, link.fits, link.name()
-                ),
-                None => format!(
-                    "probes above {} were last seen at {after} and never crossed {} (MTU {}); nobody sent ICMP: a black hole",
-                    link.fits,
-                    link.name(),
-                    link.mtu
-                ),
+            let beyond = beyond_node.as_deref();
+            let explanation = match (&link.encapsulation, beyond) {
+                (Some(e), Some(b)) => beyond_words(e, b, link, &after),
+                _ => black_hole_words(link, &after),
             };
             Limit {
                 vanished_after: vanished_after.as_ref().map(place),
+                beyond_node: beyond.map(beyond_report),
                 ..limit_at(link, explanation)
             }
         }
@@ -171,36 +173,13 @@ fn limit(l: &CoreLimit, from: &str) -> Limit {
                 also_at_this_mtu,
             },
             Some(link),
-        ) => {
-            let explanation = match (&link.encapsulation, underlay) {
-                (Some(e), Some(u)) if u.mtu >= e.needs_underlay_mtu => format!(
-                    "{} ({}) MTU {} needs {} on the underlay ({} bytes of {} overhead); {} has {}: the overlay MTU is what limits the path, and it fits",
-                    e.tunnel, e.kind, e.tunnel_mtu, e.needs_underlay_mtu, e.overhead, e.kind, u.name(), u.mtu
-                ),
-                (Some(e), Some(u)) => format!(
-                    "{} ({}) MTU {} needs {} on the underlay ({} bytes of {} overhead), but {} has {}: full-size packets are fragmented on the underlay",
-                    e.tunnel, e.kind, e.tunnel_mtu, e.needs_underlay_mtu, e.overhead, e.kind, u.name(), u.mtu
-                ),
-                (Some(e), None) => format!(
-                    "{} ({}) MTU {} is the narrowest link on the path",
-                    e.tunnel, e.kind, e.tunnel_mtu
-                ),
-                (None, _) if *own_interface => format!(
-                    "{} MTU {} is the narrowest link on the path: {from}'s own interface",
-                    link.name(),
-                    link.mtu
-                ),
-                (None, _) => format!(
-                    "{} MTU {} is the narrowest link on the path",
-                    link.name(),
-                    link.mtu
-                ),
-            };
-            Limit {
-                also_at_this_mtu: also_at_this_mtu.iter().map(|p| p.to_string()).collect(),
-                ..limit_at(link, explanation)
-            }
-        }
+        ) => healthy(
+            link,
+            underlay.as_ref(),
+            *own_interface,
+            also_at_this_mtu,
+            from,
+        ),
         // A black hole or a healthy path always name their link.
         (_, None) => Limit {
             link: String::new(),
@@ -211,8 +190,134 @@ fn limit(l: &CoreLimit, from: &str) -> Limit {
             signalled_by: None,
             vanished_after: None,
             also_at_this_mtu: Vec::new(),
+            beyond_node: None,
             explanation: String::new(),
         },
+    }
+}
+
+/// A tunnel black hole past the node: which router port, how the node learned it, and why
+/// the pod never does.
+fn beyond_words(e: &Encapsulation, b: &BeyondNode, link: &LinkLimit, after: &str) -> String {
+    let u = &b.underlay;
+    let path = u
+        .path
+        .iter()
+        .map(|h| format!("{} ({})", h.at, h.mtu))
+        .collect::<Vec<_>>()
+        .join(" → ");
+    let mut out = format!(
+        "{} ({}, {} bytes of overhead) sends its outer packets to {} over {path}; {} has MTU {}, so inner packets above {} cannot cross it, and the outer DF bit forbids splitting them",
+        e.tunnel, e.kind, e.overhead, u.remote, link.name(), link.mtu, link.fits
+    );
+    if let Some(r) = &b.evidence.refusal {
+        let who = if r.sender_netns.is_empty() {
+            r.sender.to_string()
+        } else {
+            format!("{} ({})", r.sender_netns.join(", "), r.sender)
+        };
+        out.push_str(&format!(
+            ". {who} refused the outer packet with ICMP fragmentation needed (next-hop MTU {}) sent to the node's address {} (seen at {})",
+            mtu_word(r.mtu),
+            r.to,
+            r.seen_at
+        ));
+    }
+    if let Some(p) = u.node_pmtu {
+        out.push_str(&format!(
+            ". {} cached path MTU {p} towards {} and from then on its {} drops inner packets above {} itself",
+            u.node,
+            u.remote,
+            e.tunnel,
+            p.saturating_sub(e.overhead)
+        ));
+    }
+    if let Some(n) = &b.evidence.outer_last_seen {
+        out.push_str(&format!(". The outer packet was last seen at {}", place(n)));
+    }
+    out.push_str(&format!(
+        ". Probes above {} were last seen at {after}. The pod is never told: the ICMP error goes to the outer source — the node — not to the pod, and the node's tunnel device drops oversize inner packets without an ICMP error of its own: a black hole",
+        link.fits
+    ));
+    out
+}
+
+fn beyond_report(b: &BeyondNode) -> BeyondReport {
+    let u = &b.underlay;
+    BeyondReport {
+        node: u.node.clone(),
+        remote: u.remote.to_string(),
+        path: u
+            .path
+            .iter()
+            .map(|h| UnderlayHopReport {
+                link: h.at.to_string(),
+                mtu: h.mtu,
+                cached_pmtu: h.cached_pmtu,
+            })
+            .collect(),
+        node_cached_pmtu: u.node_pmtu,
+        refused_by: b.evidence.refusal.as_ref().map(|r| RefusalReport {
+            sender: r.sender.to_string(),
+            netns: r.sender_netns.clone(),
+            to: r.to.to_string(),
+            advertised_mtu: r.mtu,
+            seen_at: r.seen_at.to_string(),
+        }),
+        outer_last_seen: b.evidence.outer_last_seen.as_ref().map(place),
+    }
+}
+
+fn black_hole_words(link: &LinkLimit, after: &str) -> String {
+    match &link.encapsulation {
+        Some(e) => format!(
+            "{} MTU {} needs {} on the underlay ({} + {} bytes of {} overhead); {} has {}. Probes above {} were last seen at {after} and never left through {}, and nobody sent ICMP: a black hole",
+            e.tunnel, e.tunnel_mtu, e.needs_underlay_mtu, e.tunnel_mtu, e.overhead, e.kind,
+            link.name(), link.mtu, link.fits, link.name()
+        ),
+        None => format!(
+            "probes above {} were last seen at {after} and never crossed {} (MTU {}); nobody sent ICMP: a black hole",
+            link.fits,
+            link.name(),
+            link.mtu
+        ),
+    }
+}
+
+fn healthy(
+    link: &LinkLimit,
+    underlay: Option<&LinkLimit>,
+    own_interface: bool,
+    also_at_this_mtu: &[dye_core::model::PointRef],
+    from: &str,
+) -> Limit {
+    let explanation = match (&link.encapsulation, underlay) {
+        (Some(e), Some(u)) if u.mtu >= e.needs_underlay_mtu => format!(
+            "{} ({}) MTU {} needs {} on the underlay ({} bytes of {} overhead); {} has {}: the overlay MTU is what limits the path, and it fits",
+            e.tunnel, e.kind, e.tunnel_mtu, e.needs_underlay_mtu, e.overhead, e.kind, u.name(), u.mtu
+        ),
+        (Some(e), Some(u)) => format!(
+            "{} ({}) MTU {} needs {} on the underlay ({} bytes of {} overhead), but {} has {}: full-size packets are fragmented on the underlay",
+            e.tunnel, e.kind, e.tunnel_mtu, e.needs_underlay_mtu, e.overhead, e.kind, u.name(), u.mtu
+        ),
+        (Some(e), None) => format!(
+            "{} ({}) MTU {} is the narrowest link on the path",
+            e.tunnel, e.kind, e.tunnel_mtu
+        ),
+        (None, _) if own_interface => format!(
+            "{} MTU {} is the narrowest link on the path: {from}'s own interface",
+            link.name(),
+            link.mtu
+        ),
+        (None, _) => format!(
+            "{} MTU {} is the narrowest link on the path",
+            link.name(),
+            link.mtu
+        ),
+    };
+    Limit {
+        also_at_this_mtu: also_at_this_mtu.iter().map(|p| p.to_string()).collect(),
+        ..limit_at(link, explanation)
     }
 }
 
@@ -286,6 +391,7 @@ fn signalled(
             signalled_by,
             vanished_after: None,
             also_at_this_mtu: Vec::new(),
+            beyond_node: None,
             explanation: format!(
                 "{who} refused a {size}-byte probe with ICMP {what}{advertised_words}; the sender is outside dye's view"
             ),

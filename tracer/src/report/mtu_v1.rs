@@ -60,8 +60,47 @@ pub struct Limit {
     pub vanished_after: Option<String>,
     /// Other links on the path with the same MTU.
     pub also_at_this_mtu: Vec<String>,
+    /// A tunnel black hole whose limit lies past the node, on the underlay (a router port).
+    /// Added in v1.
+    #[serde(default)]
+    pub beyond_node: Option<BeyondNode>,
     /// In words.
     pub explanation: String,
+}
+
+/// The underlay past the node: the outer packets' way to the remote tunnel endpoint, what
+/// the node cached about it and what a router told the node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BeyondNode {
+    /// The namespace that encapsulates, and the remote endpoint its outer packets go to.
+    pub node: String,
+    pub remote: String,
+    /// Each egress link on the way (`netns/ifname`), with its MTU.
+    pub path: Vec<UnderlayHop>,
+    /// The node's cached path MTU towards the remote endpoint (`ip route get` shows `mtu N`).
+    pub node_cached_pmtu: Option<u32>,
+    /// The ICMP Fragmentation Needed a router sent the node about an outer packet.
+    pub refused_by: Option<Refusal>,
+    /// Where the outer packet of a vanished probe was seen last (`netns/ifname (dir)`).
+    pub outer_last_seen: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnderlayHop {
+    pub link: String,
+    pub mtu: u32,
+    pub cached_pmtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refusal {
+    pub sender: String,
+    pub netns: Vec<String>,
+    /// The node's underlay address it was sent to (the outer source).
+    pub to: String,
+    pub advertised_mtu: Option<u32>,
+    /// `netns/ifname` where it was first seen.
+    pub seen_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

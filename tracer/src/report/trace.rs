@@ -209,6 +209,13 @@ fn event(e: &Event, leg: Leg) -> HopEvent {
             Some(to.to_string()),
             format!("routed by {netns}: TTL {from} → {to}"),
         ),
+        // A routing step on the underlay: a `ttl` event whose TTLs are the outer header's.
+        Event::OuterTtl { netns, from, to } => ev(
+            EventType::Ttl,
+            Some(from.to_string()),
+            Some(to.to_string()),
+            format!("routed by {netns} on the underlay: outer TTL {from} → {to}"),
+        ),
         Event::Fragment {
             fragments: f,
             ifname,

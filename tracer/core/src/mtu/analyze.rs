@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::links::{self, LinkLimit};
+use super::links::{self, Encapsulation, LinkLimit};
 use super::outcome::ProbeOutcome;
 use super::result::{
     AppliesTo, Found, Limit, MaxPayload, MtuResult, ProbeResult, Recommendation, SearchStats,
@@ -14,6 +14,7 @@ use super::result::{
 };
 use super::run::MtuPlan;
 use super::search::{Bound, Outcome, Search};
+use super::underlay::{self, Beyond};
 use crate::model::Direction;
 use crate::model::PointRef;
 use crate::oracle::SnapshotOracle;
@@ -40,9 +41,15 @@ pub struct Tried {
     /// The ICMP error's source address is not the sender's own (NAT rewrote it).
     pub sender_rewritten: bool,
     pub signalled_link: Option<LinkLimit>,
+    /// Vanished inside a tunnel with nothing on the node to explain it: the outer packet's way
+    /// across the underlay and the link on it that does.
+    pub beyond: Option<Beyond>,
 }
 
 impl Tried {
+    /// `outers`: the (outer source, outer destination) pairs of every encapsulated packet the
+    /// search captured, which tell a tunnel's remote endpoint.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         seq: u32,
         size: u32,
@@ -51,6 +58,7 @@ impl Tried {
         hops: Vec<Hop>,
         snapshot: &Snapshot,
         oracle: &SnapshotOracle<'_>,
+        outers: &[(IpAddr, IpAddr)],
     ) -> Tried {
         let last = hops.iter().rev().find(|h| h.leg == Leg::Forward);
         let last_seen = last.map(|h| Next {
@@ -68,6 +76,7 @@ impl Tried {
             sender_netns: Vec::new(),
             sender_rewritten: false,
             signalled_link: None,
+            beyond: None,
         };
         match &t.outcome {
             ProbeOutcome::Vanished => {
@@ -78,6 +87,27 @@ impl Tried {
                         .find(|m| m.netns == h.netns && m.ifname == h.ifname)?;
                     links::next_link(snapshot, meta, h.direction, h.packet.dst)
                 });
+                let unexplained = t.vanished_at.as_ref().is_none_or(|l| l.fits >= size);
+                if let (true, Some(h)) = (unexplained, last) {
+                    t.beyond = beyond_node(snapshot, h, t.vanished_at.as_ref(), outers);
+                    if let Some(b) = t.beyond.as_ref().filter(|b| b.limit.fits < size) {
+                        t.vanished_at = Some(b.limit.clone());
+                    }
+                }
+            }
+            ProbeOutcome::Passed(_) => {
+                // Passed, but its outer packet was split where the link's own MTU does not
+                // explain the split (the node had cached a smaller path MTU for the remote
+                // endpoint): the limit is further along the underlay.
+                let split = outer_split(&hops);
+                let unexplained = split.is_some_and(|(h, first)| {
+                    snapshot
+                        .link(&h.netns, &h.ifname)
+                        .is_some_and(|l| l.mtu >= first + 8)
+                });
+                if let (true, Some((h, _))) = (unexplained, split) {
+                    t.beyond = beyond_node(snapshot, h, None, outers);
+                }
             }
             ProbeOutcome::TooBig { sender, mtu } => {
                 // The namespace the ICMP error came from: where it was first seen, leaving.
@@ -160,6 +190,45 @@ impl Tried {
     }
 }
 
+/// A probe last seen at `last` vanished where nothing on its node explains it. If it was
+/// inside a tunnel — leaving the node's tunnel device, or already an outer packet on the
+/// underlay — walk the outer packet's way to the remote endpoint.
+fn beyond_node(
+    snapshot: &Snapshot,
+    last: &Hop,
+    next: Option<&LinkLimit>,
+    outers: &[(IpAddr, IpAddr)],
+) -> Option<Beyond> {
+    if let Some(o) = last.outer.first() {
+        // Seen as an outer packet: the node is the outer source's owner.
+        let node = snapshot.owners(o.src).into_iter().next()?;
+        let tunnel = snapshot
+            .namespace(&node)?
+            .links
+            .iter()
+            .filter(|l| l.kind.tunnel().is_some_and(|t| t.kind.as_str() == o.tunnel))
+            .find_map(|l| links::underlay_of(snapshot, &node, l))?
+            .encapsulation?;
+        return underlay::walk(snapshot, &node, &node, o.dst, &tunnel);
+    }
+    // Leaving the tunnel device: its underlay is what `next` names.
+    let tunnel: &Encapsulation = next?.encapsulation.as_ref()?;
+    let node = last.netns.as_str();
+    let remote = underlay::remote_of(snapshot, node, outers)?;
+    underlay::walk(snapshot, node, node, remote, tunnel)
+}
+
+/// The hop where a probe's outer packet was first seen split, leaving, and its first
+/// fragment's size.
+fn outer_split(hops: &[Hop]) -> Option<(&Hop, u32)> {
+    hops.iter().find_map(|h| {
+        let f = h.fragments.as_ref()?;
+        let first = *f.sizes.first()?;
+        (h.leg == Leg::Forward && h.direction == Direction::Out && f.layer == FragmentLayer::Outer)
+            .then_some((h, first))
+    })
+}
+
 /// Everything the analysis reads.
 #[derive(Debug)]
 pub struct Inputs<'a> {
@@ -209,11 +278,19 @@ pub fn analyze(i: Inputs<'_>) -> MtuResult {
     let topology = i.snapshot;
 
     let mut warnings = Vec::new();
-    let limit = match (status, bounding) {
+    let mut limit = match (status, bounding) {
         (Status::BlackHole, Some(t)) => t.vanished_at.as_ref().map(|l| Limit {
             link: Some(l.clone()),
             found: Found::BlackHole {
                 vanished_after: t.last_seen.clone(),
+                beyond_node: t.beyond.as_ref().filter(|b| &b.limit == l).map(|b| {
+                    let probes: Vec<(bool, &[Hop])> = i
+                        .tried
+                        .iter()
+                        .map(|t| (t.outcome == ProbeOutcome::Vanished, t.hops.as_slice()))
+                        .collect();
+                    Box::new(underlay::beyond_node(topology, b, &probes))
+                }),
             },
         }),
         (Status::Signalled, Some(t)) => signalled_limit(t),
@@ -298,17 +375,36 @@ pub fn analyze(i: Inputs<'_>) -> MtuResult {
         .and_then(|l| l.link.as_ref())
         .and_then(|l| l.encapsulation.as_ref())
         .and_then(|e| {
-            // Healthy but fragmenting: the underlay under the tunnel is what is too small.
+            // Healthy but fragmenting: the underlay link that split the tunnel's packets is
+            // what is too small — the node's own uplink, or a router port further on.
             let t = largest_pass?;
-            t.hops.iter().find(|h| {
-                h.leg == Leg::Forward
-                    && h.fragments
-                        .as_ref()
-                        .map(|f| f.layer == FragmentLayer::Outer)
-                        .unwrap_or(false)
-            })?;
-            links::tunnel_underlay(topology, e)
+            let (split, _) = outer_split(&t.hops)?;
+            if let Some(b) = &t.beyond {
+                return Some(b.limit.clone());
+            }
+            match topology.link(&split.netns, &split.ifname) {
+                Some(l) => Some(LinkLimit {
+                    netns: split.netns.clone(),
+                    ifname: split.ifname.clone(),
+                    mtu: l.mtu,
+                    fits: l.mtu.saturating_sub(e.overhead),
+                    encapsulation: Some(e.clone()),
+                }),
+                None => links::tunnel_underlay(topology, e),
+            }
         });
+    // The limit's words name the link that split the tunnel's packets, not just the node's
+    // own uplink.
+    if let (
+        Some(Limit {
+            found: Found::Healthy { underlay, .. },
+            ..
+        }),
+        Some(split),
+    ) = (limit.as_mut(), outer_fragmenting.as_ref())
+    {
+        *underlay = Some(split.clone());
+    }
     let ip_header = if i.cfg.to.is_ipv4() { 20 } else { 40 };
     let recommendation = recommend(
         status,

@@ -1,6 +1,6 @@
 //! `dye mtu`'s logic: `search` picks probe sizes, `outcome` reads what a probe did, `links`
-//! asks the snapshot which link limits and what fits through it, `analyze` builds the
-//! `dye.mtu/v1` report, `run` drives the probes through the seam one at a time.
+//! asks the snapshot which link limits and what fits through it, `underlay` walks a tunnel's
+//! outer packets past the node, `analyze` builds the `dye.mtu/v1` report, `run` drives the probes through the seam one at a time.
 
 pub mod analyze;
 pub mod links;
@@ -8,6 +8,7 @@ pub mod outcome;
 pub mod result;
 pub mod run;
 pub mod search;
+pub mod underlay;
 
 pub use result::{MtuResult, Status};
 pub use run::{run_mtu, MtuPlan, MtuRun, Progress};

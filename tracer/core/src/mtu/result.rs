@@ -58,7 +58,13 @@ pub struct Sender {
 #[serde(rename_all = "snake_case")]
 pub enum Found {
     /// Probes above it vanished after `vanished_after`, with no ICMP.
-    BlackHole { vanished_after: Option<Next> },
+    BlackHole {
+        vanished_after: Option<Next>,
+        /// Inside a tunnel, the limit lies on the underlay past the node: the outer packet's
+        /// way there, what the node cached and what a router told it.
+        #[serde(default)]
+        beyond_node: Option<Box<super::underlay::BeyondNode>>,
+    },
     /// A router refused a probe of `refused` bytes with ICMP (`outcome` says which).
     Signalled {
         sender: Sender,

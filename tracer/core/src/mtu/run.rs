@@ -59,6 +59,9 @@ const FIRST_WAIT: Duration = Duration::from_secs(2);
 /// Adaptive waits stay within these bounds.
 const MIN_ADAPTIVE_WAIT: Duration = Duration::from_millis(150);
 const MAX_ADAPTIVE_WAIT: Duration = Duration::from_secs(2);
+/// A first answer slower than this was probably a cold path (neighbour resolution, a proxy
+/// ARP delay, a router's slow path): one more smallest probe measures the warm path.
+const COLD_FIRST_ANSWER: Duration = Duration::from_millis(50);
 
 impl MtuPlan {
     pub fn min_size(&self) -> u32 {
@@ -168,6 +171,7 @@ pub fn run_mtu(
         watched: Vec::new(),
         wait: plan.wait.unwrap_or(FIRST_WAIT),
         fastest: None,
+        repace: Repace::NotYet,
         at_source,
         decided: None,
         snapshot,
@@ -228,6 +232,8 @@ struct AdaptiveSearch<'a> {
     wait: Duration,
     /// The quickest answer so far: what the wait is paced by.
     fastest: Option<Duration>,
+    /// Whether a slow first answer asked for a second smallest probe to pace by.
+    repace: Repace,
     /// Which capture points are in the source namespace.
     at_source: Vec<bool>,
     /// What decided the probe being watched: (outcome, how long dye took to learn it, round
@@ -246,8 +252,14 @@ impl Strategy for AdaptiveSearch<'_> {
         if sent.len() as u32 >= MAX_PROBES || now >= MAX_ELAPSED {
             return Ok(None);
         }
-        let Some(size) = self.search.next() else {
-            return Ok(None);
+        let size = if self.repace == Repace::Wanted {
+            self.repace = Repace::Done;
+            self.template.size
+        } else {
+            match self.search.next() {
+                Some(size) => size,
+                None => return Ok(None),
+            }
         };
         let seq = sent.len() as u32 + 1;
         let probe = ProbeTemplate {
@@ -314,6 +326,9 @@ impl Strategy for AdaptiveSearch<'_> {
         // later wait.
         if self.plan.wait.is_none() && outcome.passed {
             if let Some((_, learned, _)) = w.decided {
+                if self.fastest.is_none() && learned > COLD_FIRST_ANSWER {
+                    self.repace = Repace::Wanted;
+                }
                 if self.fastest.is_none_or(|f| learned < f) {
                     self.fastest = Some(learned);
                     self.wait = adaptive_wait(learned);
@@ -328,6 +343,14 @@ impl Strategy for AdaptiveSearch<'_> {
         );
         Ok(())
     }
+}
+
+/// A slow first answer is measured again once, with the smallest probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repace {
+    NotYet,
+    Wanted,
+    Done,
 }
 
 /// How long to wait for a probe, given the quickest answer so far.
@@ -383,7 +406,17 @@ fn tried(w: &Watched, snapshot: &Snapshot, sightings: &[Sighting]) -> Tried {
         }
         None => (ProbeOutcome::Vanished, None),
     };
-    Tried::new(w.seq, w.size, outcome, rtt, rec.hops, snapshot, &oracle)
+    // Every encapsulated packet's (outer source, outer destination): a tunnel's remote
+    // endpoint for probes that vanished before reaching the underlay.
+    let mut outers: Vec<(IpAddr, IpAddr)> = Vec::new();
+    for o in sightings.iter().filter_map(|s| s.outer.first()) {
+        if !outers.contains(&(o.src, o.dst)) {
+            outers.push((o.src, o.dst));
+        }
+    }
+    Tried::new(
+        w.seq, w.size, outcome, rtt, rec.hops, snapshot, &oracle, &outers,
+    )
 }
 
 #[cfg(test)]
