@@ -293,9 +293,16 @@ pub fn mtu(
 }
 
 /// The kernel filter: the decode crate's marker/fragment/ICMP-error expression, plus the
-/// unmarked answers to TCP probes (SYN-ACK, RST) plain and one VXLAN level down.
+/// unmarked answers to TCP probes (SYN-ACK, RST) plain, one VXLAN level down and one IP-in-UDP
+/// (flannel-udp) level down.
+///
+/// It sees through tunnels by itself, in the kernel: the marker is found relative to the
+/// frame's end (any depth), fragments and ICMP errors at the inner header's fixed offset.
+/// Unlike `dye capture`'s filters it does not hand every tunnel packet to userspace, so a
+/// trace on a node full of overlay traffic reads only the probes.
 pub fn capture_filter(trace_id: u32, proto: Proto, vxlan_ports: &[u16]) -> String {
-    let mut f = dye_decode::filter_expression_with(Some(trace_id), vxlan_ports);
+    let ip_in_udp = dye_decode::Options::default().ip_in_udp_ports;
+    let mut f = dye_decode::filter_expression_ports(Some(trace_id), vxlan_ports, &ip_in_udp);
     if proto == Proto::Tcp {
         f.push_str(" or (tcp and (tcp[13] & 0x12 = 0x12 or tcp[13] & 0x04 != 0))");
         // libpcap's tcp[] only reads IPv4: IPv6 answers (no extension headers) by offset, plain
@@ -315,6 +322,15 @@ pub fn capture_filter(trace_id: u32, proto: Proto, vxlan_ports: &[u16]) -> Strin
                 .join(" or ");
             // udp[30..] inner IPv4 without options: protocol at udp[39], TCP flags at udp[63].
             f.push_str(&format!(" or (udp dst port ({ports}) and udp[28:2] = 0x0800 and udp[39] = 6 and (udp[63] & 0x12 = 0x12 or udp[63] & 0x04 != 0))"));
+        }
+        if !ip_in_udp.is_empty() {
+            let ports = ip_in_udp
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(" or ");
+            // udp[8..] inner IPv4 without options: protocol at udp[17], TCP flags at udp[41].
+            f.push_str(&format!(" or (udp dst port ({ports}) and udp[8] = 0x45 and udp[17] = 6 and (udp[41] & 0x12 = 0x12 or udp[41] & 0x04 != 0))"));
         }
     }
     f

@@ -1,0 +1,200 @@
+//! Capture filters that see through tunnels.
+//!
+//! A cluster-wide `dye capture icmp` is asked for the ICMP wherever it travels, including inside
+//! VXLAN on the underlay (as Wireshark's `icmp` display filter matches inner packets), while
+//! tcpdump's filter only reads the outer headers. With [`Semantics::ThroughTunnels`]:
+//!
+//! 1. the kernel filter is `(FILTER) or udp dst port (tunnel ports)`, so tunnel packets reach
+//!    userspace while everything else the filter rejects never leaves the kernel;
+//! 2. in userspace a packet is kept when libpcap's own program for FILTER accepts it (the
+//!    outer packet), or accepts the frame it carries — compiled for Ethernet (VXLAN, Geneve
+//!    0x6558) or raw IP (flannel-udp, Geneve carrying IP) and run by `pcap_offline_filter` on
+//!    the inner bytes, any depth up to [`MAX_DEPTH`] — so the semantics are libpcap's exactly.
+//!
+//! [`Semantics::Outer`] (`--outer`) is tcpdump's: the filter as given, in the kernel only.
+
+mod inner;
+mod ports;
+
+use pcap::{BpfProgram, Capture, Linktype};
+
+pub use inner::{inner_frame, InnerLink, OuterLink};
+pub use ports::{Encap, TunnelPorts};
+
+/// Tunnel levels unwrapped before a packet is given up on (VXLAN in Geneve in …).
+pub const MAX_DEPTH: usize = 4;
+
+/// What a filter is matched against.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Semantics {
+    /// The outermost headers only (tcpdump).
+    #[default]
+    Outer,
+    /// The packet, or the packet inside a tunnel on these ports.
+    ThroughTunnels(TunnelPorts),
+}
+
+impl Semantics {
+    /// The expression the kernel runs (before the direction is added): the user's filter, or
+    /// the user's filter plus every tunnel packet.
+    pub fn kernel_expression(&self, user: &str) -> String {
+        match self {
+            Semantics::ThroughTunnels(p) => match p.pcap_expression() {
+                Some(tunnels) => format!("({user}) or {tunnels}"),
+                None => user.to_string(),
+            },
+            Semantics::Outer => user.to_string(),
+        }
+    }
+}
+
+/// Why a packet was kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Match {
+    /// The packet itself matches.
+    Outer,
+    /// The packet `depth` tunnel levels down matches (1: directly inside the outer packet).
+    Inner { depth: usize },
+}
+
+/// The user's filter compiled for userspace, on outer frames and on inner ones.
+pub struct TunnelMatcher {
+    outer_link: Option<OuterLink>,
+    outer: BpfProgram,
+    ethernet: BpfProgram,
+    raw_ip: BpfProgram,
+    ports: TunnelPorts,
+}
+
+impl std::fmt::Debug for TunnelMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunnelMatcher")
+            .field("outer_link", &self.outer_link)
+            .field("ports", &self.ports)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Compiles `filter` as libpcap does for a capture of link type `dlt` (no live handle: the
+/// program must run in userspace, so no kernel-only extensions).
+fn compile(filter: &str, dlt: i32) -> Result<BpfProgram, pcap::Error> {
+    Capture::dead(Linktype(dlt))?.compile(filter, true)
+}
+
+impl TunnelMatcher {
+    /// Compiles `filter` for frames of link type `dlt` (the capture handle's) and for the two
+    /// kinds of inner frame.
+    pub fn new(filter: &str, dlt: i32, ports: TunnelPorts) -> Result<TunnelMatcher, pcap::Error> {
+        Ok(TunnelMatcher {
+            outer_link: u32::try_from(dlt).ok().and_then(OuterLink::from_linktype),
+            outer: compile(filter, dlt)?,
+            ethernet: compile(filter, InnerLink::Ethernet.dlt())?,
+            raw_ip: compile(filter, InnerLink::RawIp.dlt())?,
+            ports,
+        })
+    }
+
+    /// Whether `frame` (or what a tunnel in it carries) matches, and where.
+    pub fn matches(&self, frame: &[u8]) -> Option<Match> {
+        if self.outer.filter(frame) {
+            return Some(Match::Outer);
+        }
+        let mut link = self.outer_link?;
+        let mut bytes = frame;
+        for depth in 1..=MAX_DEPTH {
+            let (inner_link, inner) = inner_frame(bytes, link, &self.ports)?;
+            let prog = match inner_link {
+                InnerLink::Ethernet => &self.ethernet,
+                InnerLink::RawIp => &self.raw_ip,
+            };
+            if prog.filter(inner) {
+                return Some(Match::Inner { depth });
+            }
+            link = inner_link.into();
+            bytes = inner;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dye_decode::build;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn v4(a: [u8; 4]) -> Ipv4Addr {
+        Ipv4Addr::from(a)
+    }
+
+    fn ping() -> Vec<u8> {
+        let icmp = build::icmp4(8, 0, build::echo_rest(1, 1), &[0u8; 32]);
+        build::ipv4(
+            &build::V4::new(v4([10, 244, 1, 2]), v4([10, 244, 2, 2])),
+            1,
+            &icmp,
+        )
+    }
+
+    fn in_udp(dport: u16, payload: &[u8]) -> Vec<u8> {
+        let (s, d) = (v4([192, 168, 50, 11]), v4([192, 168, 50, 12]));
+        let udp = build::udp(IpAddr::V4(s), IpAddr::V4(d), 40000, dport, payload);
+        build::ethernet(
+            [1; 6],
+            [3; 6],
+            &[],
+            0x0800,
+            &build::ipv4(&build::V4::new(s, d), 17, &udp),
+        )
+    }
+
+    #[test]
+    fn kernel_expression() {
+        let through = Semantics::ThroughTunnels(TunnelPorts::well_known());
+        assert_eq!(
+            through.kernel_expression("icmp"),
+            "(icmp) or udp dst port (4789 or 6081 or 8285 or 8472)"
+        );
+        assert_eq!(Semantics::Outer.kernel_expression("icmp"), "icmp");
+    }
+
+    #[test]
+    fn libpcap_semantics_inside_tunnels() {
+        let m =
+            TunnelMatcher::new("icmp and host 10.244.2.2", 1, TunnelPorts::well_known()).unwrap();
+        let eth_ping = build::ethernet([2; 6], [4; 6], &[], 0x0800, &ping());
+        assert_eq!(m.matches(&eth_ping), Some(Match::Outer));
+        let vx = in_udp(8472, &build::vxlan(1, &eth_ping));
+        assert_eq!(m.matches(&vx), Some(Match::Inner { depth: 1 }));
+        let fl = in_udp(8285, &ping());
+        assert_eq!(m.matches(&fl), Some(Match::Inner { depth: 1 }));
+        // VXLAN inside VXLAN: two levels.
+        let vxvx = in_udp(4789, &build::vxlan(9, &vx));
+        assert_eq!(m.matches(&vxvx), Some(Match::Inner { depth: 2 }));
+        // The same bytes on a port that is not a tunnel port, and a ping to another host.
+        assert_eq!(m.matches(&in_udp(9999, &build::vxlan(1, &eth_ping))), None);
+        let other = build::ethernet(
+            [2; 6],
+            [4; 6],
+            &[],
+            0x0800,
+            &build::ipv4(
+                &build::V4::new(v4([10, 244, 1, 2]), v4([10, 244, 1, 3])),
+                1,
+                &build::icmp4(8, 0, build::echo_rest(1, 1), &[0u8; 8]),
+            ),
+        );
+        assert_eq!(m.matches(&in_udp(8472, &build::vxlan(1, &other))), None);
+        // A filter on the outer headers still matches the outer packet.
+        let m = TunnelMatcher::new("udp port 8472", 1, TunnelPorts::well_known()).unwrap();
+        assert_eq!(m.matches(&vx), Some(Match::Outer));
+    }
+
+    #[test]
+    fn raw_ip_points() {
+        // flannel0 (DLT_RAW): the program is compiled for raw IP, offsets from the IP header.
+        let m = TunnelMatcher::new("icmp[0] = 8", 12, TunnelPorts::well_known()).unwrap();
+        assert_eq!(m.matches(&ping()), Some(Match::Outer));
+        assert!(TunnelMatcher::new("icmp and", 12, TunnelPorts::default()).is_err());
+    }
+}
