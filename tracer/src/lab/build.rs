@@ -24,7 +24,8 @@ use super::names::{LabId, STATE_ROOT, UNDERLAY};
 use super::rules::{self, Endpoint};
 use super::state::{lab_namespaces_on_host, LabState, NodeRuntime, PodState};
 use super::teardown;
-use super::topology::{Node, Topology};
+use super::topology::{Backend, Node, Topology};
+use super::udp_backend;
 use super::LabError;
 
 /// Builds lab `id` from the topology `text` (read from `source`, a path or "builtin"). On
@@ -490,6 +491,18 @@ impl Builder<'_> {
     /// its pod subnet via its VTEP address, a permanent neighbour entry and an FDB entry
     /// pointing the VTEP's MAC at the node's underlay address — what flanneld installs.
     fn overlay(&mut self) -> Result<(), LabError> {
+        if self.topo.overlay.backend == Backend::Udp {
+            let interrupted = self.interrupted;
+            let step = || {
+                if interrupted.load(Ordering::Relaxed) {
+                    Err(LabError::Interrupted)
+                } else {
+                    Ok(())
+                }
+            };
+            udp_backend::install(self.id, self.topo, &mut self.state, self.state_dir, &step)?;
+            return self.state.save(self.state_dir);
+        }
         let o = &self.topo.overlay;
         for node in &self.topo.nodes {
             self.step()?;

@@ -10,7 +10,8 @@
 //! One module per concern: the topology file (`topology`), naming (`names`), running tools
 //! (`cmd`), the nodes' CNI network configuration (`cni`), the container runtime
 //! (`containerd`, `cri`, `image`), iptables rule sets (`rules`), building (`build`), faults
-//! (`faults`), teardown (`teardown`), persisted state (`state`), pod responders (`responder`).
+//! (`faults`), teardown (`teardown`), persisted state (`state`), pod responders (`responder`),
+//! flannel's udp backend (`udp_backend` builds it, `udp_forwarder` is its per-node process).
 
 mod build;
 mod cmd;
@@ -26,6 +27,8 @@ mod rules;
 mod state;
 mod teardown;
 pub mod topology;
+mod udp_backend;
+pub mod udp_forwarder;
 
 use std::path::PathBuf;
 
