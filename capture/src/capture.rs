@@ -27,7 +27,7 @@
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,7 @@ use nix::poll::{poll, PollFd, PollFlags};
 use pcap::{Active, Capture, Precision};
 use serde::Serialize;
 
-use crate::filter::{Semantics, TunnelMatcher};
+use crate::filter::{self, Insn, Semantics, TunnelMatcher};
 use crate::netns::{Netns, NetnsError};
 use crate::pcapng::InterfaceInfo;
 
@@ -585,25 +585,21 @@ fn open_handle(
     //    programs need no rewriting (cooked captures' offsets are libpcap's to fix up).
     let dlt = cap.get_datalink().0;
     if dlt == DLT_EN10MB || dlt == DLT_RAW {
-        let expr = match kernel.as_deref() {
-            Some(f) => format!("({f}) and {qualifier}"),
-            None => qualifier.to_string(),
-        };
-        match cap.compile(&expr, true) {
-            Ok(prog) => {
-                let insns: Vec<libc::sock_filter> = prog
-                    .get_instructions()
-                    .iter()
-                    .filter_map(|i| parse_insn(&i.to_string()))
-                    .collect();
-                if insns.len() == prog.get_instructions().len() {
-                    if let Err(e) = attach_kernel_filter(cap.as_fd(), &insns) {
-                        tracing::debug!("{point}: kernel direction filter not attached: {e}");
-                    }
+        let program = match (&tunnel, user) {
+            // Through tunnels: direction, FILTER, and FILTER on the inner frame, all in the
+            // kernel; the plain expression when that program cannot be built.
+            (Some(t), Some(f)) => match through_tunnels_program(&cap, t, f, qualifier) {
+                Ok(insns) => Some(insns),
+                Err(e) => {
+                    tracing::debug!("{point}: tunnel packets filtered in userspace: {e}");
+                    compiled(&cap, kernel.as_deref(), qualifier)
                 }
-            }
-            Err(e) => {
-                tracing::debug!("{point}: {expr:?} not compiled ({e}); direction in userland")
+            },
+            _ => compiled(&cap, kernel.as_deref(), qualifier),
+        };
+        if let Some(insns) = program {
+            if let Err(e) = filter::attach(cap.as_fd(), &insns) {
+                tracing::debug!("{point}: kernel filter not attached: {e}");
             }
         }
     }
@@ -626,42 +622,37 @@ pub fn linktype_of_dlt(dlt: i32) -> u32 {
     }
 }
 
-/// Parses pcap's `code jt jf k` rendering of one instruction.
-fn parse_insn(s: &str) -> Option<libc::sock_filter> {
-    let mut it = s.split_whitespace();
-    let code = it.next()?.parse().ok()?;
-    let jt = it.next()?.parse().ok()?;
-    let jf = it.next()?.parse().ok()?;
-    let k = it.next()?.parse().ok()?;
-    Some(libc::sock_filter { code, jt, jf, k })
+/// libpcap's program for `(kernel) and qualifier` (or the qualifier alone) on this handle.
+fn compiled(cap: &Capture<Active>, kernel: Option<&str>, qualifier: &str) -> Option<Vec<Insn>> {
+    let expr = match kernel {
+        Some(f) => format!("({f}) and {qualifier}"),
+        None => qualifier.to_string(),
+    };
+    match cap.compile(&expr, true).map(|p| filter::insns(&p)) {
+        Ok(Ok(insns)) => Some(insns),
+        Ok(Err(e)) => {
+            tracing::debug!("{expr:?}: {e}; direction in userland");
+            None
+        }
+        Err(e) => {
+            tracing::debug!("{expr:?} not compiled ({e}); direction in userland");
+            None
+        }
+    }
 }
 
-/// Replaces the socket's classic BPF filter (`SO_ATTACH_FILTER`).
-#[allow(unsafe_code)]
-fn attach_kernel_filter(fd: BorrowedFd<'_>, insns: &[libc::sock_filter]) -> std::io::Result<()> {
-    let len = u16::try_from(insns.len())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "filter too long"))?;
-    let prog = libc::sock_fprog {
-        len,
-        filter: insns.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: `fd` is a valid open socket for the call; `prog` points to `len` initialised
-    // instructions that outlive the call, and the kernel copies the program before returning
-    // (it never writes through the pointer).
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            &prog as *const libc::sock_fprog as *const libc::c_void,
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+/// The through-tunnels socket filter for this handle (see [`crate::filter`]).
+fn through_tunnels_program(
+    cap: &Capture<Active>,
+    tunnel: &TunnelMatcher,
+    user: &str,
+    qualifier: &str,
+) -> Result<Vec<Insn>, String> {
+    let direction = cap.compile(qualifier, true).map_err(|e| e.to_string())?;
+    let outer = cap.compile(user, true).map_err(|e| e.to_string())?;
+    tunnel
+        .kernel_program(Some(&direction), &outer)
+        .map_err(|e| e.to_string())
 }
 
 fn now_ns() -> u64 {

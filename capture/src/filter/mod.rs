@@ -4,25 +4,34 @@
 //! VXLAN on the underlay (as Wireshark's `icmp` display filter matches inner packets), while
 //! tcpdump's filter only reads the outer headers. With [`Semantics::ThroughTunnels`]:
 //!
-//! 1. the kernel filter is `(FILTER) or udp dst port (tunnel ports)`, so tunnel packets reach
-//!    userspace while everything else the filter rejects never leaves the kernel;
-//! 2. in userspace a packet is kept when libpcap's own program for FILTER accepts it (the
-//!    outer packet), or accepts the frame it carries — compiled for Ethernet (VXLAN, Geneve
-//!    0x6558) or raw IP (flannel-udp, Geneve carrying IP) and run by `pcap_offline_filter` on
-//!    the inner bytes, any depth up to [`MAX_DEPTH`] — so the semantics are libpcap's exactly.
+//! 1. in the kernel, one socket filter ([`kernel`]) runs libpcap's program for FILTER on the
+//!    packet and, for UDP to a tunnel port, libpcap's program for FILTER compiled for the inner
+//!    frame — Ethernet (VXLAN, Geneve 0x6558) or raw IP (flannel-udp, Geneve carrying IP) —
+//!    relocated to read at the inner frame's offset ([`bpf`]). Tunnel traffic that does not
+//!    match never reaches a ring. When that program cannot be built (too long, or FILTER uses
+//!    scratch memory relocation needs), the kernel passes `(FILTER) or udp dst port (ports)`;
+//! 2. in userspace a packet is kept when libpcap's own program for FILTER accepts it, or
+//!    accepts the frame it carries (`pcap_offline_filter` on the inner bytes, [`MAX_DEPTH`]
+//!    level) — the definition both halves follow, so the semantics are libpcap's exactly.
 //!
 //! [`Semantics::Outer`] (`--outer`) is tcpdump's: the filter as given, in the kernel only.
 
+pub mod bpf;
 mod inner;
+mod kernel;
 mod ports;
+
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use pcap::{BpfProgram, Capture, Linktype};
 
+pub use bpf::{BpfError, Insn};
 pub use inner::{inner_frame, InnerLink, OuterLink};
 pub use ports::{Encap, TunnelPorts};
 
-/// Tunnel levels unwrapped before a packet is given up on (VXLAN in Geneve in …).
-pub const MAX_DEPTH: usize = 4;
+/// Tunnel levels looked into: one, as the kernel filter does (a tunnel in a tunnel is rare,
+/// and the two halves must agree).
+pub const MAX_DEPTH: usize = 1;
 
 /// What a filter is matched against.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -61,8 +70,9 @@ pub enum Match {
 pub struct TunnelMatcher {
     outer_link: Option<OuterLink>,
     outer: BpfProgram,
-    ethernet: BpfProgram,
-    raw_ip: BpfProgram,
+    /// None when FILTER does not apply to that kind of frame (`ether host …` on raw IP).
+    ethernet: Option<BpfProgram>,
+    raw_ip: Option<BpfProgram>,
     ports: TunnelPorts,
 }
 
@@ -83,15 +93,54 @@ fn compile(filter: &str, dlt: i32) -> Result<BpfProgram, pcap::Error> {
 
 impl TunnelMatcher {
     /// Compiles `filter` for frames of link type `dlt` (the capture handle's) and for the two
-    /// kinds of inner frame.
+    /// kinds of inner frame. A filter that libpcap cannot compile for an inner kind (one on
+    /// Ethernet addresses, for raw IP) matches no inner frame of that kind.
     pub fn new(filter: &str, dlt: i32, ports: TunnelPorts) -> Result<TunnelMatcher, pcap::Error> {
         Ok(TunnelMatcher {
             outer_link: u32::try_from(dlt).ok().and_then(OuterLink::from_linktype),
             outer: compile(filter, dlt)?,
-            ethernet: compile(filter, InnerLink::Ethernet.dlt())?,
-            raw_ip: compile(filter, InnerLink::RawIp.dlt())?,
+            ethernet: compile(filter, InnerLink::Ethernet.dlt()).ok(),
+            raw_ip: compile(filter, InnerLink::RawIp.dlt()).ok(),
             ports,
         })
+    }
+
+    /// The socket filter doing this match in the kernel (see [`kernel`]), for frames of
+    /// `link` with `direction` (libpcap's `inbound`/`outbound` on the live handle) first and
+    /// `outer` (FILTER compiled on the live handle) for the packet itself.
+    pub fn kernel_program(
+        &self,
+        direction: Option<&BpfProgram>,
+        outer: &BpfProgram,
+    ) -> Result<Vec<Insn>, BpfError> {
+        let link = self.outer_link.ok_or(BpfError::Unsupported(
+            "no tunnel unwrapping on this link type",
+        ))?;
+        let direction = direction.map(insns).transpose()?;
+        let never = || vec![Insn::reject()];
+        let outer = insns(outer)?;
+        let ethernet = self
+            .ethernet
+            .as_ref()
+            .map(insns)
+            .transpose()?
+            .unwrap_or_else(never);
+        let raw_ip = self
+            .raw_ip
+            .as_ref()
+            .map(insns)
+            .transpose()?
+            .unwrap_or_else(never);
+        kernel::through_tunnels(
+            link,
+            &self.ports,
+            kernel::Parts {
+                direction: direction.as_deref(),
+                outer: &outer,
+                ethernet: &ethernet,
+                raw_ip: &raw_ip,
+            },
+        )
     }
 
     /// Whether `frame` (or what a tunnel in it carries) matches, and where.
@@ -104,10 +153,10 @@ impl TunnelMatcher {
         for depth in 1..=MAX_DEPTH {
             let (inner_link, inner) = inner_frame(bytes, link, &self.ports)?;
             let prog = match inner_link {
-                InnerLink::Ethernet => &self.ethernet,
-                InnerLink::RawIp => &self.raw_ip,
+                InnerLink::Ethernet => self.ethernet.as_ref(),
+                InnerLink::RawIp => self.raw_ip.as_ref(),
             };
-            if prog.filter(inner) {
+            if prog.is_some_and(|p| p.filter(inner)) {
                 return Some(Match::Inner { depth });
             }
             link = inner_link.into();
@@ -115,6 +164,51 @@ impl TunnelMatcher {
         }
         None
     }
+}
+
+/// Replaces the socket's classic BPF filter (`SO_ATTACH_FILTER`) with `insns`.
+#[allow(unsafe_code)]
+pub fn attach(fd: BorrowedFd<'_>, insns: &[Insn]) -> std::io::Result<()> {
+    let insns: Vec<libc::sock_filter> = insns
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let len = u16::try_from(insns.len())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "filter too long"))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: insns.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `fd` is a valid open socket for the call; `prog` points to `len` initialised
+    // instructions that outlive the call, and the kernel copies the program before returning
+    // (it never writes through the pointer).
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            &prog as *const libc::sock_fprog as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A libpcap program's instructions.
+pub fn insns(p: &BpfProgram) -> Result<Vec<Insn>, BpfError> {
+    p.get_instructions()
+        .iter()
+        .map(|i| Insn::parse(&i.to_string()).ok_or(BpfError::Unsupported("unreadable instruction")))
+        .collect()
 }
 
 #[cfg(test)]
@@ -168,9 +262,9 @@ mod tests {
         assert_eq!(m.matches(&vx), Some(Match::Inner { depth: 1 }));
         let fl = in_udp(8285, &ping());
         assert_eq!(m.matches(&fl), Some(Match::Inner { depth: 1 }));
-        // VXLAN inside VXLAN: two levels.
+        // VXLAN inside VXLAN: one level is looked into, as the kernel filter does.
         let vxvx = in_udp(4789, &build::vxlan(9, &vx));
-        assert_eq!(m.matches(&vxvx), Some(Match::Inner { depth: 2 }));
+        assert_eq!(m.matches(&vxvx), None);
         // The same bytes on a port that is not a tunnel port, and a ping to another host.
         assert_eq!(m.matches(&in_udp(9999, &build::vxlan(1, &eth_ping))), None);
         let other = build::ethernet(
