@@ -12,6 +12,7 @@ PACKAGES=(
   tshark tcpdump                           # outside checks of dye's captures and decodes
   iputils-ping iputils-tracepath ncat      # plain-tool checks of the lab, MTU baselines
   procps psmisc time libcap2-bin           # pgrep/pkill; /usr/bin/time -v; capsh (tests, demo)
+  iperf3                                   # bounded overlay load (scripts/bench-tunnels.sh)
 )
 
 missing=()
@@ -28,6 +29,8 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   # tshark asks whether non-root users may capture; answer once, non-interactively.
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  # iperf3 asks whether to run a server at boot: no (the benchmark starts a one-off one).
+  echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

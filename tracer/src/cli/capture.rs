@@ -42,9 +42,10 @@ Filters see through tunnels (as Wireshark's display filters do): FILTER matches 
 the packet inside VXLAN, Geneve or flannel's udp backend (IP in UDP) — so `icmp` also keeps
 the VXLAN packets on the underlay that carry ICMP. Tunnel ports: VXLAN 4789 and 8472 plus the
 dstport of every VXLAN device in the selected namespaces, Geneve 6081 (plus devices' ports),
-IP-in-UDP 8285. The kernel lets FILTER or any tunnel packet through; libpcap's own program
-for FILTER then decides on the inner frame, so the semantics are libpcap's. --outer matches
-the outer headers only, as tcpdump does.
+IP-in-UDP 8285; one tunnel level. It all runs in the kernel: libpcap's own program for FILTER,
+compiled for the inner frame (Ethernet or raw IP) and relocated to where that frame starts,
+so the semantics are libpcap's and tunnel traffic that does not match never reaches dye.
+--outer matches the outer headers only, as tcpdump does.
 
 Stops on Ctrl-C / SIGTERM (the file is still complete), --duration, --count or --max-size.
 A per-point packet count is shown on stderr while capturing (when stderr is a terminal); a
