@@ -246,6 +246,27 @@ fn flannel_udp_backend_traced_and_captured_on_raw_ip_points() {
         "{decap}"
     );
 
+    // TCP: the SYN-ACK carries no marker; dye's trace filter, applied inside IP-in-UDP by the
+    // kernel, still keeps it on the underlay.
+    let out = dye(&[
+        "trace",
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &format!("{pod_c}:8080"),
+        "--json",
+    ]);
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["verdict"]["kind"], "answered", "{t}");
+    let back = t["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["netns"] == node1.as_str() && h["ifname"] == "eth0" && h["leg"] == "return")
+        .unwrap_or_else(|| panic!("no SYN-ACK on node-1 eth0: {t}"));
+    assert_eq!(back["outer"][0]["kind"], "ip-in-udp");
+    assert_eq!(back["packet"]["proto"], "tcp");
+
     // The pcapng: flannel0's interfaces are LINKTYPE_RAW (101), and tshark decodes the ICMP
     // inside on them (raw IP) and on eth0 (IP in UDP 8285).
     let linktypes = linktypes_by_interface(pcap.path());

@@ -1,5 +1,8 @@
 //! Which UDP destination ports carry which encapsulation.
 
+use crate::netlink::LinkKind;
+use crate::topology::Topology;
+
 /// What a tunnel port carries after the UDP header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encap {
@@ -35,6 +38,22 @@ impl TunnelPorts {
         for p in ports {
             if !self.vxlan.contains(&p) {
                 self.vxlan.push(p);
+            }
+        }
+        self
+    }
+
+    /// Adds the ports of the VXLAN and Geneve devices in `topo` (their `dstport`).
+    pub fn with_devices(mut self, topo: &Topology) -> TunnelPorts {
+        for link in topo.namespaces.iter().flat_map(|n| &n.links) {
+            match &link.kind {
+                LinkKind::Vxlan(t) => self = self.with_vxlan(t.port),
+                LinkKind::Geneve(t) => {
+                    if let Some(p) = t.port.filter(|p| !self.geneve.contains(p)) {
+                        self.geneve.push(p);
+                    }
+                }
+                _ => {}
             }
         }
         self

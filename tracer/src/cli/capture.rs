@@ -153,7 +153,7 @@ fn select_points(args: &CaptureArgs) -> anyhow::Result<(Vec<CapturePoint>, Tunne
         }
     }
     let topo = Topology::discover(&namespaces).context("interface discovery failed")?;
-    let ports = tunnel_ports(&topo);
+    let ports = TunnelPorts::well_known().with_devices(&topo);
     let mut points = Vec::new();
     let mut add = |ns: &Netns, link: &dye_capture::netlink::Link, node: &str| {
         let p = CapturePoint {
@@ -252,23 +252,6 @@ fn select_points(args: &CaptureArgs) -> anyhow::Result<(Vec<CapturePoint>, Tunne
         );
     }
     Ok((points, ports))
-}
-
-/// The well-known tunnel ports plus the ports of the VXLAN and Geneve devices in `topo`.
-fn tunnel_ports(topo: &Topology) -> TunnelPorts {
-    let mut ports = TunnelPorts::well_known();
-    for link in topo.namespaces.iter().flat_map(|n| &n.links) {
-        match &link.kind {
-            LinkKind::Vxlan(t) => ports = ports.with_vxlan(t.port),
-            LinkKind::Geneve(t) => {
-                if let Some(p) = t.port.filter(|p| !ports.geneve.contains(p)) {
-                    ports.geneve.push(p);
-                }
-            }
-            _ => {}
-        }
-    }
-    ports
 }
 
 pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
