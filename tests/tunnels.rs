@@ -340,6 +340,60 @@ fn flannel_udp_backend_traced_and_captured_on_raw_ip_points() {
     assert_eq!(counts.get(&format!("{node1}/eth0")), Some(&6), "{counts:?}");
     assert_eq!(counts, icmp, "everything kept is ICMP to tshark");
 
+    // A forwarder goes by itself when its lab's state directory goes, and the kernel takes its
+    // TUN device with it (a spare one, on another port, in node-1).
+    let watch = std::env::temp_dir().join(format!("dye-test-watch-{}", lab.id));
+    std::fs::create_dir_all(&watch).unwrap();
+    let mut fwd = Command::new("ip")
+        .args(["netns", "exec", &node1])
+        .arg(dye_bin())
+        .args([
+            "lab",
+            "forward",
+            "--tun",
+            "dyetest0",
+            "--local",
+            "192.168.50.11",
+        ])
+        .args([
+            "--port",
+            "18285",
+            "--peer",
+            "10.244.2.0/24=192.168.50.12",
+            "--watch",
+        ])
+        .arg(&watch)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let has_device = || {
+        lab.exec("node-1", &["ip", "link", "show", "dyetest0"])
+            .status
+            .success()
+    };
+    let t0 = Instant::now();
+    while !has_device() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "forwarder made no device"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_dir(&watch).unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = fwd.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(3) {
+            let _ = fwd.kill();
+            panic!("forwarder still running 3 s after its state directory went");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "forwarder exit {status:?}");
+    assert!(!has_device(), "dyetest0 outlived its forwarder");
+
     // Down removes the forwarders with everything else (their command lines name the lab's
     // state directory, so lab_traces would list a survivor).
     let id = lab.id.clone();

@@ -172,7 +172,12 @@ pub fn run(cfg: &ForwarderConfig) -> std::io::Result<()> {
                 let (len, from) = match udp.recv_from(&mut buf) {
                     Ok(x) => x,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        // A socket error (a queued ICMP error, say) ends this batch, not the
+                        // forwarder.
+                        tracing::debug!("receive: {e}");
+                        break;
+                    }
                 };
                 let known =
                     matches!(from.ip(), IpAddr::V4(a) if cfg.peers.iter().any(|(_, p)| *p == a));
