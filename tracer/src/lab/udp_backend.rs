@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::cmd::Cmd;
+use super::faults::Fault;
 use super::names::LabId;
 use super::state::LabState;
 use super::topology::{Backend, Node, Topology};
@@ -47,6 +48,25 @@ pub fn check(topo: &Topology) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Faults that only a VXLAN overlay has: refused on the udp backend, saying why.
+pub fn check_fault(topo: &Topology, fault: &Fault) -> Result<(), String> {
+    if topo.overlay.backend != Backend::Udp {
+        return Ok(());
+    }
+    match fault {
+        Fault::VxlanDf { .. } => Err(format!(
+            "vxlan-df needs a VXLAN overlay; {} is flannel's udp backend (a TUN device)",
+            topo.overlay.device
+        )),
+        Fault::NoRoute { .. } => Err(format!(
+            "no-route deletes a per-node VXLAN route; the udp backend routes the whole cluster \
+             range into {} (the forwarder picks the node)",
+            topo.overlay.device
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn ready_file(state_dir: &Path, node: &str) -> std::path::PathBuf {
@@ -157,6 +177,23 @@ mod tests {
                 .backend,
             Backend::Vxlan
         );
+    }
+
+    #[test]
+    fn vxlan_only_faults_are_refused_on_the_udp_backend() {
+        let udp = Topology::parse(SAMPLE).unwrap();
+        let vxlan = Topology::parse(Topology::BUILTIN_TEXT).unwrap();
+        let df = Fault::VxlanDf { node: None };
+        let no_route = Fault::NoRoute {
+            node: "node-1".into(),
+            to: "node-2".into(),
+        };
+        assert!(check_fault(&udp, &df)
+            .unwrap_err()
+            .contains("needs a VXLAN overlay"));
+        assert!(check_fault(&udp, &no_route).is_err());
+        assert!(check_fault(&udp, &Fault::UnderlayMtu { mtu: 1400 }).is_ok());
+        assert!(check_fault(&vxlan, &df).is_ok());
     }
 
     #[test]
