@@ -557,8 +557,8 @@ fn open_handle(
         point: point.clone(),
         message: e.to_string(),
     };
-    // 0. Through tunnels: the kernel also passes tunnel packets, and the user's filter,
-    //    compiled for userspace, decides on them (and on the inner frames they carry).
+    // 0. Through tunnels: the user's filter compiled for the packet and for inner frames, to be
+    //    joined into the kernel filter below and run again in userspace (see `crate::filter`).
     let tunnel = match (&config.semantics, user) {
         (Semantics::ThroughTunnels(ports), Some(f)) => Some(
             TunnelMatcher::new(f, cap.get_datalink().0, ports.clone())
@@ -604,7 +604,9 @@ fn open_handle(
         }
     }
     let cap = cap.setnonblock().map_err(classify)?;
-    Ok((cap, tunnel))
+    // The userspace check backs the kernel up (packets that predate its filter, the fallback),
+    // unless FILTER reads ancillary data only a socket filter has: then the kernel decides.
+    Ok((cap, tunnel.filter(TunnelMatcher::runs_in_userspace)))
 }
 
 const DLT_EN10MB: i32 = 1;

@@ -82,6 +82,11 @@ impl Insn {
         }
     }
 
+    /// A load of the kernel's ancillary data (packet type, interface…), not of packet bytes.
+    pub fn is_ancillary_load(self) -> bool {
+        self.class() == LD && self.mode() == ABS && self.k >= SKF_AD_OFF
+    }
+
     fn class(self) -> u16 {
         self.code & 0x07
     }

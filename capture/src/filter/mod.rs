@@ -143,6 +143,20 @@ impl TunnelMatcher {
         )
     }
 
+    /// Whether libpcap's userspace interpreter can run FILTER: not when it reads the kernel's
+    /// ancillary data (`inbound`, `outbound`, `ifindex`…), which only a socket filter has.
+    pub fn runs_in_userspace(&self) -> bool {
+        let programs = [
+            Some(&self.outer),
+            self.ethernet.as_ref(),
+            self.raw_ip.as_ref(),
+        ];
+        programs
+            .into_iter()
+            .flatten()
+            .all(|p| insns(p).is_ok_and(|is| !is.iter().any(|i| i.is_ancillary_load())))
+    }
+
     /// Whether `frame` (or what a tunnel in it carries) matches, and where.
     pub fn matches(&self, frame: &[u8]) -> Option<Match> {
         if self.outer.filter(frame) {
@@ -282,6 +296,18 @@ mod tests {
         // A filter on the outer headers still matches the outer packet.
         let m = TunnelMatcher::new("udp port 8472", 1, TunnelPorts::well_known()).unwrap();
         assert_eq!(m.matches(&vx), Some(Match::Outer));
+    }
+
+    #[test]
+    fn ancillary_filters_are_left_to_the_kernel() {
+        let ports = TunnelPorts::well_known;
+        assert!(TunnelMatcher::new("icmp", 1, ports())
+            .unwrap()
+            .runs_in_userspace());
+        // `inbound` reads the packet type, which only a socket filter has: libpcap's
+        // userspace interpreter would reject every packet.
+        let m = TunnelMatcher::new("icmp and inbound", 1, ports()).unwrap();
+        assert!(!m.runs_in_userspace());
     }
 
     #[test]
