@@ -104,6 +104,7 @@ pub enum Target {
     Label(&'static str),
 }
 
+/// An instruction being built; `jt`/`jf` mean something for jumps only (`ja` uses `jt`).
 #[derive(Clone, Copy, Debug)]
 struct Asm {
     code: u16,
@@ -111,6 +112,9 @@ struct Asm {
     jt: Target,
     jf: Target,
 }
+
+/// The targets of an instruction that does not jump (never resolved).
+const NO_JUMP: Target = Target::Index(0);
 
 /// Why a program could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -157,13 +161,7 @@ impl Builder {
 
     /// A non-jump instruction.
     pub fn op(&mut self, code: u16, k: u32) {
-        let next = Target::Index(self.insns.len() + 1);
-        self.insns.push(Asm {
-            code,
-            k,
-            jt: next,
-            jf: next,
-        });
+        self.insns.push(asm(code, k));
     }
 
     /// A conditional jump (`JMP | op | K`).
@@ -235,15 +233,8 @@ impl Builder {
         starts.push(at);
         let to = |old: usize| Target::Index(starts.get(old).copied().unwrap_or(at));
         for (idx, (i, piece)) in prog.iter().zip(pieces).enumerate() {
-            let start = starts[idx];
-            for (n, mut a) in piece.into_iter().enumerate() {
-                let next = Target::Index(start + n + 1);
-                if a.jt == Target::Label("next") {
-                    a.jt = next;
-                    a.jf = next;
-                }
-                self.insns.push(a);
-            }
+            self.insns.extend(piece);
+            // The original instruction is the last of its piece: give its jumps their targets.
             let last = self.insns.len() - 1;
             match i.class() {
                 JMP if i.code & 0xf0 == JA => {
@@ -316,22 +307,16 @@ impl Builder {
 }
 
 fn plain(i: Insn) -> Asm {
-    let next = Target::Label("next");
-    Asm {
-        code: i.code,
-        k: i.k,
-        jt: next,
-        jf: next,
-    }
+    asm(i.code, i.k)
 }
 
 fn asm(code: u16, k: u32) -> Asm {
-    plain(Insn {
+    Asm {
         code,
-        jt: 0,
-        jf: 0,
         k,
-    })
+        jt: NO_JUMP,
+        jf: NO_JUMP,
+    }
 }
 
 /// Relocation keeps its state in M[13..=15]: a program that touches them cannot be relocated.
