@@ -339,6 +339,10 @@ fn flannel_udp_backend_traced_and_captured_on_raw_ip_points() {
     );
     assert_eq!(counts.get(&format!("{node1}/eth0")), Some(&6), "{counts:?}");
     assert_eq!(counts, icmp, "everything kept is ICMP to tshark");
+    assert_eq!(
+        linktypes_by_interface(cap.path()).get(&format!("{node1}/flannel0")),
+        Some(&101)
+    );
 
     // A forwarder goes by itself when its lab's state directory goes, and the kernel takes its
     // TUN device with it (a spare one, on another port, in node-1).
