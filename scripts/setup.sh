@@ -16,6 +16,7 @@ PACKAGES=(
   iputils-ping iputils-tracepath ncat      # plain-tool checks of the lab, MTU baselines
   scamper                                  # MTU baseline (scripts/bench-mtu.sh: trace -M)
   procps psmisc time libcap2-bin           # pgrep/pkill; /usr/bin/time -v; capsh (tests, demo)
+  iperf3                                   # bounded overlay load (scripts/bench-tunnels.sh)
 )
 
 missing=()
@@ -32,6 +33,8 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   # tshark asks whether non-root users may capture; answer once, non-interactively.
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  # iperf3 asks whether to run a server at boot: no (the benchmark starts a one-off one).
+  echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -27,7 +27,7 @@
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -38,6 +38,7 @@ use nix::poll::{poll, PollFd, PollFlags};
 use pcap::{Active, Capture, Precision};
 use serde::Serialize;
 
+use crate::filter::{self, Insn, Semantics, TunnelMatcher};
 use crate::netns::{Netns, NetnsError};
 use crate::pcapng::InterfaceInfo;
 
@@ -97,6 +98,8 @@ pub struct CaptureConfig {
     pub points: Vec<CapturePoint>,
     /// pcap filter expression applied in the kernel on every handle (None: everything).
     pub filter: Option<String>,
+    /// Whether `filter` reads the outer headers only or also the packets inside tunnels.
+    pub semantics: Semantics,
     /// Bytes kept of each frame.
     pub snaplen: i32,
     /// Kernel ring size per handle (two handles per point).
@@ -126,6 +129,7 @@ impl CaptureConfig {
         CaptureConfig {
             points,
             filter: None,
+            semantics: Semantics::Outer,
             snaplen: 262_144,
             buffer_bytes: 1024 * 1024,
             immediate: false,
@@ -189,6 +193,9 @@ pub struct PointStats {
     pub kernel_dropped: u64,
     /// Packets dropped by the interface/driver (`ps_ifdrop`).
     pub if_dropped: u64,
+    /// Tunnel packets the kernel let through whose inner packet did not match the filter
+    /// (discarded in userspace; see [`crate::filter`]).
+    pub tunnel_discarded: u64,
     /// Set when the point was lost mid-capture.
     pub lost: Option<String>,
 }
@@ -246,6 +253,7 @@ struct Counters {
     kernel_received: AtomicU64,
     kernel_dropped: AtomicU64,
     if_dropped: AtomicU64,
+    tunnel_discarded: AtomicU64,
     lost: Mutex<Option<String>>,
 }
 
@@ -268,6 +276,7 @@ impl Shared {
                 kernel_received: c.kernel_received.load(Ordering::Relaxed),
                 kernel_dropped: c.kernel_dropped.load(Ordering::Relaxed),
                 if_dropped: c.if_dropped.load(Ordering::Relaxed),
+                tunnel_discarded: c.tunnel_discarded.load(Ordering::Relaxed),
                 lost: c.lost.lock().map(|l| l.clone()).unwrap_or(None),
             })
             .collect()
@@ -278,7 +287,7 @@ impl Shared {
 #[derive(Clone, Debug)]
 pub struct OpenPoint {
     pub point: CapturePoint,
-    /// LINKTYPE of the frames (1 = Ethernet).
+    /// LINKTYPE of the frames (1 = Ethernet, 101 = raw IP), as pcapng files name it.
     pub linktype: u32,
     pub snaplen: u32,
 }
@@ -297,6 +306,8 @@ impl OpenPoint {
 
 struct Handle {
     cap: Capture<Active>,
+    /// Set when the filter sees through tunnels: the userspace half of the match.
+    tunnel: Option<TunnelMatcher>,
     point: usize,
     dir: Direction,
     alive: bool,
@@ -380,10 +391,11 @@ impl CaptureSession {
                 .collect()
         });
         for got in results {
-            for (i, dir, cap) in got? {
-                linktypes[i] = cap.get_datalink().0 as u32;
+            for (i, dir, (cap, tunnel)) in got? {
+                linktypes[i] = linktype_of_dlt(cap.get_datalink().0);
                 handles.push(Handle {
                     cap,
+                    tunnel,
                     point: i,
                     dir,
                     alive: true,
@@ -500,7 +512,7 @@ fn open_handle(
     config: &CaptureConfig,
     p: &CapturePoint,
     dir: Direction,
-) -> Result<Capture<Active>, CaptureError> {
+) -> Result<(Capture<Active>, Option<TunnelMatcher>), CaptureError> {
     let point = p.name();
     let classify = |e: pcap::Error| {
         let message = e.to_string();
@@ -540,14 +552,25 @@ fn open_handle(
         .as_deref()
         .map(str::trim)
         .filter(|f| !f.is_empty());
-    // 1. The user's filter through libpcap (checks the syntax, and is what libpcap applies in
+    let bad_filter = |f: &str, e: pcap::Error| CaptureError::Filter {
+        filter: f.to_string(),
+        point: point.clone(),
+        message: e.to_string(),
+    };
+    // 0. Through tunnels: the user's filter compiled for the packet and for inner frames, to be
+    //    joined into the kernel filter below and run again in userspace (see `crate::filter`).
+    let tunnel = match (&config.semantics, user) {
+        (Semantics::ThroughTunnels(ports), Some(f)) => Some(
+            TunnelMatcher::new(f, cap.get_datalink().0, ports.clone())
+                .map_err(|e| bad_filter(f, e))?,
+        ),
+        _ => None,
+    };
+    let kernel = user.map(|f| config.semantics.kernel_expression(f));
+    // 1. The kernel's filter through libpcap (checks the syntax, and is what libpcap applies in
     //    userland to the first ring block, which may predate the kernel filter).
-    if let Some(f) = user {
-        cap.filter(f, true).map_err(|e| CaptureError::Filter {
-            filter: f.to_string(),
-            point: point.clone(),
-            message: e.to_string(),
-        })?;
+    if let Some(f) = kernel.as_deref() {
+        cap.filter(f, true).map_err(|e| bad_filter(f, e))?;
     }
     // 2. Direction checked by libpcap on every ring frame from its packet type (exact).
     cap.direction(match dir {
@@ -558,69 +581,80 @@ fn open_handle(
     // 3. Direction also in the kernel filter, so the other direction never enters this ring.
     //    `inbound`/`outbound` compile to SKF_AD_PKTTYPE loads, which only the kernel evaluates
     //    (libpcap's userland interpreter rejects them), hence attached here rather than through
-    //    pcap_setfilter. Only for Ethernet-framed devices, whose programs need no rewriting.
-    if cap.get_datalink() == pcap::Linktype::ETHERNET {
-        let expr = match user {
-            Some(f) => format!("({f}) and {qualifier}"),
-            None => qualifier.to_string(),
-        };
-        match cap.compile(&expr, true) {
-            Ok(prog) => {
-                let insns: Vec<libc::sock_filter> = prog
-                    .get_instructions()
-                    .iter()
-                    .filter_map(|i| parse_insn(&i.to_string()))
-                    .collect();
-                if insns.len() == prog.get_instructions().len() {
-                    if let Err(e) = attach_kernel_filter(cap.as_fd(), &insns) {
-                        tracing::debug!("{point}: kernel direction filter not attached: {e}");
-                    }
+    //    pcap_setfilter. Only for Ethernet-framed and raw-IP devices (TUN, ARPHRD_NONE), whose
+    //    programs need no rewriting (cooked captures' offsets are libpcap's to fix up).
+    let dlt = cap.get_datalink().0;
+    if dlt == DLT_EN10MB || dlt == DLT_RAW {
+        let program = match (&tunnel, user) {
+            // Through tunnels: direction, FILTER, and FILTER on the inner frame, all in the
+            // kernel; the plain expression when that program cannot be built.
+            (Some(t), Some(f)) => match through_tunnels_program(&cap, t, f, qualifier) {
+                Ok(insns) => Some(insns),
+                Err(e) => {
+                    tracing::debug!("{point}: tunnel packets filtered in userspace: {e}");
+                    compiled(&cap, kernel.as_deref(), qualifier)
                 }
-            }
-            Err(e) => {
-                tracing::debug!("{point}: {expr:?} not compiled ({e}); direction in userland")
+            },
+            _ => compiled(&cap, kernel.as_deref(), qualifier),
+        };
+        if let Some(insns) = program {
+            if let Err(e) = filter::attach(cap.as_fd(), &insns) {
+                tracing::debug!("{point}: kernel filter not attached: {e}");
             }
         }
     }
-    cap.setnonblock().map_err(classify)
+    let cap = cap.setnonblock().map_err(classify)?;
+    // The userspace check backs the kernel up (packets that predate its filter, the fallback),
+    // unless FILTER reads ancillary data only a socket filter has: then the kernel decides.
+    Ok((cap, tunnel.filter(TunnelMatcher::runs_in_userspace)))
 }
 
-/// Parses pcap's `code jt jf k` rendering of one instruction.
-fn parse_insn(s: &str) -> Option<libc::sock_filter> {
-    let mut it = s.split_whitespace();
-    let code = it.next()?.parse().ok()?;
-    let jt = it.next()?.parse().ok()?;
-    let jf = it.next()?.parse().ok()?;
-    let k = it.next()?.parse().ok()?;
-    Some(libc::sock_filter { code, jt, jf, k })
-}
+const DLT_EN10MB: i32 = 1;
+/// libpcap's DLT for raw IP on Linux (12; 14 on OpenBSD); LINKTYPE_RAW (101) in files.
+const DLT_RAW: i32 = 12;
+const DLT_RAW_OPENBSD: i32 = 14;
+const LINKTYPE_RAW: u32 = 101;
 
-/// Replaces the socket's classic BPF filter (`SO_ATTACH_FILTER`).
-#[allow(unsafe_code)]
-fn attach_kernel_filter(fd: BorrowedFd<'_>, insns: &[libc::sock_filter]) -> std::io::Result<()> {
-    let len = u16::try_from(insns.len())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "filter too long"))?;
-    let prog = libc::sock_fprog {
-        len,
-        filter: insns.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: `fd` is a valid open socket for the call; `prog` points to `len` initialised
-    // instructions that outlive the call, and the kernel copies the program before returning
-    // (it never writes through the pointer).
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            &prog as *const libc::sock_fprog as *const libc::c_void,
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
+/// The LINKTYPE a capture file records for a live handle's DLT: they differ for raw IP, whose
+/// DLT is platform-specific (what libpcap's `dlt_to_linktype` does when it writes a file).
+pub fn linktype_of_dlt(dlt: i32) -> u32 {
+    match dlt {
+        DLT_RAW | DLT_RAW_OPENBSD => LINKTYPE_RAW,
+        other => u32::try_from(other).unwrap_or(0),
     }
+}
+
+/// libpcap's program for `(kernel) and qualifier` (or the qualifier alone) on this handle.
+fn compiled(cap: &Capture<Active>, kernel: Option<&str>, qualifier: &str) -> Option<Vec<Insn>> {
+    let expr = match kernel {
+        Some(f) => format!("({f}) and {qualifier}"),
+        None => qualifier.to_string(),
+    };
+    match cap.compile(&expr, true).map(|p| filter::insns(&p)) {
+        Ok(Ok(insns)) => Some(insns),
+        Ok(Err(e)) => {
+            tracing::debug!("{expr:?}: {e}; direction in userland");
+            None
+        }
+        Err(e) => {
+            tracing::debug!("{expr:?} not compiled ({e}); direction in userland");
+            None
+        }
+    }
+}
+
+/// The through-tunnels socket filter for this handle (see [`crate::filter`]).
+fn through_tunnels_program(
+    cap: &Capture<Active>,
+    tunnel: &TunnelMatcher,
+    user: &str,
+    qualifier: &str,
+) -> Result<Vec<Insn>, String> {
+    let direction = cap.compile(qualifier, true).map_err(|e| e.to_string())?;
+    let outer = cap.compile(user, true).map_err(|e| e.to_string())?;
+    tunnel
+        .kernel_program(Some(&direction), &outer)
+        .map_err(|e| e.to_string())
 }
 
 fn now_ns() -> u64 {
@@ -670,8 +704,8 @@ struct Reader {
     emitted: u64,
 }
 
-/// A handle opened for point `.0` in direction `.1`.
-type OpenedHandle = (usize, Direction, Capture<Active>);
+/// A handle opened for point `.0` in direction `.1`, with its userspace tunnel matcher.
+type OpenedHandle = (usize, Direction, (Capture<Active>, Option<TunnelMatcher>));
 
 /// Closes capture handles concurrently. Closing a packet socket waits for an RCU grace period
 /// (`synchronize_net` in the kernel); one after another, dozens of handles took a second, while
@@ -790,6 +824,18 @@ impl Reader {
             let h = &mut self.handles[i];
             match h.cap.next_packet() {
                 Ok(pkt) => {
+                    if h.tunnel
+                        .as_ref()
+                        .is_some_and(|t| t.matches(pkt.data).is_none())
+                    {
+                        // A tunnel packet the kernel let through for a look inside: nothing
+                        // in it matches.
+                        self.shared.counters[h.point]
+                            .tunnel_discarded
+                            .fetch_add(1, Ordering::Relaxed);
+                        n += 1;
+                        continue;
+                    }
                     let ts =
                         pkt.header.ts.tv_sec as u64 * 1_000_000_000 + pkt.header.ts.tv_usec as u64;
                     let obs = Observation {

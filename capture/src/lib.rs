@@ -21,6 +21,8 @@
 //! - [`capture`]: live capture on many (namespace, interface) points at once, each with two
 //!   kernel-filtered libpcap handles (inbound / outbound) so every frame has a reliable
 //!   direction; one merged, time-ordered stream of [`Observation`]s; kernel drop counters.
+//! - [`filter`]: filters that see through tunnels — the kernel passes the user's filter or any
+//!   tunnel packet, and libpcap's program for the filter decides on the inner frame.
 //! - [`inject`]: a header-included raw socket opened inside the source namespace, so probes
 //!   leave exactly as built.
 //! - [`pcapng`]: one interface block per capture point (`<netns>/<ifname>`), nanosecond
@@ -30,6 +32,7 @@
 pub mod capture;
 pub mod conntrack;
 pub mod dropwatch;
+pub mod filter;
 pub mod inject;
 pub mod netlink;
 pub mod netns;

@@ -925,6 +925,49 @@ fn aggregated() -> Sample {
     }
 }
 
+/// flannel's `udp` backend on a node's eth0: bare IP packets in UDP 8285 — a probe, an inner
+/// fragment, an ICMP error towards a pod, a ping that is not a probe, and IPv6 inside.
+fn ip_in_udp() -> Sample {
+    let mut f = Vec::new();
+    let carry = |id: u16, inner: &[u8]| {
+        eth4(
+            MAC_N1,
+            MAC_N2,
+            &udp4(&V4::new(NODE1, NODE2).id(id), 8285, 8285, inner),
+        )
+    };
+    f.push(carry(
+        0x300,
+        &icmp_echo4(&V4::new(POD_A, POD_B).id(40), true, 4, 1, &probe(1, 56)),
+    ));
+    let big = icmp_echo4(&V4::new(POD_A, POD_B).id(41), true, 4, 2, &probe(2, 2000));
+    for (i, fr) in build::fragment_ipv4(&big, 1400).iter().enumerate() {
+        f.push(carry(0x301 + i as u16, fr));
+    }
+    let quoted = icmp_echo4(&V4::new(POD_B, POD_A).id(42), true, 4, 3, &[0u8; 56]);
+    f.push(carry(
+        0x310,
+        &build::ipv4(
+            &V4::new(Ipv4Addr::new(10, 244, 2, 1), POD_B).id(43),
+            1,
+            &build::icmp4(3, 4, [0, 0, 0x05, 0x78], &quoted[..28]),
+        ),
+    ));
+    f.push(carry(
+        0x311,
+        &icmp_echo4(&V4::new(POD_A, POD_B).id(44), true, 9, 1, &[0x55u8; 56]),
+    ));
+    f.push(carry(
+        0x312,
+        &udp6(v6("fd00::a"), v6("fd00::b"), 40120, 33434, &probe(5, 64)),
+    ));
+    Sample {
+        name: "ip-in-udp.pcap",
+        linktype: DataLink::ETHERNET,
+        frames: f,
+    }
+}
+
 fn samples() -> Vec<Sample> {
     vec![
         plain(),
@@ -940,6 +983,7 @@ fn samples() -> Vec<Sample> {
         icmp_errors(),
         fragments(),
         aggregated(),
+        ip_in_udp(),
     ]
 }
 

@@ -20,6 +20,9 @@ pub struct Options {
     pub vxlan_ports: Vec<u16>,
     /// UDP destination ports dissected as Geneve (default 6081).
     pub geneve_ports: Vec<u16>,
+    /// UDP destination ports whose payload, when it starts like an IPv4 or IPv6 header, is a
+    /// bare IP packet: flannel's `udp` backend (default 8285), no tunnel header.
+    pub ip_in_udp_ports: Vec<u16>,
     /// Maximum number of encapsulation layers before giving up (default 8).
     pub max_layers: usize,
 }
@@ -29,6 +32,7 @@ impl Default for Options {
         Options {
             vxlan_ports: vec![4789, 8472],
             geneve_ports: vec![6081],
+            ip_in_udp_ports: vec![8285],
             max_layers: 8,
         }
     }
@@ -660,6 +664,24 @@ impl<'a> Walker<'a, '_, '_> {
                     return Err(e.into());
                 }
                 Err(_) => {}
+            }
+        }
+        if self.opts.ip_in_udp_ports.contains(&u.dport) {
+            // No header to check: the payload is taken as IP when its version nibble says so
+            // and it can hold the header that version has.
+            let payload = self.slice(body, end);
+            let inner = match payload.first().map(|v| v >> 4) {
+                Some(4) if payload.len() >= 20 => Some(ET_IPV4),
+                Some(6) if payload.len() >= 40 => Some(ET_IPV6),
+                _ => None,
+            };
+            if let Some(ethertype) = inner {
+                self.push_outer(ip, Some(ports), Tunnel::IpInUdp)?;
+                return Ok(Step::Ether {
+                    ethertype,
+                    off: body,
+                    end,
+                });
             }
         }
         self.d.l4 = Some(L4::Udp(u));

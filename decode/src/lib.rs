@@ -25,6 +25,8 @@ pub mod reassembly;
 pub mod wire;
 
 pub use dissect::{dissect, dissect_into, dissect_quote, Options};
-pub use marker::{filter_expression, filter_expression_with, Marker, MarkerError};
+pub use marker::{
+    filter_expression, filter_expression_ports, filter_expression_with, Marker, MarkerError,
+};
 pub use model::*;
 pub use reassembly::{Reassembled, Reassembler, ReassemblyLimits, ReassemblyStats};

@@ -174,6 +174,16 @@ pub fn filter_expression(trace_id: Option<u32>) -> String {
 /// their headers. The `len >= 64` guard keeps short frames from aborting the filter program on
 /// an out-of-bounds load.
 pub fn filter_expression_with(trace_id: Option<u32>, vxlan_ports: &[u16]) -> String {
+    filter_expression_ports(trace_id, vxlan_ports, &[8285])
+}
+
+/// [`filter_expression_with`], plus fragments and ICMP errors inside a bare IP packet carried
+/// in UDP to `ip_in_udp_ports` (flannel's `udp` backend): the inner IP header at `udp[8]`.
+pub fn filter_expression_ports(
+    trace_id: Option<u32>,
+    vxlan_ports: &[u16],
+    ip_in_udp_ports: &[u16],
+) -> String {
     let mut marker = format!("len >= 64 and ether[len - 16:4] = {:#010x}", Marker::MAGIC);
     if let Some(id) = trace_id {
         marker.push_str(&format!(" and ether[len - 12:4] = {id:#010x}"));
@@ -212,6 +222,21 @@ pub fn filter_expression_with(trace_id: Option<u32>, vxlan_ports: &[u16]) -> Str
              ((ip6[68:2] = 0x0800 and (ip6[76:2] & 0x3fff != 0 or (ip6[79] = 1 and \
              (ip6[90] = 3 or ip6[90] = 11 or ip6[90] = 12)))) or \
              (ip6[68:2] = 0x86dd and (ip6[76] = 44 or (ip6[76] = 58 and ip6[110] < 5)))))"
+        ));
+    }
+    if !ip_in_udp_ports.is_empty() {
+        let ports = ip_in_udp_ports
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(" or ");
+        // udp[8..] inner IPv4 without options (ICMP type at udp[28]) or inner IPv6 (next
+        // header at udp[14], ICMPv6 type at udp[48]).
+        f.push_str(&format!(
+            " or (udp dst port ({ports}) and ((udp[8] & 0xf0 = 0x40 and \
+             (udp[14:2] & 0x3fff != 0 or (udp[17] = 1 and \
+             (udp[28] = 3 or udp[28] = 11 or udp[28] = 12)))) or \
+             (udp[8] & 0xf0 = 0x60 and (udp[14] = 44 or (udp[14] = 58 and udp[48] < 5)))))"
         ));
     }
     f

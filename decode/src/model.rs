@@ -249,6 +249,9 @@ pub enum Tunnel {
         #[serde(skip_serializing_if = "Option::is_none")]
         checksum: Option<u16>,
     },
+    /// A bare IP packet in UDP, no tunnel header: flannel's `udp` backend (port 8285), the
+    /// userspace forwarder behind a TUN device.
+    IpInUdp,
     /// IPv4 in IPv4 (protocol 4).
     Ipip,
     /// IPv6 in IPv4 (protocol 41: SIT / 6in4).
@@ -260,7 +263,7 @@ pub enum Tunnel {
 }
 
 impl Tunnel {
-    /// Short name: vxlan, geneve, gre, gretap, ipip, sit, ip6ip6, ip4ip6.
+    /// Short name: vxlan, geneve, gre, gretap, ip-in-udp, ipip, sit, ip6ip6, ip4ip6.
     pub fn name(&self) -> &'static str {
         match self {
             Tunnel::Vxlan { .. } => "vxlan",
@@ -269,6 +272,7 @@ impl Tunnel {
                 protocol: 0x6558, ..
             } => "gretap",
             Tunnel::Gre { .. } => "gre",
+            Tunnel::IpInUdp => "ip-in-udp",
             Tunnel::Ipip => "ipip",
             Tunnel::Sit => "sit",
             Tunnel::Ip6ip6 => "ip6ip6",
@@ -300,7 +304,7 @@ pub struct Ports {
 pub struct Outer {
     /// The outer IP header.
     pub ip: Ip,
-    /// UDP ports for VXLAN and Geneve.
+    /// UDP ports for VXLAN, Geneve and IP-in-UDP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp: Option<Ports>,
     /// What the tunnel is, with its ids.

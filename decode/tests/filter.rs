@@ -30,6 +30,7 @@ const FILES: &[&str] = &[
     "ipv6-ext.pcap",
     "icmp-errors.pcap",
     "fragments.pcap",
+    "ip-in-udp.pcap",
 ];
 
 fn skip() -> bool {
@@ -95,7 +96,22 @@ fn expected(frame: &[u8], d: &Dissection, trace: Option<u32>) -> bool {
         }
         _ => false,
     };
-    marker || frag || outer_icmp_err || vxlan_inner
+    // One IP-in-UDP level down (flannel-udp): the same fragments and ICMP errors.
+    let ip_in_udp_inner = match (d.outer.as_slice(), &d.ip) {
+        ([o], Some(inner)) => {
+            matches!(o.tunnel, Tunnel::IpInUdp)
+                && o.ip.version == 4
+                && match inner.version {
+                    4 => inner.header_len == 20 && (inner.is_fragment() || icmp_error(d)),
+                    _ => {
+                        inner.ext.first().is_some_and(|e| e.kind == 44)
+                            || (inner.ext.is_empty() && icmp_error(d))
+                    }
+                }
+        }
+        _ => false,
+    };
+    marker || frag || outer_icmp_err || vxlan_inner || ip_in_udp_inner
 }
 
 #[test]

@@ -350,7 +350,7 @@ fn samples_decode_as_documented() {
         );
     }
     assert_eq!(
-        reassembled_markers, 4,
-        "IPv4, IPv6, outer VXLAN, inner VXLAN fragments"
+        reassembled_markers, 5,
+        "IPv4, IPv6, outer VXLAN, inner VXLAN, inner IP-in-UDP fragments"
     );
 }

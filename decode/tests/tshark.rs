@@ -216,6 +216,9 @@ fn every_sample_packet_matches_tshark() {
             "tcp.relative_sequence_numbers:FALSE",
             "-d",
             "udp.port==8472,vxlan",
+            // flannel's udp backend: a bare IP packet in UDP 8285.
+            "-d",
+            "udp.port==8285,ip",
             "-T",
             "fields",
             "-E",

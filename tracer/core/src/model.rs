@@ -174,11 +174,15 @@ pub enum LinkClass {
     Veth,
     Bridge,
     Tunnel(TunnelKind),
+    /// A TUN device: raw IP handed to a userspace program (flannel's udp backend, VPNs), which
+    /// may encapsulate it; what it does is seen on the underlay, not on the device.
+    Tun,
     Other,
 }
 
 impl LinkClass {
-    /// The schema word: veth | bridge | vxlan | geneve | gre | ipip | physical | loopback | other.
+    /// The schema word: veth | bridge | vxlan | geneve | gre | ipip | tun | physical | loopback |
+    /// other.
     pub fn as_str(self) -> &'static str {
         match self {
             LinkClass::Loopback => "loopback",
@@ -186,6 +190,7 @@ impl LinkClass {
             LinkClass::Veth => "veth",
             LinkClass::Bridge => "bridge",
             LinkClass::Tunnel(t) => t.as_str(),
+            LinkClass::Tun => "tun",
             LinkClass::Other => "other",
         }
     }
@@ -195,7 +200,7 @@ impl LinkClass {
         match self {
             LinkClass::Physical | LinkClass::Veth | LinkClass::Loopback => 0,
             LinkClass::Bridge => 1,
-            LinkClass::Tunnel(_) | LinkClass::Other => 2,
+            LinkClass::Tunnel(_) | LinkClass::Tun | LinkClass::Other => 2,
         }
     }
 }
@@ -219,6 +224,7 @@ impl TryFrom<String> for LinkClass {
             "geneve" => LinkClass::Tunnel(TunnelKind::Geneve),
             "gre" => LinkClass::Tunnel(TunnelKind::Gre),
             "ipip" => LinkClass::Tunnel(TunnelKind::Ipip),
+            "tun" => LinkClass::Tun,
             "other" => LinkClass::Other,
             w => return Err(format!("unknown link kind {w:?}")),
         })

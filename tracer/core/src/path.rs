@@ -142,7 +142,7 @@ impl Packet {
 /// One encapsulation layer around the packet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outer {
-    /// vxlan | geneve | gre | gretap | ipip | sit | ip6ip6 | ip4ip6 (decode's names)
+    /// vxlan | geneve | gre | gretap | ip-in-udp | ipip | sit | ip6ip6 | ip4ip6 (decode's names)
     pub tunnel: String,
     pub vni: Option<u32>,
     pub src: IpAddr,

@@ -83,6 +83,7 @@ impl LinkKind {
             LinkKind::Veth => LinkClass::Veth,
             LinkKind::Bridge => LinkClass::Bridge,
             LinkKind::Tunnel(t) => LinkClass::Tunnel(t.kind),
+            LinkKind::Other { name } if name == "tun" => LinkClass::Tun,
             LinkKind::Other { .. } => LinkClass::Other,
         }
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use dye_capture::filter::{Semantics, TunnelPorts};
 use dye_capture::netlink::LinkKind;
 use dye_capture::netns::{self, Netns};
 use dye_capture::select::InterfaceSelector;
@@ -36,6 +37,15 @@ NETNS is a name under /run/netns (patterns like 'dye-demo-*' allowed, quote them
 pid:PID, host, or a pod: pod:NAMESPACE/NAME (pod:NAME in namespace default), resolved through
 the container runtime (--runtime-endpoint); -i pod:NAMESPACE/NAME/eth0 takes the pod's eth0. FILTER is a pcap filter expression (as for tcpdump), compiled per point
 and run in the kernel, so traffic it rejects never reaches dye.
+
+Filters see through tunnels (as Wireshark's display filters do): FILTER matches a packet, or
+the packet inside VXLAN, Geneve or flannel's udp backend (IP in UDP) — so `icmp` also keeps
+the VXLAN packets on the underlay that carry ICMP. Tunnel ports: VXLAN 4789 and 8472 plus the
+dstport of every VXLAN device in the selected namespaces, Geneve 6081 (plus devices' ports),
+IP-in-UDP 8285; one tunnel level. It all runs in the kernel: libpcap's own program for FILTER,
+compiled for the inner frame (Ethernet or raw IP) and relocated to where that frame starts,
+so the semantics are libpcap's and tunnel traffic that does not match never reaches dye.
+--outer matches the outer headers only, as tcpdump does.
 
 Stops on Ctrl-C / SIGTERM (the file is still complete), --duration, --count or --max-size.
 A per-point packet count is shown on stderr while capturing (when stderr is a terminal); a
@@ -84,6 +94,10 @@ pub struct CaptureArgs {
     /// Do not put interfaces into promiscuous mode.
     #[arg(short = 'p', long)]
     no_promisc: bool,
+    /// Match FILTER against the outer headers only (tcpdump's semantics): tunnel packets are
+    /// kept only if their own headers match, never for what they carry.
+    #[arg(long)]
+    outer: bool,
     /// pcap filter expression, e.g. `icmp or udp port 8472` (several words are joined).
     #[arg(value_name = "FILTER", trailing_var_arg = true)]
     filter: Vec<String>,
@@ -112,8 +126,9 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v as u64)
 }
 
-/// Turns the flags into capture points; every error names the bad namespace or interface.
-fn select_points(args: &CaptureArgs) -> anyhow::Result<Vec<CapturePoint>> {
+/// Turns the flags into capture points, and the tunnel ports the selected namespaces use;
+/// every error names the bad namespace or interface.
+fn select_points(args: &CaptureArgs) -> anyhow::Result<(Vec<CapturePoint>, TunnelPorts)> {
     let interfaces = InterfaceSelector::parse(&args.interfaces)?;
     // The namespaces scanned for plain -i names / all interfaces.
     let base: Vec<Netns> = if args.ns.is_empty() && !args.all_ns {
@@ -138,6 +153,7 @@ fn select_points(args: &CaptureArgs) -> anyhow::Result<Vec<CapturePoint>> {
         }
     }
     let topo = Topology::discover(&namespaces).context("interface discovery failed")?;
+    let ports = TunnelPorts::well_known().with_devices(&topo);
     let mut points = Vec::new();
     let mut add = |ns: &Netns, link: &dye_capture::netlink::Link, node: &str| {
         let p = CapturePoint {
@@ -235,14 +251,14 @@ fn select_points(args: &CaptureArgs) -> anyhow::Result<Vec<CapturePoint>> {
                 .join(", ")
         );
     }
-    Ok(points)
+    Ok((points, ports))
 }
 
 pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     if args.count == Some(0) {
         bail!("--count must be at least 1");
     }
-    let points = select_points(&args)?;
+    let (points, ports) = select_points(&args)?;
     // Open the output before capturing anything, so an unwritable path fails first; without
     // truncating yet, so a bad filter found later does not destroy an existing file.
     let to_stdout = args.write.as_os_str() == "-";
@@ -261,6 +277,12 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     let filter = args.filter.join(" ");
     let mut config = CaptureConfig::new(points);
     config.filter = (!filter.trim().is_empty()).then(|| filter.clone());
+    config.semantics = if args.outer {
+        Semantics::Outer
+    } else {
+        tracing::debug!("tunnel ports: {:?}", ports.all());
+        Semantics::ThroughTunnels(ports)
+    };
     config.duration = args.duration;
     config.max_packets = args.count;
     config.snaplen = args.snaplen.clamp(64, 262_144);
@@ -324,7 +346,7 @@ fn capture(
     if !filter.trim().is_empty() {
         section.comment = section
             .comment
-            .map(|c| format!("{c}; filter: {}", filter.trim()));
+            .map(|c| format!("{c}; filter: {} ({})", filter.trim(), semantics_words(args)));
     }
     let mut writer = PcapngWriter::new(BufWriter::with_capacity(256 * 1024, out), &section)?;
     let points = session.points().to_vec();
@@ -339,7 +361,7 @@ fn capture(
         if filter.trim().is_empty() {
             String::new()
         } else {
-            format!(", filter {:?}", filter.trim())
+            format!(", filter {:?} ({})", filter.trim(), semantics_words(args))
         },
         if args.write.as_os_str() == "-" {
             String::new()
@@ -420,6 +442,14 @@ fn capture(
     Ok(ExitCode::from(EXIT_OK))
 }
 
+fn semantics_words(args: &CaptureArgs) -> &'static str {
+    if args.outer {
+        "outer headers only"
+    } else {
+        "through tunnels"
+    }
+}
+
 fn draw_live(stats: &[PointStats], started: Instant, previous: usize) -> usize {
     let mut s = String::new();
     if previous > 0 {
@@ -489,6 +519,7 @@ fn print_summary(
     let t_in: u64 = stats.iter().map(|p| p.captured_in).sum();
     let t_out: u64 = stats.iter().map(|p| p.captured_out).sum();
     let t_drop: u64 = stats.iter().map(|p| p.kernel_dropped).sum();
+    let t_tunnel: u64 = stats.iter().map(|p| p.tunnel_discarded).sum();
     s.push_str(&format!(
         "  {:<w$}  {:>8}  {:>8}  {:>8}  {:>14}\n",
         "total",
@@ -497,6 +528,11 @@ fn print_summary(
         t_in + t_out,
         t_drop
     ));
+    if t_tunnel > 0 {
+        s.push_str(&format!(
+            "  {t_tunnel} tunnel packet(s) looked inside and not kept (nothing in them matched)\n"
+        ));
+    }
     eprint!("{s}");
 }
 

@@ -10,7 +10,7 @@ use clap::Args;
 use dye_decode::capfile::CaptureReader;
 use dye_decode::fmt::Line;
 use dye_decode::{
-    dissect, dissect_into, filter_expression_with, Dissection, FoundMarker, LinkType, Options,
+    dissect, dissect_into, filter_expression_ports, Dissection, FoundMarker, LinkType, Options,
     Reassembler,
 };
 use serde::Serialize;
@@ -73,6 +73,12 @@ pub struct DecodeArgs {
     /// UDP destination port to decode as Geneve; repeat for several. Replaces the default (6081).
     #[arg(long = "geneve-port", value_name = "PORT")]
     geneve_ports: Vec<u16>,
+
+    /// UDP destination port whose payload is decoded as a bare IP packet when it starts like
+    /// one (flannel's udp backend, shown as ip-in-udp); repeat for several. Replaces the
+    /// default (8285).
+    #[arg(long = "ip-in-udp-port", value_name = "PORT")]
+    ip_in_udp_ports: Vec<u16>,
 
     /// Reassemble IP fragments (per file and interface, bounded memory) and print the whole
     /// datagram after the fragment that completes it.
@@ -155,10 +161,13 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     if !args.geneve_ports.is_empty() {
         opts.geneve_ports = args.geneve_ports.clone();
     }
+    if !args.ip_in_udp_ports.is_empty() {
+        opts.ip_in_udp_ports = args.ip_in_udp_ports.clone();
+    }
     if args.print_filter {
         println!(
             "{}",
-            filter_expression_with(args.trace_id, &opts.vxlan_ports)
+            filter_expression_ports(args.trace_id, &opts.vxlan_ports, &opts.ip_in_udp_ports)
         );
         return Ok(ExitCode::from(EXIT_OK));
     }

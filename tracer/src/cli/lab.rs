@@ -92,6 +92,28 @@ enum LabCommand {
         #[arg(long)]
         ready: Option<PathBuf>,
     },
+    /// (internal) flannel udp backend: the forwarder each node runs, owning its TUN device.
+    #[command(hide = true)]
+    Forward {
+        /// The TUN device to create (raw IP).
+        #[arg(long)]
+        tun: String,
+        /// The node's underlay address (bound for UDP).
+        #[arg(long)]
+        local: std::net::Ipv4Addr,
+        /// UDP port on every node.
+        #[arg(long, default_value_t = 8285)]
+        port: u16,
+        /// Another node: POD_SUBNET=UNDERLAY_ADDRESS (repeatable).
+        #[arg(long = "peer", value_parser = lab::udp_forwarder::parse_peer)]
+        peers: Vec<(ipnet::Ipv4Net, std::net::Ipv4Addr)>,
+        /// Written once the device exists.
+        #[arg(long)]
+        ready: Option<PathBuf>,
+        /// Exit when this path disappears (the lab's state directory).
+        #[arg(long)]
+        watch: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +173,26 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         } => {
             lab::responder::serve(&name, tcp, udp, ready.as_deref())
                 .with_context(|| format!("responder {name}"))?;
+            Ok(ExitCode::from(EXIT_OK))
+        }
+        LabCommand::Forward {
+            tun,
+            local,
+            port,
+            peers,
+            ready,
+            watch,
+        } => {
+            let cfg = lab::udp_forwarder::ForwarderConfig {
+                tun,
+                local,
+                port,
+                peers,
+                ready,
+                watch,
+            };
+            lab::udp_forwarder::run(&cfg)
+                .with_context(|| format!("udp forwarder on {}", cfg.tun))?;
             Ok(ExitCode::from(EXIT_OK))
         }
     }

@@ -25,7 +25,8 @@ use super::rules::{self, Endpoint};
 use super::shape::{PodWiring, ProxyMode};
 use super::state::{lab_namespaces_on_host, LabState, NodeRuntime, PodState};
 use super::teardown;
-use super::topology::{Node, Topology};
+use super::topology::{Backend, Node, Topology};
+use super::udp_backend;
 use super::LabError;
 use super::{nft_proxy, routed_pods, router};
 
@@ -518,6 +519,18 @@ impl Builder<'_> {
     /// its pod subnet via its VTEP address, a permanent neighbour entry and an FDB entry
     /// pointing the VTEP's MAC at the node's underlay address — what flanneld installs.
     fn overlay(&mut self) -> Result<(), LabError> {
+        if self.topo.overlay.backend == Backend::Udp {
+            let interrupted = self.interrupted;
+            let step = || {
+                if interrupted.load(Ordering::Relaxed) {
+                    Err(LabError::Interrupted)
+                } else {
+                    Ok(())
+                }
+            };
+            udp_backend::install(self.id, self.topo, &mut self.state, self.state_dir, &step)?;
+            return self.state.save(self.state_dir);
+        }
         let o = &self.topo.overlay;
         for node in &self.topo.nodes {
             self.step()?;

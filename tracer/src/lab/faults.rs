@@ -118,6 +118,7 @@ fn ip(ns: &str, rest: &str) -> Vec<String> {
 }
 
 fn plan(id: &LabId, topo: &Topology, state: &LabState, fault: &Fault) -> Result<Change, String> {
+    super::udp_backend::check_fault(topo, fault)?;
     match fault {
         Fault::UnderlayMtu { mtu } => {
             check_mtu(*mtu)?;

@@ -12,7 +12,8 @@
 //! (`containerd`, `cri`, `image`), iptables rule sets (`rules`), building (`build`), faults
 //! (`faults`), teardown (`teardown`), persisted state (`state`), pod responders (`responder`).
 //! Other shapes, chosen by optional topology keys (`shape`): a routed underlay (`router`),
-//! Calico-style bridge-less pods (`routed_pods`), kube-proxy's nftables mode (`nft_proxy`).
+//! Calico-style bridge-less pods (`routed_pods`), kube-proxy's nftables mode (`nft_proxy`), flannel's udp backend (`udp_backend` builds it,
+//! `udp_forwarder` is its per-node process).
 
 mod build;
 mod cmd;
@@ -32,6 +33,8 @@ pub mod shape;
 mod state;
 mod teardown;
 pub mod topology;
+mod udp_backend;
+pub mod udp_forwarder;
 
 use std::path::PathBuf;
 

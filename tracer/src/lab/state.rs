@@ -25,6 +25,9 @@ pub struct LabState {
     pub runtimes: Vec<NodeRuntime>,
     /// PIDs of the pod responders (they also die with their namespaces' processes on `down`).
     pub responders: Vec<u32>,
+    /// PIDs of the nodes' udp-backend forwarders (`[overlay] backend = "udp"`).
+    #[serde(default)]
+    pub forwarders: Vec<u32>,
     /// MAC address of each node's VXLAN device (as flanneld would publish it).
     pub vtep_macs: Vec<(String, String)>,
     /// MAC address of each node's IPv6 VXLAN device (dual-stack labs).
@@ -79,6 +82,7 @@ impl LabState {
             pods: Vec::new(),
             runtimes: Vec::new(),
             responders: Vec::new(),
+            forwarders: Vec::new(),
             vtep_macs: Vec::new(),
             vtep_macs6: Vec::new(),
             faults: Vec::new(),

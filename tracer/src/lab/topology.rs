@@ -67,6 +67,21 @@ pub struct Overlay {
     pub cluster_cidr6: Option<Spanned<Ipv6Net>>,
     /// flannel's IPv6 VXLAN device (dual-stack): `flannel-v6.<vni>` unless named here.
     pub device6: Option<String>,
+    /// How pods on different nodes reach each other: `vxlan` (default) or `udp`.
+    #[serde(default)]
+    pub backend: Backend,
+}
+
+/// flannel's backends the lab can build.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A VXLAN device per node (`device`, `vni`, `port`), static FDB and neighbours.
+    #[default]
+    Vxlan,
+    /// flannel's historical `udp` backend: a TUN device per node (`device`, raw IP) and a
+    /// userspace forwarder carrying inner packets in UDP `port` (see `udp_backend`).
+    Udp,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -249,6 +264,7 @@ impl Topology {
 
     /// Semantic checks that serde cannot express: names, references, address plans.
     fn check(&self, text: &str) -> Result<(), String> {
+        super::udp_backend::check(self)?;
         let at = |span: std::ops::Range<usize>, msg: String| -> String {
             format!("line {}: {msg}", line_of(text, span.start))
         };

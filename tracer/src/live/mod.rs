@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dye_capture::filter::{Semantics, TunnelPorts};
 use dye_capture::topology::Topology;
 use dye_capture::{CaptureConfig, CaptureSession, Injector, Netns};
 use dye_core::mtu::{self as core_mtu, MtuPlan, MtuRun};
@@ -142,8 +143,8 @@ pub fn setup(
     }]);
 
     let mut capture = CaptureConfig::new(scope.points.clone());
-    capture.filter = (!needs.unfiltered)
-        .then(|| capture_filter(needs.trace_id, needs.proto, &needs.vxlan_ports));
+    capture.filter = (!needs.unfiltered).then(|| capture_filter(needs.trace_id, needs.proto));
+    capture.semantics = trace_semantics(&needs.vxlan_ports, &scope.topology);
     capture.immediate = true;
     capture.promisc = false;
     // Probes are few: small rings keep a wide trace light (two rings per point).
@@ -298,29 +299,26 @@ pub fn mtu(
 }
 
 /// The kernel filter: the decode crate's marker/fragment/ICMP-error expression, plus the
-/// unmarked answers to TCP probes (SYN-ACK, RST) plain and one VXLAN level down.
-pub fn capture_filter(trace_id: u32, proto: Proto, vxlan_ports: &[u16]) -> String {
-    let mut f = dye_decode::filter_expression_with(Some(trace_id), vxlan_ports);
+/// unmarked answers to TCP probes (SYN-ACK, RST), for the packet itself. The capture applies it
+/// through tunnels too ([`trace_semantics`]): in the kernel, to the packet inside VXLAN, Geneve
+/// and IP-in-UDP, so the probes, their fragments, ICMP errors and answers are kept on the
+/// underlay whatever carries them, and other overlay traffic never reaches dye.
+pub fn capture_filter(trace_id: u32, proto: Proto) -> String {
+    let mut f = dye_decode::filter_expression_ports(Some(trace_id), &[], &[]);
     if proto == Proto::Tcp {
         f.push_str(" or (tcp and (tcp[13] & 0x12 = 0x12 or tcp[13] & 0x04 != 0))");
-        // libpcap's tcp[] only reads IPv4: IPv6 answers (no extension headers) by offset, plain
-        // and inside VXLAN over an IPv6 underlay (inner IPv6 at ip6[70], its TCP flags at ip6[123]).
+        // libpcap's tcp[] only reads IPv4: IPv6 answers (no extension headers) by offset.
         f.push_str(" or (ip6 and ip6[6] = 6 and (ip6[53] & 0x12 = 0x12 or ip6[53] & 0x04 != 0))");
-        if !vxlan_ports.is_empty() {
-            let ports = vxlan_ports
-                .iter()
-                .map(|p| format!("ip6[42:2] = {p}"))
-                .collect::<Vec<_>>()
-                .join(" or ");
-            f.push_str(&format!(" or (ip6 and ip6[6] = 17 and ({ports}) and ip6[68:2] = 0x86dd and ip6[76] = 6 and (ip6[123] & 0x12 = 0x12 or ip6[123] & 0x04 != 0))"));
-            let ports = vxlan_ports
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(" or ");
-            // udp[30..] inner IPv4 without options: protocol at udp[39], TCP flags at udp[63].
-            f.push_str(&format!(" or (udp dst port ({ports}) and udp[28:2] = 0x0800 and udp[39] = 6 and (udp[63] & 0x12 = 0x12 or udp[63] & 0x04 != 0))"));
-        }
     }
     f
+}
+
+/// The trace's filter sees through tunnels on the well-known ports, the ones asked for
+/// (`--vxlan-port`) and those of the VXLAN and Geneve devices in scope.
+fn trace_semantics(vxlan_ports: &[u16], topo: &Topology) -> Semantics {
+    Semantics::ThroughTunnels(
+        TunnelPorts::well_known()
+            .with_vxlan(vxlan_ports.iter().copied())
+            .with_devices(topo),
+    )
 }

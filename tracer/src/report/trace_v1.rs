@@ -113,7 +113,7 @@ pub struct Hop {
     pub index: usize,
     pub netns: String,
     pub ifname: String,
-    /// veth | bridge | vxlan | geneve | ipip | gre | physical | loopback | other
+    /// veth | bridge | vxlan | geneve | ipip | gre | tun | physical | loopback | other
     pub kind: LinkClass,
     /// The node the namespace belongs to.
     pub node: String,
@@ -169,7 +169,7 @@ impl PacketView {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OuterView {
-    /// vxlan | geneve | gre | gretap | ipip | sit | ip6ip6 | ip4ip6
+    /// vxlan | geneve | gre | gretap | ip-in-udp | ipip | sit | ip6ip6 | ip4ip6
     pub kind: String,
     pub vni: Option<u32>,
     pub src: IpAddr,
