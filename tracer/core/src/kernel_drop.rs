@@ -33,11 +33,15 @@ impl KernelCause {
         let Some(reason) = reason else {
             return KernelCause::Other;
         };
-        let in_forward = function.is_some_and(|f| {
-            let name = f.split('+').next().unwrap_or(f);
-            name == "ip_forward" || name == "ip6_forward"
-        });
+        // `ip_forward+0x1c4` → `ip_forward`; `ip_fragment.constprop.0` → `ip_fragment`.
+        let base = function.map(|f| f.split(['+', '.']).next().unwrap_or(f));
+        let in_forward = base.is_some_and(|f| f == "ip_forward" || f == "ip6_forward");
+        // A DF packet larger than the link is let go in the fragmenter with no reason of its
+        // own (NOT_SPECIFIED on 6.18): where it died says what happened.
+        let in_fragmenter =
+            base.is_some_and(|f| matches!(f, "ip_fragment" | "ip_do_fragment" | "ip6_fragment"));
         match reason {
+            _ if in_fragmenter => KernelCause::TooBig,
             "NETFILTER_DROP" => KernelCause::Netfilter,
             "IP_RPFILTER" => KernelCause::ReversePath,
             "IP_INNOROUTES" | "IP_OUTNOROUTES" => KernelCause::NoRoute,
@@ -118,6 +122,18 @@ mod tests {
             path: Vec::new(),
             rtt_ns: None,
         }
+    }
+
+    #[test]
+    fn a_drop_in_the_fragmenter_is_too_big() {
+        assert_eq!(
+            KernelCause::of(Some("NOT_SPECIFIED"), Some("ip_fragment.constprop.0+0x84")),
+            KernelCause::TooBig
+        );
+        assert_eq!(
+            KernelCause::of(Some("NOT_SPECIFIED"), Some("ip_finish_output2+0x84")),
+            KernelCause::Other
+        );
     }
 
     #[test]

@@ -456,8 +456,20 @@ fn outcome_detail(
                 }
                 // The kernel's trace names the rule, or its drop reason the cause: either
                 // replaces the list of places to look.
+                // A size verdict from the snapshot carries the numbers (packet, link MTU,
+                // what fits), so the kernel's words join it rather than replace it.
                 let why = match (dropped_by, kernel) {
                     (Some(r), _) => rule_words(r),
+                    (None, Some(k))
+                        if matches!(k.cause(), KernelCause::TooBig | KernelCause::Other) =>
+                    {
+                        let known = explanation(e);
+                        if known.is_empty() {
+                            kernel_words(k)
+                        } else {
+                            format!("{known}; {}", kernel_words(k))
+                        }
+                    }
                     (None, Some(k)) => kernel_words(k),
                     (None, None) => explanation(e),
                 };
