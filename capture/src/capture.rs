@@ -39,6 +39,7 @@ use pcap::{Active, Capture, Precision};
 use serde::Serialize;
 
 use crate::netns::{Netns, NetnsError};
+use crate::nssock::{self, NsSocket};
 use crate::pcapng::InterfaceInfo;
 
 /// Direction of a frame relative to the interface it was captured on.
@@ -91,6 +92,18 @@ impl CapturePoint {
     }
 }
 
+/// How a session maps capture points to kernel sockets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SocketModel {
+    /// Two libpcap handles per point (inbound, outbound), each with its own ring: exact
+    /// per-interface counters, and cost that grows with the number of interfaces.
+    #[default]
+    PerInterface,
+    /// One packet socket per namespace, not bound to an interface ([`crate::nssock`]): the
+    /// interface comes with each frame, so cost follows the namespaces, not their interfaces.
+    PerNamespace,
+}
+
 /// Everything a capture session needs; build with [`CaptureConfig::new`] and adjust fields.
 #[derive(Clone, Debug)]
 pub struct CaptureConfig {
@@ -115,6 +128,8 @@ pub struct CaptureConfig {
     pub queue_packets: usize,
     /// Bound of the reorder buffer, in bytes of frame data.
     pub reorder_max_bytes: usize,
+    /// Kernel sockets: two libpcap handles per point, or one packet socket per namespace.
+    pub sockets: SocketModel,
     /// How long packets wait to be merged in time order across points. None: 100 ms in
     /// immediate mode, twice the block timeout plus 100 ms otherwise. A consumer that orders
     /// by timestamp itself and wants answers fast (the MTU search) can shorten it.
@@ -136,6 +151,7 @@ impl CaptureConfig {
             queue_packets: 1024,
             reorder_max_bytes: 32 * 1024 * 1024,
             reorder_window: None,
+            sockets: SocketModel::PerInterface,
         }
     }
 
@@ -295,12 +311,48 @@ impl OpenPoint {
     }
 }
 
+/// Where a handle's frames come from.
+enum Source {
+    /// A libpcap handle on one point, one direction.
+    Pcap {
+        cap: Capture<Active>,
+        point: usize,
+        dir: Direction,
+    },
+    /// A namespace's packet socket, covering the points in its ifindex map.
+    Ns(NsSocket),
+}
+
 struct Handle {
-    cap: Capture<Active>,
-    point: usize,
-    dir: Direction,
+    src: Source,
     alive: bool,
+    /// (received, dropped, interface-dropped) as last read.
     last_stats: (u64, u64, u64),
+}
+
+impl Handle {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match &self.src {
+            Source::Pcap { cap, .. } => cap.as_fd(),
+            Source::Ns(s) => s.as_fd(),
+        }
+    }
+
+    fn covers(&self, point: usize) -> bool {
+        match &self.src {
+            Source::Pcap { point: p, .. } => *p == point,
+            Source::Ns(s) => s.points.values().any(|p| *p == point),
+        }
+    }
+
+    /// The point this handle's kernel counters are reported on: a namespace socket's drops
+    /// cannot be told apart by interface, so they count on its first point.
+    fn counted_on(&self) -> Option<usize> {
+        match &self.src {
+            Source::Pcap { point, .. } => Some(*point),
+            Source::Ns(s) => s.points.values().min().copied(),
+        }
+    }
 }
 
 /// A running capture. Receive events with [`CaptureSession::recv`] until it returns `None`
@@ -341,6 +393,19 @@ impl CaptureSession {
             }
         }
         let mut linktypes = vec![1u32; config.points.len()];
+        // A namespace socket's program, compiled once for all of them.
+        let ns_program = match config.sockets {
+            SocketModel::PerInterface => None,
+            SocketModel::PerNamespace => Some(
+                nssock::program(config.filter.as_deref(), config.snaplen.max(0) as u32).map_err(
+                    |message| CaptureError::Filter {
+                        filter: config.filter.clone().unwrap_or_default(),
+                        point: config.points[0].name(),
+                        message,
+                    },
+                )?,
+            ),
+        };
         // Namespaces are opened in parallel (each on its own namespace thread): opening and
         // filtering two handles per point dominates the start-up time of a wide capture.
         let results: Vec<Result<Vec<OpenedHandle>, CaptureError>> = std::thread::scope(|scope| {
@@ -348,22 +413,13 @@ impl CaptureSession {
                 .iter()
                 .map(|(ns, idxs)| {
                     let config = &config;
+                    let ns_program = ns_program.as_deref();
                     scope.spawn(move || {
                         ns.run(|| -> Result<Vec<OpenedHandle>, CaptureError> {
-                            let mut out = Vec::new();
-                            for &i in idxs {
-                                let p = &config.points[i];
-                                if nix::net::if_::if_nametoindex(p.ifname.as_str()).is_err() {
-                                    return Err(CaptureError::NoSuchInterface {
-                                        netns: p.netns.name().to_string(),
-                                        ifname: p.ifname.clone(),
-                                    });
-                                }
-                                for dir in [Direction::In, Direction::Out] {
-                                    out.push((i, dir, open_handle(config, p, dir)?));
-                                }
+                            match ns_program {
+                                None => open_point_handles(config, idxs),
+                                Some(prog) => open_ns_socket(config, idxs, prog).map(|h| vec![h]),
                             }
-                            Ok(out)
                         })?
                     })
                 })
@@ -380,12 +436,12 @@ impl CaptureSession {
                 .collect()
         });
         for got in results {
-            for (i, dir, cap) in got? {
-                linktypes[i] = cap.get_datalink().0 as u32;
+            for (src, types) in got? {
+                for (i, t) in types {
+                    linktypes[i] = t;
+                }
                 handles.push(Handle {
-                    cap,
-                    point: i,
-                    dir,
+                    src,
                     alive: true,
                     last_stats: (0, 0, 0),
                 });
@@ -419,6 +475,13 @@ impl CaptureSession {
             heap_bytes: 0,
             seq: 0,
             emitted: 0,
+            buf: if config.sockets == SocketModel::PerNamespace {
+                vec![0; config.snaplen.max(1) as usize]
+            } else {
+                Vec::new()
+            },
+            ns_seen: vec![0; config.points.len()],
+            unattributed: 0,
         };
         let thread = std::thread::Builder::new()
             .name("dye-capture".into())
@@ -586,7 +649,7 @@ fn open_handle(
 }
 
 /// Parses pcap's `code jt jf k` rendering of one instruction.
-fn parse_insn(s: &str) -> Option<libc::sock_filter> {
+pub(crate) fn parse_insn(s: &str) -> Option<libc::sock_filter> {
     let mut it = s.split_whitespace();
     let code = it.next()?.parse().ok()?;
     let jt = it.next()?.parse().ok()?;
@@ -597,7 +660,10 @@ fn parse_insn(s: &str) -> Option<libc::sock_filter> {
 
 /// Replaces the socket's classic BPF filter (`SO_ATTACH_FILTER`).
 #[allow(unsafe_code)]
-fn attach_kernel_filter(fd: BorrowedFd<'_>, insns: &[libc::sock_filter]) -> std::io::Result<()> {
+pub(crate) fn attach_kernel_filter(
+    fd: BorrowedFd<'_>,
+    insns: &[libc::sock_filter],
+) -> std::io::Result<()> {
     let len = u16::try_from(insns.len())
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "filter too long"))?;
     let prog = libc::sock_fprog {
@@ -668,10 +734,76 @@ struct Reader {
     heap_bytes: usize,
     seq: u64,
     emitted: u64,
+    /// Receive buffer of the namespace sockets (one frame at a time, snaplen bytes).
+    buf: Vec<u8>,
+    /// Frames each point's namespace socket delivered.
+    ns_seen: Vec<u64>,
+    /// Frames of namespace sockets on interfaces that are not capture points.
+    unattributed: u64,
 }
 
-/// A handle opened for point `.0` in direction `.1`.
-type OpenedHandle = (usize, Direction, Capture<Active>);
+/// A handle as opened, with the link type of each point it covers.
+type OpenedHandle = (Source, Vec<(usize, u32)>);
+
+/// Two libpcap handles (in, out) for each of the points `idxs`; runs inside their namespace.
+fn open_point_handles(
+    config: &CaptureConfig,
+    idxs: &[usize],
+) -> Result<Vec<OpenedHandle>, CaptureError> {
+    let mut out = Vec::new();
+    for &i in idxs {
+        let p = &config.points[i];
+        if nix::net::if_::if_nametoindex(p.ifname.as_str()).is_err() {
+            return Err(CaptureError::NoSuchInterface {
+                netns: p.netns.name().to_string(),
+                ifname: p.ifname.clone(),
+            });
+        }
+        for dir in [Direction::In, Direction::Out] {
+            let cap = open_handle(config, p, dir)?;
+            let linktype = cap.get_datalink().0 as u32;
+            out.push((Source::Pcap { cap, point: i, dir }, vec![(i, linktype)]));
+        }
+    }
+    Ok(out)
+}
+
+/// One packet socket for the points `idxs`, all in the calling thread's namespace.
+fn open_ns_socket(
+    config: &CaptureConfig,
+    idxs: &[usize],
+    prog: &[libc::sock_filter],
+) -> Result<OpenedHandle, CaptureError> {
+    let first = &config.points[idxs[0]];
+    let open_err = |message: String| CaptureError::Open {
+        point: format!("{}/*", first.netns.name()),
+        message,
+    };
+    // One ring carries every interface of the namespace: at least 1 MiB (64 slots).
+    let mut sock = NsSocket::open(prog, config.buffer_bytes.max(1 << 20)).map_err(|e| match e {
+        nssock::NsSocketError::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            CaptureError::Permission {
+                point: format!("{}/*", first.netns.name()),
+                message: io.to_string(),
+            }
+        }
+        e => open_err(e.to_string()),
+    })?;
+    let mut types = Vec::new();
+    for &i in idxs {
+        let p = &config.points[i];
+        let no_such = || CaptureError::NoSuchInterface {
+            netns: p.netns.name().to_string(),
+            ifname: p.ifname.clone(),
+        };
+        let ifindex = nix::net::if_::if_nametoindex(p.ifname.as_str()).map_err(|_| no_such())?;
+        let hatype = sock.hatype(&p.ifname).map_err(|_| no_such())?;
+        // A device the program refuses (loopback…) keeps Ethernet's type and sees nothing.
+        types.push((i, nssock::linktype_of(hatype).unwrap_or(1)));
+        sock.points.insert(ifindex, i);
+    }
+    Ok((Source::Ns(sock), types))
+}
 
 /// Closes capture handles concurrently. Closing a packet socket waits for an RCU grace period
 /// (`synchronize_net` in the kernel); one after another, dozens of handles took a second, while
@@ -706,7 +838,7 @@ impl Reader {
                     .collect();
                 let mut fds: Vec<PollFd<'_>> = live
                     .iter()
-                    .map(|&i| PollFd::new(self.handles[i].cap.as_fd(), PollFlags::POLLIN))
+                    .map(|&i| PollFd::new(self.handles[i].fd(), PollFlags::POLLIN))
                     .collect();
                 let timeout = if self.heap.is_empty() { 100u16 } else { 20u16 };
                 if live.is_empty() {
@@ -754,6 +886,12 @@ impl Reader {
             self.emit(u64::MAX);
         }
         self.update_stats();
+        if self.unattributed > 0 {
+            tracing::debug!(
+                "{} frames on interfaces that are not capture points",
+                self.unattributed
+            );
+        }
         self.heap.clear();
         close_all(std::mem::take(&mut self.handles));
     }
@@ -766,7 +904,7 @@ impl Reader {
         let ready: Vec<usize> = {
             let mut fds: Vec<PollFd<'_>> = live
                 .iter()
-                .map(|&i| PollFd::new(self.handles[i].cap.as_fd(), PollFlags::POLLIN))
+                .map(|&i| PollFd::new(self.handles[i].fd(), PollFlags::POLLIN))
                 .collect();
             if poll(&mut fds, 0u16).is_err() {
                 return false;
@@ -785,33 +923,30 @@ impl Reader {
 
     /// Reads up to `max` packets from handle `i` into the reorder buffer.
     fn drain(&mut self, i: usize, max: usize) {
+        if matches!(self.handles[i].src, Source::Ns(_)) {
+            return self.drain_ns(i, max);
+        }
         let mut n = 0;
         while n < max {
             let h = &mut self.handles[i];
-            match h.cap.next_packet() {
+            let Source::Pcap { cap, point, dir } = &mut h.src else {
+                return;
+            };
+            let (point, dir) = (*point, *dir);
+            match cap.next_packet() {
                 Ok(pkt) => {
                     let ts =
                         pkt.header.ts.tv_sec as u64 * 1_000_000_000 + pkt.header.ts.tv_usec as u64;
                     let obs = Observation {
-                        point: h.point,
-                        direction: h.dir,
+                        point,
+                        direction: dir,
                         ts_ns: ts,
                         orig_len: pkt.header.len,
                         frame: pkt.data.to_vec(),
                     };
-                    self.heap_bytes += obs.frame.len();
-                    self.seq += 1;
-                    self.heap.push(Pending {
-                        ts,
-                        seq: self.seq,
-                        obs,
-                    });
                     n += 1;
-                    if self.heap_bytes > self.reorder_max_bytes {
-                        // Bounded memory: release the oldest now rather than grow.
-                        if !self.emit(0) {
-                            return;
-                        }
+                    if !self.buffer(obs) {
+                        return;
                     }
                 }
                 Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => break,
@@ -823,9 +958,61 @@ impl Reader {
         }
     }
 
+    /// Puts a frame in the reorder buffer; false when the consumer is gone.
+    fn buffer(&mut self, obs: Observation) -> bool {
+        self.heap_bytes += obs.frame.len();
+        self.seq += 1;
+        self.heap.push(Pending {
+            ts: obs.ts_ns,
+            seq: self.seq,
+            obs,
+        });
+        // Bounded memory: release the oldest now rather than grow.
+        self.heap_bytes <= self.reorder_max_bytes || self.emit(0)
+    }
+
+    /// Reads up to `max` frames from namespace socket `i`; frames of interfaces that are not
+    /// capture points (created after the start, or left out) are counted and dropped.
+    fn drain_ns(&mut self, i: usize, max: usize) {
+        let mut n = 0;
+        while n < max {
+            let read = {
+                let Source::Ns(sock) = &mut self.handles[i].src else {
+                    return;
+                };
+                sock.recv(&mut self.buf)
+                    .map(|r| r.map(|r| (sock.points.get(&r.ifindex).copied(), r)))
+            };
+            let (point, got) = match read {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    self.lose(i, format!("capture socket error: {e}"));
+                    break;
+                }
+            };
+            n += 1;
+            let Some(point) = point else {
+                self.unattributed += 1;
+                continue;
+            };
+            self.ns_seen[point] += 1;
+            let obs = Observation {
+                point,
+                direction: got.direction,
+                ts_ns: got.ts_ns,
+                orig_len: got.orig_len,
+                frame: self.buf[..got.len].to_vec(),
+            };
+            if !self.buffer(obs) {
+                return;
+            }
+        }
+    }
+
     fn check_error(&mut self, i: usize) {
         let err = nix::sys::socket::getsockopt(
-            &self.handles[i].cap.as_fd(),
+            &self.handles[i].fd(),
             nix::sys::socket::sockopt::SocketError,
         );
         match err {
@@ -851,18 +1038,25 @@ impl Reader {
         }
         self.read_stats(i);
         self.handles[i].alive = false;
-        let point = self.handles[i].point;
-        let all_gone = self
-            .handles
-            .iter()
-            .filter(|h| h.point == point)
-            .all(|h| !h.alive);
-        if all_gone {
-            if let Ok(mut l) = self.shared.counters[point].lost.lock() {
-                *l = Some(reason.clone());
+        let covered: Vec<usize> = (0..self.shared.counters.len())
+            .filter(|&p| self.handles[i].covers(p))
+            .collect();
+        for point in covered {
+            let all_gone = self
+                .handles
+                .iter()
+                .filter(|h| h.covers(point))
+                .all(|h| !h.alive);
+            if all_gone {
+                if let Ok(mut l) = self.shared.counters[point].lost.lock() {
+                    *l = Some(reason.clone());
+                }
+                tracing::warn!("capture point {} lost: {reason}", self.shared.names[point]);
+                let _ = self.tx.send(Event::PointLost {
+                    point,
+                    reason: reason.clone(),
+                });
             }
-            tracing::warn!("capture point {} lost: {reason}", self.shared.names[point]);
-            let _ = self.tx.send(Event::PointLost { point, reason });
         }
     }
 
@@ -871,8 +1065,16 @@ impl Reader {
         if !h.alive {
             return;
         }
-        if let Ok(s) = h.cap.stats() {
-            h.last_stats = (s.received as u64, s.dropped as u64, s.if_dropped as u64);
+        match &mut h.src {
+            Source::Pcap { cap, .. } => {
+                if let Ok(s) = cap.stats() {
+                    h.last_stats = (s.received as u64, s.dropped as u64, s.if_dropped as u64);
+                }
+            }
+            Source::Ns(sock) => {
+                sock.read_stats();
+                h.last_stats = (sock.received, sock.dropped, 0);
+            }
         }
     }
 
@@ -881,9 +1083,12 @@ impl Reader {
             self.read_stats(i);
         }
         for (p, c) in self.shared.counters.iter().enumerate() {
-            let (mut r, mut d, mut f) = (0, 0, 0);
-            for h in self.handles.iter().filter(|h| h.point == p) {
-                r += h.last_stats.0;
+            // A namespace socket's frames are counted per interface as they are read.
+            let (mut r, mut d, mut f) = (self.ns_seen[p], 0, 0);
+            for h in self.handles.iter().filter(|h| h.counted_on() == Some(p)) {
+                if matches!(h.src, Source::Pcap { .. }) {
+                    r += h.last_stats.0;
+                }
                 d += h.last_stats.1;
                 f += h.last_stats.2;
             }

@@ -17,6 +17,7 @@ use netlink_packet_route::link::{
     InfoData, InfoGeneve, InfoGre, InfoIpTunnel, InfoKind, InfoVeth, InfoVxlan, LinkAttribute,
     LinkFlags, LinkInfo, LinkLayerType, LinkMessage, State, VxlanDf,
 };
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
 use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteMetric, RouteScope, RouteType,
@@ -164,6 +165,17 @@ pub struct Link {
     pub addresses: Vec<Address>,
     /// ARPHRD_* link layer type.
     pub link_layer_type: u16,
+}
+
+/// A neighbour cache entry (`ip neigh`: address → MAC on a device) or a forwarding database
+/// entry (`bridge fdb`: MAC → port; on a VXLAN device, MAC → remote VTEP in `addr`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    pub ifindex: u32,
+    /// From the bridge family's dump (an FDB entry) rather than ARP/NDP.
+    pub fdb: bool,
+    pub addr: Option<IpAddr>,
+    pub mac: Option<[u8; 6]>,
 }
 
 /// A route from the main (or another non-local) table.
@@ -400,6 +412,60 @@ impl Rtnl {
                         },
                     ));
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The neighbour caches (ARP, NDP) and the bridge/VXLAN forwarding databases (`ip neigh`,
+    /// `bridge fdb`): what the kernel already knows of who is behind which port.
+    pub fn neighbours(&mut self) -> Result<Vec<Neighbour>, NetlinkError> {
+        let mut out = Vec::new();
+        for family in [
+            AddressFamily::Inet,
+            AddressFamily::Inet6,
+            AddressFamily::Bridge,
+        ] {
+            let mut req = NeighbourMessage::default();
+            req.header.family = family;
+            let replies = self.request(
+                "neighbour dump",
+                RouteNetlinkMessage::GetNeighbour(req),
+                true,
+            )?;
+            for m in replies {
+                let RouteNetlinkMessage::NewNeighbour(n) = m else {
+                    continue;
+                };
+                let mut entry = Neighbour {
+                    ifindex: n.header.ifindex,
+                    fdb: family == AddressFamily::Bridge,
+                    addr: None,
+                    mac: None,
+                };
+                for attr in &n.attributes {
+                    match attr {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                            entry.addr = Some(IpAddr::V4(*a))
+                        }
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                            entry.addr = Some(IpAddr::V6(*a))
+                        }
+                        // The bridge family's entries (a VXLAN FDB's remote VTEP) come untyped.
+                        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                            entry.addr = match b.len() {
+                                4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                                16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                                _ => None,
+                            }
+                        }
+                        NeighbourAttribute::LinkLayerAddress(mac) if mac.len() == 6 => {
+                            entry.mac = Some([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]])
+                        }
+                        _ => {}
+                    }
+                }
+                out.push(entry);
             }
         }
         Ok(out)
