@@ -86,8 +86,9 @@ impl Scope {
             all.push(source.clone()); // dropped again if already listed (same inode)
             (Topology::discover(&all)?, ScopeBy::All)
         } else {
-            let mut all = vec![source.clone()];
-            all.extend(Netns::enumerate()?);
+            // The source last: a namespace also listed under its /run/netns name keeps it.
+            let mut all = Netns::enumerate()?;
+            all.push(source.clone());
             let mut view = HostView::new(all);
             let walked = walk::walk(&mut view, &source.id(), dst, src);
             let chosen: Vec<Netns> = walked
