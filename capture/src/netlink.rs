@@ -286,6 +286,21 @@ impl Rtnl {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        let mut replies = Vec::new();
+        self.request_each(what, msg, flags, |m| replies.push(m))?;
+        Ok(replies)
+    }
+
+    /// Like [`request_flags`](Self::request_flags), handing each reply to `each` as it is
+    /// decoded: a dump of hundreds of links is never held decoded all at once (a decoded link
+    /// message, with its statistics and per-family attributes, is kilobytes).
+    fn request_each(
+        &mut self,
+        what: &'static str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        mut each: impl FnMut(RouteNetlinkMessage),
+    ) -> Result<(), NetlinkError> {
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
@@ -304,7 +319,6 @@ impl Rtnl {
         self.sock
             .send(&out, 0)
             .map_err(|e| io_err(&self.netns, e))?;
-        let mut replies = Vec::new();
         loop {
             self.buf.clear();
             self.buf.reserve(RECV_BUF);
@@ -329,9 +343,9 @@ impl Rtnl {
                     continue;
                 }
                 match msg.payload {
-                    NetlinkPayload::Done(_) => return Ok(replies),
+                    NetlinkPayload::Done(_) => return Ok(()),
                     NetlinkPayload::Error(e) => match e.code {
-                        None => return Ok(replies),
+                        None => return Ok(()),
                         Some(code) => {
                             return Err(io_err(
                                 &self.netns,
@@ -340,9 +354,9 @@ impl Rtnl {
                         }
                     },
                     NetlinkPayload::InnerMessage(m) => {
-                        replies.push(m);
+                        each(m);
                         if !dump {
-                            return Ok(replies);
+                            return Ok(());
                         }
                     }
                     _ => {}
@@ -353,18 +367,17 @@ impl Rtnl {
 
     /// All links with their addresses (`ip -d addr`).
     pub fn links(&mut self) -> Result<Vec<Link>, NetlinkError> {
-        let replies = self.request(
+        let mut links: Vec<Link> = Vec::new();
+        self.request_each(
             "link dump",
             RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            true,
+            NLM_F_DUMP,
+            |m| {
+                if let RouteNetlinkMessage::NewLink(l) = m {
+                    links.push(parse_link(&l));
+                }
+            },
         )?;
-        let mut links: Vec<Link> = replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(parse_link(&l)),
-                _ => None,
-            })
-            .collect();
         links.sort_by_key(|l| l.ifindex);
         let names: Vec<(u32, String)> = links.iter().map(|l| (l.ifindex, l.name.clone())).collect();
         let name_of = |i: u32| names.iter().find(|(x, _)| *x == i).map(|(_, n)| n.clone());
