@@ -119,6 +119,9 @@ fn per_interface_and_per_namespace_sockets_see_the_same_hops() {
     assert!(hops(&ns).len() >= 20, "{:?}", hops(&ns));
     // Per-interface: two handles for every interface in scope, idle pods' veths included.
     let interfaces = ns["scope"]["interfaces"].as_u64().unwrap();
-    assert_eq!(pi["scope"]["capture_sockets"].as_u64(), Some(2 * interfaces));
+    assert_eq!(
+        pi["scope"]["capture_sockets"].as_u64(),
+        Some(2 * interfaces)
+    );
     assert_eq!(ns["scope"]["capture_sockets"].as_u64(), Some(5));
 }

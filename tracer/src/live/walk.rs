@@ -228,7 +228,9 @@ impl<S: System> Walker<'_, S> {
             }
             kind => {
                 let Some(t) = kind.tunnel() else {
-                    return; // a physical device: beyond what the walk can see
+                    // A NIC, a TUN device with a forwarder behind it, anything else: where the
+                    // packet goes from here the walk cannot see.
+                    return self.stalled(ns, dst, then);
                 };
                 let vtep = t.remote.filter(|r| !r.is_multicast()).or_else(|| {
                     let mac = mac?;
@@ -238,13 +240,51 @@ impl<S: System> Walker<'_, S> {
                         .find(|n| n.fdb && n.ifindex == dev.ifindex && n.mac == Some(mac))
                         .and_then(|n| n.addr)
                 });
-                if let Some(vtep) = vtep {
-                    let decap = Decap {
-                        vni: t.vni,
-                        port: t.port,
-                        inner: dst,
-                    };
-                    self.push(ns.clone(), vtep, Some(decap));
+                match vtep {
+                    Some(vtep) => {
+                        let decap = Decap {
+                            vni: t.vni,
+                            port: t.port,
+                            inner: dst,
+                        };
+                        self.push(ns.clone(), vtep, Some(decap));
+                    }
+                    None => self.stalled(ns, dst, then),
+                }
+            }
+        }
+    }
+
+    /// The walk cannot follow the packet out of `ns` (a device it cannot see through, a VTEP
+    /// no cache names): the infrastructure around `ns` joins the scope — namespaces reached
+    /// through veths that are not bridge ports here (a node's uplink), and through the ports of
+    /// bridges that own no address (an underlay switch), never a pod behind a gateway bridge —
+    /// and the walk goes on towards `dst` from each of them.
+    fn stalled(&mut self, ns: &S::Ns, dst: IpAddr, then: Option<Decap>) {
+        let mut queue = VecDeque::from([ns.clone()]);
+        let mut seen = BTreeSet::from([ns.clone()]);
+        while let Some(at) = queue.pop_front() {
+            if seen.len() > MAX_STEPS {
+                break;
+            }
+            let links = self.sys.links(&at);
+            for l in &links {
+                if !matches!(l.kind, LinkKind::Veth { .. }) {
+                    continue;
+                }
+                let bridge = l
+                    .master_ifindex
+                    .and_then(|m| links.iter().find(|b| b.ifindex == m));
+                if bridge.is_some_and(|b| !b.addresses.is_empty()) {
+                    continue; // a pod behind its gateway bridge
+                }
+                let Some((peer, _)) = self.sys.veth_peer(&at, l) else {
+                    continue;
+                };
+                if seen.insert(peer.clone()) {
+                    self.out.namespace(&peer);
+                    self.push(peer.clone(), dst, then.clone());
+                    queue.push_back(peer);
                 }
             }
         }
@@ -539,6 +579,36 @@ mod tests {
         let w = walk(&mut f, &"x", ip("10.9.9.9"), ip("10.0.0.1"));
         assert_eq!(w.namespaces, ["x", "y"]);
         assert!(f.lookups <= 2, "{} lookups", f.lookups);
+    }
+
+    #[test]
+    fn a_device_the_walk_cannot_see_through_brings_in_the_infrastructure_around_it() {
+        let mut f = cluster(20);
+        // flannel's udp backend: a TUN device, a forwarder in user space behind it.
+        if let Some(links) = f.links.get_mut("node-1") {
+            links.push(link(
+                9,
+                "flannel0",
+                LinkKind::Other { name: "tun".into() },
+                None,
+                &[],
+            ));
+        }
+        f.routes.insert(("node-1", ip(C)), route("flannel0", None));
+        f.neigh.clear();
+        f.links.insert(
+            "idle-0",
+            vec![link(2, "eth0", veth(), None, &["10.244.1.9"])],
+        );
+        f.peers.insert(("idle-0", 2), ("node-1", 100));
+        f.peers.insert(("node-1", 100), ("idle-0", 2));
+        let w = walk(&mut f, &"pod-a", ip(C), ip(A));
+        // node-1's uplink leads to the underlay switch, whose ports lead to node-2, which
+        // routes on to pod-c; node-1's idle pods (behind cni0, its gateway) stay out.
+        assert_eq!(
+            w.namespaces,
+            ["pod-a", "node-1", "underlay", "node-2", "pod-c"]
+        );
     }
 
     #[test]
