@@ -37,6 +37,11 @@ impl HostView {
         }
     }
 
+    /// Every namespace the view knows.
+    pub fn all(&self) -> &[Netns] {
+        &self.all
+    }
+
     pub fn netns(&self, id: NetnsId) -> Option<&Netns> {
         self.all.iter().find(|n| n.id() == id)
     }

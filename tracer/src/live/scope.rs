@@ -91,11 +91,22 @@ impl Scope {
             all.push(source.clone());
             let mut view = HostView::new(all);
             let walked = walk::walk(&mut view, &source.id(), dst, src);
-            let chosen: Vec<Netns> = walked
+            let mut chosen: Vec<Netns> = walked
                 .namespaces
                 .iter()
                 .filter_map(|id| view.netns(*id).cloned())
                 .collect();
+            // `-i NETNS/IFACE` names a namespace: it is listened to, on the path or not.
+            for spec in interfaces.qualified() {
+                let pattern = spec.netns.as_deref().unwrap_or_default();
+                for ns in view.all() {
+                    if dye_capture::netns::glob_match(pattern, ns.name())
+                        && !chosen.iter().any(|c| c.id() == ns.id())
+                    {
+                        chosen.push(ns.clone());
+                    }
+                }
+            }
             // Only the walked namespaces are read: idle pods' veths get no peer edge.
             let topology = Topology::discover_within(&chosen)?;
             for (id, ifname) in &walked.points {
@@ -135,7 +146,9 @@ impl Scope {
                     node: info.node.clone(),
                     mtu: link.mtu,
                     linktype: 1,
+                    // Points the user chose with -i are listed whether on the path or not.
                     on_path: by != ScopeBy::Path
+                        || !interfaces.is_empty()
                         || path.iter().any(|(n, i)| *n == info.name && *i == link.name),
                 });
             }

@@ -205,13 +205,14 @@ pub fn text(r: &TraceReport, style: Style) -> String {
         .as_ref()
         .map(|s| {
             format!(
-                " in {} namespaces ({} {} sockets)",
+                " in {} namespaces ({} {} socket{})",
                 s.namespaces.len(),
                 s.capture_sockets,
                 match s.sockets {
                     dye_core::snapshot::SocketModel::PerNamespace => "namespace",
                     dye_core::snapshot::SocketModel::PerInterface => "interface",
-                }
+                },
+                if s.capture_sockets == 1 { "" } else { "s" }
             )
         })
         .unwrap_or_default();
