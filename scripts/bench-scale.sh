@@ -13,24 +13,21 @@ idle=${2:-200}
 runs=${3:-5}
 plain=scp
 busy=scb
-topo=$(mktemp --suffix .toml)
-out=$(mktemp -d)
-cleanup() {
+labs_down() {
   "$dye" lab down "$plain" >/dev/null 2>&1 || true
   "$dye" lab down "$busy" >/dev/null 2>&1 || true
-  rm -rf "$topo" "$out"
 }
-trap cleanup EXIT
-cleanup
+labs_down
 topo=$(mktemp --suffix .toml)
 out=$(mktemp -d)
+trap 'labs_down; rm -rf "$topo" "$out"' EXIT
 # The built-in topology with idle pods on node-1 only (the source node).
 sed "/^name = \"node-1\"/a idle_pods = $idle" samples/lab/cluster.toml >"$topo"
 grep -q "^idle_pods = $idle" "$topo"
 "$dye" lab up --id "$plain" >/dev/null
-t0=$(date +%s.%N)
+t0=$(date +%s%N)
 "$dye" lab up --id "$busy" --topology "$topo" >/dev/null
-echo "# busy lab ($idle idle pods on node-1) built in $(echo "$(date +%s.%N) - $t0" | bc) s"
+echo "# busy lab ($idle idle pods on node-1) built in $((($(date +%s%N) - t0) / 1000000)) ms"
 
 pod_c() { ip netns exec "dye-$1-pod-c" ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1; }
 for lab in $plain $busy; do
@@ -45,12 +42,8 @@ for run in $(seq 1 "$runs"); do
       json="$out/$lab-$sockets-$run.json"
       tv=$( { /usr/bin/time -f "%e %M" "$dye" trace --from "dye-$lab-pod-a" --to "$(pod_c "$lab")" \
         --sockets "$sockets" --max-points 100000 --json >"$json"; } 2>&1 | tail -1)
-      facts=$(python3 -c '
-import json, sys
-r = json.load(open(sys.argv[1]))
-s = r["scope"]
-print(r["verdict"]["kind"], len(s["namespaces"]), s["capture_sockets"], s["interfaces"], len(r["capture"]))
-' "$json")
+      facts=$(jq -r '[.verdict.kind, (.scope.namespaces | length), .scope.capture_sockets,
+        .scope.interfaces, (.capture | length)] | map(tostring) | join(" ")' "$json")
       echo "$case $sockets $run $tv $facts"
     done
   done
@@ -58,20 +51,18 @@ done | tee "$out/rows"
 
 echo
 echo "# medians (busy/plain ratio)"
-python3 - "$out/rows" "$idle" <<'EOF'
-import statistics, sys
-rows = [l.split() for l in open(sys.argv[1])]
-busy = "idle" + sys.argv[2]
-for sockets in ("per-namespace", "per-interface"):
-    med = {}
-    for case in ("plain", busy):
-        sel = [r for r in rows if r[0] == case and r[1] == sockets]
-        wall = statistics.median(float(r[3]) for r in sel)
-        rss = statistics.median(int(r[4]) for r in sel)
-        med[case] = (wall, rss, sel[0][7], sel[0][8], sel[0][9])
-        print(f"{sockets:14} {case:8} wall {wall:.2f} s  peak RSS {rss/1024:.1f} MiB  "
-              f"sockets {sel[0][7]}  interfaces {sel[0][8]}  listed points {sel[0][9]}")
-    w = med[busy][0] / med["plain"][0]
-    r = med[busy][1] / med["plain"][1]
-    print(f"{sockets:14} busy/plain: wall ×{w:.2f}, peak RSS ×{r:.2f}")
-EOF
+median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+for sockets in per-namespace per-interface; do
+  for case in plain "idle$idle"; do
+    rows=$(awk -v c="$case" -v s="$sockets" '$1 == c && $2 == s' "$out/rows")
+    wall=$(awk '{print $4}' <<<"$rows" | median)
+    rss=$(awk '{print $5}' <<<"$rows" | median)
+    read -r _ _ _ _ _ _ _ socks ifaces listed <<<"$(head -1 <<<"$rows")"
+    printf '%-14s %-8s wall %.2f s  peak RSS %.1f MiB  sockets %s  interfaces %s  listed points %s\n' \
+      "$sockets" "$case" "$wall" "$(awk -v k="$rss" 'BEGIN {print k / 1024}')" "$socks" "$ifaces" "$listed"
+    eval "wall_$case=$wall rss_$case=$rss"
+  done
+  w0=wall_plain w1=wall_idle$idle r0=rss_plain r1=rss_idle$idle
+  awk -v s="$sockets" -v w0="${!w0}" -v w1="${!w1}" -v r0="${!r0}" -v r1="${!r1}" \
+    'BEGIN {printf "%-14s busy/plain: wall x%.2f, peak RSS x%.2f\n", s, w1 / w0, r1 / r0}'
+done

@@ -12,6 +12,7 @@ PACKAGES=(
   tshark tcpdump                           # outside checks of dye's captures and decodes
   iputils-ping iputils-tracepath ncat      # plain-tool checks of the lab, MTU baselines
   procps psmisc time libcap2-bin           # pgrep/pkill; /usr/bin/time -v; capsh (tests, demo)
+  jq                                       # scripts/bench-scale.sh reads dye's JSON reports
 )
 
 missing=()
