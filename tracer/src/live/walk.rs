@@ -15,6 +15,9 @@ use dye_capture::netlink::{Link, LinkKind, Neighbour, Route};
 
 /// At most this many route lookups per walk: a routing loop or a huge NAT table ends here.
 const MAX_STEPS: usize = 256;
+/// At most this many DNAT targets of one namespace are walked to (kube-proxy's nat table on a
+/// real node names every endpoint of every Service).
+const MAX_NAT_TARGETS: usize = 64;
 
 /// What the walk asks of the system, per namespace (`N` identifies one).
 pub trait System {
@@ -80,13 +83,16 @@ pub fn walk<S: System>(sys: &mut S, source: &S::Ns, dst: IpAddr, src: IpAddr) ->
             points: Vec::new(),
         },
         queue: VecDeque::new(),
+        nat_queue: VecDeque::new(),
         seen: BTreeSet::new(),
         nat_read: BTreeSet::new(),
         src,
     };
     w.push(source.clone(), dst, None);
     let mut steps = 0;
-    while let Some(step) = w.queue.pop_front() {
+    // The probe's own way first; DNAT targets when it is walked (they are only where NAT
+    // may send it).
+    while let Some(step) = w.queue.pop_front().or_else(|| w.nat_queue.pop_front()) {
         steps += 1;
         if steps > MAX_STEPS {
             tracing::debug!("path walk stopped after {MAX_STEPS} route lookups");
@@ -101,6 +107,8 @@ struct Walker<'s, S: System> {
     sys: &'s mut S,
     out: Walked<S::Ns>,
     queue: VecDeque<Step<S::Ns>>,
+    /// Steps towards DNAT targets, walked after the probe's own way.
+    nat_queue: VecDeque<Step<S::Ns>>,
     seen: BTreeSet<Step<S::Ns>>,
     /// Namespaces whose DNAT targets were added already.
     nat_read: BTreeSet<S::Ns>,
@@ -127,9 +135,26 @@ impl<S: System> Walker<'_, S> {
         let Step { ns, dst, then } = step;
         self.out.namespace(&ns);
         if self.nat_read.insert(ns.clone()) {
-            for target in self.sys.dnat_targets(&ns) {
-                if target.is_ipv4() == dst.is_ipv4() {
-                    self.push(ns.clone(), target, None);
+            let targets: Vec<IpAddr> = self
+                .sys
+                .dnat_targets(&ns)
+                .into_iter()
+                .filter(|t| t.is_ipv4() == dst.is_ipv4())
+                .collect();
+            if targets.len() > MAX_NAT_TARGETS {
+                tracing::debug!(
+                    "path walk: {} DNAT targets in {ns:?}, walking to the first {MAX_NAT_TARGETS}",
+                    targets.len()
+                );
+            }
+            for target in targets.into_iter().take(MAX_NAT_TARGETS) {
+                let step = Step {
+                    ns: ns.clone(),
+                    dst: target,
+                    then: None,
+                };
+                if self.seen.insert(step.clone()) {
+                    self.nat_queue.push_back(step);
                 }
             }
         }
@@ -226,10 +251,12 @@ impl<S: System> Walker<'_, S> {
                 let links = self.sys.links(ns);
                 self.bridge(ns, dev, &links, next, mac, dst, then)
             }
+            // A NIC: the packet leaves the host, nothing more to walk here.
+            LinkKind::Physical | LinkKind::Loopback => {}
             kind => {
                 let Some(t) = kind.tunnel() else {
-                    // A NIC, a TUN device with a forwarder behind it, anything else: where the
-                    // packet goes from here the walk cannot see.
+                    // A TUN device with a forwarder behind it, a macvlan, anything else: where
+                    // the packet goes from here the walk cannot see.
                     return self.stalled(ns, dst, then);
                 };
                 let vtep = t.remote.filter(|r| !r.is_multicast()).or_else(|| {
@@ -257,8 +284,9 @@ impl<S: System> Walker<'_, S> {
 
     /// The walk cannot follow the packet out of `ns` (a device it cannot see through, a VTEP
     /// no cache names): the infrastructure around `ns` joins the scope — namespaces reached
-    /// through veths that are not bridge ports here (a node's uplink), and through the ports of
-    /// bridges that own no address (an underlay switch), never a pod behind a gateway bridge —
+    /// through veths with an address (a node's uplink, a router's port) and through the ports
+    /// of bridges that own no address (an underlay switch); never a pod behind a gateway
+    /// bridge or on an unaddressed point-to-point veth (Calico's and Cilium's host side) —
     /// and the walk goes on towards `dst` from each of them.
     fn stalled(&mut self, ns: &S::Ns, dst: IpAddr, then: Option<Decap>) {
         let mut queue = VecDeque::from([ns.clone()]);
@@ -275,8 +303,12 @@ impl<S: System> Walker<'_, S> {
                 let bridge = l
                     .master_ifindex
                     .and_then(|m| links.iter().find(|b| b.ifindex == m));
-                if bridge.is_some_and(|b| !b.addresses.is_empty()) {
-                    continue; // a pod behind its gateway bridge
+                let uplink = match bridge {
+                    Some(b) => b.kind == LinkKind::Bridge && b.addresses.is_empty(),
+                    None => !l.addresses.is_empty(),
+                };
+                if !uplink {
+                    continue;
                 }
                 let Some((peer, _)) = self.sys.veth_peer(&at, l) else {
                     continue;
@@ -566,6 +598,19 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_nat_table_does_not_starve_the_probes_own_way() {
+        let mut f = cluster(0);
+        // Thousands of endpoints, none of them here: the walk to pod-c still completes.
+        let many: Vec<IpAddr> = (0..5000u32)
+            .map(|i| IpAddr::from([10, 50, (i / 250) as u8, (i % 250) as u8]))
+            .collect();
+        f.dnat.insert("node-1", many);
+        let w = walk(&mut f, &"pod-a", ip(C), ip(A));
+        assert!(w.namespaces.contains(&"pod-c"), "{:?}", w.namespaces);
+        assert!(f.lookups <= MAX_STEPS, "{} lookups", f.lookups);
+    }
+
+    #[test]
     fn a_routing_loop_is_bounded() {
         let mut f = Fake::default();
         f.links
@@ -602,9 +647,19 @@ mod tests {
         );
         f.peers.insert(("idle-0", 2), ("node-1", 100));
         f.peers.insert(("node-1", 100), ("idle-0", 2));
+        // …and a bridge-less pod (Calico's point-to-point host veth, no address on it).
+        if let Some(links) = f.links.get_mut("node-1") {
+            links.push(link(10, "cali1", veth(), None, &[]));
+        }
+        f.links.insert(
+            "cali-pod",
+            vec![link(2, "eth0", veth(), None, &["10.244.1.77"])],
+        );
+        f.peers.insert(("cali-pod", 2), ("node-1", 10));
+        f.peers.insert(("node-1", 10), ("cali-pod", 2));
         let w = walk(&mut f, &"pod-a", ip(C), ip(A));
         // node-1's uplink leads to the underlay switch, whose ports lead to node-2, which
-        // routes on to pod-c; node-1's idle pods (behind cni0, its gateway) stay out.
+        // routes on to pod-c; node-1's pods (behind cni0, its gateway, or on cali1) stay out.
         assert_eq!(
             w.namespaces,
             ["pod-a", "node-1", "underlay", "node-2", "pod-c"]
