@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
 
 use dye_capture::netlink::{Link, LinkKind, Neighbour, Route};
+use dye_core::snapshot::RouteKind;
 
 /// At most this many route lookups per walk: a routing loop or a huge NAT table ends here.
 const MAX_STEPS: usize = 256;
@@ -164,9 +165,9 @@ impl<S: System> Walker<'_, S> {
         let Some(route) = self.sys.route(&ns, dst) else {
             return;
         };
-        match route.kind.as_str() {
-            "local" => return self.arrived(ns, dst, then),
-            "unicast" => {}
+        match RouteKind::parse(&route.kind) {
+            RouteKind::Local => return self.arrived(ns, dst, then),
+            RouteKind::Unicast => {}
             _ => return, // blackhole, unreachable, prohibit: the walk ends where the probe will
         }
         let links = self.sys.links(&ns);
@@ -343,6 +344,8 @@ impl<S: System> Walker<'_, S> {
             .iter()
             .filter(|l| l.master_ifindex == Some(br.ifindex))
             .collect();
+        // The sender did not know the next hop's MAC: perhaps this namespace does.
+        let mac = mac.or_else(|| self.mac_of(ns, br.ifindex, next));
         // The forwarding database says which port the next hop's MAC is behind…
         let by_fdb = mac.and_then(|mac| {
             let fdb = self.sys.neighbours(ns);
