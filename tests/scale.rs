@@ -125,3 +125,50 @@ fn per_interface_and_per_namespace_sockets_see_the_same_hops() {
     );
     assert_eq!(ns["scope"]["capture_sockets"].as_u64(), Some(5));
 }
+
+#[test]
+fn dnat_targets_are_in_scope_and_bystanders_are_not() {
+    // office → VIP: the firewall DNATs to node-1's NodePort, node-1 DNATs to pod-a or pod-c.
+    // Neither endpoint is on a route towards the VIP: the nat rules read on the way put them in
+    // scope. pod-b and pod-d, on the same bridges, are no endpoint and stay out.
+    let lab = Lab::up();
+    let from = lab.ns("office");
+    let out = dye(&[
+        "trace",
+        "--from",
+        &from,
+        "--to",
+        "203.0.113.80:80",
+        "--count",
+        "4",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut ns: Vec<String> = r["scope"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| plain(&lab, n.as_str().unwrap()))
+        .collect();
+    ns.sort();
+    assert_eq!(
+        ns,
+        ["fw", "node-1", "node-2", "office", "pod-a", "pod-c", "underlay"],
+        "{}",
+        r["scope"]
+    );
+    // Every probe was answered by an endpoint the scope holds, and seen arriving there.
+    for p in r["probes"].as_array().unwrap() {
+        assert_eq!(p["verdict"], "answered", "{p}");
+        let path = p["path"].to_string();
+        assert!(
+            path.contains("-pod-a/eth0:in") || path.contains("-pod-c/eth0:in"),
+            "{path}"
+        );
+    }
+}
