@@ -21,24 +21,44 @@ struct Seen {
     nsids: BTreeMap<i32, Option<NetnsId>>,
 }
 
-/// Every namespace on the host, read on demand.
+/// The namespaces on the host, read on demand.
 #[derive(Debug)]
 pub struct HostView {
     all: Vec<Netns>,
+    /// `all` holds every namespace on the host (after [`HostView::widen`]).
+    complete: bool,
     seen: BTreeMap<NetnsId, Seen>,
 }
 
 impl HostView {
-    /// `all` must hold every namespace a veth may lead to (see `Netns::enumerate`).
-    pub fn new(all: Vec<Netns>) -> HostView {
+    /// Starts from `known` (the source and the named namespaces: where a path usually runs); a
+    /// veth whose peer is none of them widens the view to every namespace on the host.
+    pub fn new(known: Vec<Netns>) -> HostView {
         HostView {
-            all,
+            all: known,
+            complete: false,
             seen: BTreeMap::new(),
         }
     }
 
-    /// Every namespace the view knows.
-    pub fn all(&self) -> &[Netns] {
+    /// Adds every namespace on the host (processes' included: a scan of /proc), once. False
+    /// when there was nothing left to add.
+    fn widen(&mut self) -> bool {
+        if self.complete {
+            return false;
+        }
+        self.complete = true;
+        for ns in Netns::enumerate().unwrap_or_default() {
+            if !self.all.iter().any(|n| n.id() == ns.id()) {
+                self.all.push(ns);
+            }
+        }
+        true
+    }
+
+    /// Every namespace on the host (widening the view first).
+    pub fn all(&mut self) -> &[Netns] {
+        self.widen();
         &self.all
     }
 
@@ -101,26 +121,29 @@ impl System for HostView {
         }
         // Ask this namespace for the nsid it gives each candidate until one matches; the
         // answers are kept, so a bridge of N ports costs N lookups at most, once.
-        let candidates: Vec<Netns> = self.all.clone();
-        let s = self.seen(*ns)?;
-        let rt = s.rt.as_mut()?;
-        let mut found = None;
-        for c in candidates {
-            if s.nsids.values().any(|v| *v == Some(c.id())) {
-                continue;
-            }
-            if let Ok(Some(id)) = rt.nsid_of(&c) {
-                s.nsids.insert(id, Some(c.id()));
-                if id == nsid {
-                    found = Some(c.id());
-                    break;
+        loop {
+            let candidates: Vec<Netns> = self.all.clone();
+            let s = self.seen(*ns)?;
+            let rt = s.rt.as_mut()?;
+            for c in candidates {
+                if s.nsids.values().any(|v| *v == Some(c.id())) {
+                    continue;
+                }
+                if let Ok(Some(id)) = rt.nsid_of(&c) {
+                    s.nsids.insert(id, Some(c.id()));
+                    if id == nsid {
+                        return Some((c.id(), peer));
+                    }
                 }
             }
+            if !self.widen() {
+                break;
+            }
         }
-        if found.is_none() {
+        if let Some(s) = self.seen.get_mut(ns) {
             s.nsids.insert(nsid, None);
         }
-        found.map(|id| (id, peer))
+        None
     }
 
     fn neighbours(&mut self, ns: &NetnsId) -> Vec<Neighbour> {

@@ -86,10 +86,15 @@ impl Scope {
             all.push(source.clone()); // dropped again if already listed (same inode)
             (Topology::discover(&all)?, ScopeBy::All)
         } else {
-            // The source last: a namespace also listed under its /run/netns name keeps it.
-            let mut all = Netns::enumerate()?;
-            all.push(source.clone());
-            let mut view = HostView::new(all);
+            // The named namespaces first (the rest of the host only if a veth leads there),
+            // the source last: a namespace also listed under its /run/netns name keeps it.
+            let mut known: Vec<Netns> = dye_capture::netns::list_named()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|n| Netns::open(&dye_capture::NetnsRef::Name(n)).ok())
+                .collect();
+            known.push(source.clone());
+            let mut view = HostView::new(known);
             let walked = walk::walk(&mut view, &source.id(), dst, src);
             let mut chosen: Vec<Netns> = walked
                 .namespaces
@@ -99,7 +104,7 @@ impl Scope {
             // `-i NETNS/IFACE` names a namespace: it is listened to, on the path or not.
             for spec in interfaces.qualified() {
                 let pattern = spec.netns.as_deref().unwrap_or_default();
-                for ns in view.all() {
+                for ns in view.all().iter() {
                     if dye_capture::netns::glob_match(pattern, ns.name())
                         && !chosen.iter().any(|c| c.id() == ns.id())
                     {
