@@ -17,6 +17,7 @@ PACKAGES=(
   scamper                                  # MTU baseline (scripts/bench-mtu.sh: trace -M)
   procps psmisc time libcap2-bin           # pgrep/pkill; /usr/bin/time -v; capsh (tests, demo)
   iperf3                                   # bounded overlay load (scripts/bench-tunnels.sh)
+  jq                                       # scripts/bench-scale.sh reads dye's JSON reports
 )
 
 missing=()

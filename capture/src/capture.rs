@@ -27,7 +27,7 @@
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -40,6 +40,7 @@ use serde::Serialize;
 
 use crate::filter::{self, Insn, Semantics, TunnelMatcher};
 use crate::netns::{Netns, NetnsError};
+use crate::nssock::{self, NsSocket};
 use crate::pcapng::InterfaceInfo;
 
 /// Direction of a frame relative to the interface it was captured on.
@@ -92,6 +93,18 @@ impl CapturePoint {
     }
 }
 
+/// How a session maps capture points to kernel sockets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SocketModel {
+    /// Two libpcap handles per point (inbound, outbound), each with its own ring: exact
+    /// per-interface counters, and cost that grows with the number of interfaces.
+    #[default]
+    PerInterface,
+    /// One packet socket per namespace, not bound to an interface ([`crate::nssock`]): the
+    /// interface comes with each frame, so cost follows the namespaces, not their interfaces.
+    PerNamespace,
+}
+
 /// Everything a capture session needs; build with [`CaptureConfig::new`] and adjust fields.
 #[derive(Clone, Debug)]
 pub struct CaptureConfig {
@@ -118,6 +131,8 @@ pub struct CaptureConfig {
     pub queue_packets: usize,
     /// Bound of the reorder buffer, in bytes of frame data.
     pub reorder_max_bytes: usize,
+    /// Kernel sockets: two libpcap handles per point, or one packet socket per namespace.
+    pub sockets: SocketModel,
     /// How long packets wait to be merged in time order across points. None: 100 ms in
     /// immediate mode, twice the block timeout plus 100 ms otherwise. A consumer that orders
     /// by timestamp itself and wants answers fast (the MTU search) can shorten it.
@@ -140,6 +155,7 @@ impl CaptureConfig {
             queue_packets: 1024,
             reorder_max_bytes: 32 * 1024 * 1024,
             reorder_window: None,
+            sockets: SocketModel::PerInterface,
         }
     }
 
@@ -304,14 +320,50 @@ impl OpenPoint {
     }
 }
 
+/// Where a handle's frames come from.
+enum Source {
+    /// A libpcap handle on one point, one direction.
+    Pcap {
+        cap: Capture<Active>,
+        point: usize,
+        dir: Direction,
+    },
+    /// A namespace's packet socket, covering the points in its ifindex map.
+    Ns(NsSocket),
+}
+
 struct Handle {
-    cap: Capture<Active>,
-    /// Set when the filter sees through tunnels: the userspace half of the match.
-    tunnel: Option<TunnelMatcher>,
-    point: usize,
-    dir: Direction,
+    src: Source,
+    /// The userspace half of a through-tunnels match, where one is needed.
+    tunnel: TunnelCheck,
     alive: bool,
+    /// (received, dropped, interface-dropped) as last read.
     last_stats: (u64, u64, u64),
+}
+
+impl Handle {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match &self.src {
+            Source::Pcap { cap, .. } => cap.as_fd(),
+            Source::Ns(s) => s.as_fd(),
+        }
+    }
+
+    fn covers(&self, point: usize) -> bool {
+        match &self.src {
+            Source::Pcap { point: p, .. } => *p == point,
+            Source::Ns(s) => s.points.values().any(|p| *p == point),
+        }
+    }
+
+    /// The point this handle's kernel counters are reported on: a namespace socket's drops
+    /// cannot be told apart by interface, so they count on its first point.
+    fn counted_on(&self) -> Option<usize> {
+        match &self.src {
+            Source::Pcap { point, .. } => Some(*point),
+            Source::Ns(s) => s.points.values().min().copied(),
+        }
+    }
 }
 
 /// A running capture. Receive events with [`CaptureSession::recv`] until it returns `None`
@@ -352,6 +404,22 @@ impl CaptureSession {
             }
         }
         let mut linktypes = vec![1u32; config.points.len()];
+        // A namespace socket's program, compiled once for all of them.
+        let ns_program = match config.sockets {
+            SocketModel::PerInterface => None,
+            SocketModel::PerNamespace => Some(
+                nssock::program(
+                    config.filter.as_deref(),
+                    config.snaplen.max(0) as u32,
+                    &config.semantics,
+                )
+                .map_err(|message| CaptureError::Filter {
+                    filter: config.filter.clone().unwrap_or_default(),
+                    point: config.points[0].name(),
+                    message,
+                })?,
+            ),
+        };
         // Namespaces are opened in parallel (each on its own namespace thread): opening and
         // filtering two handles per point dominates the start-up time of a wide capture.
         let results: Vec<Result<Vec<OpenedHandle>, CaptureError>> = std::thread::scope(|scope| {
@@ -359,22 +427,13 @@ impl CaptureSession {
                 .iter()
                 .map(|(ns, idxs)| {
                     let config = &config;
+                    let ns_program = ns_program.as_ref();
                     scope.spawn(move || {
                         ns.run(|| -> Result<Vec<OpenedHandle>, CaptureError> {
-                            let mut out = Vec::new();
-                            for &i in idxs {
-                                let p = &config.points[i];
-                                if nix::net::if_::if_nametoindex(p.ifname.as_str()).is_err() {
-                                    return Err(CaptureError::NoSuchInterface {
-                                        netns: p.netns.name().to_string(),
-                                        ifname: p.ifname.clone(),
-                                    });
-                                }
-                                for dir in [Direction::In, Direction::Out] {
-                                    out.push((i, dir, open_handle(config, p, dir)?));
-                                }
+                            match ns_program {
+                                None => open_point_handles(config, idxs),
+                                Some(prog) => open_ns_socket(config, idxs, prog).map(|h| vec![h]),
                             }
-                            Ok(out)
                         })?
                     })
                 })
@@ -391,13 +450,13 @@ impl CaptureSession {
                 .collect()
         });
         for got in results {
-            for (i, dir, (cap, tunnel)) in got? {
-                linktypes[i] = linktype_of_dlt(cap.get_datalink().0);
+            for (src, tunnel, types) in got? {
+                for (i, t) in types {
+                    linktypes[i] = t;
+                }
                 handles.push(Handle {
-                    cap,
+                    src,
                     tunnel,
-                    point: i,
-                    dir,
                     alive: true,
                     last_stats: (0, 0, 0),
                 });
@@ -431,6 +490,14 @@ impl CaptureSession {
             heap_bytes: 0,
             seq: 0,
             emitted: 0,
+            buf: if config.sockets == SocketModel::PerNamespace {
+                vec![0; config.snaplen.max(1) as usize]
+            } else {
+                Vec::new()
+            },
+            ns_seen: vec![0; config.points.len()],
+            unattributed: 0,
+            linktypes: linktypes.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("dye-capture".into())
@@ -702,10 +769,139 @@ struct Reader {
     heap_bytes: usize,
     seq: u64,
     emitted: u64,
+    /// Receive buffer of the namespace sockets (one frame at a time, snaplen bytes).
+    buf: Vec<u8>,
+    /// Frames each point's namespace socket delivered.
+    ns_seen: Vec<u64>,
+    /// Frames of namespace sockets on interfaces that are not capture points.
+    unattributed: u64,
+    /// Each point's LINKTYPE (which of a handle's tunnel checks applies to its frames).
+    linktypes: Vec<u32>,
 }
 
-/// A handle opened for point `.0` in direction `.1`, with its userspace tunnel matcher.
-type OpenedHandle = (usize, Direction, (Capture<Active>, Option<TunnelMatcher>));
+/// A handle as opened, with the link type of each point it covers.
+type OpenedHandle = (Source, TunnelCheck, Vec<(usize, u32)>);
+
+/// The userspace half of a through-tunnels match ([`crate::filter`]): libpcap's programs for
+/// the filter, per link type of the frames a handle delivers. Empty when the kernel decides
+/// alone.
+#[derive(Default)]
+struct TunnelCheck {
+    ethernet: Option<TunnelMatcher>,
+    raw_ip: Option<TunnelMatcher>,
+}
+
+impl TunnelCheck {
+    /// The check of a handle whose frames all have `linktype`.
+    fn single(linktype: u32, matcher: Option<TunnelMatcher>) -> TunnelCheck {
+        if linktype == LINKTYPE_RAW {
+            TunnelCheck {
+                ethernet: None,
+                raw_ip: matcher,
+            }
+        } else {
+            TunnelCheck {
+                ethernet: matcher,
+                raw_ip: None,
+            }
+        }
+    }
+
+    /// Whether a frame of `linktype` is kept: it or the packet its tunnel carries matches.
+    fn keeps(&self, linktype: u32, frame: &[u8]) -> bool {
+        let matcher = if linktype == LINKTYPE_RAW {
+            &self.raw_ip
+        } else {
+            &self.ethernet
+        };
+        matcher.as_ref().is_none_or(|m| m.matches(frame).is_some())
+    }
+}
+
+/// Two libpcap handles (in, out) for each of the points `idxs`; runs inside their namespace.
+fn open_point_handles(
+    config: &CaptureConfig,
+    idxs: &[usize],
+) -> Result<Vec<OpenedHandle>, CaptureError> {
+    let mut out = Vec::new();
+    for &i in idxs {
+        let p = &config.points[i];
+        if nix::net::if_::if_nametoindex(p.ifname.as_str()).is_err() {
+            return Err(CaptureError::NoSuchInterface {
+                netns: p.netns.name().to_string(),
+                ifname: p.ifname.clone(),
+            });
+        }
+        for dir in [Direction::In, Direction::Out] {
+            let (cap, tunnel) = open_handle(config, p, dir)?;
+            let linktype = linktype_of_dlt(cap.get_datalink().0);
+            out.push((
+                Source::Pcap { cap, point: i, dir },
+                TunnelCheck::single(linktype, tunnel),
+                vec![(i, linktype)],
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// One packet socket for the points `idxs`, all in the calling thread's namespace.
+fn open_ns_socket(
+    config: &CaptureConfig,
+    idxs: &[usize],
+    prog: &nssock::NsProgram,
+) -> Result<OpenedHandle, CaptureError> {
+    let first = &config.points[idxs[0]];
+    let open_err = |message: String| CaptureError::Open {
+        point: format!("{}/*", first.netns.name()),
+        message,
+    };
+    // One ring carries every interface of the namespace: at least 1 MiB (64 slots).
+    let mut sock =
+        NsSocket::open(&prog.insns, config.buffer_bytes.max(1 << 20)).map_err(|e| match e {
+            nssock::NsSocketError::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+                CaptureError::Permission {
+                    point: format!("{}/*", first.netns.name()),
+                    message: io.to_string(),
+                }
+            }
+            e => open_err(e.to_string()),
+        })?;
+    let mut types = Vec::new();
+    for &i in idxs {
+        let p = &config.points[i];
+        let no_such = || CaptureError::NoSuchInterface {
+            netns: p.netns.name().to_string(),
+            ifname: p.ifname.clone(),
+        };
+        let ifindex = nix::net::if_::if_nametoindex(p.ifname.as_str()).map_err(|_| no_such())?;
+        let hatype = sock.hatype(&p.ifname).map_err(|_| no_such())?;
+        // A device the program refuses (loopback…) keeps Ethernet's type and sees nothing.
+        types.push((i, nssock::linktype_of(hatype).unwrap_or(1)));
+        sock.points.insert(ifindex, i);
+    }
+    // When the kernel could not look inside tunnels itself, it passes every tunnel packet and
+    // libpcap's programs decide here, per link type.
+    let tunnel = match (
+        &config.semantics,
+        config.filter.as_deref(),
+        prog.inner_in_userspace,
+    ) {
+        (Semantics::ThroughTunnels(ports), Some(f), true) => {
+            let matcher = |dlt: i32| {
+                TunnelMatcher::new(f, dlt, ports.clone())
+                    .ok()
+                    .filter(TunnelMatcher::runs_in_userspace)
+            };
+            TunnelCheck {
+                ethernet: matcher(DLT_EN10MB),
+                raw_ip: matcher(DLT_RAW),
+            }
+        }
+        _ => TunnelCheck::default(),
+    };
+    Ok((Source::Ns(sock), tunnel, types))
+}
 
 /// Closes capture handles concurrently. Closing a packet socket waits for an RCU grace period
 /// (`synchronize_net` in the kernel); one after another, dozens of handles took a second, while
@@ -740,7 +936,7 @@ impl Reader {
                     .collect();
                 let mut fds: Vec<PollFd<'_>> = live
                     .iter()
-                    .map(|&i| PollFd::new(self.handles[i].cap.as_fd(), PollFlags::POLLIN))
+                    .map(|&i| PollFd::new(self.handles[i].fd(), PollFlags::POLLIN))
                     .collect();
                 let timeout = if self.heap.is_empty() { 100u16 } else { 20u16 };
                 if live.is_empty() {
@@ -788,6 +984,12 @@ impl Reader {
             self.emit(u64::MAX);
         }
         self.update_stats();
+        if self.unattributed > 0 {
+            tracing::debug!(
+                "{} frames on interfaces that are not capture points",
+                self.unattributed
+            );
+        }
         self.heap.clear();
         close_all(std::mem::take(&mut self.handles));
     }
@@ -800,7 +1002,7 @@ impl Reader {
         let ready: Vec<usize> = {
             let mut fds: Vec<PollFd<'_>> = live
                 .iter()
-                .map(|&i| PollFd::new(self.handles[i].cap.as_fd(), PollFlags::POLLIN))
+                .map(|&i| PollFd::new(self.handles[i].fd(), PollFlags::POLLIN))
                 .collect();
             if poll(&mut fds, 0u16).is_err() {
                 return false;
@@ -819,18 +1021,25 @@ impl Reader {
 
     /// Reads up to `max` packets from handle `i` into the reorder buffer.
     fn drain(&mut self, i: usize, max: usize) {
+        if matches!(self.handles[i].src, Source::Ns(_)) {
+            return self.drain_ns(i, max);
+        }
         let mut n = 0;
         while n < max {
             let h = &mut self.handles[i];
-            match h.cap.next_packet() {
+            let Source::Pcap {
+                cap, point, dir, ..
+            } = &mut h.src
+            else {
+                return;
+            };
+            let (point, dir) = (*point, *dir);
+            match cap.next_packet() {
                 Ok(pkt) => {
-                    if h.tunnel
-                        .as_ref()
-                        .is_some_and(|t| t.matches(pkt.data).is_none())
-                    {
+                    if !h.tunnel.keeps(self.linktypes[point], pkt.data) {
                         // A tunnel packet the kernel let through for a look inside: nothing
                         // in it matches.
-                        self.shared.counters[h.point]
+                        self.shared.counters[point]
                             .tunnel_discarded
                             .fetch_add(1, Ordering::Relaxed);
                         n += 1;
@@ -839,25 +1048,15 @@ impl Reader {
                     let ts =
                         pkt.header.ts.tv_sec as u64 * 1_000_000_000 + pkt.header.ts.tv_usec as u64;
                     let obs = Observation {
-                        point: h.point,
-                        direction: h.dir,
+                        point,
+                        direction: dir,
                         ts_ns: ts,
                         orig_len: pkt.header.len,
                         frame: pkt.data.to_vec(),
                     };
-                    self.heap_bytes += obs.frame.len();
-                    self.seq += 1;
-                    self.heap.push(Pending {
-                        ts,
-                        seq: self.seq,
-                        obs,
-                    });
                     n += 1;
-                    if self.heap_bytes > self.reorder_max_bytes {
-                        // Bounded memory: release the oldest now rather than grow.
-                        if !self.emit(0) {
-                            return;
-                        }
+                    if !self.buffer(obs) {
+                        return;
                     }
                 }
                 Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => break,
@@ -869,9 +1068,68 @@ impl Reader {
         }
     }
 
+    /// Puts a frame in the reorder buffer; false when the consumer is gone.
+    fn buffer(&mut self, obs: Observation) -> bool {
+        self.heap_bytes += obs.frame.len();
+        self.seq += 1;
+        self.heap.push(Pending {
+            ts: obs.ts_ns,
+            seq: self.seq,
+            obs,
+        });
+        // Bounded memory: release the oldest now rather than grow.
+        self.heap_bytes <= self.reorder_max_bytes || self.emit(0)
+    }
+
+    /// Reads up to `max` frames from namespace socket `i`; frames of interfaces that are not
+    /// capture points (created after the start, or left out) are counted and dropped.
+    fn drain_ns(&mut self, i: usize, max: usize) {
+        let mut n = 0;
+        while n < max {
+            let read = {
+                let Source::Ns(sock) = &mut self.handles[i].src else {
+                    return;
+                };
+                sock.recv(&mut self.buf)
+                    .map(|r| r.map(|r| (sock.points.get(&r.ifindex).copied(), r)))
+            };
+            let (point, got) = match read {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    self.lose(i, format!("capture socket error: {e}"));
+                    break;
+                }
+            };
+            n += 1;
+            let Some(point) = point else {
+                self.unattributed += 1;
+                continue;
+            };
+            let frame = &self.buf[..got.len];
+            if !self.handles[i].tunnel.keeps(self.linktypes[point], frame) {
+                self.shared.counters[point]
+                    .tunnel_discarded
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.ns_seen[point] += 1;
+            let obs = Observation {
+                point,
+                direction: got.direction,
+                ts_ns: got.ts_ns,
+                orig_len: got.orig_len,
+                frame: self.buf[..got.len].to_vec(),
+            };
+            if !self.buffer(obs) {
+                return;
+            }
+        }
+    }
+
     fn check_error(&mut self, i: usize) {
         let err = nix::sys::socket::getsockopt(
-            &self.handles[i].cap.as_fd(),
+            &self.handles[i].fd(),
             nix::sys::socket::sockopt::SocketError,
         );
         match err {
@@ -897,18 +1155,25 @@ impl Reader {
         }
         self.read_stats(i);
         self.handles[i].alive = false;
-        let point = self.handles[i].point;
-        let all_gone = self
-            .handles
-            .iter()
-            .filter(|h| h.point == point)
-            .all(|h| !h.alive);
-        if all_gone {
-            if let Ok(mut l) = self.shared.counters[point].lost.lock() {
-                *l = Some(reason.clone());
+        let covered: Vec<usize> = (0..self.shared.counters.len())
+            .filter(|&p| self.handles[i].covers(p))
+            .collect();
+        for point in covered {
+            let all_gone = self
+                .handles
+                .iter()
+                .filter(|h| h.covers(point))
+                .all(|h| !h.alive);
+            if all_gone {
+                if let Ok(mut l) = self.shared.counters[point].lost.lock() {
+                    *l = Some(reason.clone());
+                }
+                tracing::warn!("capture point {} lost: {reason}", self.shared.names[point]);
+                let _ = self.tx.send(Event::PointLost {
+                    point,
+                    reason: reason.clone(),
+                });
             }
-            tracing::warn!("capture point {} lost: {reason}", self.shared.names[point]);
-            let _ = self.tx.send(Event::PointLost { point, reason });
         }
     }
 
@@ -917,8 +1182,16 @@ impl Reader {
         if !h.alive {
             return;
         }
-        if let Ok(s) = h.cap.stats() {
-            h.last_stats = (s.received as u64, s.dropped as u64, s.if_dropped as u64);
+        match &mut h.src {
+            Source::Pcap { cap, .. } => {
+                if let Ok(s) = cap.stats() {
+                    h.last_stats = (s.received as u64, s.dropped as u64, s.if_dropped as u64);
+                }
+            }
+            Source::Ns(sock) => {
+                sock.read_stats();
+                h.last_stats = (sock.received, sock.dropped, 0);
+            }
         }
     }
 
@@ -927,9 +1200,12 @@ impl Reader {
             self.read_stats(i);
         }
         for (p, c) in self.shared.counters.iter().enumerate() {
-            let (mut r, mut d, mut f) = (0, 0, 0);
-            for h in self.handles.iter().filter(|h| h.point == p) {
-                r += h.last_stats.0;
+            // A namespace socket's frames are counted per interface as they are read.
+            let (mut r, mut d, mut f) = (self.ns_seen[p], 0, 0);
+            for h in self.handles.iter().filter(|h| h.counted_on() == Some(p)) {
+                if matches!(h.src, Source::Pcap { .. }) {
+                    r += h.last_stats.0;
+                }
                 d += h.last_stats.1;
                 f += h.last_stats.2;
             }

@@ -11,6 +11,8 @@
 //!   exceptions and removing one of them.
 //! - [`conntrack`]: conntrack entries of a namespace read over ctnetlink (`NETLINK_NETFILTER`)
 //!   in process: lookup by original tuple, dumps, NAT status.
+//! - [`nat`]: the addresses a namespace's nat rules DNAT to (nftables and iptables-nft), so a
+//!   trace's scope can follow a probe that NAT sends elsewhere.
 //! - [`nftrace`]: nftables tracing of the probes: an owner table (gone when dye's socket
 //!   closes, even on SIGKILL) marks them with `meta nftrace set 1`; `NFT_MSG_TRACE` events
 //!   name every table, chain, rule handle and verdict they meet.
@@ -23,6 +25,9 @@
 //!   direction; one merged, time-ordered stream of [`Observation`]s; kernel drop counters.
 //! - [`filter`]: filters that see through tunnels — the kernel passes the user's filter or any
 //!   tunnel packet, and libpcap's program for the filter decides on the inner frame.
+//! - [`nssock`]: the other socket model — one packet socket per namespace, not bound to an
+//!   interface (interface and direction from `sockaddr_ll`), dispatching its kernel filter on
+//!   the device's link type; cost follows the namespaces, not their interfaces.
 //! - [`inject`]: a header-included raw socket opened inside the source namespace, so probes
 //!   leave exactly as built.
 //! - [`pcapng`]: one interface block per capture point (`<netns>/<ifname>`), nanosecond
@@ -34,9 +39,11 @@ pub mod conntrack;
 pub mod dropwatch;
 pub mod filter;
 pub mod inject;
+pub mod nat;
 pub mod netlink;
 pub mod netns;
 pub mod nftrace;
+pub mod nssock;
 pub mod pcapng;
 pub mod random;
 pub mod select;
@@ -44,7 +51,7 @@ pub mod topology;
 
 pub use capture::{
     CaptureConfig, CaptureError, CapturePoint, CaptureSession, Direction, Event, Observation,
-    PointStats, StopHandle,
+    PointStats, SocketModel, StopHandle,
 };
 pub use inject::{InjectError, Injector};
 pub use netns::{Netns, NetnsError, NetnsId, NetnsRef, PodRef};

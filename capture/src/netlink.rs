@@ -17,6 +17,7 @@ use netlink_packet_route::link::{
     InfoData, InfoGeneve, InfoGre, InfoIpTunnel, InfoKind, InfoVeth, InfoVxlan, LinkAttribute,
     LinkFlags, LinkInfo, LinkLayerType, LinkMessage, State, VxlanDf,
 };
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
 use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteMetric, RouteScope, RouteType,
@@ -166,6 +167,17 @@ pub struct Link {
     pub link_layer_type: u16,
 }
 
+/// A neighbour cache entry (`ip neigh`: address → MAC on a device) or a forwarding database
+/// entry (`bridge fdb`: MAC → port; on a VXLAN device, MAC → remote VTEP in `addr`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    pub ifindex: u32,
+    /// From the bridge family's dump (an FDB entry) rather than ARP/NDP.
+    pub fdb: bool,
+    pub addr: Option<IpAddr>,
+    pub mac: Option<[u8; 6]>,
+}
+
 /// A route from the main (or another non-local) table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Route {
@@ -274,6 +286,21 @@ impl Rtnl {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        let mut replies = Vec::new();
+        self.request_each(what, msg, flags, |m| replies.push(m))?;
+        Ok(replies)
+    }
+
+    /// Like [`request_flags`](Self::request_flags), handing each reply to `each` as it is
+    /// decoded: a dump of hundreds of links is never held decoded all at once (a decoded link
+    /// message, with its statistics and per-family attributes, is kilobytes).
+    fn request_each(
+        &mut self,
+        what: &'static str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        mut each: impl FnMut(RouteNetlinkMessage),
+    ) -> Result<(), NetlinkError> {
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
@@ -292,7 +319,6 @@ impl Rtnl {
         self.sock
             .send(&out, 0)
             .map_err(|e| io_err(&self.netns, e))?;
-        let mut replies = Vec::new();
         loop {
             self.buf.clear();
             self.buf.reserve(RECV_BUF);
@@ -317,9 +343,9 @@ impl Rtnl {
                     continue;
                 }
                 match msg.payload {
-                    NetlinkPayload::Done(_) => return Ok(replies),
+                    NetlinkPayload::Done(_) => return Ok(()),
                     NetlinkPayload::Error(e) => match e.code {
-                        None => return Ok(replies),
+                        None => return Ok(()),
                         Some(code) => {
                             return Err(io_err(
                                 &self.netns,
@@ -328,9 +354,9 @@ impl Rtnl {
                         }
                     },
                     NetlinkPayload::InnerMessage(m) => {
-                        replies.push(m);
+                        each(m);
                         if !dump {
-                            return Ok(replies);
+                            return Ok(());
                         }
                     }
                     _ => {}
@@ -341,18 +367,17 @@ impl Rtnl {
 
     /// All links with their addresses (`ip -d addr`).
     pub fn links(&mut self) -> Result<Vec<Link>, NetlinkError> {
-        let replies = self.request(
+        let mut links: Vec<Link> = Vec::new();
+        self.request_each(
             "link dump",
             RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            true,
+            NLM_F_DUMP,
+            |m| {
+                if let RouteNetlinkMessage::NewLink(l) = m {
+                    links.push(parse_link(&l));
+                }
+            },
         )?;
-        let mut links: Vec<Link> = replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(parse_link(&l)),
-                _ => None,
-            })
-            .collect();
         links.sort_by_key(|l| l.ifindex);
         let names: Vec<(u32, String)> = links.iter().map(|l| (l.ifindex, l.name.clone())).collect();
         let name_of = |i: u32| names.iter().find(|(x, _)| *x == i).map(|(_, n)| n.clone());
@@ -400,6 +425,60 @@ impl Rtnl {
                         },
                     ));
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The neighbour caches (ARP, NDP) and the bridge/VXLAN forwarding databases (`ip neigh`,
+    /// `bridge fdb`): what the kernel already knows of who is behind which port.
+    pub fn neighbours(&mut self) -> Result<Vec<Neighbour>, NetlinkError> {
+        let mut out = Vec::new();
+        for family in [
+            AddressFamily::Inet,
+            AddressFamily::Inet6,
+            AddressFamily::Bridge,
+        ] {
+            let mut req = NeighbourMessage::default();
+            req.header.family = family;
+            let replies = self.request(
+                "neighbour dump",
+                RouteNetlinkMessage::GetNeighbour(req),
+                true,
+            )?;
+            for m in replies {
+                let RouteNetlinkMessage::NewNeighbour(n) = m else {
+                    continue;
+                };
+                let mut entry = Neighbour {
+                    ifindex: n.header.ifindex,
+                    fdb: family == AddressFamily::Bridge,
+                    addr: None,
+                    mac: None,
+                };
+                for attr in &n.attributes {
+                    match attr {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                            entry.addr = Some(IpAddr::V4(*a))
+                        }
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                            entry.addr = Some(IpAddr::V6(*a))
+                        }
+                        // The bridge family's entries (a VXLAN FDB's remote VTEP) come untyped.
+                        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                            entry.addr = match b.len() {
+                                4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                                16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                                _ => None,
+                            }
+                        }
+                        NeighbourAttribute::LinkLayerAddress(mac) if mac.len() == 6 => {
+                            entry.mac = Some([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]])
+                        }
+                        _ => {}
+                    }
+                }
+                out.push(entry);
             }
         }
         Ok(out)

@@ -87,6 +87,17 @@ impl Topology {
     /// them. Veth peers in namespaces outside the set are still named, by looking through all
     /// namespaces on the host.
     pub fn discover(namespaces: &[Netns]) -> Result<Topology, TopologyError> {
+        Self::discover_impl(namespaces, true)
+    }
+
+    /// Like [`discover`](Self::discover), but a veth whose peer lies outside `namespaces` gets
+    /// no edge: nothing is asked of the namespaces left out (a trace's scope on a node with
+    /// hundreds of idle pods reads only the namespaces on the probe's path).
+    pub fn discover_within(namespaces: &[Netns]) -> Result<Topology, TopologyError> {
+        Self::discover_impl(namespaces, false)
+    }
+
+    fn discover_impl(namespaces: &[Netns], look_outside: bool) -> Result<Topology, TopologyError> {
         let mut seen = HashMap::new();
         let mut list: Vec<Netns> = Vec::new();
         for ns in namespaces {
@@ -115,7 +126,10 @@ impl Topology {
 
         let mut edges = Vec::new();
         // nsid tables, filled lazily: (from ns index, nsid) -> endpoint namespace.
-        let mut resolver = PeerResolver::default();
+        let mut resolver = PeerResolver {
+            look_outside,
+            ..PeerResolver::default()
+        };
         for i in 0..infos.len() {
             for link in infos[i].links.clone() {
                 let me = Endpoint {
@@ -444,6 +458,8 @@ struct PeerResolver {
     cache: HashMap<(usize, NetnsId), Option<i32>>,
     /// All namespaces on the host, opened on first need (peer outside the discovered set).
     all: Option<Vec<Netns>>,
+    /// Resolve peers outside the discovered set (else they get no edge).
+    look_outside: bool,
 }
 
 impl PeerResolver {
@@ -478,6 +494,9 @@ impl PeerResolver {
                     ifindex: peer_ifindex,
                 }));
             }
+        }
+        if !self.look_outside {
+            return Ok(None);
         }
         // Outside the set: look through every namespace on the host.
         if self.all.is_none() {

@@ -9,7 +9,7 @@ use dye_capture::netlink::LinkKind;
 use dye_capture::topology::Edge;
 use dye_capture::{
     CaptureConfig, CapturePoint, CaptureSession, Direction, Event, Netns, NetnsError, PcapngWriter,
-    SectionInfo, Topology,
+    SectionInfo, SocketModel, Topology,
 };
 
 fn is_root() -> bool {
@@ -308,4 +308,126 @@ fn missing_interface_and_bad_filter_fail_before_capture() {
     cfg.filter = Some("icmp and and".into());
     let err = CaptureSession::start(cfg).unwrap_err();
     assert!(err.to_string().contains("icmp and and"), "{err}");
+}
+
+/// Opens (creating) TUN device `name` in the calling thread's namespace; the device has a
+/// carrier while the returned fd is open.
+#[allow(unsafe_code)]
+fn open_tun(name: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: open(2) of a fixed NUL-terminated path.
+    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: valid fd; `req` is a live ifreq with a NUL-terminated name (shorter than 16).
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::TUNSETIFF as _,
+            &mut req,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+#[test]
+fn namespace_sockets_see_what_interface_handles_see_and_raw_ip_devices() {
+    need_root!();
+    let seg = tmpns::segment();
+    // A TUN device in a (raw IP, no link header), held open here: it has a carrier.
+    let a = Netns::open_str(&seg.a).unwrap();
+    let _tun = a.run(|| open_tun("tun0")).unwrap().expect("TUN device");
+    seg.ns.ip(&seg.a, &["link", "set", "tun0", "up"]);
+    seg.ns
+        .ip(&seg.a, &["addr", "add", "10.98.0.1/24", "dev", "tun0"]);
+    let mut cfg = CaptureConfig::new(vec![
+        point(&seg.a, "eth0"),
+        point(&seg.b, "va"),
+        point(&seg.b, "vc"),
+        point(&seg.c, "eth0"),
+        point(&seg.a, "tun0"),
+    ]);
+    cfg.sockets = SocketModel::PerNamespace;
+    cfg.filter = Some("icmp".into());
+    cfg.duration = Some(Duration::from_secs(3));
+    let session = CaptureSession::start(cfg).unwrap();
+    assert_eq!(
+        session
+            .points()
+            .iter()
+            .map(|p| p.linktype)
+            .collect::<Vec<_>>(),
+        [1, 1, 1, 1, 101],
+        "Ethernet veths, a raw-IP TUN"
+    );
+    seg.ns.exec(
+        &seg.a,
+        &["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.99.0.2"],
+    );
+    // Nobody answers behind the TUN: the pings fail, their requests still leave through it.
+    let _ = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &seg.a, "ping", "-c", "2", "-i", "0.2", "-W", "1",
+        ])
+        .arg("10.98.0.2")
+        .output();
+    let mut obs = Vec::new();
+    while let Some(ev) = session.recv() {
+        if let Event::Packet(o) = ev {
+            obs.push(o);
+        }
+    }
+    let stats = session.join().unwrap();
+    assert!(obs.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
+    // The same sightings per point and direction as per-interface handles
+    // (`capture_directions_order_and_pcapng`): one namespace socket serves a, one b, one c.
+    let count = |p: usize, d: Direction, icmp_type: u8| {
+        obs.iter()
+            .filter(|o| o.point == p && o.direction == d && o.frame.get(34) == Some(&icmp_type))
+            .count()
+    };
+    assert_eq!(count(0, Direction::Out, 8), 3);
+    assert_eq!(count(1, Direction::In, 8), 3);
+    assert_eq!(count(2, Direction::Out, 8), 3);
+    assert_eq!(count(3, Direction::In, 8), 3);
+    assert_eq!(count(3, Direction::Out, 0), 3);
+    assert_eq!(count(0, Direction::In, 0), 3);
+    assert_eq!(count(0, Direction::In, 8), 0);
+    assert_eq!(
+        stats.iter().take(4).map(|s| s.captured()).sum::<u64>(),
+        24,
+        "{stats:?}"
+    );
+    assert!(stats.iter().all(|s| s.kernel_dropped == 0));
+    // Kernel timestamps, taken as each frame was delivered: the request reaches c after it
+    // left a, and within the ping's round trip.
+    let first = |p: usize, t: u8| {
+        obs.iter()
+            .find(|o| o.point == p && o.frame.get(34) == Some(&t))
+            .unwrap()
+            .ts_ns
+    };
+    assert!(first(3, 8) >= first(0, 8) && first(3, 8) - first(0, 8) < 100_000_000);
+    assert!(first(0, 0) >= first(3, 0));
+    // The TUN's frames are bare IPv4 echo requests, going out: the raw-IP program matched.
+    let tun: Vec<_> = obs.iter().filter(|o| o.point == 4).collect();
+    assert_eq!(tun.len(), 2, "{tun:?}");
+    for o in tun {
+        assert_eq!(o.direction, Direction::Out);
+        assert_eq!(o.frame[0] >> 4, 4, "IPv4 first, no link header");
+        assert_eq!((o.frame[9], o.frame[20]), (1, 8), "ICMP echo request");
+        assert_eq!(&o.frame[16..20], &[10, 98, 0, 2]);
+    }
 }

@@ -252,6 +252,46 @@ pub struct Point {
     pub mtu: u32,
     /// The pcap link type of frames captured here (1 Ethernet, 101 raw IP, 113 Linux cooked…).
     pub linktype: u32,
+    /// On the path the scope walked: where the probe is expected. Points off it (another
+    /// pod's veth in a namespace on the path) appear in reports only when they saw something.
+    /// Every point is on the path when the user chose the namespaces. Added in recording v1.
+    #[serde(default = "on_path_default")]
+    pub on_path: bool,
+}
+
+fn on_path_default() -> bool {
+    true
+}
+
+/// How the namespaces in scope were chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeBy {
+    /// Walked from the source by route lookups (the default).
+    Path,
+    /// Named by the user (`--ns`).
+    Namespaces,
+    /// Every namespace on the host (`--all-ns`).
+    All,
+}
+
+/// How the capture listened: which kernel sockets it opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SocketModel {
+    /// One packet socket per namespace, not bound to an interface.
+    PerNamespace,
+    /// Two libpcap handles per interface (in, out).
+    PerInterface,
+}
+
+/// What the scope and the capture cost. Added in recording v1 (absent in older recordings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeInfo {
+    pub by: ScopeBy,
+    pub sockets: SocketModel,
+    /// Kernel packet sockets the capture opened.
+    pub capture_sockets: u32,
 }
 
 impl Point {
@@ -291,6 +331,9 @@ pub struct Snapshot {
     /// cannot see. Added in recording v1; empty in older recordings.
     #[serde(default)]
     pub legacy_iptables: Vec<LegacyTables>,
+    /// How the scope was chosen and what the capture opened. Added in recording v1.
+    #[serde(default)]
+    pub scope: Option<ScopeInfo>,
 }
 
 /// iptables-legacy tables loaded in one namespace.

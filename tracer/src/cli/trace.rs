@@ -142,6 +142,13 @@ pub struct TraceArgs {
     record: Option<PathBuf>,
 }
 
+/// `--sockets`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SocketsArg {
+    PerNamespace,
+    PerInterface,
+}
+
 /// Where to listen: the flags `dye trace` and `dye mtu` share.
 #[derive(Debug, Args)]
 pub(crate) struct ScopeArgs {
@@ -155,9 +162,15 @@ pub(crate) struct ScopeArgs {
     /// Capture only on these interfaces: IFACE or NETNS/IFACE (repeatable).
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     interfaces: Vec<String>,
-    /// Refuse to open more capture points than this.
+    /// With --sockets per-interface: refuse to open more capture points than this (each is
+    /// two kernel handles). Namespace sockets cost nothing per interface.
     #[arg(long, default_value_t = 256)]
     max_points: usize,
+    /// Kernel capture sockets: one per namespace, not bound to an interface (the interface
+    /// comes with each frame: cost follows the namespaces, not their interfaces), or two
+    /// libpcap handles per interface (in and out).
+    #[arg(long, value_enum, default_value_t = SocketsArg::PerNamespace)]
+    sockets: SocketsArg,
     /// UDP ports decoded as VXLAN (repeatable).
     #[arg(long = "vxlan-port", default_values_t = [8472u16, 4789u16])]
     vxlan_ports: Vec<u16>,
@@ -172,6 +185,10 @@ impl ScopeArgs {
                 all_namespaces: self.all_ns,
                 interfaces: self.interfaces,
                 max_points: self.max_points,
+                sockets: match self.sockets {
+                    SocketsArg::PerNamespace => dye_capture::SocketModel::PerNamespace,
+                    SocketsArg::PerInterface => dye_capture::SocketModel::PerInterface,
+                },
             },
             self.vxlan_ports,
         )

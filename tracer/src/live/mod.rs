@@ -5,12 +5,14 @@
 
 pub mod conntrack;
 pub mod drops;
+pub mod host;
 pub mod network;
 pub mod pmtu;
 pub mod pods;
 pub mod rules;
 pub mod scope;
 pub mod snapshot;
+pub mod walk;
 
 use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;
@@ -19,11 +21,11 @@ use std::time::Duration;
 
 use dye_capture::filter::{Semantics, TunnelPorts};
 use dye_capture::topology::Topology;
-use dye_capture::{CaptureConfig, CaptureSession, Injector, Netns};
+use dye_capture::{CaptureConfig, CaptureSession, Injector, Netns, SocketModel};
 use dye_core::mtu::{self as core_mtu, MtuPlan, MtuRun};
 use dye_core::recording::{Recorder, Recording, SCHEMA as RECORDING_SCHEMA};
 use dye_core::seam::Network;
-use dye_core::snapshot::{Point, RouteLookup, Snapshot};
+use dye_core::snapshot::{Point, RouteLookup, ScopeInfo, Snapshot, SocketModel as CoreSocketModel};
 use dye_core::trace::{self as core_trace, TraceIds, TracePlan, TraceRun};
 use dye_core::Proto;
 
@@ -128,12 +130,27 @@ pub fn setup(
     if route.prefsrc.is_none() {
         return Err(no_route(format!("route `{route}` has no source address")));
     }
-    status(&format!(
-        "discovering namespaces reachable from {}",
-        source.name()
-    ));
-    let scope = Scope::discover(&source, req)?;
+    status(&format!("walking the path from {} to {to}", source.name()));
+    let src = route.prefsrc.unwrap_or(to);
+    let scope = Scope::discover(&source, req, to, src)?;
     let mut snap = snapshot::from_topology(&scope.topology, &scope.source, scope.metas.clone());
+    let namespaces_with_points = {
+        let mut ids: Vec<_> = scope.points.iter().map(|p| p.netns.id()).collect();
+        ids.sort();
+        ids.dedup();
+        ids.len()
+    };
+    snap.scope = Some(ScopeInfo {
+        by: scope.by,
+        sockets: match req.sockets {
+            SocketModel::PerNamespace => CoreSocketModel::PerNamespace,
+            SocketModel::PerInterface => CoreSocketModel::PerInterface,
+        },
+        capture_sockets: match req.sockets {
+            SocketModel::PerNamespace => namespaces_with_points,
+            SocketModel::PerInterface => 2 * scope.points.len(),
+        } as u32,
+    });
     // The source's own route (its address and egress MTU); routes elsewhere are looked up for
     // the namespaces the probes are seen in, as they are.
     snap.add_lookups(vec![RouteLookup {
@@ -152,15 +169,16 @@ pub fn setup(
     capture.max_packets = Some(200_000);
     capture.reorder_window = needs.reorder_window;
     capture.duration = Some(needs.duration);
+    capture.sockets = req.sockets;
     status(&format!(
-        "capturing on {} interfaces in {} namespaces",
+        "capturing on {} interfaces in {} namespaces ({} sockets)",
         scope.points.len(),
-        scope.topology.namespaces.len()
+        scope.topology.namespaces.len(),
+        snap.scope.as_ref().map_or(0, |s| s.capture_sockets)
     ));
     let session = CaptureSession::start(capture)?;
     fill_linktypes(&mut snap.points, &session);
     let injector = Injector::open(&source, to)?;
-    let src = route.prefsrc.unwrap_or(to);
     let rules = needs.trace_rules.then(|| {
         let proto = match (needs.proto, to) {
             (Proto::Icmp, IpAddr::V4(_)) => 1,

@@ -1,14 +1,20 @@
-//! Where to listen: the namespaces a probe can reach from its source (through veth pairs, which
-//! also brings in bridges and tunnels living in those namespaces), narrowed or widened by the
-//! user, and the capture points on their interfaces.
+//! Where to listen. By default the namespaces the probe's path goes through, walked from the
+//! source by route lookups ([`super::walk`]): the source, every namespace that routes or
+//! bridges the probe, the destination, the targets of DNAT rules on the way, and the replies'
+//! way back — not every pod on a bridge. `--ns` and `--all-ns` choose namespaces instead. The
+//! capture points are the up interfaces of those namespaces; the ones the walk crossed are
+//! marked as the path.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::net::IpAddr;
 
 use dye_capture::netlink::LinkKind;
 use dye_capture::select::{BadInterface, InterfaceSelector};
-use dye_capture::topology::{Edge, Topology};
-use dye_capture::{CapturePoint, Netns};
-use dye_core::snapshot::Point;
+use dye_capture::topology::Topology;
+use dye_capture::{CapturePoint, Netns, SocketModel};
+use dye_core::snapshot::{Point, ScopeBy};
+
+use super::host::HostView;
+use super::walk;
 
 /// How the user shaped the capture.
 #[derive(Debug, Clone, Default)]
@@ -20,8 +26,11 @@ pub struct ScopeRequest {
     pub all_namespaces: bool,
     /// Capture only on interfaces with these names (`IFACE` or `NETNS/IFACE`, globs allowed).
     pub interfaces: Vec<String>,
-    /// Refuse more points than this (each point is two kernel capture handles).
+    /// Refuse more points than this with per-interface sockets (each point is two kernel
+    /// capture handles); namespace sockets cost nothing per point.
     pub max_points: usize,
+    /// One packet socket per namespace, or two handles per interface.
+    pub sockets: SocketModel,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,13 +57,21 @@ pub struct Scope {
     /// The source namespace's name in `topology` (found by inode: `--from 4242` and
     /// `--from dye-demo-pod-a` may name the same namespace).
     pub source: String,
+    pub by: ScopeBy,
 }
 
 impl Scope {
-    pub fn discover(source: &Netns, req: &ScopeRequest) -> Result<Scope, ScopeError> {
+    /// The scope of a probe from `source` to `dst`, sent from `src`.
+    pub fn discover(
+        source: &Netns,
+        req: &ScopeRequest,
+        dst: IpAddr,
+        src: IpAddr,
+    ) -> Result<Scope, ScopeError> {
         let mut interfaces = InterfaceSelector::parse(&req.interfaces)?;
         interfaces.resolve_pods()?;
-        let topology = if !req.all_namespaces && !req.namespaces.is_empty() {
+        let mut path: Vec<(String, String)> = Vec::new();
+        let (topology, by) = if !req.all_namespaces && !req.namespaces.is_empty() {
             // Names, paths, PIDs, `host`, or patterns over /run/netns (`dye-demo-*`), as
             // `dye capture --ns` takes them.
             let mut chosen = vec![source.clone()];
@@ -63,16 +80,46 @@ impl Scope {
                     chosen.push(ns);
                 }
             }
-            Topology::discover(&chosen)?
-        } else {
-            // One discovery of every namespace; the default scope then keeps those reachable.
+            (Topology::discover(&chosen)?, ScopeBy::Namespaces)
+        } else if req.all_namespaces {
             let mut all = Netns::enumerate()?;
             all.push(source.clone()); // dropped again if already listed (same inode)
-            let mut topology = Topology::discover(&all)?;
-            if !req.all_namespaces {
-                retain_reachable(&mut topology, source);
+            (Topology::discover(&all)?, ScopeBy::All)
+        } else {
+            // The named namespaces first (the rest of the host only if a veth leads there),
+            // the source last: a namespace also listed under its /run/netns name keeps it.
+            let mut known: Vec<Netns> = dye_capture::netns::list_named()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|n| Netns::open(&dye_capture::NetnsRef::Name(n)).ok())
+                .collect();
+            known.push(source.clone());
+            let mut view = HostView::new(known);
+            let walked = walk::walk(&mut view, &source.id(), dst, src);
+            let mut chosen: Vec<Netns> = walked
+                .namespaces
+                .iter()
+                .filter_map(|id| view.netns(*id).cloned())
+                .collect();
+            // `-i NETNS/IFACE` names a namespace: it is listened to, on the path or not.
+            for spec in interfaces.qualified() {
+                let pattern = spec.netns.as_deref().unwrap_or_default();
+                for ns in view.all().iter() {
+                    if dye_capture::netns::glob_match(pattern, ns.name())
+                        && !chosen.iter().any(|c| c.id() == ns.id())
+                    {
+                        chosen.push(ns.clone());
+                    }
+                }
             }
-            topology
+            // Only the walked namespaces are read: idle pods' veths get no peer edge.
+            let topology = Topology::discover_within(&chosen)?;
+            for (id, ifname) in &walked.points {
+                if let Some(info) = topology.namespaces.iter().find(|n| n.id == *id) {
+                    path.push((info.name.clone(), ifname.clone()));
+                }
+            }
+            (topology, ScopeBy::Path)
         };
         let source_name = topology
             .namespaces
@@ -104,6 +151,10 @@ impl Scope {
                     node: info.node.clone(),
                     mtu: link.mtu,
                     linktype: 1,
+                    // Points the user chose with -i are listed whether on the path or not.
+                    on_path: by != ScopeBy::Path
+                        || !interfaces.is_empty()
+                        || path.iter().any(|(n, i)| *n == info.name && *i == link.name),
                 });
             }
         }
@@ -114,7 +165,10 @@ impl Scope {
         if let Some(missing) = interfaces.unmatched(&found) {
             return Err(ScopeError::NoSuchInterface(missing.text.clone()));
         }
-        if req.max_points > 0 && points.len() > req.max_points {
+        if req.sockets == SocketModel::PerInterface
+            && req.max_points > 0
+            && points.len() > req.max_points
+        {
             return Err(ScopeError::TooManyPoints {
                 count: points.len(),
                 max: req.max_points,
@@ -125,32 +179,7 @@ impl Scope {
             points,
             metas,
             source: source_name,
+            by,
         })
     }
-}
-
-/// Keeps only the namespaces connected to `source` through veth pairs, transitively. Edges to
-/// namespaces outside stay: they still name the far end of a veth.
-fn retain_reachable(topology: &mut Topology, source: &Netns) {
-    let Some(start) = topology.namespaces.iter().find(|n| n.id == source.id()) else {
-        return;
-    };
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    let mut queue = VecDeque::from([start.name.clone()]);
-    while let Some(ns) = queue.pop_front() {
-        if !seen.insert(ns.clone()) {
-            continue;
-        }
-        for e in &topology.edges {
-            if let Edge::VethPair { a, b } = e {
-                if a.netns == ns && !seen.contains(&b.netns) {
-                    queue.push_back(b.netns.clone());
-                }
-                if b.netns == ns && !seen.contains(&a.netns) {
-                    queue.push_back(a.netns.clone());
-                }
-            }
-        }
-    }
-    topology.namespaces.retain(|n| seen.contains(&n.name));
 }

@@ -200,9 +200,25 @@ pub fn text(r: &TraceReport, style: Style) -> String {
         .filter(|c| c.lost.is_some())
         .map(|c| c.name.as_str())
         .collect();
+    let sockets = r
+        .scope
+        .as_ref()
+        .map(|s| {
+            format!(
+                " in {} namespaces ({} {} socket{})",
+                s.namespaces.len(),
+                s.capture_sockets,
+                match s.sockets {
+                    dye_core::snapshot::SocketModel::PerNamespace => "namespace",
+                    dye_core::snapshot::SocketModel::PerInterface => "interface",
+                },
+                if s.capture_sockets == 1 { "" } else { "s" }
+            )
+        })
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "capture: {} points, {} kernel drops{}; {} ms",
+        "capture: {} points{sockets}, {} kernel drops{}; {} ms",
         r.capture.len(),
         dropped,
         if lost.is_empty() {
@@ -311,9 +327,21 @@ pub fn pcapng<W: Write>(
         report.verdict.detail
     ));
     let mut w = PcapngWriter::new(out, &section)?;
+    // Interfaces: the path's, and any other that carried a frame written here (another
+    // pod's veth in a namespace on the path stays out unless the probe went there).
+    let mut carried = vec![false; points.len()];
+    for f in run.frames.iter().flatten() {
+        if let Some(c) = carried.get_mut(f.point) {
+            *c = true;
+        }
+    }
     let mut ids = Vec::with_capacity(points.len());
-    for p in points {
-        ids.push(w.add_interface(&InterfaceInfo {
+    for (p, carried) in points.iter().zip(carried) {
+        if !p.on_path && !carried {
+            ids.push(None);
+            continue;
+        }
+        ids.push(Some(w.add_interface(&InterfaceInfo {
             name: p.name(),
             description: format!(
                 "{} mtu {}, netns {}, node {}",
@@ -321,7 +349,7 @@ pub fn pcapng<W: Write>(
             ),
             linktype: p.linktype,
             snaplen: 262_144,
-        })?);
+        })?));
     }
     // Comments per frame: which probe, which leg, which hop of the reported path, what changed.
     let hop_of: HashMap<(u32, usize, Direction, Leg), &Hop> = report
@@ -363,7 +391,9 @@ pub fn pcapng<W: Write>(
         if !all && comment.is_none() {
             continue;
         }
-        let Some(id) = ids.get(f.point) else { continue };
+        let Some(Some(id)) = ids.get(f.point) else {
+            continue;
+        };
         let c: Vec<&str> = comment.map(|c| vec![c.as_str()]).unwrap_or_default();
         let dir = match f.direction {
             Direction::In => dye_capture::Direction::In,

@@ -12,7 +12,7 @@ use dye_core::trace::Trace;
 
 use super::trace_v1::{
     DroppedBy, EventType, Fragments, Hop, HopEvent, KernelDropView, OuterView, PacketView,
-    PointReport, ProbeSpec, ProbeSummary, TraceReport, Verdict, SCHEMA,
+    PointReport, ProbeSpec, ProbeSummary, ScopeReport, TraceReport, Verdict, SCHEMA,
 };
 
 /// The report of a trace, with the snapshot its capture points come from.
@@ -52,6 +52,8 @@ pub fn project(trace: &Trace, snapshot: &Snapshot) -> TraceReport {
             .iter()
             .filter_map(|c| {
                 let p = snapshot.point(c.point)?;
+                let listed = p.on_path || c.captured > 0 || c.sightings > 0 || c.lost.is_some();
+                listed.then_some(())?;
                 Some(PointReport {
                     name: p.name(),
                     kind: p.class,
@@ -68,6 +70,14 @@ pub fn project(trace: &Trace, snapshot: &Snapshot) -> TraceReport {
             .pmtu
             .as_ref()
             .map(|r| super::mtu::cache_report(plan.to, &snapshot.source, r)),
+        scope: snapshot.scope.as_ref().map(|s| ScopeReport {
+            by: s.by,
+            namespaces: snapshot.namespaces.iter().map(|n| n.name.clone()).collect(),
+            sockets: s.sockets,
+            capture_sockets: s.capture_sockets,
+            interfaces: snapshot.points.len(),
+            path_interfaces: snapshot.points.iter().filter(|p| p.on_path).count(),
+        }),
     }
 }
 

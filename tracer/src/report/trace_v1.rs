@@ -31,6 +31,27 @@ pub struct TraceReport {
     /// reports.
     #[serde(default)]
     pub pmtu_cache: Option<super::mtu_v1::CacheReport>,
+    /// Which namespaces dye listened in, how they were chosen, and the kernel sockets that
+    /// cost. Added in v1; null in reports replayed from older recordings.
+    #[serde(default)]
+    pub scope: Option<ScopeReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScopeReport {
+    /// `path` (walked by route lookups from the source), `namespaces` (--ns), `all` (--all-ns).
+    pub by: dye_core::snapshot::ScopeBy,
+    /// The namespaces in scope, in the order the walk reached them.
+    pub namespaces: Vec<String>,
+    /// `per-namespace` or `per-interface`.
+    pub sockets: dye_core::snapshot::SocketModel,
+    /// Kernel packet sockets opened.
+    pub capture_sockets: u32,
+    /// Interfaces the sockets covered (up, not loopback, in the namespaces in scope).
+    pub interfaces: usize,
+    /// Of those, the interfaces on the walked path (`capture` lists these, and any other that
+    /// saw something).
+    pub path_interfaces: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -436,7 +436,8 @@ pub fn analyze(i: Inputs<'_>) -> MtuResult {
             probes_sent: i.tried.len() as u32,
             wait: i.wait,
             elapsed: i.elapsed,
-            capture_points: i.snapshot.points.len(),
+            // The path's points (another pod's veth the namespace socket also covers is not one).
+            capture_points: i.snapshot.points.iter().filter(|p| p.on_path).count(),
         },
         probes: i.tried.iter().map(Tried::result).collect(),
     }

@@ -226,6 +226,7 @@ pub struct SearchStats {
     /// How long dye waited for a probe before calling it lost.
     pub wait: Duration,
     pub elapsed: Duration,
+    /// The capture points on the walked path (all of them when the user chose the scope).
     pub capture_points: usize,
 }
 
