@@ -305,8 +305,8 @@ impl<S: System> Walker<'_, S> {
                     .master_ifindex
                     .and_then(|m| links.iter().find(|b| b.ifindex == m));
                 let uplink = match bridge {
-                    Some(b) => b.kind == LinkKind::Bridge && b.addresses.is_empty(),
-                    None => !l.addresses.is_empty(),
+                    Some(b) => b.kind == LinkKind::Bridge && !routable(b),
+                    None => routable(l),
                 };
                 if !uplink {
                     continue;
@@ -372,6 +372,16 @@ impl<S: System> Walker<'_, S> {
     }
 }
 
+/// Whether `link` holds an address a route can name: IPv6 link-local addresses (every
+/// interface with IPv6 has one, an underlay switch's bridge and a Calico host veth too) do not
+/// make a device an uplink.
+fn routable(link: &Link) -> bool {
+    link.addresses.iter().any(|a| match a.addr {
+        IpAddr::V4(_) => true,
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,6 +423,27 @@ mod tests {
                 .collect(),
             link_layer_type: 1,
         }
+    }
+
+    #[test]
+    fn link_local_addresses_do_not_make_an_uplink() {
+        // An underlay switch's bridge and its ports carry only fe80:: addresses.
+        assert!(!routable(&link(
+            1,
+            "br0",
+            LinkKind::Bridge,
+            None,
+            &["fe80::1"]
+        )));
+        assert!(routable(&link(
+            2,
+            "eth0",
+            veth(),
+            None,
+            &["fe80::2", "192.168.50.11"]
+        )));
+        assert!(routable(&link(3, "eth0", veth(), None, &["fd00:50::11"])));
+        assert!(!routable(&link(4, "cali0", veth(), None, &[])));
     }
 
     fn veth() -> LinkKind {
