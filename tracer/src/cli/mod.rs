@@ -1,7 +1,9 @@
 //! Command line: one module per subcommand, each turning its flags into a call on the library.
 
+mod agent;
 mod args;
 mod capture;
+mod certs;
 mod decode;
 mod lab;
 mod mtu;
@@ -102,6 +104,10 @@ pub enum Command {
     /// Replay a recorded trace or MTU search (`--record FILE`): the same report, anywhere,
     /// without privileges.
     Replay(replay::ReplayArgs),
+    /// Serve this node to coordinators (`dye trace --agents`) over gRPC with mutual TLS.
+    Agent(agent::AgentArgs),
+    /// Create a cluster CA with an agent and a client certificate for `dye agent`.
+    Certs(certs::CertsArgs),
     /// Read pcap/pcapng captures and print each packet's whole layer stack — tunnels, inner
     /// packet, ICMP quotes, dye markers — one line per packet (or JSON).
     Decode(decode::DecodeArgs),
@@ -143,6 +149,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trace(args) => trace::run(args, &endpoints),
         Command::Mtu(args) => mtu::run(args, &endpoints),
         Command::Replay(args) => replay::run(args),
+        Command::Agent(args) => agent::run(args, endpoints),
+        Command::Certs(args) => certs::run(args),
     }
 }
 
