@@ -82,7 +82,7 @@ impl Agent {
                 let mut r = BufReader::new(stderr);
                 let mut line = String::new();
                 while r.read_line(&mut line).unwrap_or(0) > 0 {
-                    if let Some(a) = line.trim().strip_prefix("dye agent: listening on ") {
+                    if let Some((_, a)) = line.trim().split_once(": listening on ") {
                         let _ = tx.send(a.to_string());
                     }
                     log.lock().unwrap().push_str(&line);
@@ -243,4 +243,222 @@ fn agent_accepts_only_clients_the_ca_signed_for_the_client_role() {
     // Exactly the one good client got in.
     assert_eq!(count(&log, "client accepted"), 1, "{log}");
     assert_eq!(count(&log, "refused connection"), 3, "{log}");
+}
+#[test]
+fn dye_refuses_an_agent_whose_certificate_another_ca_signed() {
+    require_root();
+    let certs = Certs::new("srv");
+    let other = Certs::new("cli");
+    let agent = Agent::start(None, "127.0.0.1:0", &["--certs", certs.path()], &[]);
+    let started = Instant::now();
+    let out = dye(&[
+        "trace",
+        "--agents",
+        &agent.addr,
+        "--certs",
+        other.path(),
+        "--from",
+        "nowhere",
+        "--to",
+        "10.0.0.1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&agent.addr), "{err}");
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("certificate"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // The agent saw a client from the other CA and said so.
+    let log = agent.wait_log("refused connection");
+    assert!(log.contains("refused connection"), "{log}");
+}
+
+/// Agents in both lab nodes, listening on their underlay addresses; node-2's clock shifted
+/// by `node2_offset` (DYE_AGENT_CLOCK_OFFSET) when given.
+fn lab_agents(lab: &support::Lab, certs: &Certs, node2_offset: Option<&str>) -> (Agent, Agent) {
+    let a1 = Agent::start(
+        Some(&lab.ns("node-1")),
+        &format!("{}:7443", lab.addr("node-1", "eth0")),
+        &["--certs", certs.path()],
+        &[],
+    );
+    let env: Vec<(&str, &str)> = node2_offset
+        .map(|o| vec![("DYE_AGENT_CLOCK_OFFSET", o)])
+        .unwrap_or_default();
+    let a2 = Agent::start(
+        Some(&lab.ns("node-2")),
+        &format!("{}:7443", lab.addr("node-2", "eth0")),
+        &["--certs", certs.path()],
+        &env,
+    );
+    (a1, a2)
+}
+
+/// `dye trace --json ARGS` through the agents, run on node-1 (the coordinator reaches the
+/// agents over the underlay, as on a cluster node). Returns exit code, report, stderr.
+fn agents_trace(
+    lab: &support::Lab,
+    agents: &str,
+    certs: &Certs,
+    args: &[&str],
+) -> (i32, serde_json::Value, String) {
+    let bin = dye_bin();
+    let node1 = lab.ns("node-1");
+    let mut argv = vec!["netns", "exec", node1.as_str(), bin.to_str().unwrap()];
+    argv.extend_from_slice(&[
+        "trace",
+        "--json",
+        "--agents",
+        agents,
+        "--certs",
+        certs.path(),
+    ]);
+    argv.extend_from_slice(args);
+    let out = Command::new("ip")
+        .args(&argv)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dye");
+    let code = out.status.code().unwrap_or(-1);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}); exit {code}; stderr: {stderr}"));
+    (code, report, stderr)
+}
+
+/// (netns, ifname, direction, leg) of every hop.
+fn hop_list(r: &serde_json::Value) -> Vec<(String, String, String, String)> {
+    r["hops"]
+        .as_array()
+        .expect("hops")
+        .iter()
+        .map(|h| {
+            (
+                h["netns"].as_str().unwrap().to_string(),
+                h["ifname"].as_str().unwrap().to_string(),
+                h["direction"].as_str().unwrap().to_string(),
+                h["leg"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn hop_time(r: &serde_json::Value, netns: &str, ifname: &str, dir: &str, leg: &str) -> i64 {
+    r["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| {
+            h["netns"] == netns && h["ifname"] == ifname && h["direction"] == dir && h["leg"] == leg
+        })
+        .unwrap_or_else(|| panic!("no hop {netns}/{ifname} {dir} {leg}"))["t_ns"]
+        .as_i64()
+        .unwrap()
+}
+
+#[test]
+fn a_cross_node_trace_through_agents_has_the_hops_single_host_dye_sees() {
+    let lab = support::Lab::up();
+    let certs = Certs::new("lab");
+    let (a1, a2) = lab_agents(&lab, &certs, None);
+    let agents = format!("{},{}", a1.addr, a2.addr);
+    let pod_c = lab.pod_ip("pod-c");
+    let (code, via_agents, err) = agents_trace(
+        &lab,
+        &agents,
+        &certs,
+        &["--from", &lab.ns("pod-a"), "--to", &pod_c],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(via_agents["verdict"]["kind"], "answered", "{via_agents}");
+
+    let out = dye(&[
+        "trace",
+        "--json",
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &pod_c,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let single: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The underlay switch is no node and runs no agent: on a cluster nobody sees inside it.
+    let underlay = lab.ns("underlay");
+    let expected: Vec<_> = hop_list(&single)
+        .into_iter()
+        .filter(|h| h.0 != underlay)
+        .collect();
+    assert!(expected.len() >= 16, "{expected:?}");
+    assert_eq!(hop_list(&via_agents), expected);
+    // Both nodes' hops, each attributed to its node.
+    for h in via_agents["hops"].as_array().unwrap() {
+        let node = h["node"].as_str().unwrap();
+        assert!(node == lab.ns("node-1") || node == lab.ns("node-2"), "{h}");
+    }
+    let clocks = via_agents["agents"]["clocks"].as_array().expect("clocks");
+    assert_eq!(clocks.len(), 2, "{clocks:?}");
+    assert_eq!(via_agents["agents"]["reference"], lab.ns("node-1"));
+    assert_eq!(clocks[1]["method"], "probe");
+    assert!(via_agents["agents"]["blind"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn clock_offsets_come_from_the_probe_and_every_hop_follows_its_cause() {
+    let lab = support::Lab::up();
+    let certs = Certs::new("clock");
+    for (shift, truth_us) in [("50ms", 50_000.0), ("-50ms", -50_000.0)] {
+        let (a1, a2) = lab_agents(&lab, &certs, Some(shift));
+        let agents = format!("{},{}", a1.addr, a2.addr);
+        let (code, r, err) = agents_trace(
+            &lab,
+            &agents,
+            &certs,
+            &["--from", &lab.ns("pod-a"), "--to", &lab.pod_ip("pod-c")],
+        );
+        assert_eq!(code, 0, "{err}");
+        let node2 = r["agents"]["clocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["node"] == lab.ns("node-2"))
+            .cloned()
+            .expect("node-2's clock");
+        assert_eq!(node2["method"], "probe", "{node2}");
+        let est = node2["offset_us"].as_f64().unwrap();
+        let bound = node2["bound_us"].as_f64().unwrap();
+        assert!((est - truth_us).abs() < 50.0, "{shift}: estimated {est} µs");
+        assert!(bound < 500.0, "{shift}: bound {bound} µs");
+        // Every hop of a leg after the one before it: one timeline.
+        let hops = r["hops"].as_array().unwrap();
+        for leg in ["forward", "return"] {
+            let times: Vec<i64> = hops
+                .iter()
+                .filter(|h| h["leg"] == leg)
+                .map(|h| h["t_ns"].as_i64().unwrap())
+                .collect();
+            assert!(
+                times.windows(2).all(|w| w[0] <= w[1]),
+                "{shift} {leg}: {times:?}"
+            );
+        }
+        // The underlay crossings, one way each: ≥ 0 and < 1 ms.
+        let (n1, n2) = (lab.ns("node-1"), lab.ns("node-2"));
+        let fwd = hop_time(&r, &n2, "eth0", "in", "forward")
+            - hop_time(&r, &n1, "eth0", "out", "forward");
+        let back =
+            hop_time(&r, &n1, "eth0", "in", "return") - hop_time(&r, &n2, "eth0", "out", "return");
+        for (what, d) in [("forward", fwd), ("return", back)] {
+            assert!(
+                (0..1_000_000).contains(&d),
+                "{shift}: underlay {what} {d} ns"
+            );
+        }
+        drop((a1, a2));
+    }
 }

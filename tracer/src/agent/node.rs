@@ -20,9 +20,18 @@ pub struct Node {
 impl Node {
     /// The node of the calling thread's namespace (call it on the main thread at start).
     pub fn current() -> Result<Node, dye_capture::NetnsError> {
-        Ok(Node {
-            own: Netns::current()?,
-        })
+        let me = Netns::current()?;
+        // Named as the host lists it (`host`, or its /run/netns name in the lab), not `self`.
+        let own = Netns::enumerate()?
+            .into_iter()
+            .find(|n| n.id() == me.id())
+            .unwrap_or(me);
+        Ok(Node { own })
+    }
+
+    /// The name of the namespace the agent runs in.
+    pub fn netns_name(&self) -> &str {
+        self.own.name()
     }
 
     /// Discovers this node's namespaces and capture points.

@@ -132,7 +132,13 @@ impl pb::agent_server::Agent for AgentService {
             .into_inner()
             .what
             .ok_or_else(|| Status::invalid_argument("nothing to resolve"))?;
-        let scope = self.discover().await?;
+        // The cached discovery, refreshed when it does not know a namespace asked by name.
+        let mut scope = self.scope().await?;
+        if let What::Netns(name) = &what {
+            if scope.netns(name).is_none() {
+                scope = self.discover().await?;
+            }
+        }
         let node = scope.node.clone();
         let not_here = |detail: String| pb::ResolveReply {
             found: false,
@@ -273,7 +279,8 @@ impl pb::agent_server::Agent for AgentService {
             .map(|p| u16::try_from(*p))
             .collect::<Result<_, _>>()
             .map_err(|_| Status::invalid_argument("a VXLAN port is not a UDP port"))?;
-        let scope = self.discover().await?;
+        // The points as the last Snapshot listed them.
+        let scope = self.scope().await?;
         let mut chosen = Vec::new();
         for want in &req.points {
             let found = scope

@@ -94,7 +94,11 @@ pub fn run(args: AgentArgs, endpoints: crate::live::pods::Endpoints) -> anyhow::
             );
         }
         // Printed for whoever started the agent (tests wait for this line).
-        eprintln!("dye agent: listening on {}", listener.local_addr()?);
+        eprintln!(
+            "dye agent: node {}: listening on {}",
+            node.netns_name(),
+            listener.local_addr()?
+        );
         let max_message = limits.max_message_bytes;
         let service = AgentService::new(node, limits, skew, endpoints);
         serve(listener, security, service, max_message, shutdown())

@@ -57,6 +57,13 @@ pub fn exit_status_for(err: &anyhow::Error) -> u8 {
     if let Some(crate::lab::LabError::Interrupted) = err.downcast_ref::<crate::lab::LabError>() {
         return EXIT_INTERRUPTED;
     }
+    if let Some(e) = err.downcast_ref::<crate::coordinator::CoordError>() {
+        return if e.is_usage() {
+            EXIT_SETUP_ERROR
+        } else {
+            EXIT_RUNTIME_ERROR
+        };
+    }
     match err.downcast_ref::<crate::live::LiveError>() {
         Some(e) if !e.is_usage() => EXIT_RUNTIME_ERROR,
         _ => EXIT_SETUP_ERROR,

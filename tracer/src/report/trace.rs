@@ -67,6 +67,7 @@ pub fn project(trace: &Trace, snapshot: &Snapshot) -> TraceReport {
             .pmtu
             .as_ref()
             .map(|r| super::mtu::cache_report(plan.to, &snapshot.source, r)),
+        agents: None,
     }
 }
 

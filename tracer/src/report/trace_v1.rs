@@ -30,6 +30,10 @@ pub struct TraceReport {
     /// reports.
     #[serde(default)]
     pub pmtu_cache: Option<super::mtu_v1::CacheReport>,
+    /// A trace through agents (`--agents`): clock offsets between nodes and the nodes not
+    /// observed. Absent for a single-host trace. Added in v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<super::agents::AgentsReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

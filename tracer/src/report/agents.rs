@@ -1,0 +1,97 @@
+//! What a trace through agents adds to dye.trace/v1: each node's clock offset against the
+//! source node's (how it was found, and how certain), and the nodes nobody observed.
+
+use serde::{Deserialize, Serialize};
+
+use dye_core::clock::{Method, NodeOffset};
+
+use crate::coordinator::network::Blind;
+
+/// `agents` in dye.trace/v1 (absent for a single-host trace). Added in v1.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentsReport {
+    /// The node whose clock every hop time uses (the probe's source node).
+    pub reference: String,
+    pub clocks: Vec<ClockOffset>,
+    /// Nodes that were not observed, so no hop or drop is placed there.
+    pub blind: Vec<BlindNode>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClockOffset {
+    pub node: String,
+    /// How far the node's clock is ahead of the reference's, in µs.
+    pub offset_us: f64,
+    /// ± this many µs.
+    pub bound_us: f64,
+    /// `probe` (the probe's own crossings), `exchange` (RPC clock exchange), `reference`.
+    pub method: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlindNode {
+    /// The node's name, or empty when its agent never answered.
+    pub node: String,
+    pub agent: String,
+    pub reason: String,
+}
+
+pub fn project(reference: &str, clocks: &[NodeOffset], blind: &[Blind]) -> AgentsReport {
+    AgentsReport {
+        reference: reference.to_string(),
+        clocks: clocks
+            .iter()
+            .map(|c| ClockOffset {
+                node: c.node.clone(),
+                offset_us: c.offset_ns as f64 / 1000.0,
+                bound_us: c.bound_ns as f64 / 1000.0,
+                method: match c.method {
+                    Method::Probe => "probe",
+                    Method::Exchange => "exchange",
+                    Method::Reference => "reference",
+                }
+                .to_string(),
+            })
+            .collect(),
+        blind: blind
+            .iter()
+            .map(|b| BlindNode {
+                node: b.node.clone(),
+                agent: b.agent.clone(),
+                reason: b.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The lines the text report ends with.
+pub fn text(r: &AgentsReport) -> String {
+    let mut out = format!("\nclocks (against {}):\n", r.reference);
+    for c in &r.clocks {
+        let how = match c.method.as_str() {
+            "probe" => "from the probe's crossings",
+            "exchange" => "from an RPC clock exchange (the probe did not cross both ways)",
+            _ => "reference",
+        };
+        if c.method == "reference" {
+            out.push_str(&format!("  {}  0 µs  (reference)\n", c.node));
+        } else {
+            out.push_str(&format!(
+                "  {}  {:+.1} µs ± {:.1} µs  {how}\n",
+                c.node, c.offset_us, c.bound_us
+            ));
+        }
+    }
+    if !r.blind.is_empty() {
+        out.push_str("\npartial trace: not observed\n");
+        for b in &r.blind {
+            let who = if b.node.is_empty() {
+                format!("agent {}", b.agent)
+            } else {
+                format!("node {} (agent {})", b.node, b.agent)
+            };
+            out.push_str(&format!("  {who}: {}\n", b.reason));
+        }
+    }
+    out
+}
