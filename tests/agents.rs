@@ -462,3 +462,115 @@ fn clock_offsets_come_from_the_probe_and_every_hop_follows_its_cause() {
         drop((a1, a2));
     }
 }
+
+/// Only node-1's agent runs; node-2's address is given but nothing listens there.
+#[test]
+fn a_node_whose_agent_is_down_is_named_blind_and_never_blamed_for_a_drop() {
+    let lab = support::Lab::up();
+    let certs = Certs::new("down");
+    let a1 = Agent::start(
+        Some(&lab.ns("node-1")),
+        &format!("{}:7443", lab.addr("node-1", "eth0")),
+        &["--certs", certs.path()],
+        &[],
+    );
+    let dead = format!("{}:7443", lab.addr("node-2", "eth0"));
+    let agents = format!("{},{dead}", a1.addr);
+    let args = [
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &lab.pod_ip("pod-c"),
+        "--timeout",
+        "1s",
+    ];
+
+    // Answered, but node-2 was not observed: a partial trace, exit 1.
+    let started = Instant::now();
+    let (code, r, err) = agents_trace(&lab, &agents, &certs, &args);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(r["verdict"]["kind"], "answered");
+    let blind = r["agents"]["blind"].as_array().unwrap();
+    assert_eq!(blind.len(), 1, "{blind:?}");
+    assert_eq!(blind[0]["agent"], dead);
+    assert!(
+        blind[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{blind:?}"
+    );
+    for h in r["hops"].as_array().unwrap() {
+        assert_eq!(h["node"], lab.ns("node-1"), "{h}");
+    }
+
+    // node-2 drops the probe: nobody saw it after node-1's uplink, so no drop is claimed.
+    lab.fault(&["drop-pod", "pod-c"]);
+    let (code, r, err) = agents_trace(&lab, &agents, &certs, &args);
+    assert_eq!(code, 1, "{err}");
+    let v = &r["verdict"];
+    assert_eq!(v["kind"], "unobserved", "{v}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("{}/eth0 (out)", lab.ns("node-1"))),
+        "{detail}"
+    );
+    assert!(detail.contains(&dead), "{detail}");
+    assert!(!detail.contains("dropped in"), "{detail}");
+}
+
+#[test]
+fn an_agent_killed_mid_trace_leaves_a_partial_trace_naming_its_node() {
+    let lab = support::Lab::up();
+    let certs = Certs::new("kill");
+    let (a1, mut a2) = lab_agents(&lab, &certs, None);
+    let agents = format!("{},{}", a1.addr, a2.addr);
+    let node1 = lab.ns("node-1");
+    let bin = dye_bin();
+    let pod_a = lab.ns("pod-a");
+    let pod_c = lab.pod_ip("pod-c");
+    let started = Instant::now();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &node1, bin.to_str().unwrap()])
+        .args([
+            "trace",
+            "--json",
+            "--agents",
+            &agents,
+            "--certs",
+            certs.path(),
+        ])
+        .args(["--from", &pod_a, "--to", &pod_c])
+        .args(["--count", "8", "--interval", "300ms", "--timeout", "1s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Probes go out for 2.4 s; node-2's agent dies in the middle.
+    std::thread::sleep(Duration::from_millis(1500));
+    a2.kill();
+    let out = child.wait_with_output().unwrap();
+    let elapsed = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(elapsed < Duration::from_secs(15), "{elapsed:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let blind = r["agents"]["blind"].as_array().unwrap();
+    assert_eq!(blind.len(), 1, "{blind:?}");
+    assert_eq!(blind[0]["node"], lab.ns("node-2"));
+    // node-2's points are reported lost, node-1's are not.
+    let node2: Vec<String> = ["node-2", "pod-c", "pod-d"]
+        .iter()
+        .map(|m| format!("{}/", lab.ns(m)))
+        .collect();
+    for p in r["capture"].as_array().unwrap() {
+        let on_node2 = node2
+            .iter()
+            .any(|n| p["name"].as_str().unwrap().starts_with(n.as_str()));
+        assert_eq!(!p["lost"].is_null(), on_node2, "{p}");
+    }
+    // Probes before the kill were seen on node-2; none is called dropped there.
+    assert_ne!(r["verdict"]["kind"], "dropped", "{}", r["verdict"]);
+}

@@ -21,6 +21,12 @@ use super::skew::Skew;
 
 /// How often a running capture looks whether its client is still there.
 const CLIENT_CHECK: Duration = Duration::from_millis(100);
+/// A discovery this recent serves a Snapshot or a namespace lookup as it is (a coordinator's
+/// Hello, Resolve, Snapshot and Capture come within a second); an older one is redone.
+const FRESH: Duration = Duration::from_secs(2);
+
+/// A discovery of this node and when it was made.
+type Discovery = (std::time::Instant, Arc<NodeScope>);
 
 /// The agent's state shared by every call.
 #[derive(Debug)]
@@ -32,7 +38,7 @@ pub struct AgentService {
     rate: RateLimiter,
     /// The last discovery of this node (calls that need namespace handles reuse it; Snapshot
     /// and a miss refresh it).
-    cache: Arc<Mutex<Option<Arc<NodeScope>>>>,
+    cache: Arc<Mutex<Option<Discovery>>>,
     endpoints: crate::live::pods::Endpoints,
 }
 
@@ -60,22 +66,28 @@ impl AgentService {
         let scope =
             blocking(move || node.scope().map_err(|e| Status::internal(e.to_string()))).await?;
         let scope = Arc::new(scope);
-        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(scope.clone());
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), scope.clone()));
         Ok(scope)
     }
 
     /// The cached discovery, or a fresh one.
     async fn scope(&self) -> Result<Arc<NodeScope>, Status> {
+        self.scope_within(Duration::MAX).await
+    }
+
+    /// The cached discovery if it is younger than `age`, else a fresh one.
+    async fn scope_within(&self, age: Duration) -> Result<Arc<NodeScope>, Status> {
         let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match cached {
-            Some(s) => Ok(s),
-            None => self.discover().await,
+            Some((at, s)) if at.elapsed() < age => Ok(s),
+            _ => self.discover().await,
         }
     }
 
-    /// A namespace on this node by name (refreshing the discovery once if unknown).
+    /// A namespace on this node by name (a stale discovery that does not know it is redone).
     async fn local_netns(&self, name: &str) -> Result<(Arc<NodeScope>, Netns), Status> {
-        for scope in [self.scope().await?, self.discover().await?] {
+        for scope in [self.scope().await?, self.scope_within(FRESH).await?] {
             if let Some(ns) = scope.netns(name) {
                 let ns = ns.clone();
                 return Ok((scope, ns));
@@ -136,7 +148,7 @@ impl pb::agent_server::Agent for AgentService {
         let mut scope = self.scope().await?;
         if let What::Netns(name) = &what {
             if scope.netns(name).is_none() {
-                scope = self.discover().await?;
+                scope = self.scope_within(FRESH).await?;
             }
         }
         let node = scope.node.clone();
@@ -216,7 +228,7 @@ impl pb::agent_server::Agent for AgentService {
         req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotReply>, Status> {
         let req = req.into_inner();
-        let scope = self.discover().await?;
+        let scope = self.scope_within(FRESH).await?;
         let mut snap = scope.snapshot();
         if !req.source.is_empty() {
             let to = parse_ip(&req.to, "to")?;

@@ -268,6 +268,21 @@ impl TraceOutput {
     ) -> anyhow::Result<ExitCode> {
         let mut report = crate::report::project(&run.trace, snapshot);
         let partial = agents.as_ref().is_some_and(|a| !a.blind.is_empty());
+        if let Some(a) = &agents {
+            // Only the namespaces that running agents captured in count as observed.
+            let observed: Vec<String> = snapshot
+                .points
+                .iter()
+                .filter(|p| !a.blind.iter().any(|b| b.node == p.node))
+                .map(|p| p.netns.clone())
+                .collect();
+            crate::report::agents::no_blame_where_unobserved(
+                &mut report,
+                snapshot,
+                &observed,
+                &a.blind,
+            );
+        }
         report.agents = agents;
         let mut out = std::io::stdout().lock();
         if self.json {

@@ -139,10 +139,11 @@ pub fn trace(
     );
     status(&format!("connecting to {} agent(s)", addrs.len()));
     let (reached, mut blind) = rt.block_on(hello_all(addrs, transport));
+    tracing::info!(elapsed = ?started.elapsed(), reached = reached.len(), "agents greeted");
     if reached.is_empty() {
         let why = blind
             .iter()
-            .map(|b| b.reason.clone())
+            .map(|b| format!("agent {}: {}", b.agent, b.reason))
             .collect::<Vec<_>>()
             .join("; ");
         return Err(CoordError::NoAgent(why));
@@ -155,7 +156,7 @@ pub fn trace(
                 " among the agents that answered; unreachable: {}",
                 blind
                     .iter()
-                    .map(|b| b.reason.clone())
+                    .map(|b| format!("agent {}: {}", b.agent, b.reason))
                     .collect::<Vec<_>>()
                     .join("; ")
             )
@@ -222,8 +223,11 @@ pub fn trace(
     ));
 
     // Snapshots and clocks.
+    tracing::info!(elapsed = ?started.elapsed(), "resolved");
     let snaps = rt.block_on(snapshots(&peers, &source_netns, plan.to))?;
+    tracing::info!(elapsed = ?started.elapsed(), "snapshots taken");
     let exchanged = rt.block_on(clock_all(&peers));
+    tracing::info!(elapsed = ?started.elapsed(), "clocks exchanged");
     let rpc_offset = |node: &str| -> i64 {
         let of = |n: &str| {
             exchanged
@@ -253,35 +257,31 @@ pub fn trace(
     let (tx, rx) = std::sync::mpsc::channel();
     let mut tasks = Vec::new();
     let mut live_peers = Vec::new();
-    for (i, (p, part)) in peers.iter().zip(layout).enumerate() {
-        let names: Vec<pb::PointName> = taken.points
-            [part.point_offset..part.point_offset + part.points]
+    let requests: Vec<pb::CaptureRequest> = layout
+        .iter()
+        .map(|part| capture_request(plan, &taken, part, duration))
+        .collect();
+    let started_streams = rt.block_on(async {
+        let tasks: Vec<_> = peers
             .iter()
-            .map(|pt| pb::PointName {
-                netns: part
-                    .names
-                    .get(&pt.netns)
-                    .cloned()
-                    .unwrap_or_else(|| pt.netns.clone()),
-                ifname: pt.ifname.clone(),
-            })
+            .cloned()
+            .zip(requests)
+            .map(|(p, req)| tokio::spawn(async move { start_capture(&p, req).await }))
             .collect();
-        let req = pb::CaptureRequest {
-            points: names,
-            filter: Some(pb::ProbeFilter {
-                trace_id: plan.ids.trace_id,
-                proto: match plan.proto {
-                    Proto::Icmp => pb::Proto::Icmp,
-                    Proto::Udp => pb::Proto::Udp,
-                    Proto::Tcp => pb::Proto::Tcp,
-                } as i32,
-                vxlan_ports: plan.vxlan_ports.iter().map(|p| u32::from(*p)).collect(),
-            }),
-            duration_ms: duration.as_millis() as u64,
-            max_bytes: 64 << 20,
-            max_packets: 200_000,
-        };
-        let stream = rt.block_on(start_capture(p, req));
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await);
+        }
+        out
+    });
+    for (i, ((p, part), stream)) in peers.iter().zip(layout).zip(started_streams).enumerate() {
+        let stream = stream.unwrap_or_else(|e| {
+            Err(AgentError::Call {
+                addr: p.addr,
+                node: p.node.clone(),
+                detail: e.to_string(),
+            })
+        });
         match stream {
             Ok((stream, linktypes)) => {
                 for (k, lt) in linktypes.into_iter().enumerate().take(part.points) {
@@ -350,6 +350,7 @@ pub fn trace(
         }
     }
 
+    tracing::info!(elapsed = ?started.elapsed(), "captures started");
     let mut rec = Recorder::new(net);
     let mut snap = taken.clone();
     let first = core_trace::run_trace(plan, &mut snap, &mut rec, &mut |p| {
@@ -361,6 +362,7 @@ pub fn trace(
     blind.extend(net.blind.iter().cloned());
     drop(net);
     let first = first?;
+    tracing::info!(elapsed = ?started.elapsed(), "probes done");
 
     // The probe's own crossings: what is left of each node's offset after the RPC estimate.
     let reference = peers[0].node.clone();
@@ -471,6 +473,11 @@ async fn hello_all(addrs: &[SocketAddr], transport: &Transport) -> (Vec<Reached>
     for (t, addr) in tasks.into_iter().zip(addrs) {
         match t.await {
             Ok(Ok(r)) => reached.push(r),
+            Ok(Err(AgentError::Unreachable { detail, .. })) => blind.push(Blind {
+                node: String::new(),
+                agent: addr.to_string(),
+                reason: detail,
+            }),
             Ok(Err(e)) => blind.push(Blind {
                 node: String::new(),
                 agent: addr.to_string(),
@@ -479,7 +486,7 @@ async fn hello_all(addrs: &[SocketAddr], transport: &Transport) -> (Vec<Reached>
             Err(e) => blind.push(Blind {
                 node: String::new(),
                 agent: addr.to_string(),
-                reason: format!("agent {addr}: {e}"),
+                reason: e.to_string(),
             }),
         }
     }
@@ -509,31 +516,45 @@ async fn snapshots(
     source: &str,
     to: IpAddr,
 ) -> Result<Vec<Snapshot>, AgentError> {
+    // All agents at once: each discovers its own node.
+    let tasks: Vec<_> = peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let p = p.clone();
+            let req = if i == 0 {
+                pb::SnapshotRequest {
+                    source: source.to_string(),
+                    to: to.to_string(),
+                }
+            } else {
+                pb::SnapshotRequest::default()
+            };
+            tokio::spawn(async move {
+                let call_err = |detail: String| AgentError::Call {
+                    addr: p.addr,
+                    node: p.node.clone(),
+                    detail,
+                };
+                let reply = p
+                    .client
+                    .clone()
+                    .snapshot(req)
+                    .await
+                    .map_err(|e| call_err(format!("snapshot: {}", network::status_text(&e))))?
+                    .into_inner();
+                serde_json::from_slice::<Snapshot>(&reply.snapshot_json)
+                    .map_err(|e| call_err(format!("snapshot answer: {e}")))
+            })
+        })
+        .collect();
     let mut out = Vec::new();
-    for (i, p) in peers.iter().enumerate() {
-        let call_err = |detail: String| AgentError::Call {
+    for (t, p) in tasks.into_iter().zip(peers) {
+        out.push(t.await.map_err(|e| AgentError::Call {
             addr: p.addr,
             node: p.node.clone(),
-            detail,
-        };
-        let req = if i == 0 {
-            pb::SnapshotRequest {
-                source: source.to_string(),
-                to: to.to_string(),
-            }
-        } else {
-            pb::SnapshotRequest::default()
-        };
-        let reply = p
-            .client
-            .clone()
-            .snapshot(req)
-            .await
-            .map_err(|e| call_err(format!("snapshot: {}", network::status_text(&e))))?
-            .into_inner();
-        let snap: Snapshot = serde_json::from_slice(&reply.snapshot_json)
-            .map_err(|e| call_err(format!("snapshot answer: {e}")))?;
-        out.push(snap);
+            detail: e.to_string(),
+        })??);
     }
     Ok(out)
 }
@@ -563,6 +584,41 @@ async fn clock_all(peers: &[Reached]) -> Vec<(String, Exchange)> {
         }
     }
     out
+}
+
+/// What one agent captures: its points (by the names it knows them by) and the probes' filter.
+fn capture_request(
+    plan: &TracePlan,
+    taken: &Snapshot,
+    part: &merge::Part,
+    duration: Duration,
+) -> pb::CaptureRequest {
+    let names = taken.points[part.point_offset..part.point_offset + part.points]
+        .iter()
+        .map(|pt| pb::PointName {
+            netns: part
+                .names
+                .get(&pt.netns)
+                .cloned()
+                .unwrap_or_else(|| pt.netns.clone()),
+            ifname: pt.ifname.clone(),
+        })
+        .collect();
+    pb::CaptureRequest {
+        points: names,
+        filter: Some(pb::ProbeFilter {
+            trace_id: plan.ids.trace_id,
+            proto: match plan.proto {
+                Proto::Icmp => pb::Proto::Icmp,
+                Proto::Udp => pb::Proto::Udp,
+                Proto::Tcp => pb::Proto::Tcp,
+            } as i32,
+            vxlan_ports: plan.vxlan_ports.iter().map(|p| u32::from(*p)).collect(),
+        }),
+        duration_ms: duration.as_millis() as u64,
+        max_bytes: 64 << 20,
+        max_packets: 200_000,
+    }
 }
 
 /// Starts one agent's capture and waits for it to be open; returns the stream and the link

@@ -20,7 +20,6 @@ use dye_core::seam::{
 use dye_core::snapshot::{Route, RouteLookup};
 use tonic::transport::Channel;
 
-use super::client::chain;
 use super::merge::Part;
 use crate::agent::pb::{self, agent_client::AgentClient};
 
@@ -405,15 +404,23 @@ pub async fn forward(
     }
 }
 
-/// A status as one line: its message, or the transport error behind it.
+/// A status as one line: its message, or — for a broken connection — the innermost cause
+/// (`peer closed connection without sending TLS close_notify`), without links.
 pub fn status_text(e: &tonic::Status) -> String {
-    let msg = e.message();
-    let src = std::error::Error::source(e).map(chain);
-    match (msg.is_empty(), src) {
-        (_, Some(s)) if !msg.contains(&s) => {
-            format!("{msg}: {s}").trim_start_matches(": ").to_string()
-        }
-        (true, None) => format!("{:?}", e.code()),
-        _ => msg.to_string(),
+    let mut innermost = None;
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        innermost = Some(c.to_string());
+        cur = c.source();
+    }
+    let text = match innermost {
+        Some(cause) if e.message().is_empty() || e.message().contains(&cause) => cause,
+        Some(cause) => format!("{}: {cause}", e.message()),
+        None if e.message().is_empty() => format!("{:?}", e.code()),
+        None => e.message().to_string(),
+    };
+    match text.split_once(": https://") {
+        Some((head, _)) => head.to_string(),
+        None => text,
     }
 }

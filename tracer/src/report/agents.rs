@@ -4,6 +4,10 @@
 use serde::{Deserialize, Serialize};
 
 use dye_core::clock::{Method, NodeOffset};
+use dye_core::path::VerdictKind;
+use dye_core::snapshot::Snapshot;
+
+use super::TraceReport;
 
 use crate::coordinator::network::Blind;
 
@@ -94,4 +98,57 @@ pub fn text(r: &AgentsReport) -> String {
         }
     }
     out
+}
+
+/// A drop is claimed only where someone looked: when the probe was last seen heading for a
+/// namespace no running agent captured in, the verdict becomes `unobserved`, naming where it
+/// went and which nodes are blind. Returns whether it did.
+pub fn no_blame_where_unobserved(
+    report: &mut TraceReport,
+    snapshot: &Snapshot,
+    observed_netns: &[String],
+    blind: &[BlindNode],
+) -> bool {
+    let v = &mut report.verdict;
+    if v.kind != VerdictKind::Dropped {
+        return false;
+    }
+    let Some(next) = v.expected_next.clone() else {
+        return false;
+    };
+    let place = next
+        .rsplit_once(" (")
+        .map(|(p, _)| p)
+        .unwrap_or(next.as_str());
+    let Some((netns, _)) = place.rsplit_once('/') else {
+        return false;
+    };
+    if observed_netns.iter().any(|n| n == netns) {
+        return false;
+    }
+    let last = v
+        .last_seen
+        .and_then(|i| report.hops.get(i))
+        .map(|h| format!("{}/{} ({})", h.netns, h.ifname, h.direction))
+        .unwrap_or_else(|| "the source".to_string());
+    let mut detail =
+        format!("the probe was last seen at {last}, heading for {next}, which no agent observes");
+    if snapshot.namespace(netns).is_none() && !blind.is_empty() {
+        let nodes: Vec<String> = blind
+            .iter()
+            .map(|b| {
+                if b.node.is_empty() {
+                    format!("agent {} ({})", b.agent, b.reason)
+                } else {
+                    format!("node {} ({})", b.node, b.reason)
+                }
+            })
+            .collect();
+        detail.push_str(&format!("; not observed: {}", nodes.join(", ")));
+    }
+    detail.push_str(": dye cannot tell whether or where it was dropped beyond that point");
+    v.kind = VerdictKind::Unobserved;
+    v.detail = detail;
+    v.dropped_by = None;
+    true
 }
