@@ -245,6 +245,37 @@ fn agent_accepts_only_clients_the_ca_signed_for_the_client_role() {
     assert_eq!(count(&log, "refused connection"), 3, "{log}");
 }
 #[test]
+fn dye_refuses_an_agent_presenting_a_client_certificate() {
+    require_root();
+    let certs = Certs::new("role");
+    // An agent directory whose agent certificate is really the client's (clientAuth EKU,
+    // client role): the agent serves it, dye must refuse it.
+    let swapped = Certs::new("swapped");
+    for (from, to) in [
+        ("client.pem", "agent.pem"),
+        ("client-key.pem", "agent-key.pem"),
+    ] {
+        std::fs::copy(certs.file(from), swapped.file(to)).unwrap();
+    }
+    std::fs::copy(certs.file("ca.pem"), swapped.file("ca.pem")).unwrap();
+    let agent = Agent::start(None, "127.0.0.1:0", &["--certs", swapped.path()], &[]);
+    let out = dye(&[
+        "trace",
+        "--agents",
+        &agent.addr,
+        "--certs",
+        certs.path(),
+        "--from",
+        "nowhere",
+        "--to",
+        "10.0.0.1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("extended key usage"), "{err}");
+}
+
+#[test]
 fn dye_refuses_an_agent_whose_certificate_another_ca_signed() {
     require_root();
     let certs = Certs::new("srv");
@@ -365,13 +396,39 @@ fn a_cross_node_trace_through_agents_has_the_hops_single_host_dye_sees() {
     let (a1, a2) = lab_agents(&lab, &certs, None);
     let agents = format!("{},{}", a1.addr, a2.addr);
     let pod_c = lab.pod_ip("pod-c");
+    let pcap = support::TempPcap::new("agents");
     let (code, via_agents, err) = agents_trace(
         &lab,
         &agents,
         &certs,
-        &["--from", &lab.ns("pod-a"), "--to", &pod_c],
+        &[
+            "--from",
+            &lab.ns("pod-a"),
+            "--to",
+            &pod_c,
+            "--pcap",
+            pcap.path(),
+        ],
     );
     assert_eq!(code, 0, "{err}");
+    // tshark reads one merged pcapng whose interfaces are named node/netns/ifname.
+    let names: Vec<String> = support::tshark_fields(pcap.path(), &[], &["frame.interface_name"])
+        .into_iter()
+        .map(|row| row[0].clone())
+        .collect();
+    assert_eq!(names.len(), hop_list(&via_agents).len(), "{names:?}");
+    assert!(
+        names.contains(&format!("{0}/{0}/eth0", lab.ns("node-2"))),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&format!("{}/{}/eth0", lab.ns("node-1"), lab.ns("pod-a"))),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&format!("{}/{}/eth0", lab.ns("node-2"), lab.ns("pod-c"))),
+        "{names:?}"
+    );
     assert_eq!(via_agents["verdict"]["kind"], "answered", "{via_agents}");
 
     let out = dye(&[

@@ -300,12 +300,21 @@ impl TraceOutput {
             }
         }
         if let Some((file, path)) = self.pcap {
-            let n = render::pcapng(
+            let through_agents = report.agents.is_some();
+            let name = |p: &dye_core::snapshot::Point| {
+                if through_agents {
+                    format!("{}/{}", p.node, p.name())
+                } else {
+                    p.name()
+                }
+            };
+            let n = render::pcapng_named(
                 run,
                 &report,
                 &snapshot.points,
                 std::io::BufWriter::new(file),
                 self.pcap_all,
+                &name,
             )
             .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("dye: wrote {n} packets to {}", path.display());
