@@ -631,3 +631,95 @@ fn an_agent_killed_mid_trace_leaves_a_partial_trace_naming_its_node() {
     // Probes before the kill were seen on node-2; none is called dropped there.
     assert_ne!(r["verdict"]["kind"], "dropped", "{}", r["verdict"]);
 }
+
+/// A ClusterIP (owned by no node, so every agent captures) and a drop on node-2, both traced
+/// from a coordinator on node-1.
+#[test]
+fn a_clusterip_dnat_and_a_drop_on_node_2_are_traced_through_agents() {
+    let lab = support::Lab::up();
+    let certs = Certs::new("cip");
+    let (a1, a2) = lab_agents(&lab, &certs, Some("-20ms"));
+    let agents = format!("{},{}", a1.addr, a2.addr);
+    let (code, r, err) = agents_trace(
+        &lab,
+        &agents,
+        &certs,
+        &[
+            "--from",
+            &lab.ns("pod-b"),
+            "--to",
+            "10.96.0.10:80",
+            "--count",
+            "6",
+            "--interval",
+            "20ms",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["verdict"]["kind"], "answered", "{}", r["verdict"]);
+    let dnat = r["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|h| h["events"].as_array().unwrap().iter().map(move |e| (h, e)))
+        .find(|(_, e)| e["type"] == "dnat")
+        .expect("a DNAT event");
+    assert_eq!(dnat.1["from"], "10.96.0.10:80");
+    // The conntrack entry confirming it came from node-1's agent.
+    assert!(
+        dnat.0["conntrack"]["orig"]
+            .as_str()
+            .unwrap()
+            .contains("10.96.0.10:80"),
+        "{}",
+        dnat.0
+    );
+    assert!(r["agents"]["blind"].as_array().unwrap().is_empty());
+
+    // DROP on node-2: localised inside node-2, between its VXLAN device and the pod.
+    lab.fault(&["drop-pod", "pod-c"]);
+    let (code, r, err) = agents_trace(
+        &lab,
+        &agents,
+        &certs,
+        &[
+            "--from",
+            &lab.ns("pod-a"),
+            "--to",
+            &lab.pod_ip("pod-c"),
+            "--timeout",
+            "1s",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    let v = &r["verdict"];
+    assert_eq!(v["kind"], "dropped", "{v}");
+    let node2 = lab.ns("node-2");
+    assert!(
+        v["expected_next"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{node2}/")),
+        "{v}"
+    );
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("dropped inside {node2}")),
+        "{v}"
+    );
+    // No return leg: node-2's clock comes from the RPC exchange, still about -20 ms.
+    let c = r["agents"]["clocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["node"] == node2)
+        .cloned()
+        .unwrap();
+    assert_eq!(c["method"], "exchange", "{c}");
+    let off = c["offset_us"].as_f64().unwrap();
+    let bound = c["bound_us"].as_f64().unwrap();
+    assert!((off + 20_000.0).abs() <= bound + 50.0, "{c}");
+    assert!(bound < 20_000.0, "{c}");
+}
