@@ -126,48 +126,175 @@ pub fn probe_exchanges(
     out
 }
 
-/// Offsets of every node in `nodes` against `reference`: from the probe where it crossed both
-/// ways, else from `exchanged` (each node's RPC exchange against the coordinator's clock,
-/// the reference's included), else unknown (left out).
-pub fn offsets(
+/// Each node's clock against the reference node's, for timestamps that were already moved by
+/// `used` (each node's first estimate, from the RPC exchange, applied while the frames
+/// streamed in): from the probe where it crossed both ways (`from_probe`, taken from those
+/// moved timestamps), else the RPC exchange (`exchanged`, each node's against the
+/// coordinator's clock, the reference's included) narrowed by causality (`crossings`); nodes
+/// with neither are left out. With each offset comes the shift still to apply to that node's
+/// moved timestamps.
+pub fn timeline(
     reference: &str,
     nodes: &[String],
+    used: &[(String, i64)],
     from_probe: &[(String, Exchange)],
     exchanged: &[(String, Exchange)],
-) -> Vec<NodeOffset> {
-    let rpc = |n: &str| exchanged.iter().find(|(m, _)| m == n).map(|(_, e)| *e);
-    let mut out = vec![NodeOffset {
-        node: reference.to_string(),
-        reference: reference.to_string(),
-        offset_ns: 0,
-        bound_ns: 0,
-        method: Method::Reference,
-        exchange: None,
-    }];
+    crossings: &[Crossings],
+) -> Vec<(NodeOffset, i64)> {
+    let find =
+        |list: &[(String, Exchange)], n: &str| list.iter().find(|(m, _)| m == n).map(|(_, e)| *e);
+    let mut out = vec![(
+        NodeOffset {
+            node: reference.to_string(),
+            reference: reference.to_string(),
+            offset_ns: 0,
+            bound_ns: 0,
+            method: Method::Reference,
+            exchange: None,
+        },
+        0,
+    )];
     for node in nodes.iter().filter(|n| *n != reference) {
-        if let Some((_, e)) = from_probe.iter().find(|(m, _)| m == node) {
-            out.push(NodeOffset {
-                node: node.clone(),
-                reference: reference.to_string(),
-                offset_ns: e.offset_ns(),
-                bound_ns: e.bound_ns(),
-                method: Method::Probe,
-                exchange: Some(*e),
-            });
-        } else if let (Some(r), Some(n)) = (rpc(reference), rpc(node)) {
-            // Both against the coordinator's clock: the difference is the node's against the
-            // reference, uncertain by both bounds.
-            out.push(NodeOffset {
-                node: node.clone(),
-                reference: reference.to_string(),
-                offset_ns: n.offset_ns() - r.offset_ns(),
-                bound_ns: n.bound_ns() + r.bound_ns(),
-                method: Method::Exchange,
-                exchange: Some(n),
-            });
+        let moved = used
+            .iter()
+            .find(|(m, _)| m == node)
+            .map(|(_, o)| *o)
+            .unwrap_or(0);
+        if let Some(e) = find(from_probe, node) {
+            // Back to the node's own clock for the record of what was measured.
+            let own = |t: u64| t.saturating_add_signed(moved);
+            out.push((
+                NodeOffset {
+                    node: node.clone(),
+                    reference: reference.to_string(),
+                    offset_ns: moved + e.offset_ns(),
+                    bound_ns: e.bound_ns(),
+                    method: Method::Probe,
+                    exchange: Some(Exchange {
+                        t2: own(e.t2),
+                        t3: own(e.t3),
+                        ..e
+                    }),
+                },
+                e.offset_ns(),
+            ));
+        } else if let (Some(n), Some(r)) = (find(exchanged, node), find(exchanged, reference)) {
+            // Both against the coordinator's clock: uncertain by both bounds, then narrowed by
+            // what the probe's one-way crossings allow.
+            let range = crossings
+                .iter()
+                .find(|c| c.node == *node)
+                .map(Crossings::range)
+                .unwrap_or((None, None));
+            let (shift, bound) = refine(0, n.bound_ns() + r.bound_ns(), range);
+            out.push((
+                NodeOffset {
+                    node: node.clone(),
+                    reference: reference.to_string(),
+                    offset_ns: moved + shift,
+                    bound_ns: bound,
+                    method: Method::Exchange,
+                    exchange: Some(n),
+                },
+                shift,
+            ));
         }
     }
     out
+}
+
+/// The probe's one-way crossings between the reference node and `node`, each as (left, arrived)
+/// in the sending and the receiving node's clock: per probe, the last sighting of a leg on the
+/// node it left and the first on the node it reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Crossings {
+    pub node: String,
+    /// Reference → node (forward leg).
+    pub to_node: Vec<(u64, u64)>,
+    /// Node → reference (return leg).
+    pub from_node: Vec<(u64, u64)>,
+}
+
+impl Crossings {
+    /// What causality allows of `node`'s offset: nothing arrives before it left, so
+    /// θ ≤ arrived − left going to the node and θ ≥ left − arrived coming back.
+    pub fn range(&self) -> (Option<i64>, Option<i64>) {
+        let d = |(a, b): &(u64, u64)| *b as i64 - *a as i64;
+        let upper = self.to_node.iter().map(d).min();
+        let lower = self.from_node.iter().map(|c| -d(c)).max();
+        (lower, upper)
+    }
+}
+
+/// Every node's crossings with `reference`, from the sightings of each probe.
+pub fn crossings(sightings: &[Sighting], points: &[Point], reference: &str) -> Vec<Crossings> {
+    let node_of = |s: &Sighting| points.get(s.point).map(|p| p.node.as_str());
+    let mut out: Vec<Crossings> = Vec::new();
+    let mut seqs: Vec<u32> = sightings.iter().map(|s| s.seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    for seq in seqs {
+        let of = |n: &str, leg: Leg| -> Vec<u64> {
+            sightings
+                .iter()
+                .filter(|s| s.seq == seq && s.leg == leg && node_of(s) == Some(n))
+                .map(|s| s.ts_ns)
+                .collect()
+        };
+        let mut nodes: Vec<&str> = sightings
+            .iter()
+            .filter(|s| s.seq == seq)
+            .filter_map(node_of)
+            .filter(|n| *n != reference)
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        for node in nodes {
+            let idx = match out.iter().position(|c| c.node == node) {
+                Some(i) => i,
+                None => {
+                    out.push(Crossings {
+                        node: node.to_string(),
+                        ..Crossings::default()
+                    });
+                    out.len() - 1
+                }
+            };
+            let c = &mut out[idx];
+            let (rf, nf) = (of(reference, Leg::Forward), of(node, Leg::Forward));
+            if let (Some(left), Some(arrived)) = (rf.iter().max(), nf.iter().min()) {
+                c.to_node.push((*left, *arrived));
+            }
+            let (nr, rr) = (of(node, Leg::Return), of(reference, Leg::Return));
+            if let (Some(left), Some(arrived)) = (nr.iter().max(), rr.iter().min()) {
+                c.from_node.push((*left, *arrived));
+            }
+        }
+    }
+    out
+}
+
+/// An offset estimate `estimate ± bound` narrowed by what causality allows (`range`, as
+/// [`Crossings::range`] gives it): the middle of what is left, and its half-width. When the
+/// estimate contradicts causality (its bound was optimistic), the causal limit it crossed.
+pub fn refine(estimate: i64, bound: u64, range: (Option<i64>, Option<i64>)) -> (i64, u64) {
+    let b = bound as i64;
+    let (mut lo, mut hi) = (estimate - b, estimate + b);
+    let (lower, upper) = range;
+    if let Some(l) = lower {
+        lo = lo.max(l);
+    }
+    if let Some(u) = upper {
+        hi = hi.min(u);
+    }
+    if lo <= hi {
+        return ((lo + hi) / 2, ((hi - lo) as u64).div_ceil(2));
+    }
+    match (lower, upper) {
+        (_, Some(u)) if u < estimate => (u, bound),
+        (Some(l), _) => (l, bound),
+        _ => (estimate, bound),
+    }
 }
 
 /// A timestamp of `node`'s clock on the reference's timeline.
@@ -231,30 +358,64 @@ mod tests {
     }
 
     #[test]
+    fn causality_narrows_an_rpc_estimate_that_would_put_an_arrival_before_its_departure() {
+        // The probe left A at 1_000_000 and reached B at 1_010_000 in B's clock: B cannot be
+        // more than 10 µs ahead. An RPC estimate of +300 µs ± 800 µs is cut to [-500, +10] µs.
+        let c = Crossings {
+            node: "b".into(),
+            to_node: vec![(1_000_000, 1_010_000)],
+            from_node: Vec::new(),
+        };
+        assert_eq!(c.range(), (None, Some(10_000)));
+        let (theta, bound) = refine(300_000, 800_000, c.range());
+        assert_eq!(theta, -245_000);
+        assert_eq!(bound, 255_000);
+        assert!(1_010_000i64 - theta >= 1_000_000, "arrival after departure");
+        // With the way back too: B left at 2_000_000 (B), A got it at 2_004_000: θ ≥ -4 µs.
+        let both = Crossings {
+            from_node: vec![(2_000_000, 2_004_000)],
+            ..c.clone()
+        };
+        assert_eq!(both.range(), (Some(-4_000), Some(10_000)));
+        assert_eq!(refine(300_000, 800_000, both.range()), (3_000, 7_000));
+        // An estimate whose bound misses the causal range: the limit it crossed.
+        assert_eq!(refine(900_000, 100_000, c.range()), (10_000, 100_000));
+        // Nothing crossed: the estimate as it is.
+        assert_eq!(refine(5, 7, (None, None)), (5, 7));
+    }
+
+    #[test]
     fn the_tightest_exchange_wins_and_the_rpc_fallback_adds_both_bounds() {
         let loose = crossing(1_000, 700_000, 400_000, 10_000, 100_000);
         let tight = crossing(9_000_000, 700_000, 30_000, 10_000, 30_000);
         assert_eq!(best(&[loose, tight]), Some(tight));
         let coord_a = crossing(1_000_000, 2_000, 50_000, 1_000, 50_000);
         let coord_b = crossing(1_000_000, 52_000, 50_000, 1_000, 50_000);
-        let o = offsets(
-            "a",
-            &["a".to_string(), "b".to_string()],
-            &[],
-            &[("a".into(), coord_a), ("b".into(), coord_b)],
-        );
+        let nodes = ["a".to_string(), "b".to_string()];
+        let exchanged = [("a".to_string(), coord_a), ("b".to_string(), coord_b)];
+        // b's frames were already moved by 50 µs; nothing crossed: the RPC estimate stands.
+        let used = [("b".to_string(), 50_000)];
+        let o = timeline("a", &nodes, &used, &[], &exchanged, &[]);
         assert_eq!(o.len(), 2);
-        assert_eq!(o[1].method, Method::Exchange);
-        assert_eq!(o[1].offset_ns, 50_000);
-        assert_eq!(o[1].bound_ns, 100_000);
-        // The probe's estimate is preferred when there is one.
-        let o = offsets(
-            "a",
-            &["b".to_string()],
-            &[("b".into(), tight)],
-            &[("a".into(), coord_a), ("b".into(), coord_b)],
-        );
-        assert_eq!(o[1].method, Method::Probe);
-        assert_eq!(o[1].offset_ns, 700_000);
+        assert_eq!(o[1].0.method, Method::Exchange);
+        assert_eq!(o[1].0.offset_ns, 50_000);
+        assert_eq!(o[1].0.bound_ns, 100_000);
+        assert_eq!(o[1].1, 0);
+        // The probe's estimate is preferred when there is one: 700 µs more than already moved.
+        let o = timeline("a", &nodes, &used, &[("b".into(), tight)], &exchanged, &[]);
+        assert_eq!(o[1].0.method, Method::Probe);
+        assert_eq!(o[1].0.offset_ns, 750_000);
+        assert_eq!(o[1].1, 700_000);
+        assert_eq!(o[1].0.exchange.unwrap().t2, tight.t2 + 50_000);
+        // A one-way crossing caps the RPC estimate: the moved arrival was 10 µs after leaving.
+        let c = Crossings {
+            node: "b".into(),
+            to_node: vec![(1_000_000, 1_010_000)],
+            from_node: Vec::new(),
+        };
+        let o = timeline("a", &nodes, &used, &[], &exchanged, &[c]);
+        assert_eq!(o[1].1, -45_000);
+        assert_eq!(o[1].0.offset_ns, 5_000);
+        assert_eq!(o[1].0.bound_ns, 55_000);
     }
 }

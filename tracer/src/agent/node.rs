@@ -66,15 +66,24 @@ impl Node {
         scope.points.retain(|_| *it.next().unwrap_or(&false));
         let mut it = keep.iter();
         scope.metas.retain(|_| *it.next().unwrap_or(&false));
-        Ok(NodeScope { node, scope })
+        let name = match node.as_str() {
+            // Every machine's own namespace is `host`: the machine's name tells them apart.
+            "host" | "self" => hostname().unwrap_or(node.clone()),
+            // A lab node: its namespace's name (lab nodes share the host's name).
+            _ => node.clone(),
+        };
+        Ok(NodeScope { node, name, scope })
     }
 }
 
 /// One discovery of this node.
 #[derive(Debug)]
 pub struct NodeScope {
-    /// The node's name (its own namespace's name in dye's topology).
+    /// The node's own namespace's name in dye's topology (`host` on a machine).
     pub node: String,
+    /// The node's name for coordinators: the hostname when the agent runs in the host's
+    /// namespace, else the namespace's name.
+    pub name: String,
     pub scope: Scope,
 }
 
@@ -121,4 +130,11 @@ impl NodeScope {
             self.scope.metas.clone(),
         )
     }
+}
+
+/// The kernel's hostname (UTS namespace).
+fn hostname() -> Option<String> {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let h = h.trim();
+    (!h.is_empty()).then(|| h.to_string())
 }

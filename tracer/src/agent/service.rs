@@ -130,7 +130,7 @@ impl pb::agent_server::Agent for AgentService {
         let scope = self.scope().await?;
         Ok(Response::new(pb::HelloReply {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            node: scope.node.clone(),
+            node: scope.name.clone(),
             limits: Some(self.limits.to_proto()),
         }))
     }
@@ -151,7 +151,7 @@ impl pb::agent_server::Agent for AgentService {
                 scope = self.scope_within(FRESH).await?;
             }
         }
-        let node = scope.node.clone();
+        let node = scope.name.clone();
         let not_here = |detail: String| pb::ResolveReply {
             found: false,
             node: node.clone(),
@@ -249,7 +249,7 @@ impl pb::agent_server::Agent for AgentService {
             snap.add_lookups(lookups);
         }
         Ok(Response::new(pb::SnapshotReply {
-            node: scope.node.clone(),
+            node: scope.name.clone(),
             snapshot_json: json(&snap)?,
         }))
     }
@@ -303,7 +303,7 @@ impl pb::agent_server::Agent for AgentService {
                 .ok_or_else(|| {
                     Status::failed_precondition(format!(
                         "no capture point {}/{} on node {}",
-                        want.netns, want.ifname, scope.node
+                        want.netns, want.ifname, scope.name
                     ))
                 })?;
             chosen.push(found);

@@ -17,6 +17,10 @@ use crate::agent::tls::agent_server_name;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Any unary call, and a capture stream's first answer.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on every connection: an agent that stops answering (hung, its node cut off)
+/// is found within interval + timeout, mid-stream too.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest message the coordinator accepts (a frame is at most a snap length).
 const MAX_MESSAGE: usize = 1 << 20;
 
@@ -66,6 +70,9 @@ pub async fn connect(
         .map_err(|e| unreachable(chain(&e)))?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true);
     let channel = match transport {
         Transport::Plaintext => endpoint.connect().await,

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod merge;
 pub mod network;
+mod rerun;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dye_core::clock::{self, Exchange, NodeOffset};
-use dye_core::recording::{Call, Entry, Recorder, Recording, Replayer, SCHEMA};
+use dye_core::recording::{Call, Entry, Recorder, Recording, SCHEMA};
 use dye_core::seam::{Event, Wait};
 use dye_core::snapshot::Snapshot;
 use dye_core::trace::{self as core_trace, TracePlan, TraceRun};
@@ -358,65 +359,61 @@ pub fn trace(
             status(&format!("sending {count} probe(s) to {}", plan.to));
         }
     });
-    let (net, mut journal) = rec.into_parts();
-    blind.extend(net.blind.iter().cloned());
-    drop(net);
+    let (mut net, mut journal) = rec.into_parts();
     let first = first?;
     tracing::info!(elapsed = ?started.elapsed(), "probes done");
 
-    // The probe's own crossings: what is left of each node's offset after the RPC estimate.
+    // The probe's own crossings: what is left of each node's offset after the RPC estimate
+    // (or, where the probe did not cross both ways, the RPC estimate narrowed by causality).
     let reference = peers[0].node.clone();
-    let residual = clock::probe_exchanges(&first.sightings, &snap.points, &reference);
-    let raw: Vec<(String, Exchange)> = residual
+    let nodes: Vec<String> = peers.iter().map(|p| p.node.clone()).collect();
+    let timeline = clock::timeline(
+        &reference,
+        &nodes,
+        &offsets_used,
+        &clock::probe_exchanges(&first.sightings, &snap.points, &reference),
+        &exchanged,
+        &clock::crossings(&first.sightings, &snap.points, &reference),
+    );
+    let shift: Vec<(usize, i64)> = timeline
         .iter()
-        .map(|(node, e)| {
-            let o = offsets_used
+        .filter(|(_, d)| *d != 0)
+        .flat_map(|(o, d)| {
+            snap.points
                 .iter()
-                .find(|(n, _)| n == node)
-                .map(|(_, o)| *o)
-                .unwrap_or(0);
-            let back = |t: u64| t.saturating_add_signed(o);
-            (
-                node.clone(),
-                Exchange {
-                    t1: e.t1,
-                    t2: back(e.t2),
-                    t3: back(e.t3),
-                    t4: e.t4,
-                },
-            )
+                .enumerate()
+                .filter(move |(_, p)| p.node == o.node)
+                .map(move |(i, _)| (i, *d))
         })
         .collect();
-    let nodes: Vec<String> = peers.iter().map(|p| p.node.clone()).collect();
-    let clocks = clock::offsets(&reference, &nodes, &raw, &exchanged);
-    let (run, snapshot) = if residual.iter().any(|(_, e)| e.offset_ns() != 0) {
-        // Move every frame from the RPC estimate to the probe's, and reconstruct again.
-        let shift: Vec<(usize, i64)> = residual
-            .iter()
-            .flat_map(|(node, e)| {
-                let d = e.offset_ns();
-                snap.points
-                    .iter()
-                    .enumerate()
-                    .filter(move |(_, p)| p.node == *node)
-                    .map(move |(i, _)| (i, d))
-            })
-            .collect();
+    let clocks: Vec<NodeOffset> = timeline.into_iter().map(|(o, _)| o).collect();
+    let (run, snapshot) = if shift.is_empty() {
+        (first, snap)
+    } else {
+        // Move those nodes' frames and reconstruct again: the capture side from the journal,
+        // the questions (which may differ now that the hops are in order) to the agents.
+        let unshifted = journal.clone();
         for entry in &mut journal {
             shift_frame(entry, &shift);
         }
         let mut again = taken.clone();
-        let mut replay = Replayer::new(journal.clone());
-        match core_trace::run_trace(plan, &mut again, &mut replay, &mut |_| {}) {
-            Ok(run) => (run, again),
+        let mut second = Recorder::new(rerun::Rerun::new(std::mem::take(&mut journal), &mut net));
+        let result = core_trace::run_trace(plan, &mut again, &mut second, &mut |_| {});
+        let (_, rerun_journal) = second.into_parts();
+        match result {
+            Ok(run) => {
+                journal = rerun_journal;
+                (run, again)
+            }
             Err(e) => {
-                tracing::warn!("re-reconstructing on the probe's clock offsets failed: {e}");
+                tracing::warn!("reconstructing on the refined clock offsets failed: {e}");
+                journal = unshifted;
                 (first, snap)
             }
         }
-    } else {
-        (first, snap)
     };
+    blind.extend(net.blind.iter().cloned());
+    drop(net);
     let recording = record.then(|| Recording {
         schema: SCHEMA.to_string(),
         command: "trace".to_string(),
@@ -468,10 +465,14 @@ async fn hello_all(addrs: &[SocketAddr], transport: &Transport) -> (Vec<Reached>
             })
         })
         .collect();
-    let mut reached = Vec::new();
+    let mut reached: Vec<Reached> = Vec::new();
     let mut blind = Vec::new();
     for (t, addr) in tasks.into_iter().zip(addrs) {
         match t.await {
+            // Two addresses of one agent (a name resolving to v4 and v6): ask it once.
+            Ok(Ok(r)) if reached.iter().any(|k| k.node == r.node) => {
+                tracing::info!(agent = %r.addr, node = %r.node, "same node as another address: skipped");
+            }
             Ok(Ok(r)) => reached.push(r),
             Ok(Err(AgentError::Unreachable { detail, .. })) => blind.push(Blind {
                 node: String::new(),
@@ -653,5 +654,24 @@ async fn start_capture(
             s.points.len()
         ))),
         _ => Err(call_err("capture answered before it started".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_agents;
+
+    #[test]
+    fn agents_are_addresses_or_names_and_duplicates_go() {
+        let a = parse_agents("10.0.0.1:7443, 10.0.0.2:7443,10.0.0.1:7443").unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[1].to_string(), "10.0.0.2:7443");
+        let l = parse_agents("localhost:7443").unwrap();
+        assert!(
+            l.iter().all(|a| a.ip().is_loopback() && a.port() == 7443),
+            "{l:?}"
+        );
+        assert!(parse_agents("10.0.0.1").is_err(), "a port is required");
+        assert!(parse_agents(" , ").is_err());
     }
 }

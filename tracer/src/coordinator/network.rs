@@ -25,6 +25,8 @@ use crate::agent::pb::{self, agent_client::AgentClient};
 
 /// How long one wait for a stream message lasts before the stop flag is looked at again.
 const POLL: Duration = Duration::from_millis(20);
+/// How long an agent has to answer the liveness call at the end of a trace.
+const LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A node the coordinator could not (or no longer) observe, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -330,6 +332,44 @@ impl Network for AgentsNetwork {
     }
 
     fn finish(&mut self) -> Result<Vec<PointStats>, SeamError> {
+        // An agent whose stream is still open may have hung silently (stopped, its node cut
+        // off) since its last frame: one short clock call tells, before its frames count.
+        let quiet: Vec<usize> = (0..self.peers.len())
+            .filter(|&i| !self.blind.iter().any(|b| b.agent == self.peers[i].addr))
+            .filter(|&i| self.peers[i].part.points > 0)
+            .collect();
+        let clients: Vec<_> = quiet
+            .iter()
+            .map(|&i| self.peers[i].client.clone())
+            .collect();
+        let answers = self.rt.block_on(async move {
+            let calls: Vec<_> = clients
+                .into_iter()
+                .map(|mut c| {
+                    tokio::spawn(async move {
+                        tokio::time::timeout(LIVENESS_TIMEOUT, c.clock(pb::ClockRequest {})).await
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for c in calls {
+                out.push(match c.await {
+                    Ok(Ok(Ok(_))) => None,
+                    Ok(Ok(Err(e))) => Some(status_text(&e)),
+                    Ok(Err(_)) => Some(format!(
+                        "stopped answering (no answer within {LIVENESS_TIMEOUT:?} at the end of the trace)"
+                    )),
+                    Err(e) => Some(e.to_string()),
+                });
+            }
+            out
+        });
+        for (i, why) in quiet.into_iter().zip(answers) {
+            if let Some(why) = why {
+                self.go_blind(i, why);
+            }
+        }
+        self.pending.clear();
         // Dropping the streams ends every agent's capture (it sees its client gone).
         for t in self.tasks.drain(..) {
             t.abort();
