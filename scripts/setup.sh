@@ -5,13 +5,14 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential pkg-config libpcap-dev   # building dye (pcap crate links libpcap)
-  protobuf-compiler                        # building dye (k8s-cri compiles the CRI protos)
+  protobuf-compiler                        # building dye (CRI protos; dye.agent.v1 in proto/)
   iproute2 iptables nftables conntrack     # the lab's kernel plumbing and its inspection
   containernetworking-plugins              # CNI bridge + host-local, run by containerd's CRI
   containerd runc busybox-static           # the lab nodes' container runtime, pause image sleeper
   tshark tcpdump                           # outside checks of dye's captures and decodes
   iputils-ping iputils-tracepath ncat      # plain-tool checks of the lab, MTU baselines
   procps psmisc time libcap2-bin           # pgrep/pkill; /usr/bin/time -v; capsh (tests, demo)
+  openssl                                  # outside TLS client checking the agents' mutual TLS
 )
 
 missing=()

@@ -723,3 +723,43 @@ fn a_clusterip_dnat_and_a_drop_on_node_2_are_traced_through_agents() {
     assert!((off + 20_000.0).abs() <= bound + 50.0, "{c}");
     assert!(bound < 20_000.0, "{c}");
 }
+
+/// What an agent refuses whatever the client asks, through the real coordinator.
+#[test]
+fn agents_enforce_their_bounds_with_errors_that_name_them() {
+    let lab = support::Lab::up();
+    let certs = Certs::new("bounds");
+    let a1 = Agent::start(
+        Some(&lab.ns("node-1")),
+        &format!("{}:7443", lab.addr("node-1", "eth0")),
+        &["--certs", certs.path(), "--max-probe-rate", "5"],
+        &[],
+    );
+    let pod_c = lab.pod_ip("pod-c");
+    let run = |extra: &[&str]| {
+        let node1 = lab.ns("node-1");
+        let bin = dye_bin();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &node1, bin.to_str().unwrap()])
+            .args(["trace", "--agents", &a1.addr, "--certs", certs.path()])
+            .args(["--from", &lab.ns("pod-a"), "--to", &pod_c])
+            .args(extra)
+            .stdin(Stdio::null());
+        let started = Instant::now();
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+            started.elapsed(),
+        )
+    };
+    // 20 probes 10 ms apart against 5 per second: the sixth is refused.
+    let (code, err, took) = run(&["--count", "20", "--interval", "10ms", "--timeout", "200ms"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("at most 5 probes per second"), "{err}");
+    assert!(took < Duration::from_secs(10));
+    // A capture longer than the agent's 2-minute bound is refused before anything is sent.
+    let (code, err, _) = run(&["--count", "3", "--interval", "60s"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("exceeds this agent's bound of 2m"), "{err}");
+}
