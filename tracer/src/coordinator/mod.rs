@@ -5,32 +5,33 @@
 //! nodes give each node's clock offset ([`dye_core::clock`]); the run is replayed from its
 //! journal with the timestamps corrected, so every hop sits on the source node's timeline.
 
+mod calls;
 pub mod client;
+mod locate;
 pub mod merge;
 pub mod network;
 mod rerun;
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dye_core::clock::{self, Exchange, NodeOffset};
+use dye_core::clock::{self, NodeOffset};
 use dye_core::recording::{Call, Entry, Recorder, Recording, SCHEMA};
 use dye_core::seam::{Event, Wait};
 use dye_core::snapshot::Snapshot;
 use dye_core::trace::{self as core_trace, TracePlan, TraceRun};
-use dye_core::Proto;
 use tonic::transport::Channel;
 
 use crate::agent::pb::{self, agent_client::AgentClient};
 use crate::agent::tls::{Identity, Role, TlsError};
-use client::{AgentError, Transport, CALL_TIMEOUT};
+use client::{AgentError, Transport};
 use network::{AgentsNetwork, Blind, Peer};
 
 /// Clock exchanges per agent (the one with the shortest round trip is kept).
-const CLOCK_ROUNDS: usize = 8;
+pub(super) const CLOCK_ROUNDS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoordError {
@@ -114,10 +115,10 @@ pub struct AgentsTrace {
 
 /// A reachable agent.
 #[derive(Debug, Clone)]
-struct Reached {
-    addr: SocketAddr,
-    node: String,
-    client: AgentClient<Channel>,
+pub(super) struct Reached {
+    pub(super) addr: SocketAddr,
+    pub(super) node: String,
+    pub(super) client: AgentClient<Channel>,
 }
 
 /// Runs `plan` through the agents at `addrs`.
@@ -139,7 +140,7 @@ pub fn trace(
             .map_err(|e| CoordError::Runtime(e.to_string()))?,
     );
     status(&format!("connecting to {} agent(s)", addrs.len()));
-    let (reached, mut blind) = rt.block_on(hello_all(addrs, transport));
+    let (reached, mut blind) = rt.block_on(calls::hello_all(addrs, transport));
     tracing::info!(elapsed = ?started.elapsed(), reached = reached.len(), "agents greeted");
     if reached.is_empty() {
         let why = blind
@@ -149,68 +150,8 @@ pub fn trace(
             .join("; ");
         return Err(CoordError::NoAgent(why));
     }
-    let unreachable_hint = |blind: &[Blind]| {
-        if blind.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " among the agents that answered; unreachable: {}",
-                blind
-                    .iter()
-                    .map(|b| format!("agent {}: {}", b.agent, b.reason))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        }
-    };
-
-    // Who owns the source, and the destination.
-    let what = if plan.from.starts_with("pod:") {
-        pb::resolve_request::What::Pod(plan.from.clone())
-    } else {
-        pb::resolve_request::What::Netns(plan.from.clone())
-    };
-    let found = rt.block_on(resolve_all(&reached, what));
-    let owners: Vec<(usize, pb::ResolveReply)> = found
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.ok().filter(|r| r.found).map(|r| (i, r)))
-        .collect();
-    let (source, source_netns) = match owners.as_slice() {
-        [(i, r)] => (*i, r.netns.clone()),
-        [] => {
-            return Err(CoordError::NotFound {
-                what: format!("the source namespace {:?}", plan.from),
-                unreachable: unreachable_hint(&blind),
-            })
-        }
-        many => {
-            return Err(CoordError::Ambiguous {
-                what: plan.from.clone(),
-                nodes: many
-                    .iter()
-                    .map(|(i, _)| reached[*i].node.clone())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
-        }
-    };
-    let dst_owner = rt
-        .block_on(resolve_all(
-            &reached,
-            pb::resolve_request::What::Address(plan.to.to_string()),
-        ))
-        .into_iter()
-        .enumerate()
-        .find_map(|(i, r)| r.ok().filter(|r| r.found).map(|_| i));
-    // The nodes on the path: the source's and the destination's; when no node owns the
-    // destination (a ClusterIP, an outside address), every node may be on it.
-    let mut chosen = vec![source];
-    match dst_owner {
-        Some(d) if d != source => chosen.push(d),
-        Some(_) => {}
-        None => chosen.extend((0..reached.len()).filter(|i| *i != source)),
-    }
+    // Who owns the source, and the destination: the nodes to observe, source's first.
+    let (source_netns, chosen) = rt.block_on(locate::locate(plan, &reached, &blind))?;
     let peers: Vec<Reached> = chosen.iter().map(|&i| reached[i].clone()).collect();
     status(&format!(
         "source {} on {}; observing node(s) {}",
@@ -225,9 +166,9 @@ pub fn trace(
 
     // Snapshots and clocks.
     tracing::info!(elapsed = ?started.elapsed(), "resolved");
-    let snaps = rt.block_on(snapshots(&peers, &source_netns, plan.to))?;
+    let snaps = rt.block_on(calls::snapshots(&peers, &source_netns, plan.to))?;
     tracing::info!(elapsed = ?started.elapsed(), "snapshots taken");
-    let exchanged = rt.block_on(clock_all(&peers));
+    let exchanged = rt.block_on(calls::clock_all(&peers));
     tracing::info!(elapsed = ?started.elapsed(), "clocks exchanged");
     let rpc_offset = |node: &str| -> i64 {
         let of = |n: &str| {
@@ -260,14 +201,14 @@ pub fn trace(
     let mut live_peers = Vec::new();
     let requests: Vec<pb::CaptureRequest> = layout
         .iter()
-        .map(|part| capture_request(plan, &taken, part, duration))
+        .map(|part| calls::capture_request(plan, &taken, part, duration))
         .collect();
     let started_streams = rt.block_on(async {
         let tasks: Vec<_> = peers
             .iter()
             .cloned()
             .zip(requests)
-            .map(|(p, req)| tokio::spawn(async move { start_capture(&p, req).await }))
+            .map(|(p, req)| tokio::spawn(async move { calls::start_capture(&p, req).await }))
             .collect();
         let mut out = Vec::new();
         for t in tasks {
@@ -436,224 +377,6 @@ fn shift_frame(entry: &mut Entry, shift: &[(usize, i64)]) {
         if let Some((_, d)) = shift.iter().find(|(p, _)| *p == f.point) {
             f.ts_ns = f.ts_ns.saturating_add_signed(-d);
         }
-    }
-}
-
-/// Connects to every agent and greets it; the unreachable ones come back as blind nodes.
-async fn hello_all(addrs: &[SocketAddr], transport: &Transport) -> (Vec<Reached>, Vec<Blind>) {
-    let tasks: Vec<_> = addrs
-        .iter()
-        .map(|&addr| {
-            let transport = transport.clone();
-            tokio::spawn(async move {
-                let mut c = client::connect(addr, &transport).await?;
-                let hello = c
-                    .hello(pb::HelloRequest {
-                        client_version: env!("CARGO_PKG_VERSION").to_string(),
-                    })
-                    .await
-                    .map_err(|e| AgentError::Unreachable {
-                        addr,
-                        detail: network::status_text(&e),
-                    })?
-                    .into_inner();
-                Ok::<_, AgentError>(Reached {
-                    addr,
-                    node: hello.node,
-                    client: c,
-                })
-            })
-        })
-        .collect();
-    let mut reached: Vec<Reached> = Vec::new();
-    let mut blind = Vec::new();
-    for (t, addr) in tasks.into_iter().zip(addrs) {
-        match t.await {
-            // Two addresses of one agent (a name resolving to v4 and v6): ask it once.
-            Ok(Ok(r)) if reached.iter().any(|k| k.node == r.node) => {
-                tracing::info!(agent = %r.addr, node = %r.node, "same node as another address: skipped");
-            }
-            Ok(Ok(r)) => reached.push(r),
-            Ok(Err(AgentError::Unreachable { detail, .. })) => blind.push(Blind {
-                node: String::new(),
-                agent: addr.to_string(),
-                reason: detail,
-            }),
-            Ok(Err(e)) => blind.push(Blind {
-                node: String::new(),
-                agent: addr.to_string(),
-                reason: e.to_string(),
-            }),
-            Err(e) => blind.push(Blind {
-                node: String::new(),
-                agent: addr.to_string(),
-                reason: e.to_string(),
-            }),
-        }
-    }
-    (reached, blind)
-}
-
-async fn resolve_all(
-    reached: &[Reached],
-    what: pb::resolve_request::What,
-) -> Vec<Result<pb::ResolveReply, tonic::Status>> {
-    let mut out = Vec::new();
-    for r in reached {
-        let mut c = r.client.clone();
-        out.push(
-            c.resolve(pb::ResolveRequest {
-                what: Some(what.clone()),
-            })
-            .await
-            .map(|r| r.into_inner()),
-        );
-    }
-    out
-}
-
-async fn snapshots(
-    peers: &[Reached],
-    source: &str,
-    to: IpAddr,
-) -> Result<Vec<Snapshot>, AgentError> {
-    // All agents at once: each discovers its own node.
-    let tasks: Vec<_> = peers
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let p = p.clone();
-            let req = if i == 0 {
-                pb::SnapshotRequest {
-                    source: source.to_string(),
-                    to: to.to_string(),
-                }
-            } else {
-                pb::SnapshotRequest::default()
-            };
-            tokio::spawn(async move {
-                let call_err = |detail: String| AgentError::Call {
-                    addr: p.addr,
-                    node: p.node.clone(),
-                    detail,
-                };
-                let reply = p
-                    .client
-                    .clone()
-                    .snapshot(req)
-                    .await
-                    .map_err(|e| call_err(format!("snapshot: {}", network::status_text(&e))))?
-                    .into_inner();
-                serde_json::from_slice::<Snapshot>(&reply.snapshot_json)
-                    .map_err(|e| call_err(format!("snapshot answer: {e}")))
-            })
-        })
-        .collect();
-    let mut out = Vec::new();
-    for (t, p) in tasks.into_iter().zip(peers) {
-        out.push(t.await.map_err(|e| AgentError::Call {
-            addr: p.addr,
-            node: p.node.clone(),
-            detail: e.to_string(),
-        })??);
-    }
-    Ok(out)
-}
-
-/// NTP-style exchanges with every agent; each agent's best against the coordinator's clock.
-async fn clock_all(peers: &[Reached]) -> Vec<(String, Exchange)> {
-    let mut out = Vec::new();
-    for p in peers {
-        let mut c = p.client.clone();
-        let mut got = Vec::new();
-        for _ in 0..CLOCK_ROUNDS {
-            let t1 = dye_capture::inject::now_ns();
-            let Ok(r) = c.clock(pb::ClockRequest {}).await else {
-                break;
-            };
-            let t4 = dye_capture::inject::now_ns();
-            let r = r.into_inner();
-            got.push(Exchange {
-                t1,
-                t2: r.receive_ns,
-                t3: r.send_ns,
-                t4,
-            });
-        }
-        if let Some(best) = clock::best(&got) {
-            out.push((p.node.clone(), best));
-        }
-    }
-    out
-}
-
-/// What one agent captures: its points (by the names it knows them by) and the probes' filter.
-fn capture_request(
-    plan: &TracePlan,
-    taken: &Snapshot,
-    part: &merge::Part,
-    duration: Duration,
-) -> pb::CaptureRequest {
-    let names = taken.points[part.point_offset..part.point_offset + part.points]
-        .iter()
-        .map(|pt| pb::PointName {
-            netns: part
-                .names
-                .get(&pt.netns)
-                .cloned()
-                .unwrap_or_else(|| pt.netns.clone()),
-            ifname: pt.ifname.clone(),
-        })
-        .collect();
-    pb::CaptureRequest {
-        points: names,
-        filter: Some(pb::ProbeFilter {
-            trace_id: plan.ids.trace_id,
-            proto: match plan.proto {
-                Proto::Icmp => pb::Proto::Icmp,
-                Proto::Udp => pb::Proto::Udp,
-                Proto::Tcp => pb::Proto::Tcp,
-            } as i32,
-            vxlan_ports: plan.vxlan_ports.iter().map(|p| u32::from(*p)).collect(),
-        }),
-        duration_ms: duration.as_millis() as u64,
-        max_bytes: 64 << 20,
-        max_packets: 200_000,
-    }
-}
-
-/// Starts one agent's capture and waits for it to be open; returns the stream and the link
-/// type of each point.
-async fn start_capture(
-    p: &Reached,
-    req: pb::CaptureRequest,
-) -> Result<(tonic::Streaming<pb::CaptureEvent>, Vec<u32>), AgentError> {
-    let call_err = |detail: String| AgentError::Call {
-        addr: p.addr,
-        node: p.node.clone(),
-        detail,
-    };
-    let wanted = req.points.len();
-    let mut stream = p
-        .client
-        .clone()
-        .capture(req)
-        .await
-        .map_err(|e| call_err(format!("capture: {}", network::status_text(&e))))?
-        .into_inner();
-    let first = tokio::time::timeout(CALL_TIMEOUT, stream.message())
-        .await
-        .map_err(|_| call_err(format!("capture did not start within {CALL_TIMEOUT:?}")))?
-        .map_err(|e| call_err(format!("capture: {}", network::status_text(&e))))?;
-    match first.and_then(|m| m.event) {
-        Some(pb::capture_event::Event::Started(s)) if s.points.len() == wanted => {
-            Ok((stream, s.points.iter().map(|p| p.linktype).collect()))
-        }
-        Some(pb::capture_event::Event::Started(s)) => Err(call_err(format!(
-            "capture opened {} points of the {wanted} asked",
-            s.points.len()
-        ))),
-        _ => Err(call_err("capture answered before it started".into())),
     }
 }
 
