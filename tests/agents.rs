@@ -391,6 +391,7 @@ fn hop_time(r: &serde_json::Value, netns: &str, ifname: &str, dir: &str, leg: &s
 
 #[test]
 fn a_cross_node_trace_through_agents_has_the_hops_single_host_dye_sees() {
+    let root_before = support::root_snapshot();
     let lab = support::Lab::up();
     let certs = Certs::new("lab");
     let (a1, a2) = lab_agents(&lab, &certs, None);
@@ -463,6 +464,10 @@ fn a_cross_node_trace_through_agents_has_the_hops_single_host_dye_sees() {
     assert_eq!(via_agents["agents"]["reference"], lab.ns("node-1"));
     assert_eq!(clocks[1]["method"], "probe");
     assert!(via_agents["agents"]["blind"].as_array().unwrap().is_empty());
+    // Agents, captures and the lab gone: the root namespace as it was.
+    drop((a1, a2));
+    drop(lab);
+    assert_eq!(support::root_snapshot(), root_before);
 }
 
 #[test]

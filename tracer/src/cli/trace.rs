@@ -62,7 +62,9 @@ Examples:
   dye trace --from dye-demo-pod-b --to 10.96.0.10:80                # TCP SYN to a ClusterIP
   dye trace --from dye-demo-office --to 203.0.113.80:80 --json      # through firewall NAT
   dye trace --from 4242 --to 10.244.2.2 --size 1400 --pcap out.pcapng  # from PID 4242's netns
-  dye trace --from pod:default/pod-a --to pod:default/pod-c:80       # pods by name (CRI)")]
+  dye trace --from pod:default/pod-a --to pod:default/pod-c:80       # pods by name (CRI)
+  dye trace --agents 192.168.50.11:7443,192.168.50.12:7443 --certs certs/ \
+      --from dye-demo-pod-a --to 10.244.2.2     # across machines, through `dye agent`s")]
 pub struct TraceArgs {
     /// Source network namespace: a name under /run/netns, a path, a PID, `host`, or a pod
     /// (`pod:NAMESPACE/NAME`, `pod:NAME` in namespace default; see --runtime-endpoint).
