@@ -21,6 +21,10 @@ use super::skew::Skew;
 
 /// How often a running capture looks whether its client is still there.
 const CLIENT_CHECK: Duration = Duration::from_millis(100);
+/// Most points one capture opens (each is two kernel capture handles).
+const MAX_CAPTURE_POINTS: usize = 256;
+/// Most packets one capture delivers.
+const MAX_CAPTURE_PACKETS: u64 = 200_000;
 /// A discovery this recent serves a Snapshot or a namespace lookup as it is (a coordinator's
 /// Hello, Resolve, Snapshot and Capture come within a second); an older one is redone.
 const FRESH: Duration = Duration::from_secs(2);
@@ -293,6 +297,12 @@ impl pb::agent_server::Agent for AgentService {
             .map_err(|_| Status::invalid_argument("a VXLAN port is not a UDP port"))?;
         // The points as the last Snapshot listed them.
         let scope = self.scope().await?;
+        if req.points.len() > MAX_CAPTURE_POINTS {
+            return Err(Status::out_of_range(format!(
+                "{} capture points exceed this agent's bound of {MAX_CAPTURE_POINTS}",
+                req.points.len()
+            )));
+        }
         let mut chosen = Vec::new();
         for want in &req.points {
             let found = scope
@@ -311,6 +321,12 @@ impl pb::agent_server::Agent for AgentService {
         if chosen.is_empty() {
             chosen = (0..scope.scope.points.len()).collect();
         }
+        if chosen.len() > MAX_CAPTURE_POINTS {
+            return Err(Status::out_of_range(format!(
+                "{} capture points exceed this agent's bound of {MAX_CAPTURE_POINTS}",
+                chosen.len()
+            )));
+        }
         let mut config = CaptureConfig::new(
             chosen
                 .iter()
@@ -322,7 +338,11 @@ impl pb::agent_server::Agent for AgentService {
         config.promisc = false;
         config.buffer_bytes = 256 << 10;
         config.duration = Some(duration);
-        config.max_packets = Some(req.max_packets.clamp(1, 200_000));
+        // 0: the agent's own bound.
+        config.max_packets = Some(match req.max_packets {
+            0 => MAX_CAPTURE_PACKETS,
+            n => n.min(MAX_CAPTURE_PACKETS),
+        });
         // The coordinator merges and orders across nodes; a short window here keeps latency low.
         config.reorder_window = Some(Duration::from_millis(20));
         let names: Vec<(String, String)> = chosen
