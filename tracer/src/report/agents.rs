@@ -152,3 +152,93 @@ pub fn no_blame_where_unobserved(
     v.dropped_by = None;
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dye_core::recording::{Recording, Replayer};
+    use dye_core::trace::{run_trace, TracePlan};
+
+    /// A report and snapshot replayed from a recorded fixture (single host, lab id `fx`).
+    fn replay(name: &str) -> (TraceReport, Snapshot) {
+        let path = format!(
+            "{}/../samples/recordings/{name}.dye",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).expect("fixture");
+        let rec: Recording<TracePlan> = serde_json::from_str(&text).expect("parses");
+        let mut snapshot = rec.snapshot;
+        let mut net = Replayer::new(rec.journal);
+        let run = run_trace(&rec.plan, &mut snapshot, &mut net, &mut |_| {}).expect("replays");
+        (crate::report::project(&run.trace, &snapshot), snapshot)
+    }
+
+    fn netns_of(snapshot: &Snapshot, node: &str) -> Vec<String> {
+        snapshot
+            .namespaces
+            .iter()
+            .filter(|n| n.node == node)
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_drop_on_a_node_nobody_observed_is_not_claimed() {
+        // Recorded on one host: dropped inside node-2, next expected at node-2's pod veth.
+        let (mut r, snap) = replay("trace-drop-pod");
+        assert_eq!(r.verdict.kind, VerdictKind::Dropped);
+        let blind = vec![BlindNode {
+            node: "dye-fx-node-2".into(),
+            agent: "192.168.50.12:7443".into(),
+            reason: "Connection refused".into(),
+        }];
+        // Observed by both nodes' agents: the drop stands.
+        let mut both = netns_of(&snap, "dye-fx-node-1");
+        both.extend(netns_of(&snap, "dye-fx-node-2"));
+        assert!(!no_blame_where_unobserved(&mut r, &snap, &both, &blind));
+        assert_eq!(r.verdict.kind, VerdictKind::Dropped);
+        // Only node-1 observed: no drop is claimed on node-2.
+        let node1 = netns_of(&snap, "dye-fx-node-1");
+        assert!(no_blame_where_unobserved(&mut r, &snap, &node1, &blind));
+        assert_eq!(r.verdict.kind, VerdictKind::Unobserved);
+        assert!(
+            r.verdict.detail.contains("which no agent observes"),
+            "{}",
+            r.verdict.detail
+        );
+        assert!(r.verdict.dropped_by.is_none());
+    }
+
+    #[test]
+    fn other_verdicts_are_left_alone_and_the_text_names_blind_nodes() {
+        let (mut r, snap) = replay("trace-delivered");
+        let before = r.verdict.kind;
+        assert!(!no_blame_where_unobserved(&mut r, &snap, &[], &[]));
+        assert_eq!(r.verdict.kind, before);
+        let report = project(
+            "n1",
+            &[NodeOffset {
+                node: "n2".into(),
+                reference: "n1".into(),
+                offset_ns: -50_000_123,
+                bound_ns: 7_500,
+                method: Method::Probe,
+                exchange: None,
+            }],
+            &[Blind {
+                node: String::new(),
+                agent: "10.0.0.3:7443".into(),
+                reason: "no TCP connection within 3s".into(),
+            }],
+        );
+        let t = text(&report);
+        assert!(
+            t.contains("n2  -50000.1 µs ± 7.5 µs  from the probe's crossings"),
+            "{t}"
+        );
+        assert!(
+            t.contains("agent 10.0.0.3:7443: no TCP connection within 3s"),
+            "{t}"
+        );
+    }
+}
