@@ -3,7 +3,9 @@
 //! capture streams from its own blocking task until its bound, the client leaving, or the
 //! agent stopping.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +46,8 @@ pub struct AgentService {
     /// and a miss refresh it).
     cache: Arc<Mutex<Option<Discovery>>>,
     endpoints: crate::live::pods::Endpoints,
+    /// Running captures by id, each with the flag that stops it.
+    captures: Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>>,
 }
 
 impl AgentService {
@@ -61,6 +65,7 @@ impl AgentService {
             skew,
             cache: Arc::new(Mutex::new(None)),
             endpoints,
+            captures: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -354,11 +359,43 @@ impl pb::agent_server::Agent for AgentService {
             .collect();
         let (tx, rx) = mpsc::channel(256);
         let skew = self.skew;
+        let mut id = [0u8; 8];
+        dye_capture::random::fill(&mut id).map_err(|e| Status::internal(e.to_string()))?;
+        let id = u64::from_ne_bytes(id);
+        let stop = Arc::new(AtomicBool::new(false));
+        self.captures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, stop.clone());
+        let captures = self.captures.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            run_capture(config, names, max_bytes, skew, tx);
+            run_capture(config, names, max_bytes, skew, Running { id, stop }, tx);
+            captures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn stop_capture(
+        &self,
+        req: Request<pb::StopCaptureRequest>,
+    ) -> Result<Response<pb::StopCaptureReply>, Status> {
+        let id = req.into_inner().capture_id;
+        let flag = self
+            .captures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
+        if let Some(f) = &flag {
+            f.store(true, Ordering::Relaxed);
+        }
+        Ok(Response::new(pb::StopCaptureReply {
+            found: flag.is_some(),
+        }))
     }
 
     async fn inject(
@@ -460,11 +497,19 @@ impl pb::agent_server::Agent for AgentService {
 }
 
 /// Captures until the bound, the byte budget, or the client going away; streams every event.
+/// A capture's id and the flag StopCapture sets.
+#[derive(Debug)]
+struct Running {
+    id: u64,
+    stop: Arc<AtomicBool>,
+}
+
 fn run_capture(
     config: CaptureConfig,
     names: Vec<(String, String)>,
     max_bytes: u64,
     skew: Skew,
+    running: Running,
     tx: mpsc::Sender<Result<pb::CaptureEvent, Status>>,
 ) {
     use pb::capture_event::Event as Ev;
@@ -492,15 +537,23 @@ fn run_capture(
                 linktype: open.linktype,
             })
             .collect(),
+        capture_id: running.id,
     };
     let open_names: Vec<String> = session.points().iter().map(|p| p.point.name()).collect();
     let mut reason = "duration".to_string();
     let mut bytes = 0u64;
     if send(Ev::Started(started)) {
+        let mut stopping = false;
         loop {
             if tx.is_closed() {
                 reason = "client gone".into();
                 break;
+            }
+            // Asked to stop: the session stops reading, what it already has still comes.
+            if !stopping && running.stop.load(Ordering::Relaxed) {
+                stopping = true;
+                reason = "stopped by the client".into();
+                session.stop();
             }
             match session.recv_timeout(CLIENT_CHECK) {
                 Ok(Some(CaptureEvent::Packet(o))) => {

@@ -201,12 +201,21 @@ pub(super) fn capture_request(
     }
 }
 
+/// A capture that is open on its agent.
+#[derive(Debug)]
+pub(super) struct StartedCapture {
+    pub stream: tonic::Streaming<pb::CaptureEvent>,
+    /// The pcap link type of each point.
+    pub linktypes: Vec<u32>,
+    pub capture_id: u64,
+}
+
 /// Starts one agent's capture and waits for it to be open; returns the stream and the link
 /// type of each point.
 pub(super) async fn start_capture(
     p: &Reached,
     req: pb::CaptureRequest,
-) -> Result<(tonic::Streaming<pb::CaptureEvent>, Vec<u32>), AgentError> {
+) -> Result<StartedCapture, AgentError> {
     let call_err = |detail: String| AgentError::Call {
         addr: p.addr,
         node: p.node.clone(),
@@ -226,7 +235,11 @@ pub(super) async fn start_capture(
         .map_err(|e| call_err(format!("capture: {}", network::status_text(&e))))?;
     match first.and_then(|m| m.event) {
         Some(pb::capture_event::Event::Started(s)) if s.points.len() == wanted => {
-            Ok((stream, s.points.iter().map(|p| p.linktype).collect()))
+            Ok(StartedCapture {
+                stream,
+                linktypes: s.points.iter().map(|p| p.linktype).collect(),
+                capture_id: s.capture_id,
+            })
         }
         Some(pb::capture_event::Event::Started(s)) => Err(call_err(format!(
             "capture opened {} points of the {wanted} asked",

@@ -199,6 +199,7 @@ pub fn trace(
     let (tx, rx) = std::sync::mpsc::channel();
     let mut tasks = Vec::new();
     let mut live_peers = Vec::new();
+    let mut capture_ids: Vec<(usize, u64)> = Vec::new();
     let requests: Vec<pb::CaptureRequest> = layout
         .iter()
         .map(|part| calls::capture_request(plan, &taken, part, duration))
@@ -225,11 +226,12 @@ pub fn trace(
             })
         });
         match stream {
-            Ok((stream, linktypes)) => {
-                for (k, lt) in linktypes.into_iter().enumerate().take(part.points) {
+            Ok(started) => {
+                for (k, lt) in started.linktypes.into_iter().enumerate().take(part.points) {
                     taken.points[part.point_offset + k].linktype = lt;
                 }
-                tasks.push(rt.spawn(network::forward(i, stream, tx.clone())));
+                capture_ids.push((i, started.capture_id));
+                tasks.push(rt.spawn(network::forward(i, started.stream, tx.clone())));
             }
             Err(e) if i == 0 => return Err(e.into()),
             Err(e) => {
@@ -263,6 +265,11 @@ pub fn trace(
                 client: p.client.clone(),
                 part,
                 offset_ns: rpc_offset(&p.node),
+                capture_id: capture_ids
+                    .iter()
+                    .find(|(k, _)| *k == i)
+                    .map(|(_, id)| *id)
+                    .unwrap_or(0),
             }
         })
         .collect();

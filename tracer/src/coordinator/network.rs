@@ -45,6 +45,8 @@ pub struct Peer {
     pub part: Part,
     /// Its clock's offset against the source node's, from the RPC exchange (ns).
     pub offset_ns: i64,
+    /// Its capture's id, for StopCapture.
+    pub capture_id: u64,
 }
 
 /// What a capture stream task forwards.
@@ -52,7 +54,7 @@ pub struct Peer {
 pub enum StreamMsg {
     Frame(pb::Frame),
     Lost(pb::PointLost),
-    Finished,
+    Finished(Vec<pb::PointStats>),
     Failed(String),
 }
 
@@ -74,6 +76,8 @@ pub struct AgentsNetwork {
     /// Frames per merged point.
     pub counts: Vec<u64>,
     pub ended: Vec<bool>,
+    /// Each agent's own counters, once its capture finished.
+    finished: Vec<Option<Vec<pb::PointStats>>>,
     pub blind: Vec<Blind>,
     /// Point-lost events waiting to be handed to the core.
     pending: Vec<Event>,
@@ -108,6 +112,7 @@ impl AgentsNetwork {
             pmtu_before: None,
             counts: vec![0; points],
             ended: vec![false; n],
+            finished: vec![None; n],
             blind: Vec::new(),
             pending: Vec::new(),
         }
@@ -233,7 +238,10 @@ impl Network for AgentsNetwork {
                         });
                     }
                 }
-                Ok((peer, StreamMsg::Finished)) => self.ended[peer] = true,
+                Ok((peer, StreamMsg::Finished(stats))) => {
+                    self.ended[peer] = true;
+                    self.finished[peer] = Some(stats);
+                }
                 Ok((peer, StreamMsg::Failed(reason))) => self.go_blind(peer, reason),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break Wait::Ended,
@@ -332,28 +340,28 @@ impl Network for AgentsNetwork {
     }
 
     fn finish(&mut self) -> Result<Vec<PointStats>, SeamError> {
-        // An agent whose stream is still open may have hung silently (stopped, its node cut
-        // off) since its last frame: one short clock call tells, before its frames count.
-        let quiet: Vec<usize> = (0..self.peers.len())
-            .filter(|&i| !self.blind.iter().any(|b| b.agent == self.peers[i].addr))
-            .filter(|&i| self.peers[i].part.points > 0)
+        // Stop every capture still running. An agent that does not answer within the
+        // deadline has hung silently (stopped, its node cut off): it is blind.
+        let live: Vec<usize> = (0..self.peers.len())
+            .filter(|&i| !self.ended[i] && self.peers[i].part.points > 0)
             .collect();
-        let clients: Vec<_> = quiet
+        let calls: Vec<_> = live
             .iter()
-            .map(|&i| self.peers[i].client.clone())
+            .map(|&i| (self.peers[i].client.clone(), self.peers[i].capture_id))
             .collect();
         let answers = self.rt.block_on(async move {
-            let calls: Vec<_> = clients
+            let tasks: Vec<_> = calls
                 .into_iter()
-                .map(|mut c| {
+                .map(|(mut c, capture_id)| {
                     tokio::spawn(async move {
-                        tokio::time::timeout(LIVENESS_TIMEOUT, c.clock(pb::ClockRequest {})).await
+                        let req = pb::StopCaptureRequest { capture_id };
+                        tokio::time::timeout(LIVENESS_TIMEOUT, c.stop_capture(req)).await
                     })
                 })
                 .collect();
             let mut out = Vec::new();
-            for c in calls {
-                out.push(match c.await {
+            for t in tasks {
+                out.push(match t.await {
                     Ok(Ok(Ok(_))) => None,
                     Ok(Ok(Err(e))) => Some(status_text(&e)),
                     Ok(Err(_)) => Some(format!(
@@ -364,13 +372,37 @@ impl Network for AgentsNetwork {
             }
             out
         });
-        for (i, why) in quiet.into_iter().zip(answers) {
+        for (&i, why) in live.iter().zip(answers) {
             if let Some(why) = why {
                 self.go_blind(i, why);
             }
         }
+        // The stopped captures end their streams with their counters.
+        let deadline = Instant::now() + LIVENESS_TIMEOUT;
+        while !self.ended.iter().all(|e| *e) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.events.recv_timeout(left) {
+                Ok((peer, StreamMsg::Finished(stats))) => {
+                    self.ended[peer] = true;
+                    self.finished[peer] = Some(stats);
+                }
+                Ok((peer, StreamMsg::Failed(reason))) => self.go_blind(peer, reason),
+                // After the probe loop: what still arrives is in the agents' counters.
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        for &i in &live {
+            if self.finished[i].is_none()
+                && !self.blind.iter().any(|b| b.agent == self.peers[i].addr)
+            {
+                tracing::warn!(agent = %self.peers[i].addr, "no capture counters came back; counting frames received instead");
+            }
+        }
         self.pending.clear();
-        // Dropping the streams ends every agent's capture (it sees its client gone).
         for t in self.tasks.drain(..) {
             t.abort();
         }
@@ -384,18 +416,37 @@ impl Network for AgentsNetwork {
                 })
             })
             .collect();
-        let stats = self
+        // The agents' own counters where they came back (kernel drops included), else what
+        // the coordinator received.
+        let mut stats: Vec<PointStats> = self
             .counts
             .iter()
             .enumerate()
             .map(|(point, &captured)| PointStats {
                 point,
                 captured,
-                // What the agents' kernels dropped is not carried back yet.
                 kernel_dropped: 0,
-                lost: lost.get(&point).cloned(),
+                lost: None,
             })
             .collect();
+        for (peer, finished) in self.peers.iter().zip(&self.finished) {
+            for s in finished.iter().flatten() {
+                let Some(out) = (s.point < peer.part.points as u32)
+                    .then(|| stats.get_mut(peer.part.point_offset + s.point as usize))
+                    .flatten()
+                else {
+                    continue;
+                };
+                out.captured = s.captured;
+                out.kernel_dropped = s.kernel_dropped;
+                out.lost = (!s.lost.is_empty()).then(|| s.lost.clone());
+            }
+        }
+        for s in &mut stats {
+            if let Some(why) = lost.get(&s.point) {
+                s.lost = Some(why.clone());
+            }
+        }
         self.tick();
         Ok(stats)
     }
@@ -432,8 +483,8 @@ pub async fn forward(
         let out = match msg.event {
             Some(Ev::Frame(f)) => StreamMsg::Frame(f),
             Some(Ev::Lost(l)) => StreamMsg::Lost(l),
-            Some(Ev::Finished(_)) => {
-                let _ = tx.send((peer, StreamMsg::Finished));
+            Some(Ev::Finished(f)) => {
+                let _ = tx.send((peer, StreamMsg::Finished(f.stats)));
                 return;
             }
             Some(Ev::Started(_)) | None => continue,
