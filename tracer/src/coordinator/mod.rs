@@ -19,8 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dye_core::clock::{self, NodeOffset};
-use dye_core::recording::{Call, Entry, Recorder, Recording, SCHEMA};
-use dye_core::seam::{Event, Wait};
+use dye_core::recording::{Recorder, Recording, SCHEMA};
 use dye_core::snapshot::Snapshot;
 use dye_core::trace::{self as core_trace, TracePlan, TraceRun};
 use tonic::transport::Channel;
@@ -307,7 +306,7 @@ pub fn trace(
             status(&format!("sending {count} probe(s) to {}", plan.to));
         }
     });
-    let (mut net, mut journal) = rec.into_parts();
+    let (mut net, journal) = rec.into_parts();
     let first = first?;
     tracing::info!(elapsed = ?started.elapsed(), "probes done");
 
@@ -335,30 +334,10 @@ pub fn trace(
         })
         .collect();
     let clocks: Vec<NodeOffset> = timeline.into_iter().map(|(o, _)| o).collect();
-    let (run, snapshot) = if shift.is_empty() {
-        (first, snap)
+    let (run, snapshot, journal) = if shift.is_empty() {
+        (first, snap, journal)
     } else {
-        // Move those nodes' frames and reconstruct again: the capture side from the journal,
-        // the questions (which may differ now that the hops are in order) to the agents.
-        let unshifted = journal.clone();
-        for entry in &mut journal {
-            shift_frame(entry, &shift);
-        }
-        let mut again = taken.clone();
-        let mut second = Recorder::new(rerun::Rerun::new(std::mem::take(&mut journal), &mut net));
-        let result = core_trace::run_trace(plan, &mut again, &mut second, &mut |_| {});
-        let (_, rerun_journal) = second.into_parts();
-        match result {
-            Ok(run) => {
-                journal = rerun_journal;
-                (run, again)
-            }
-            Err(e) => {
-                tracing::warn!("reconstructing on the refined clock offsets failed: {e}");
-                journal = unshifted;
-                (first, snap)
-            }
-        }
+        rerun::second_pass(plan, &taken, (first, snap, journal), &shift, &mut net)
     };
     blind.extend(net.blind.iter().cloned());
     drop(net);
@@ -377,14 +356,6 @@ pub fn trace(
         blind,
         recording,
     })
-}
-
-fn shift_frame(entry: &mut Entry, shift: &[(usize, i64)]) {
-    if let Call::Wait(Wait::Event(Event::Frame(f))) = &mut entry.call {
-        if let Some((_, d)) = shift.iter().find(|(p, _)| *p == f.point) {
-            f.ts_ns = f.ts_ns.saturating_add_signed(-d);
-        }
-    }
 }
 
 #[cfg(test)]

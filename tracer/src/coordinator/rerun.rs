@@ -9,13 +9,45 @@ use std::time::Duration;
 
 use dye_core::path::Conntrack;
 use dye_core::probe::Probe;
-use dye_core::recording::{Call, Entry};
+use dye_core::recording::{Call, Entry, Recorder};
 use dye_core::seam::{
-    ConntrackQuery, Network, PmtuRestore, PointStats, RuleEvent, SeamError, Wait,
+    ConntrackQuery, Event, Network, PmtuRestore, PointStats, RuleEvent, SeamError, Wait,
 };
-use dye_core::snapshot::RouteLookup;
+use dye_core::snapshot::{RouteLookup, Snapshot};
+use dye_core::trace::{self as core_trace, TracePlan, TraceRun};
 
 use super::network::AgentsNetwork;
+
+/// Moves each node's frames in `journal` by its shift (`(merged point, ns)`) and reconstructs
+/// again from `taken` (the snapshot as merged); returns the new run, snapshot and journal, or
+/// the first pass's (`first`) when the second diverges.
+pub fn second_pass(
+    plan: &TracePlan,
+    taken: &Snapshot,
+    first: (TraceRun, Snapshot, Vec<Entry>),
+    shift: &[(usize, i64)],
+    live: &mut AgentsNetwork,
+) -> (TraceRun, Snapshot, Vec<Entry>) {
+    let mut journal = first.2.clone();
+    for entry in &mut journal {
+        if let Call::Wait(Wait::Event(Event::Frame(f))) = &mut entry.call {
+            if let Some((_, d)) = shift.iter().find(|(p, _)| *p == f.point) {
+                f.ts_ns = f.ts_ns.saturating_add_signed(-d);
+            }
+        }
+    }
+    let mut again = taken.clone();
+    let mut second = Recorder::new(Rerun::new(journal, live));
+    let result = core_trace::run_trace(plan, &mut again, &mut second, &mut |_| {});
+    let (_, journal) = second.into_parts();
+    match result {
+        Ok(run) => (run, again, journal),
+        Err(e) => {
+            tracing::warn!("reconstructing on the refined clock offsets failed: {e}");
+            first
+        }
+    }
+}
 
 /// Journal for the capture side, the live agents for the rest.
 #[derive(Debug)]
