@@ -5,10 +5,10 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential pkg-config libpcap-dev   # building dye (pcap crate links libpcap)
-  protobuf-compiler                        # building dye (k8s-cri compiles the CRI protos)
+  protobuf-compiler                        # building dye (CRI protos; dye.agent.v1 in proto/)
   clang libbpf-dev                         # building dye (capture/build.rs: the kfree_skb eBPF program)
   bpftool                                  # tests: dye's BPF programs and links are gone after it
-  iperf3                                   # scripts/bench-drops.sh: throughput with dye armed or not
+  iperf3                                   # scripts/bench-drops.sh, bench-tunnels.sh: bounded load through a node
   iproute2 iptables nftables conntrack     # the lab's kernel plumbing and its inspection
   containernetworking-plugins              # CNI bridge + host-local, run by containerd's CRI
   containerd runc busybox-static           # the lab nodes' container runtime, pause image sleeper
@@ -16,8 +16,8 @@ PACKAGES=(
   iputils-ping iputils-tracepath ncat      # plain-tool checks of the lab, MTU baselines
   scamper                                  # MTU baseline (scripts/bench-mtu.sh: trace -M)
   procps psmisc time libcap2-bin           # pgrep/pkill; /usr/bin/time -v; capsh (tests, demo)
-  iperf3                                   # bounded overlay load (scripts/bench-tunnels.sh)
   jq                                       # scripts/bench-scale.sh reads dye's JSON reports
+  openssl                                  # outside TLS client checking the agents' mutual TLS
 )
 
 missing=()

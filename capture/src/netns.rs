@@ -494,18 +494,20 @@ impl Netns {
                 out.push(ns);
             }
         };
-        match Netns::open(&NetnsRef::Host) {
-            Ok(host) => push(host, &mut out),
-            // PID 1 out of reach (a sandbox, a user namespace): list our own namespace first.
-            Err(_) => {
-                if let Ok(me) = Netns::current() {
-                    push(me, &mut out);
-                }
-            }
+        let host = Netns::open(&NetnsRef::Host);
+        if let Ok(host) = &host {
+            push(host.clone(), &mut out);
         }
         for name in list_named().unwrap_or_default() {
             if let Ok(ns) = Netns::open(&NetnsRef::Name(name)) {
                 push(ns, &mut out);
+            }
+        }
+        // PID 1 out of reach (a sandbox, `ip netns exec`): our own namespace, after the named
+        // ones so that it keeps its /run/netns name when it has one.
+        if host.is_err() {
+            if let Ok(me) = Netns::current() {
+                push(me, &mut out);
             }
         }
         let mut pids: Vec<u32> = std::fs::read_dir("/proc")

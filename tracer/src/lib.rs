@@ -7,7 +7,9 @@
 //! The logic — probes, observation, reconstruction, verdicts, MTU search — is in `dye-core`,
 //! which never imports any of these.
 
+pub mod agent;
 pub mod cli;
+pub mod coordinator;
 pub mod cri;
 pub mod lab;
 pub mod live;

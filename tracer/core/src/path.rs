@@ -391,6 +391,10 @@ pub enum VerdictKind {
     IcmpError,
     /// Nothing of the probe was seen at all.
     Timeout,
+    /// The probe left what was observed towards a node nobody observed (a trace through
+    /// agents with a node blind, or no agent where it went): no drop is claimed. The core never
+    /// concludes this; the coordinator does, knowing which nodes it could see.
+    Unobserved,
 }
 
 impl VerdictKind {
@@ -401,6 +405,7 @@ impl VerdictKind {
             VerdictKind::Dropped => "dropped",
             VerdictKind::IcmpError => "icmp_error",
             VerdictKind::Timeout => "timeout",
+            VerdictKind::Unobserved => "unobserved",
         }
     }
 

@@ -145,7 +145,8 @@ fn severity(kind: VerdictKind) -> u8 {
         VerdictKind::Delivered => 1,
         VerdictKind::IcmpError => 2,
         VerdictKind::Timeout => 3,
-        VerdictKind::Dropped => 4,
+        VerdictKind::Unobserved => 4,
+        VerdictKind::Dropped => 5,
     }
 }
 

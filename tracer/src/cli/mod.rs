@@ -1,7 +1,9 @@
 //! Command line: one module per subcommand, each turning its flags into a call on the library.
 
+mod agent;
 mod args;
 mod capture;
+mod certs;
 mod decode;
 mod lab;
 mod mtu;
@@ -55,6 +57,13 @@ pub fn exit_status_for(err: &anyhow::Error) -> u8 {
     if let Some(crate::lab::LabError::Interrupted) = err.downcast_ref::<crate::lab::LabError>() {
         return EXIT_INTERRUPTED;
     }
+    if let Some(e) = err.downcast_ref::<crate::coordinator::CoordError>() {
+        return if e.is_usage() {
+            EXIT_SETUP_ERROR
+        } else {
+            EXIT_RUNTIME_ERROR
+        };
+    }
     match err.downcast_ref::<crate::live::LiveError>() {
         Some(e) if !e.is_usage() => EXIT_RUNTIME_ERROR,
         _ => EXIT_SETUP_ERROR,
@@ -102,6 +111,10 @@ pub enum Command {
     /// Replay a recorded trace or MTU search (`--record FILE`): the same report, anywhere,
     /// without privileges.
     Replay(replay::ReplayArgs),
+    /// Serve this node to coordinators (`dye trace --agents`) over gRPC with mutual TLS.
+    Agent(agent::AgentArgs),
+    /// Create a cluster CA with an agent and a client certificate for `dye agent`.
+    Certs(certs::CertsArgs),
     /// Read pcap/pcapng captures and print each packet's whole layer stack — tunnels, inner
     /// packet, ICMP quotes, dye markers — one line per packet (or JSON).
     Decode(decode::DecodeArgs),
@@ -143,6 +156,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trace(args) => trace::run(args, &endpoints),
         Command::Mtu(args) => mtu::run(args, &endpoints),
         Command::Replay(args) => replay::run(args),
+        Command::Agent(args) => agent::run(args, endpoints),
+        Command::Certs(args) => certs::run(args),
     }
 }
 

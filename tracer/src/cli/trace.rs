@@ -81,7 +81,9 @@ Examples:
   dye trace --from dye-demo-pod-b --to 10.96.0.10:80                # TCP SYN to a ClusterIP
   dye trace --from dye-demo-office --to 203.0.113.80:80 --json      # through firewall NAT
   dye trace --from 4242 --to 10.244.2.2 --size 1400 --pcap out.pcapng  # from PID 4242's netns
-  dye trace --from pod:default/pod-a --to pod:default/pod-c:80       # pods by name (CRI)")]
+  dye trace --from pod:default/pod-a --to pod:default/pod-c:80       # pods by name (CRI)
+  dye trace --agents 192.168.50.11:7443,192.168.50.12:7443 --certs certs/ \
+      --from dye-demo-pod-a --to 10.244.2.2     # across machines, through `dye agent`s")]
 pub struct TraceArgs {
     /// Source network namespace: a name under /run/netns, a path, a PID, `host`, or a pod
     /// (`pod:NAMESPACE/NAME`, `pod:NAME` in namespace default; see --runtime-endpoint).
@@ -140,6 +142,32 @@ pub struct TraceArgs {
     /// to FILE: `dye replay FILE` prints the same report anywhere, without privileges.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
+    #[command(flatten)]
+    agents: AgentsArgs,
+}
+
+/// Tracing across machines through `dye agent`s.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("agent_security").args(["certs", "insecure_agents"])))]
+pub(crate) struct AgentsArgs {
+    /// Trace through the dye agents at these addresses (ADDR:PORT, comma-separated, or one
+    /// NAME:PORT resolving to every agent) instead of on this host: the agents that own the
+    /// source and destination capture, the source's agent injects, and the trace is merged
+    /// with every node's clock offset removed.
+    #[arg(long, value_name = "ADDR[,ADDR…]", conflicts_with_all = ["namespaces", "all_ns", "interfaces"], requires = "agent_security")]
+    agents: Option<String>,
+    /// With --agents: directory with ca.pem, client.pem and client-key.pem (`dye certs`).
+    #[arg(long, value_name = "DIR", requires = "agents")]
+    certs: Option<PathBuf>,
+    /// With --agents: talk to agents without TLS or authentication (agents started with the
+    /// same flag). Only for debugging on loopback.
+    #[arg(
+        long = "insecure-plaintext-for-local-debugging",
+        id = "insecure_agents",
+        requires = "agents",
+        conflicts_with = "certs"
+    )]
+    insecure: bool,
 }
 
 /// `--sockets`.
@@ -273,7 +301,35 @@ pub(crate) struct TraceOutput {
 
 impl TraceOutput {
     pub(crate) fn emit(self, run: &TraceRun, snapshot: &Snapshot) -> anyhow::Result<ExitCode> {
-        let report = crate::report::project(&run.trace, snapshot);
+        self.emit_with(run, snapshot, None)
+    }
+
+    /// Emits the report with what a trace through agents adds (clocks, blind nodes); a node
+    /// nobody observed makes the trace partial (exit 1).
+    pub(crate) fn emit_with(
+        self,
+        run: &TraceRun,
+        snapshot: &Snapshot,
+        agents: Option<crate::report::agents::AgentsReport>,
+    ) -> anyhow::Result<ExitCode> {
+        let mut report = crate::report::project(&run.trace, snapshot);
+        let partial = agents.as_ref().is_some_and(|a| !a.blind.is_empty());
+        if let Some(a) = &agents {
+            // Only the namespaces that running agents captured in count as observed.
+            let observed: Vec<String> = snapshot
+                .points
+                .iter()
+                .filter(|p| !a.blind.iter().any(|b| b.node == p.node))
+                .map(|p| p.netns.clone())
+                .collect();
+            crate::report::agents::no_blame_where_unobserved(
+                &mut report,
+                snapshot,
+                &observed,
+                &a.blind,
+            );
+        }
+        report.agents = agents;
         let mut out = std::io::stdout().lock();
         if self.json {
             serde_json::to_writer_pretty(&mut out, &report)?;
@@ -285,20 +341,34 @@ impl TraceOutput {
                 color: std::io::stdout().is_terminal(),
             };
             write!(out, "{}", render::text(&report, style))?;
+            if let Some(a) = &report.agents {
+                write!(out, "{}", crate::report::agents::text(a))?;
+            }
         }
         if let Some((file, path)) = self.pcap {
-            let n = render::pcapng(
+            let through_agents = report.agents.is_some();
+            let name = |p: &dye_core::snapshot::Point| {
+                if through_agents {
+                    format!("{}/{}", p.node, p.name())
+                } else {
+                    p.name()
+                }
+            };
+            let n = render::pcapng_named(
                 run,
                 &report,
                 &snapshot.points,
                 std::io::BufWriter::new(file),
                 self.pcap_all,
+                &name,
             )
             .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("dye: wrote {n} packets to {}", path.display());
         }
         Ok(ExitCode::from(if run.interrupted {
             EXIT_INTERRUPTED
+        } else if partial {
+            EXIT_NEGATIVE
         } else if run.trace.verdict.kind().is_success() {
             EXIT_OK
         } else {
@@ -350,6 +420,43 @@ pub fn run(args: TraceArgs, endpoints: &live::pods::Endpoints) -> anyhow::Result
             eprintln!("dye: {msg}…");
         }
     };
+    if let Some(spec) = &args.agents.agents {
+        let addrs = crate::coordinator::parse_agents(spec)?;
+        let transport = crate::coordinator::transport(args.agents.certs.as_deref())?;
+        let result = crate::coordinator::trace(
+            &plan,
+            &addrs,
+            &transport,
+            Arc::clone(&stop),
+            record.is_some(),
+            &status,
+        );
+        let done = match result {
+            Ok(r) => r,
+            Err(e) => {
+                for path in [&args.pcap, &args.record].into_iter().flatten() {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(e.into());
+            }
+        };
+        if let (Some((file, path)), Some(recording)) = (record, &done.recording) {
+            write_recording(file, &path, recording)?;
+        }
+        let reference = done
+            .clocks
+            .first()
+            .map(|c| c.reference.clone())
+            .unwrap_or_default();
+        let agents = crate::report::agents::project(&reference, &done.clocks, &done.blind);
+        return TraceOutput {
+            json: args.json,
+            mermaid: args.mermaid,
+            pcap,
+            pcap_all: args.pcap_all,
+        }
+        .emit_with(&done.run, &done.snapshot, Some(agents));
+    }
     let result = live::trace(&plan, &scope, Arc::clone(&stop), record.is_some(), &status);
     let (run, snapshot, recording) = match result {
         Ok(r) => r,

@@ -333,7 +333,7 @@ pub fn capture_filter(trace_id: u32, proto: Proto) -> String {
 
 /// The trace's filter sees through tunnels on the well-known ports, the ones asked for
 /// (`--vxlan-port`) and those of the VXLAN and Geneve devices in scope.
-fn trace_semantics(vxlan_ports: &[u16], topo: &Topology) -> Semantics {
+pub fn trace_semantics(vxlan_ports: &[u16], topo: &Topology) -> Semantics {
     Semantics::ThroughTunnels(
         TunnelPorts::well_known()
             .with_vxlan(vxlan_ports.iter().copied())

@@ -315,6 +315,19 @@ pub fn pcapng<W: Write>(
     out: W,
     all: bool,
 ) -> Result<u64, PcapExportError> {
+    pcapng_named(run, report, points, out, all, &Point::name)
+}
+
+/// [`pcapng`] with the interfaces named by `name` (a trace through agents names them
+/// `node/netns/ifname`: two nodes may both have a `host/eth0`).
+pub fn pcapng_named<W: Write>(
+    run: &TraceRun,
+    report: &TraceReport,
+    points: &[Point],
+    out: W,
+    all: bool,
+    name: &dyn Fn(&Point) -> String,
+) -> Result<u64, PcapExportError> {
     let mut section = SectionInfo::for_this_host();
     section.comment = Some(format!(
         "dye trace {} from {} to {} ({} {} bytes): {} — {}",
@@ -342,7 +355,7 @@ pub fn pcapng<W: Write>(
             continue;
         }
         ids.push(Some(w.add_interface(&InterfaceInfo {
-            name: p.name(),
+            name: name(p),
             description: format!(
                 "{} mtu {}, netns {}, node {}",
                 p.class, p.mtu, p.netns, p.node

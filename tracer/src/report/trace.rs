@@ -78,6 +78,7 @@ pub fn project(trace: &Trace, snapshot: &Snapshot) -> TraceReport {
             interfaces: snapshot.points.len(),
             path_interfaces: snapshot.points.iter().filter(|p| p.on_path).count(),
         }),
+        agents: None,
     }
 }
 

@@ -35,6 +35,10 @@ pub struct TraceReport {
     /// cost. Added in v1; null in reports replayed from older recordings.
     #[serde(default)]
     pub scope: Option<ScopeReport>,
+    /// A trace through agents (`--agents`): clock offsets between nodes and the nodes not
+    /// observed. Absent for a single-host trace. Added in v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<super::agents::AgentsReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

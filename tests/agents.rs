@@ -1,0 +1,770 @@
+//! `dye agent` and the coordinator (`dye trace --agents`), run as real processes: mutual TLS
+//! checked with openssl's client as well as dye's own, and traces merged from agents running
+//! inside the lab's node namespaces compared with single-host dye on the same lab.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{dye, dye_bin, require_root};
+
+/// A certificate directory made by `dye certs`, removed on drop.
+struct Certs(PathBuf);
+
+impl Certs {
+    fn new(tag: &str) -> Certs {
+        let dir = std::env::temp_dir().join(format!(
+            "dye-agents-{tag}-{}-{}",
+            std::process::id(),
+            support::unique_id()
+        ));
+        let out = dye(&["certs", dir.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "dye certs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Certs(dir)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `dye agent`, killed on drop; its stderr is collected.
+struct Agent {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    /// Starts `dye -v agent --listen LISTEN ARGS` (inside `netns` when given) with `env`, and
+    /// waits for it to listen.
+    fn start(netns: Option<&str>, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(dye_bin());
+                c
+            }
+            None => Command::new(dye_bin()),
+        };
+        cmd.args(["-v", "agent", "--listen", listen])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start dye agent");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stderr);
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    if let Some((_, a)) = line.trim().split_once(": listening on ") {
+                        let _ = tx.send(a.to_string());
+                    }
+                    log.lock().unwrap().push_str(&line);
+                    line.clear();
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("agent did not listen: {}", log.lock().unwrap());
+            }
+        };
+        Agent { child, addr, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log holds `needle` (at most 5 s).
+    fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// openssl's TLS client against the agent, with an optional client certificate; returns
+/// openssl's output.
+fn openssl_connect(agent: &Agent, ca: &str, cert: Option<(&str, &str)>) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &agent.addr, "-CAfile", ca])
+        .args([
+            "-verify_hostname",
+            "dye-agent",
+            "-alpn",
+            "h2",
+            "-verify_return_error",
+        ]);
+    if let Some((c, k)) = cert {
+        cmd.args(["-cert", c, "-key", k]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl s_client (apt-get install openssl)");
+    // Keep stdin open a moment so a TLS 1.3 server's verdict on the client certificate (sent
+    // after the client's Finished) arrives before openssl quits.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(child.stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    out
+}
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+#[test]
+fn agent_accepts_only_clients_the_ca_signed_for_the_client_role() {
+    require_root();
+    let certs = Certs::new("mtls");
+    let other = Certs::new("other");
+    // Loopback in the test's own namespace: nothing leaves the host.
+    let agent = Agent::start(None, "127.0.0.1:0", &["--certs", certs.path()], &[]);
+    let ca = certs.file("ca.pem");
+
+    // A client with the right certificate: accepted, and openssl verified the agent against
+    // the CA for the name dye-agent.
+    let ok = openssl_connect(
+        &agent,
+        &ca,
+        Some((&certs.file("client.pem"), &certs.file("client-key.pem"))),
+    );
+    assert!(ok.contains("Verify return code: 0 (ok)"), "{ok}");
+    assert!(ok.contains("ALPN protocol: h2"), "{ok}");
+    let log = agent.wait_log("client accepted");
+    assert_eq!(count(&log, "client accepted"), 1, "{log}");
+    assert_eq!(count(&log, "refused connection"), 0, "{log}");
+
+    // No certificate: refused, with the reason logged.
+    let none = openssl_connect(&agent, &ca, None);
+    assert!(none.contains("certificate required"), "{none}");
+    let log = agent.wait_log("peer sent no certificates");
+    assert!(
+        log.contains("refused connection: peer sent no certificates"),
+        "{log}"
+    );
+
+    // A client certificate from another CA.
+    let foreign = openssl_connect(
+        &agent,
+        &ca,
+        Some((&other.file("client.pem"), &other.file("client-key.pem"))),
+    );
+    assert!(
+        !foreign.contains("Verify return code: 0 (ok)") || foreign.contains("alert"),
+        "{foreign}"
+    );
+    let log = agent.wait_log("UnknownIssuer");
+    assert!(
+        log.contains("refused connection: invalid peer certificate: UnknownIssuer"),
+        "{log}"
+    );
+
+    // The agent's own certificate presented as a client's: its EKU is serverAuth only.
+    let wrong_role = openssl_connect(
+        &agent,
+        &ca,
+        Some((&certs.file("agent.pem"), &certs.file("agent-key.pem"))),
+    );
+    assert!(
+        wrong_role.contains("alert unsupported certificate"),
+        "{wrong_role}"
+    );
+    let log = agent.wait_log("extended key usage");
+    assert!(
+        log.contains("certificate does not allow extended key usage for client authentication"),
+        "{log}"
+    );
+    // Exactly the one good client got in.
+    assert_eq!(count(&log, "client accepted"), 1, "{log}");
+    assert_eq!(count(&log, "refused connection"), 3, "{log}");
+}
+#[test]
+fn dye_refuses_an_agent_presenting_a_client_certificate() {
+    require_root();
+    let certs = Certs::new("role");
+    // An agent directory whose agent certificate is really the client's (clientAuth EKU,
+    // client role): the agent serves it, dye must refuse it.
+    let swapped = Certs::new("swapped");
+    for (from, to) in [
+        ("client.pem", "agent.pem"),
+        ("client-key.pem", "agent-key.pem"),
+    ] {
+        std::fs::copy(certs.file(from), swapped.file(to)).unwrap();
+    }
+    std::fs::copy(certs.file("ca.pem"), swapped.file("ca.pem")).unwrap();
+    let agent = Agent::start(None, "127.0.0.1:0", &["--certs", swapped.path()], &[]);
+    let out = dye(&[
+        "trace",
+        "--agents",
+        &agent.addr,
+        "--certs",
+        certs.path(),
+        "--from",
+        "nowhere",
+        "--to",
+        "10.0.0.1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("extended key usage"), "{err}");
+}
+
+#[test]
+fn dye_refuses_an_agent_whose_certificate_another_ca_signed() {
+    require_root();
+    let certs = Certs::new("srv");
+    let other = Certs::new("cli");
+    let agent = Agent::start(None, "127.0.0.1:0", &["--certs", certs.path()], &[]);
+    let started = Instant::now();
+    let out = dye(&[
+        "trace",
+        "--agents",
+        &agent.addr,
+        "--certs",
+        other.path(),
+        "--from",
+        "nowhere",
+        "--to",
+        "10.0.0.1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&agent.addr), "{err}");
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("certificate"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // The agent saw a client from the other CA and said so.
+    let log = agent.wait_log("refused connection");
+    assert!(log.contains("refused connection"), "{log}");
+}
+
+/// Agents in both lab nodes, listening on their underlay addresses; node-2's clock shifted
+/// by `node2_offset` (DYE_AGENT_CLOCK_OFFSET) when given.
+fn lab_agents(lab: &support::Lab, certs: &Certs, node2_offset: Option<&str>) -> (Agent, Agent) {
+    let a1 = Agent::start(
+        Some(&lab.ns("node-1")),
+        &format!("{}:7443", lab.addr("node-1", "eth0")),
+        &["--certs", certs.path()],
+        &[],
+    );
+    let env: Vec<(&str, &str)> = node2_offset
+        .map(|o| vec![("DYE_AGENT_CLOCK_OFFSET", o)])
+        .unwrap_or_default();
+    let a2 = Agent::start(
+        Some(&lab.ns("node-2")),
+        &format!("{}:7443", lab.addr("node-2", "eth0")),
+        &["--certs", certs.path()],
+        &env,
+    );
+    (a1, a2)
+}
+
+/// `dye trace --json ARGS` through the agents, run on node-1 (the coordinator reaches the
+/// agents over the underlay, as on a cluster node). Returns exit code, report, stderr.
+fn agents_trace(
+    lab: &support::Lab,
+    agents: &str,
+    certs: &Certs,
+    args: &[&str],
+) -> (i32, serde_json::Value, String) {
+    let bin = dye_bin();
+    let node1 = lab.ns("node-1");
+    let mut argv = vec!["netns", "exec", node1.as_str(), bin.to_str().unwrap()];
+    argv.extend_from_slice(&[
+        "trace",
+        "--json",
+        "--agents",
+        agents,
+        "--certs",
+        certs.path(),
+    ]);
+    argv.extend_from_slice(args);
+    let out = Command::new("ip")
+        .args(&argv)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dye");
+    let code = out.status.code().unwrap_or(-1);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}); exit {code}; stderr: {stderr}"));
+    (code, report, stderr)
+}
+
+/// (netns, ifname, direction, leg) of every hop.
+fn hop_list(r: &serde_json::Value) -> Vec<(String, String, String, String)> {
+    r["hops"]
+        .as_array()
+        .expect("hops")
+        .iter()
+        .map(|h| {
+            (
+                h["netns"].as_str().unwrap().to_string(),
+                h["ifname"].as_str().unwrap().to_string(),
+                h["direction"].as_str().unwrap().to_string(),
+                h["leg"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn hop_time(r: &serde_json::Value, netns: &str, ifname: &str, dir: &str, leg: &str) -> i64 {
+    r["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| {
+            h["netns"] == netns && h["ifname"] == ifname && h["direction"] == dir && h["leg"] == leg
+        })
+        .unwrap_or_else(|| panic!("no hop {netns}/{ifname} {dir} {leg}"))["t_ns"]
+        .as_i64()
+        .unwrap()
+}
+
+#[test]
+fn a_cross_node_trace_through_agents_has_the_hops_single_host_dye_sees() {
+    let root_before = support::root_snapshot();
+    let lab = support::Lab::up();
+    let certs = Certs::new("lab");
+    let (a1, a2) = lab_agents(&lab, &certs, None);
+    let agents = format!("{},{}", a1.addr, a2.addr);
+    let pod_c = lab.pod_ip("pod-c");
+    let pcap = support::TempPcap::new("agents");
+    let (code, via_agents, err) = agents_trace(
+        &lab,
+        &agents,
+        &certs,
+        &[
+            "--from",
+            &lab.ns("pod-a"),
+            "--to",
+            &pod_c,
+            "--pcap",
+            pcap.path(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // tshark reads one merged pcapng whose interfaces are named node/netns/ifname.
+    let names: Vec<String> = support::tshark_fields(pcap.path(), &[], &["frame.interface_name"])
+        .into_iter()
+        .map(|row| row[0].clone())
+        .collect();
+    assert_eq!(names.len(), hop_list(&via_agents).len(), "{names:?}");
+    assert!(
+        names.contains(&format!("{0}/{0}/eth0", lab.ns("node-2"))),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&format!("{}/{}/eth0", lab.ns("node-1"), lab.ns("pod-a"))),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&format!("{}/{}/eth0", lab.ns("node-2"), lab.ns("pod-c"))),
+        "{names:?}"
+    );
+    assert_eq!(via_agents["verdict"]["kind"], "answered", "{via_agents}");
+
+    let out = dye(&[
+        "trace",
+        "--json",
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &pod_c,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let single: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The underlay switch is no node and runs no agent: on a cluster nobody sees inside it.
+    let underlay = lab.ns("underlay");
+    let expected: Vec<_> = hop_list(&single)
+        .into_iter()
+        .filter(|h| h.0 != underlay)
+        .collect();
+    assert!(expected.len() >= 16, "{expected:?}");
+    assert_eq!(hop_list(&via_agents), expected);
+    // Both nodes' hops, each attributed to its node.
+    for h in via_agents["hops"].as_array().unwrap() {
+        let node = h["node"].as_str().unwrap();
+        assert!(node == lab.ns("node-1") || node == lab.ns("node-2"), "{h}");
+    }
+    let clocks = via_agents["agents"]["clocks"].as_array().expect("clocks");
+    assert_eq!(clocks.len(), 2, "{clocks:?}");
+    assert_eq!(via_agents["agents"]["reference"], lab.ns("node-1"));
+    assert_eq!(clocks[1]["method"], "probe");
+    assert!(via_agents["agents"]["blind"].as_array().unwrap().is_empty());
+    // Agents, captures and the lab gone: the root namespace as it was.
+    drop((a1, a2));
+    drop(lab);
+    assert_eq!(support::root_snapshot(), root_before);
+}
+
+#[test]
+fn clock_offsets_come_from_the_probe_and_every_hop_follows_its_cause() {
+    let lab = support::Lab::up();
+    let certs = Certs::new("clock");
+    for (shift, truth_us) in [("50ms", 50_000.0), ("-50ms", -50_000.0)] {
+        let (a1, a2) = lab_agents(&lab, &certs, Some(shift));
+        let agents = format!("{},{}", a1.addr, a2.addr);
+        let (code, r, err) = agents_trace(
+            &lab,
+            &agents,
+            &certs,
+            &["--from", &lab.ns("pod-a"), "--to", &lab.pod_ip("pod-c")],
+        );
+        assert_eq!(code, 0, "{err}");
+        let node2 = r["agents"]["clocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["node"] == lab.ns("node-2"))
+            .cloned()
+            .expect("node-2's clock");
+        assert_eq!(node2["method"], "probe", "{node2}");
+        let est = node2["offset_us"].as_f64().unwrap();
+        let bound = node2["bound_us"].as_f64().unwrap();
+        assert!((est - truth_us).abs() < 50.0, "{shift}: estimated {est} µs");
+        assert!(bound < 500.0, "{shift}: bound {bound} µs");
+        // Every hop of a leg after the one before it: one timeline.
+        let hops = r["hops"].as_array().unwrap();
+        for leg in ["forward", "return"] {
+            let times: Vec<i64> = hops
+                .iter()
+                .filter(|h| h["leg"] == leg)
+                .map(|h| h["t_ns"].as_i64().unwrap())
+                .collect();
+            assert!(
+                times.windows(2).all(|w| w[0] <= w[1]),
+                "{shift} {leg}: {times:?}"
+            );
+        }
+        // The underlay crossings, one way each: ≥ 0 and < 1 ms.
+        let (n1, n2) = (lab.ns("node-1"), lab.ns("node-2"));
+        let fwd = hop_time(&r, &n2, "eth0", "in", "forward")
+            - hop_time(&r, &n1, "eth0", "out", "forward");
+        let back =
+            hop_time(&r, &n1, "eth0", "in", "return") - hop_time(&r, &n2, "eth0", "out", "return");
+        for (what, d) in [("forward", fwd), ("return", back)] {
+            assert!(
+                (0..1_000_000).contains(&d),
+                "{shift}: underlay {what} {d} ns"
+            );
+        }
+        drop((a1, a2));
+    }
+}
+
+/// Only node-1's agent runs; node-2's address is given but nothing listens there.
+#[test]
+fn a_node_whose_agent_is_down_is_named_blind_and_never_blamed_for_a_drop() {
+    let lab = support::Lab::up();
+    let certs = Certs::new("down");
+    let a1 = Agent::start(
+        Some(&lab.ns("node-1")),
+        &format!("{}:7443", lab.addr("node-1", "eth0")),
+        &["--certs", certs.path()],
+        &[],
+    );
+    let dead = format!("{}:7443", lab.addr("node-2", "eth0"));
+    let agents = format!("{},{dead}", a1.addr);
+    let args = [
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &lab.pod_ip("pod-c"),
+        "--timeout",
+        "1s",
+    ];
+
+    // Answered, but node-2 was not observed: a partial trace, exit 1.
+    let started = Instant::now();
+    let (code, r, err) = agents_trace(&lab, &agents, &certs, &args);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(r["verdict"]["kind"], "answered");
+    let blind = r["agents"]["blind"].as_array().unwrap();
+    assert_eq!(blind.len(), 1, "{blind:?}");
+    assert_eq!(blind[0]["agent"], dead);
+    assert!(
+        blind[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{blind:?}"
+    );
+    for h in r["hops"].as_array().unwrap() {
+        assert_eq!(h["node"], lab.ns("node-1"), "{h}");
+    }
+
+    // node-2 drops the probe: nobody saw it after node-1's uplink, so no drop is claimed.
+    lab.fault(&["drop-pod", "pod-c"]);
+    let (code, r, err) = agents_trace(&lab, &agents, &certs, &args);
+    assert_eq!(code, 1, "{err}");
+    let v = &r["verdict"];
+    assert_eq!(v["kind"], "unobserved", "{v}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("{}/eth0 (out)", lab.ns("node-1"))),
+        "{detail}"
+    );
+    assert!(detail.contains(&dead), "{detail}");
+    assert!(!detail.contains("dropped in"), "{detail}");
+}
+
+#[test]
+fn an_agent_killed_mid_trace_leaves_a_partial_trace_naming_its_node() {
+    let lab = support::Lab::up();
+    let certs = Certs::new("kill");
+    let (a1, mut a2) = lab_agents(&lab, &certs, None);
+    let agents = format!("{},{}", a1.addr, a2.addr);
+    let node1 = lab.ns("node-1");
+    let bin = dye_bin();
+    let pod_a = lab.ns("pod-a");
+    let pod_c = lab.pod_ip("pod-c");
+    let started = Instant::now();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &node1, bin.to_str().unwrap()])
+        .args([
+            "trace",
+            "--json",
+            "--agents",
+            &agents,
+            "--certs",
+            certs.path(),
+        ])
+        .args(["--from", &pod_a, "--to", &pod_c])
+        .args(["--count", "8", "--interval", "300ms", "--timeout", "1s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Probes go out for 2.4 s; node-2's agent dies in the middle.
+    std::thread::sleep(Duration::from_millis(1500));
+    a2.kill();
+    let out = child.wait_with_output().unwrap();
+    let elapsed = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(elapsed < Duration::from_secs(15), "{elapsed:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let blind = r["agents"]["blind"].as_array().unwrap();
+    assert_eq!(blind.len(), 1, "{blind:?}");
+    assert_eq!(blind[0]["node"], lab.ns("node-2"));
+    // node-2's points are reported lost, node-1's are not.
+    let node2: Vec<String> = ["node-2", "pod-c", "pod-d"]
+        .iter()
+        .map(|m| format!("{}/", lab.ns(m)))
+        .collect();
+    for p in r["capture"].as_array().unwrap() {
+        let on_node2 = node2
+            .iter()
+            .any(|n| p["name"].as_str().unwrap().starts_with(n.as_str()));
+        assert_eq!(!p["lost"].is_null(), on_node2, "{p}");
+    }
+    // Probes before the kill were seen on node-2; none is called dropped there.
+    assert_ne!(r["verdict"]["kind"], "dropped", "{}", r["verdict"]);
+}
+
+/// A ClusterIP (owned by no node, so every agent captures) and a drop on node-2, both traced
+/// from a coordinator on node-1.
+#[test]
+fn a_clusterip_dnat_and_a_drop_on_node_2_are_traced_through_agents() {
+    let lab = support::Lab::up();
+    let certs = Certs::new("cip");
+    let (a1, a2) = lab_agents(&lab, &certs, Some("-20ms"));
+    let agents = format!("{},{}", a1.addr, a2.addr);
+    let (code, r, err) = agents_trace(
+        &lab,
+        &agents,
+        &certs,
+        &[
+            "--from",
+            &lab.ns("pod-b"),
+            "--to",
+            "10.96.0.10:80",
+            "--count",
+            "6",
+            "--interval",
+            "20ms",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["verdict"]["kind"], "answered", "{}", r["verdict"]);
+    let dnat = r["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|h| h["events"].as_array().unwrap().iter().map(move |e| (h, e)))
+        .find(|(_, e)| e["type"] == "dnat")
+        .expect("a DNAT event");
+    assert_eq!(dnat.1["from"], "10.96.0.10:80");
+    // The conntrack entry confirming it came from node-1's agent.
+    assert!(
+        dnat.0["conntrack"]["orig"]
+            .as_str()
+            .unwrap()
+            .contains("10.96.0.10:80"),
+        "{}",
+        dnat.0
+    );
+    assert!(r["agents"]["blind"].as_array().unwrap().is_empty());
+
+    // DROP on node-2: localised inside node-2, between its VXLAN device and the pod.
+    lab.fault(&["drop-pod", "pod-c"]);
+    let (code, r, err) = agents_trace(
+        &lab,
+        &agents,
+        &certs,
+        &[
+            "--from",
+            &lab.ns("pod-a"),
+            "--to",
+            &lab.pod_ip("pod-c"),
+            "--timeout",
+            "1s",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    let v = &r["verdict"];
+    assert_eq!(v["kind"], "dropped", "{v}");
+    let node2 = lab.ns("node-2");
+    assert!(
+        v["expected_next"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{node2}/")),
+        "{v}"
+    );
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("dropped inside {node2}")),
+        "{v}"
+    );
+    // No return leg: node-2's clock comes from the RPC exchange, still about -20 ms.
+    let c = r["agents"]["clocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["node"] == node2)
+        .cloned()
+        .unwrap();
+    assert_eq!(c["method"], "exchange", "{c}");
+    let off = c["offset_us"].as_f64().unwrap();
+    let bound = c["bound_us"].as_f64().unwrap();
+    assert!((off + 20_000.0).abs() <= bound + 50.0, "{c}");
+    assert!(bound < 20_000.0, "{c}");
+}
+
+/// What an agent refuses whatever the client asks, through the real coordinator.
+#[test]
+fn agents_enforce_their_bounds_with_errors_that_name_them() {
+    let lab = support::Lab::up();
+    let certs = Certs::new("bounds");
+    let a1 = Agent::start(
+        Some(&lab.ns("node-1")),
+        &format!("{}:7443", lab.addr("node-1", "eth0")),
+        &["--certs", certs.path(), "--max-probe-rate", "5"],
+        &[],
+    );
+    let pod_c = lab.pod_ip("pod-c");
+    let run = |extra: &[&str]| {
+        let node1 = lab.ns("node-1");
+        let bin = dye_bin();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &node1, bin.to_str().unwrap()])
+            .args(["trace", "--agents", &a1.addr, "--certs", certs.path()])
+            .args(["--from", &lab.ns("pod-a"), "--to", &pod_c])
+            .args(extra)
+            .stdin(Stdio::null());
+        let started = Instant::now();
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+            started.elapsed(),
+        )
+    };
+    // 20 probes 10 ms apart against 5 per second: the sixth is refused.
+    let (code, err, took) = run(&["--count", "20", "--interval", "10ms", "--timeout", "200ms"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("at most 5 probes per second"), "{err}");
+    assert!(took < Duration::from_secs(10));
+    // A capture longer than the agent's 2-minute bound is refused before anything is sent.
+    let (code, err, _) = run(&["--count", "3", "--interval", "60s"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("exceeds this agent's bound of 2m"), "{err}");
+}

@@ -1,0 +1,20 @@
+//! `dye agent`: one node's abilities — resolve references, snapshot the topology, capture,
+//! inject, conntrack, PMTU, clock — served over gRPC (dye.agent.v1, proto/dye/agent/v1) with
+//! mutual TLS, to a coordinator (`dye trace --agents`) that merges several nodes into one trace.
+
+pub mod certs;
+pub mod limits;
+pub mod node;
+pub mod service;
+pub mod skew;
+pub mod tls;
+
+mod listen;
+
+pub use listen::{serve, Security};
+
+/// The generated dye.agent.v1 messages, client and server.
+#[allow(clippy::all, clippy::pedantic, missing_debug_implementations)]
+pub mod pb {
+    tonic::include_proto!("dye.agent.v1");
+}

@@ -1,0 +1,145 @@
+//! This node as an agent sees it: the namespace the agent runs in and every namespace that
+//! belongs to it (dye's node attribution: a pod belongs to the namespace at its veth's far
+//! end). Namespaces of other nodes are never in an agent's scope, even where they are visible
+//! (the lab's nodes share one kernel).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use dye_capture::{Netns, NetnsId};
+use dye_core::snapshot::Snapshot;
+
+use crate::live::{Scope, ScopeError, ScopeRequest};
+
+/// The agent's own node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The namespace the agent was started in.
+    own: Netns,
+}
+
+impl Node {
+    /// The node of the calling thread's namespace (call it on the main thread at start).
+    pub fn current() -> Result<Node, dye_capture::NetnsError> {
+        let me = Netns::current()?;
+        // Named as the host lists it (`host`, or its /run/netns name in the lab), not `self`.
+        let own = Netns::enumerate()?
+            .into_iter()
+            .find(|n| n.id() == me.id())
+            .unwrap_or(me);
+        Ok(Node { own })
+    }
+
+    /// The name of the namespace the agent runs in.
+    pub fn netns_name(&self) -> &str {
+        self.own.name()
+    }
+
+    /// Discovers this node's namespaces and capture points.
+    pub fn scope(&self) -> Result<NodeScope, ScopeError> {
+        // An agent serves its whole node: every namespace there, not one probe's path.
+        let unspecified = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let mut scope = Scope::discover(
+            &self.own,
+            &ScopeRequest {
+                all_namespaces: true,
+                max_points: 0,
+                ..ScopeRequest::default()
+            },
+            unspecified,
+            unspecified,
+        )?;
+        let node = scope
+            .topology
+            .namespaces
+            .iter()
+            .find(|n| n.id == self.own.id())
+            .map(|n| n.node.clone())
+            .unwrap_or_else(|| scope.source.clone());
+        scope.topology.namespaces.retain(|n| n.node == node);
+        let kept: Vec<String> = scope
+            .topology
+            .namespaces
+            .iter()
+            .map(|n| n.name.clone())
+            .collect();
+        let keep: Vec<bool> = scope
+            .metas
+            .iter()
+            .map(|m| kept.contains(&m.netns))
+            .collect();
+        let mut it = keep.iter();
+        scope.points.retain(|_| *it.next().unwrap_or(&false));
+        let mut it = keep.iter();
+        scope.metas.retain(|_| *it.next().unwrap_or(&false));
+        let name = match node.as_str() {
+            // Every machine's own namespace is `host`: the machine's name tells them apart.
+            "host" | "self" => hostname().unwrap_or(node.clone()),
+            // A lab node: its namespace's name (lab nodes share the host's name).
+            _ => node.clone(),
+        };
+        Ok(NodeScope { node, name, scope })
+    }
+}
+
+/// One discovery of this node.
+#[derive(Debug)]
+pub struct NodeScope {
+    /// The node's own namespace's name in dye's topology (`host` on a machine).
+    pub node: String,
+    /// The node's name for coordinators: the hostname when the agent runs in the host's
+    /// namespace, else the namespace's name.
+    pub name: String,
+    pub scope: Scope,
+}
+
+impl NodeScope {
+    /// The name of the namespace `ns` is, if it belongs to this node.
+    pub fn name_of(&self, ns: &Netns) -> Option<&str> {
+        self.name_of_id(ns.id())
+    }
+
+    pub fn name_of_id(&self, id: NetnsId) -> Option<&str> {
+        self.scope
+            .topology
+            .namespaces
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.name.as_str())
+    }
+
+    /// The namespace here with this name.
+    pub fn netns(&self, name: &str) -> Option<&Netns> {
+        self.scope.topology.namespace(name).map(|i| &i.netns)
+    }
+
+    /// The namespaces here that own `addr` on one of their links.
+    pub fn owners(&self, addr: IpAddr) -> Vec<String> {
+        self.scope
+            .topology
+            .namespaces
+            .iter()
+            .filter(|n| {
+                n.links
+                    .iter()
+                    .any(|l| l.addresses.iter().any(|a| a.addr == addr))
+            })
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// The node's snapshot, its source the node's own namespace.
+    pub fn snapshot(&self) -> Snapshot {
+        crate::live::snapshot::from_topology(
+            &self.scope.topology,
+            &self.node,
+            self.scope.metas.clone(),
+        )
+    }
+}
+
+/// The kernel's hostname (UTS namespace).
+fn hostname() -> Option<String> {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let h = h.trim();
+    (!h.is_empty()).then(|| h.to_string())
+}
