@@ -1086,16 +1086,31 @@ fn a_trace_killed_with_sigkill_leaves_no_tracing_table() {
 
 #[test]
 fn the_dropping_rule_is_named_downstream_of_a_cluster_ip_dnat() {
+    dropped_downstream_of_a_cluster_ip_dnat(64);
+}
+
+/// The marker ends the probe, here ~1160 bytes past the transport header: beyond what a
+/// payload match could read before Linux 6.2, so an address match would have been needed —
+/// and it stops matching once node-1's DNAT rewrites the destination.
+#[test]
+fn a_big_probes_dropping_rule_is_named_downstream_of_a_cluster_ip_dnat() {
+    dropped_downstream_of_a_cluster_ip_dnat(1200);
+}
+
+fn dropped_downstream_of_a_cluster_ip_dnat(size: u32) {
     let lab = Lab::up();
     lab.fault(&["drop-pod", "pod-c"]);
     // pod-b → ClusterIP: node-1 DNATs each probe to pod-a or pod-c; those sent to pod-c die in
     // node-2's FORWARD chain, where the probe no longer carries the address it was sent to.
     // dye's tracing rule matches the probe's marker, not its addresses, so node-2 traces it.
+    let size = size.to_string();
     let (code, r) = trace(&[
         "--from",
         &lab.ns("pod-b"),
         "--to",
         "10.96.0.10:80",
+        "--size",
+        &size,
         "--count",
         "14",
         "--interval",
@@ -1103,6 +1118,7 @@ fn the_dropping_rule_is_named_downstream_of_a_cluster_ip_dnat() {
         "--timeout",
         "1s",
     ]);
+    assert_eq!(r["probe"]["size"].to_string(), size);
     assert_eq!(code, 1, "{}", r["verdict"]);
     assert_eq!(
         r["verdict"]["kind"], "dropped",

@@ -1,6 +1,6 @@
 //! Which netfilter rule met the probes: every namespace in scope gets dye's owner-flagged
-//! nf_tables table whose rule sets `meta nftrace` on the probes (matched by their addresses and
-//! protocol, before NAT and conntrack), and a listener for the kernel's trace events. The kernel
+//! nf_tables table whose rule sets `meta nftrace` on the probes (matched by protocol and their
+//! marker, before NAT and conntrack), and a listener for the kernel's trace events. The kernel
 //! removes each table when dye's socket closes — on success, error, or SIGKILL.
 
 use std::net::IpAddr;
@@ -28,20 +28,24 @@ pub struct ProbeSignature {
 impl ProbeSignature {
     /// The marker's constant half — its magic and the trace id — where it sits in every probe
     /// of the trace: NAT rewrites addresses, not the payload, so this match keeps tracing a
-    /// probe downstream of a DNAT. The kernel reads payload offsets up to 255 only: a probe
-    /// whose marker lies beyond is matched by its addresses instead (until a NAT rewrites them).
-    fn matcher(&self) -> ProbeMatch {
+    /// probe downstream of a DNAT, whatever its size (the marker ends the packet).
+    fn by_marker(&self) -> ProbeMatch {
+        let mut bytes = dye_decode::Marker::MAGIC.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&self.trace_id.to_be_bytes());
+        ProbeMatch::by_marker(self.proto, self.src, self.marker_offset(), bytes)
+    }
+
+    /// Where the marker starts, from the transport header.
+    fn marker_offset(&self) -> u32 {
         let ip_header = if self.src.is_ipv4() { 20 } else { 40 };
-        let offset = self
-            .size
-            .saturating_sub(ip_header + dye_decode::Marker::LEN as u32);
-        if offset + 8 <= 256 {
-            let mut bytes = dye_decode::Marker::MAGIC.to_be_bytes().to_vec();
-            bytes.extend_from_slice(&self.trace_id.to_be_bytes());
-            ProbeMatch::by_marker(self.proto, self.src, offset, bytes)
-        } else {
-            ProbeMatch::new(self.proto, self.src, self.dst)
-        }
+        self.size
+            .saturating_sub(ip_header + dye_decode::Marker::LEN as u32)
+    }
+
+    /// For a kernel older than 6.2, which reads payload offsets up to 255 only: the probes'
+    /// addresses (a NAT on the way rewrites them, so tracing stops there).
+    fn by_addresses(&self) -> Option<ProbeMatch> {
+        (self.marker_offset() + 8 > 256).then(|| ProbeMatch::new(self.proto, self.src, self.dst))
     }
 }
 
@@ -57,12 +61,21 @@ impl RuleTracer {
     /// be armed (no nf_tables, no permission) is skipped with a warning: the trace goes on, its
     /// verdict just cannot name a rule there.
     pub fn arm(topology: &Topology, table: &str, probes: &ProbeSignature) -> Self {
-        let m = probes.matcher();
+        let (m, fallback) = (probes.by_marker(), probes.by_addresses());
         let started = std::time::Instant::now();
+        let arm = |netns| {
+            Armed::arm(netns, table, &m).or_else(|e| match &fallback {
+                Some(f) => {
+                    tracing::debug!("marker match refused ({e}): matching addresses");
+                    Armed::arm(netns, table, f)
+                }
+                None => Err(e),
+            })
+        };
         let armed: Vec<(String, Armed)> = topology
             .namespaces
             .iter()
-            .filter_map(|info| match Armed::arm(&info.netns, table, &m) {
+            .filter_map(|info| match arm(&info.netns) {
                 Ok(a) => Some((info.name.clone(), a)),
                 Err(e) => {
                     tracing::warn!(netns = %info.name, "cannot trace netfilter rules: {e}");
