@@ -7,6 +7,7 @@
 //! implementation lives in the `dye` binary, and [`recording::Replayer`] plays a recorded
 //! journal back, so every verdict here can be tested without privileges.
 
+pub mod hop_rules;
 pub mod kernel_drop;
 pub mod model;
 pub mod mtu;

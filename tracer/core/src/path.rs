@@ -272,6 +272,10 @@ pub struct Hop {
     pub fragments: Option<Fragments>,
     pub events: Vec<HopEvent>,
     pub conntrack: Option<Conntrack>,
+    /// The netfilter rules that decided something about the packet at this hop: the jumps that
+    /// led to an accept or a drop, and that accept or drop (see [`crate::hop_rules`]).
+    #[serde(default)]
+    pub rules: Vec<crate::seam::RuleEvent>,
 }
 
 impl Hop {

@@ -174,7 +174,7 @@ impl Network for LiveNetwork {
     }
 
     fn rule_events(&mut self) -> Result<Vec<RuleEvent>, SeamError> {
-        let events = self.rules.events();
+        let events = self.rules.events(&self.topology);
         self.tick();
         Ok(events)
     }

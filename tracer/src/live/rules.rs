@@ -3,6 +3,7 @@
 //! marker, before NAT and conntrack), and a listener for the kernel's trace events. The kernel
 //! removes each table when dye's socket closes — on success, error, or SIGKILL.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use dye_capture::nftrace::{Armed, ProbeMatch, TraceKind};
@@ -93,9 +94,23 @@ impl RuleTracer {
 
     /// The rules the probes met since arming, dye's own tracing rule left out, each with its
     /// text as nft prints it.
-    pub fn events(&mut self) -> Vec<RuleEvent> {
+    pub fn events(&mut self, topology: &Topology) -> Vec<RuleEvent> {
         let mut out = Vec::new();
         for (netns, armed) in &mut self.armed {
+            let links = topology
+                .namespace(netns)
+                .map(|n| &n.links[..])
+                .unwrap_or(&[]);
+            let dev = |ifindex: Option<u32>| {
+                let i = ifindex?;
+                links
+                    .iter()
+                    .find(|l| l.ifindex == i)
+                    .map(|l| l.name.clone())
+            };
+            // The kernel reports devices and headers on a hook's first event only (dye's own
+            // rule, left out below): each later event of that walk takes them from there.
+            let mut seen: HashMap<u32, Crossing> = HashMap::new();
             let events = match armed.drain(MAX_EVENTS) {
                 Ok(e) => e,
                 Err(e) => {
@@ -104,7 +119,19 @@ impl RuleTracer {
                 }
             };
             let own = armed.table().to_string();
-            for ev in events.into_iter().filter(|e| !e.is_from(&own)) {
+            for ev in events {
+                if ev.iif.is_some() || ev.oif.is_some() || !ev.network_header.is_empty() {
+                    let crossing = Crossing {
+                        iif: dev(ev.iif),
+                        oif: dev(ev.oif),
+                        ip_id: ip_id(&ev.network_header),
+                    };
+                    seen.insert(ev.id, crossing);
+                }
+                if ev.is_from(&own) {
+                    continue;
+                }
+                let crossing = seen.get(&ev.id).cloned().unwrap_or_default();
                 let text = armed.describe(&ev);
                 out.push(RuleEvent {
                     netns: netns.clone(),
@@ -116,6 +143,9 @@ impl RuleTracer {
                     policy: ev.kind == TraceKind::Policy,
                     verdict: ev.verdict.as_ref().map(|v| v.to_string()),
                     text,
+                    iif: crossing.iif,
+                    oif: crossing.oif,
+                    ip_id: crossing.ip_id,
                 });
             }
         }
@@ -165,6 +195,33 @@ pub fn legacy_iptables(topology: &Topology) -> Vec<LegacyTables> {
             },
         )
         .collect()
+}
+
+/// Where a walk crossed a hook, from its first event.
+#[derive(Debug, Clone, Default)]
+struct Crossing {
+    iif: Option<String>,
+    oif: Option<String>,
+    ip_id: Option<u32>,
+}
+
+/// The IPv4 id or IPv6 flow label of the packet whose headers the kernel copied.
+fn ip_id(network_header: &[u8]) -> Option<u32> {
+    match network_header.first()? >> 4 {
+        4 => Some(u32::from(u16::from_be_bytes([
+            *network_header.get(4)?,
+            *network_header.get(5)?,
+        ]))),
+        6 => Some(
+            u32::from_be_bytes([
+                0,
+                *network_header.get(1)?,
+                *network_header.get(2)?,
+                *network_header.get(3)?,
+            ]) & 0xf_ffff,
+        ),
+        _ => None,
+    }
 }
 
 /// nft's name of an `NFPROTO_*` family.

@@ -11,7 +11,7 @@ use dye_core::snapshot::{LegacyTables, OuterDf, Snapshot};
 use dye_core::trace::Trace;
 
 use super::trace_v1::{
-    DroppedBy, EventType, Fragments, Hop, HopEvent, KernelDropView, OuterView, PacketView,
+    DroppedBy, EventType, Fragments, Hop, HopEvent, HopRule, KernelDropView, OuterView, PacketView,
     PointReport, ProbeSpec, ProbeSummary, TraceReport, Verdict, SCHEMA,
 };
 
@@ -129,6 +129,27 @@ fn hop(h: &CoreHop) -> Hop {
         fragments: h.fragments.as_ref().map(fragments),
         events: h.events.iter().map(|e| event(e, h.leg)).collect(),
         conntrack: h.conntrack.clone(),
+        rules: h.rules.iter().map(hop_rule).collect(),
+    }
+}
+
+fn hop_rule(r: &RuleEvent) -> HopRule {
+    let verdict = r.verdict.as_deref().unwrap_or("continue");
+    let detail = match r.handle {
+        Some(h) if !r.policy => format!(
+            "nft {} {} {} #{h}: `{}` → {verdict}",
+            r.family, r.table, r.chain, r.text
+        ),
+        _ => format!("nft {} {} {}: policy {verdict}", r.family, r.table, r.chain),
+    };
+    HopRule {
+        family: r.family.clone(),
+        table: r.table.clone(),
+        chain: r.chain.clone(),
+        handle: r.handle,
+        rule: r.text.clone(),
+        verdict: r.verdict.clone(),
+        detail,
     }
 }
 
