@@ -306,6 +306,49 @@ fn a_probe_whose_ttl_runs_out_is_named_where_it_expired() {
     );
 }
 
+#[test]
+fn a_df_probe_too_big_for_the_next_link_is_named_with_the_kernels_reason() {
+    let lab = Lab::up();
+    // pod-c's link (and node-2's cni0 bridge with it) shrinks to 1300: node-2 cannot forward a
+    // 1400-byte DF probe from the overlay, answers "need-frag, MTU 1300" and drops it.
+    lab.fault(&["link-mtu", "pod-c/eth0", "1300"]);
+    let (code, v) = trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &lab.pod_ip("pod-c"),
+        "--size",
+        "1400",
+        "--df",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["kind"], "icmp_error", "{v}");
+    let node2 = lab.ns("node-2");
+    assert_kernel_drop(&v, &node2, "flannel.1", "PKT_TOO_BIG", "too_big");
+    assert!(
+        v["kernel_drop"]["function"]
+            .as_str()
+            .unwrap()
+            .starts_with("ip_forward+"),
+        "{v}"
+    );
+    // The link it was too big for, as `ip` shows it.
+    let link = lab.exec("node-2", &["ip", "-j", "link", "show", "cni0"]);
+    let link: Value = serde_json::from_slice(&link.stdout).expect("ip -j link");
+    let mtu = &link[0]["mtu"];
+    assert_eq!(mtu, 1300, "{link}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("next-hop MTU {mtu}")), "{detail}");
+    assert!(
+        detail.ends_with(&format!(
+            "too big for the next link (PKT_TOO_BIG) on {node2} flannel.1"
+        )),
+        "{detail}"
+    );
+}
+
 /// Ids of loaded dye kfree_skb programs.
 fn dye_programs() -> Vec<u64> {
     let out = std::process::Command::new("bpftool")
