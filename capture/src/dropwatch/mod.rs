@@ -141,11 +141,21 @@ pub struct Names {
 impl Names {
     /// Reads both tables from the running kernel.
     pub fn load() -> Names {
+        Names::load_with(Kallsyms::load())
+    }
+
+    /// Reads the reasons, and of kallsyms only what names `locations` (cheaper: no table of
+    /// every kernel function).
+    pub fn load_for(locations: &[u64]) -> Names {
+        Names::load_with(Kallsyms::load_for(locations))
+    }
+
+    fn load_with(symbols: std::io::Result<Kallsyms>) -> Names {
         let reasons = EnumNames::from_kernel(REASON_ENUM).unwrap_or_else(|e| {
             tracing::warn!("cannot read drop reason names from {}: {e}", btf::VMLINUX);
             EnumNames::default()
         });
-        let symbols = Kallsyms::load().unwrap_or_else(|e| {
+        let symbols = symbols.unwrap_or_else(|e| {
             tracing::warn!("cannot read /proc/kallsyms: {e}");
             Kallsyms::default()
         });

@@ -180,7 +180,7 @@ impl Network for LiveNetwork {
     }
 
     fn kernel_drops(&mut self) -> Result<Vec<KernelDrop>, SeamError> {
-        let drops = self.drops.ready().events(&self.topology);
+        let drops = self.drops.events(&self.topology);
         self.tick();
         Ok(drops)
     }
