@@ -359,6 +359,13 @@ pub enum DropReason {
     },
 }
 
+impl DropReason {
+    /// Only where to look, no finding: the kernel's own reason, whatever it is, says more.
+    pub fn is_vague(&self) -> bool {
+        matches!(self, DropReason::Unknown | DropReason::DroppedInside { .. })
+    }
+}
+
 /// What a vanished probe should have done next, and why it did not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Expectation {

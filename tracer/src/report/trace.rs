@@ -393,6 +393,7 @@ fn kernel_words(k: &KernelDrop) -> String {
         ),
         KernelCause::TtlExceeded => format!("TTL exceeded ({reason}){on}"),
         KernelCause::TooBig => format!("too big for the next link ({reason}){on}"),
+        KernelCause::NoSocket => format!("no socket took it ({reason}){on}"),
         KernelCause::Other => format!(
             "the kernel dropped it{on}: {reason}{}",
             k.function
@@ -469,9 +470,14 @@ fn outcome_detail(
                     detail.push_str(&format!(" and never appeared at {}", place(next)));
                 }
                 // The kernel's trace names the rule, or its drop reason the cause: either
-                // replaces the list of places to look.
+                // replaces the list of places to look. A reason the kernel does not name
+                // (NOT_SPECIFIED) adds to what dye worked out itself (an encapsulation too big
+                // for the underlay), without replacing it.
                 let why = match (dropped_by, kernel) {
                     (Some(r), _) => rule_words(r),
+                    (None, Some(k)) if k.cause() == KernelCause::Other && !e.reason.is_vague() => {
+                        format!("{}; {}", explanation(e), kernel_words(k))
+                    }
                     (None, Some(k)) => kernel_words(k),
                     (None, None) => explanation(e),
                 };
@@ -724,7 +730,7 @@ mod tests {
         let r = replay("trace-black-hole");
         assert_eq!(
             r.verdict.detail,
-            "the probe was last seen at dye-fx-node-1/flannel.1 (out) and never appeared at dye-fx-node-1/eth0 (out): 1400 + 50 bytes of vxlan overhead = 1450 bytes, over eth0's MTU 1400, and the outer header has DF set: the kernel drops it (a black hole for the sender unless it gets ICMP). Lower the overlay MTU to 1350 or raise the underlay MTU to 1450"
+            "the probe was last seen at dye-fx-node-1/flannel.1 (out) and never appeared at dye-fx-node-1/eth0 (out): 1400 + 50 bytes of vxlan overhead = 1450 bytes, over eth0's MTU 1400, and the outer header has DF set: the kernel drops it (a black hole for the sender unless it gets ICMP). Lower the overlay MTU to 1350 or raise the underlay MTU to 1450; the kernel dropped it on dye-fx-node-1 eth0: NOT_SPECIFIED in ip_fragment.constprop.0+0x84"
         );
     }
 
@@ -732,7 +738,7 @@ mod tests {
     fn icmp_errors_delivery_and_timeouts_read_as_before() {
         assert_eq!(
             replay("trace-v6-packet-too-big").verdict.detail,
-            "fd00:50::254 sent ICMP packet-too-big, next-hop MTU 1280 (first seen at dye-fx-fw/eth0)"
+            "fd00:50::254 sent ICMP packet-too-big, next-hop MTU 1280 (first seen at dye-fx-fw/eth0); too big for the next link (PKT_TOO_BIG) on dye-fx-fw eth1"
         );
         assert_eq!(
             replay("trace-delivered").verdict.detail,

@@ -88,7 +88,7 @@ pub struct KernelDropView {
     /// names it; null when unnamed (then `reason_code`).
     pub reason: Option<String>,
     pub reason_code: u32,
-    /// netfilter | reverse_path | no_route | neighbour | ttl_exceeded | too_big | other
+    /// netfilter | reverse_path | no_route | neighbour | ttl_exceeded | too_big | no_socket | other
     pub cause: KernelCause,
     /// The kernel function that let go of it, `ip_error+0x94`.
     pub function: Option<String>,
