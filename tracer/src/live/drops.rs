@@ -6,12 +6,14 @@
 //! Loading the program runs on its own thread from the start of setup, overlapping discovery
 //! and capture setup instead of adding to the trace (aya parses the kernel's BTF for its CO-RE
 //! relocations: ~90 ms wall and ~50 ms CPU in a release build, ~0.4 s in a debug one). Names
-//! are read only when something was dropped, and of kallsyms only the dropping functions.
+//! are read only when something was dropped, and of kallsyms only the functions of drops that
+//! can explain a verdict.
 
 use std::thread::JoinHandle;
 
 use dye_capture::dropwatch::{self, DropWatch, Names};
 use dye_capture::topology::Topology;
+use dye_core::kernel_drop::KernelCause;
 use dye_core::seam::KernelDrop;
 
 /// Reports drained at most: one per dropped probe, and a trace sends few.
@@ -66,8 +68,20 @@ impl Arming {
         if raw.is_empty() {
             return Vec::new();
         }
-        let locations: Vec<u64> = raw.iter().map(|d| d.location).collect();
-        let names = Names::load_for(&locations);
+        // Functions only for drops that can explain a verdict: an answered ICMP trace's echo
+        // reply always ends as NO_SOCKET in the source, and reading kallsyms for it alone
+        // would cost every such trace ~60 ms.
+        let names = Names::reasons();
+        let locations: Vec<u64> = raw
+            .iter()
+            .filter(|d| KernelCause::of(names.reason(d.reason), None) != KernelCause::NoSocket)
+            .map(|d| d.location)
+            .collect();
+        let names = if locations.is_empty() {
+            names
+        } else {
+            names.with_functions_for(&locations)
+        };
         raw.into_iter()
             .map(|d| name(&d, &names, topology))
             .collect()
