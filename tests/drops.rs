@@ -18,6 +18,12 @@ static DYE_RUNNING: RwLock<()> = RwLock::new(());
 
 /// Runs `dye trace --json ARGS`; returns (exit code, verdict).
 fn trace(args: &[&str]) -> (i32, Value) {
+    let (code, report) = trace_report(args);
+    (code, report["verdict"].clone())
+}
+
+/// Runs `dye trace --json ARGS`; returns (exit code, the whole report).
+fn trace_report(args: &[&str]) -> (i32, Value) {
     let out = {
         let _running = DYE_RUNNING.read().unwrap_or_else(|e| e.into_inner());
         let mut all = vec!["trace", "--json"];
@@ -32,7 +38,7 @@ fn trace(args: &[&str]) -> (i32, Value) {
         )
     });
     assert_no_dye_bpf();
-    (code, report["verdict"].clone())
+    (code, report)
 }
 
 /// No dye kfree_skb program, and no link to one, is loaded (`bpftool`), once no dye of this
@@ -124,6 +130,57 @@ fn a_network_policy_nft_drop_names_its_rule_table_chain_and_the_kernel_reason() 
         )),
         "{detail}"
     );
+}
+
+#[test]
+fn the_jump_into_a_policy_chain_and_its_drop_show_under_the_hop_where_the_probe_vanished() {
+    let lab = Lab::up();
+    lab.fault(&["netpol-drop", "pod-c"]);
+    let (code, r) = trace_report(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &lab.pod_ip("pod-c"),
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 1, "{}", r["verdict"]);
+    let last = r["verdict"]["last_seen"].as_u64().expect("last seen") as usize;
+    let hop = &r["hops"][last];
+    assert_eq!(hop["netns"], lab.ns("node-2"), "{hop}");
+    let rules: Vec<(&str, &str)> = hop["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| (r["chain"].as_str().unwrap(), r["verdict"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        rules,
+        [("forward", "jump ingress-pod-c"), ("ingress-pod-c", "drop")],
+        "{hop}"
+    );
+    // Both as nft lists them, handles included.
+    let jump = &hop["rules"][0];
+    let handle = nft_handle(
+        &lab,
+        "node-2",
+        ["inet", "netpol", "forward"],
+        &["jump ingress-pod-c"],
+    );
+    assert_eq!(jump["handle"], handle, "{jump}");
+    assert_eq!(
+        hop["rules"][1]["handle"],
+        r["verdict"]["dropped_by"]["handle"]
+    );
+    // No other hop carries a drop.
+    let drops = r["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|h| h["rules"].as_array().unwrap())
+        .filter(|x| x["verdict"] == "drop")
+        .count();
+    assert_eq!(drops, 1, "{r}");
 }
 
 #[test]
@@ -302,6 +359,49 @@ fn a_probe_whose_ttl_runs_out_is_named_where_it_expired() {
     assert!(detail.contains("time-exceeded"), "{detail}");
     assert!(
         detail.contains(&format!("TTL exceeded (IP_INHDR) on {node2} flannel.1")),
+        "{detail}"
+    );
+}
+
+#[test]
+fn a_df_probe_too_big_for_the_next_link_is_named_with_the_kernels_reason() {
+    let lab = Lab::up();
+    // pod-c's link (and node-2's cni0 bridge with it) shrinks to 1300: node-2 cannot forward a
+    // 1400-byte DF probe from the overlay, answers "need-frag, MTU 1300" and drops it.
+    lab.fault(&["link-mtu", "pod-c/eth0", "1300"]);
+    let (code, v) = trace(&[
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &lab.pod_ip("pod-c"),
+        "--size",
+        "1400",
+        "--df",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["kind"], "icmp_error", "{v}");
+    let node2 = lab.ns("node-2");
+    assert_kernel_drop(&v, &node2, "flannel.1", "PKT_TOO_BIG", "too_big");
+    assert!(
+        v["kernel_drop"]["function"]
+            .as_str()
+            .unwrap()
+            .starts_with("ip_forward+"),
+        "{v}"
+    );
+    // The link it was too big for, as `ip` shows it.
+    let link = lab.exec("node-2", &["ip", "-j", "link", "show", "cni0"]);
+    let link: Value = serde_json::from_slice(&link.stdout).expect("ip -j link");
+    let mtu = &link[0]["mtu"];
+    assert_eq!(mtu, 1300, "{link}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("next-hop MTU {mtu}")), "{detail}");
+    assert!(
+        detail.ends_with(&format!(
+            "too big for the next link (PKT_TOO_BIG) on {node2} flannel.1"
+        )),
         "{detail}"
     );
 }

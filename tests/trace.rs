@@ -1086,16 +1086,31 @@ fn a_trace_killed_with_sigkill_leaves_no_tracing_table() {
 
 #[test]
 fn the_dropping_rule_is_named_downstream_of_a_cluster_ip_dnat() {
+    dropped_downstream_of_a_cluster_ip_dnat(64);
+}
+
+/// The marker ends the probe, here ~1160 bytes past the transport header: beyond what a
+/// payload match could read before Linux 6.2, so an address match would have been needed —
+/// and it stops matching once node-1's DNAT rewrites the destination.
+#[test]
+fn a_big_probes_dropping_rule_is_named_downstream_of_a_cluster_ip_dnat() {
+    dropped_downstream_of_a_cluster_ip_dnat(1200);
+}
+
+fn dropped_downstream_of_a_cluster_ip_dnat(size: u32) {
     let lab = Lab::up();
     lab.fault(&["drop-pod", "pod-c"]);
     // pod-b → ClusterIP: node-1 DNATs each probe to pod-a or pod-c; those sent to pod-c die in
     // node-2's FORWARD chain, where the probe no longer carries the address it was sent to.
     // dye's tracing rule matches the probe's marker, not its addresses, so node-2 traces it.
+    let size = size.to_string();
     let (code, r) = trace(&[
         "--from",
         &lab.ns("pod-b"),
         "--to",
         "10.96.0.10:80",
+        "--size",
+        &size,
         "--count",
         "14",
         "--interval",
@@ -1103,6 +1118,7 @@ fn the_dropping_rule_is_named_downstream_of_a_cluster_ip_dnat() {
         "--timeout",
         "1s",
     ]);
+    assert_eq!(r["probe"]["size"].to_string(), size);
     assert_eq!(code, 1, "{}", r["verdict"]);
     assert_eq!(
         r["verdict"]["kind"], "dropped",
@@ -1170,5 +1186,65 @@ fn a_drop_by_an_iptables_legacy_rule_is_said_to_be_out_of_the_traces_sight() {
             lab.ns("node-2")
         )),
         "{detail}"
+    );
+}
+
+#[test]
+fn a_cluster_ip_trace_shows_the_kube_sep_dnat_rule_at_node_1s_hop() {
+    let lab = Lab::up();
+    let (code, r) = trace(&["--from", &lab.ns("pod-b"), "--to", "10.96.0.10:80"]);
+    assert_eq!(code, 0, "{}", r["verdict"]);
+    let node1 = lab.ns("node-1");
+    let at_node1: Vec<&Value> = hops(&r)
+        .iter()
+        .filter(|h| h["netns"] == node1.as_str() && h["leg"] == "forward")
+        .collect();
+    let rules: Vec<&Value> = at_node1
+        .iter()
+        .flat_map(|h| h["rules"].as_array().expect("rules").iter())
+        .collect();
+    // kube-proxy's chain of decisions, in the order the kernel ran them.
+    let sep = rules
+        .iter()
+        .position(|r| r["chain"].as_str().unwrap().starts_with("KUBE-SEP-"))
+        .unwrap_or_else(|| panic!("no KUBE-SEP rule at node-1: {rules:?}"));
+    let dnat = rules[sep];
+    assert_eq!(dnat["verdict"], "accept", "{dnat}");
+    assert!(dnat["rule"].as_str().unwrap().contains("DNAT"), "{dnat}");
+    let chain = dnat["chain"].as_str().unwrap();
+    assert!(sep >= 1, "{rules:?}");
+    assert_eq!(rules[sep - 1]["verdict"], format!("jump {chain}"));
+    assert!(rules[sep - 1]["chain"]
+        .as_str()
+        .unwrap()
+        .starts_with("KUBE-SVC-"));
+    assert!(dnat["detail"].as_str().unwrap().contains(chain));
+    // nft agrees: that handle in that chain is the DNAT to the endpoint the probe went to.
+    let listing = lab.exec(
+        "node-1",
+        &["nft", "-a", "list", "chain", "ip", "nat", chain],
+    );
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let handle = format!("# handle {}", dnat["handle"]);
+    let line = listing
+        .lines()
+        .find(|l| l.trim_end().ends_with(&handle))
+        .unwrap_or_else(|| panic!("no {handle} in {listing}"));
+    let to = at_node1
+        .iter()
+        .flat_map(|h| events_of(h, "dnat"))
+        .next()
+        .expect("a DNAT at node-1")["to"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(line.contains(&format!("dnat to {to}")), "{line} vs {to}");
+    // The text report shows it under the hop.
+    let text = dye(&["trace", "--from", &lab.ns("pod-b"), "--to", "10.96.0.10:80"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("↳ nft ip nat KUBE-SEP-") && l.ends_with("→ accept")),
+        "{text}"
     );
 }

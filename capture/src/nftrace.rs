@@ -168,6 +168,10 @@ pub const CHAIN_PRIORITY: i32 = -500;
 /// Names of dye's two chains.
 pub const CHAIN_PRE: &str = "pre";
 pub const CHAIN_OUT: &str = "out";
+/// Furthest payload offset a rule may read: 65535 since Linux 6.2 ("nft_payload: extend offset
+/// to 65535"); older kernels refuse offsets past 255 with ERANGE.
+pub const MAX_PAYLOAD_OFFSET: u32 = 65_535;
+
 /// Longest marker the match accepts (the kernel's `NFT_DATA_VALUE_MAXLEN`).
 pub const MAX_MARKER: usize = 64;
 
@@ -250,7 +254,7 @@ pub struct ProbeMatch {
     /// `IPPROTO_*` (matched with `meta l4proto`, so IPv6 extension headers are skipped).
     pub proto: u8,
     /// Bytes expected at this offset from the start of the transport header (at most
-    /// [`MAX_MARKER`] bytes, ending within the first 256 bytes of the transport header).
+    /// [`MAX_MARKER`] bytes, starting at most [`MAX_PAYLOAD_OFFSET`] bytes in).
     pub marker: Option<(u32, Vec<u8>)>,
     /// Match `src` and `dst` too. Off for [`ProbeMatch::by_marker`]: NAT rewrites addresses,
     /// not the probe's payload, so a marker-only match keeps tracing the probe downstream of a
@@ -309,10 +313,9 @@ impl ProbeMatch {
                     m.len()
                 )));
             }
-            // The kernel takes payload offsets up to 255 (U8_MAX).
-            if u64::from(*off) + m.len() as u64 > 256 {
+            if *off > MAX_PAYLOAD_OFFSET || u64::from(*off) + m.len() as u64 > 65_536 {
                 return Err(NftraceError::Invalid(format!(
-                    "marker at {off}..{}: must end within the transport header's first 256 bytes",
+                    "marker at {off}..{}: must lie within the first 64 KiB of the transport header",
                     u64::from(*off) + m.len() as u64
                 )));
             }
@@ -1282,6 +1285,12 @@ mod tests {
         assert!(m.clone().with_marker(0, vec![]).validate().is_err());
         assert!(m.clone().with_marker(0, vec![0; 65]).validate().is_err());
         assert!(m.clone().with_marker(250, vec![0; 6]).validate().is_ok());
+        assert!(m.clone().with_marker(1164, vec![0; 8]).validate().is_ok());
+        assert!(m
+            .clone()
+            .with_marker(65_530, vec![0; 8])
+            .validate()
+            .is_err());
         assert!(m.with_marker(u32::MAX, vec![0; 6]).validate().is_err());
     }
 

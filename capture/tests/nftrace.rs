@@ -122,11 +122,12 @@ fn send_udp(ns: &Netns, dst: &str, port: u16) {
     send_from(ns, A, dst, port, b"dye-nftrace");
 }
 
-fn send_from(ns: &Netns, src: &str, dst: &str, port: u16, payload: &'static [u8]) {
+fn send_from(ns: &Netns, src: &str, dst: &str, port: u16, payload: &[u8]) {
     let (src, dst) = (ip(src), SocketAddr::new(ip(dst), port));
+    let payload = payload.to_vec();
     ns.run(move || {
         let s = UdpSocket::bind((src, 0)).unwrap();
-        let _ = s.send_to(payload, dst);
+        let _ = s.send_to(&payload, dst);
     })
     .unwrap();
 }
@@ -363,6 +364,42 @@ fn prerouting_in_the_peer_a_marker_and_ipv6() {
     assert_eq!(again, e6);
     let listed = tables(&lab, &lab.a);
     assert!(listed.contains(&format!("table ip6 {t6}")), "{listed}");
+}
+
+/// A marker far into the payload (Linux 6.2 took payload offsets from 255 to 65535): a big
+/// datagram is selected by it alone, one without it is not.
+#[test]
+fn a_marker_1200_bytes_in_selects_a_big_datagram() {
+    need_root!();
+    let lab = lab();
+    let a = Netns::open_str(&lab.a).unwrap();
+    let table = dye_table(&lab);
+    let m = ProbeMatch::by_marker(17, ip(A), 1200, b"dye-far!".to_vec());
+    let mut armed = Armed::arm(&a, &table, &m).unwrap();
+    let mut payload = vec![0u8; 1300];
+    send_from(&a, A, B, 4243, &payload);
+    // 1200 bytes from the UDP header: 1192 into the payload.
+    payload[1192..1200].copy_from_slice(b"dye-far!");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        armed.drain(64).unwrap(),
+        vec![],
+        "a datagram without the marker"
+    );
+    send_from(&a, A, B, 4243, &payload);
+    let ev = collect(&mut armed, |ev| {
+        ev.iter().any(|e| e.kind == TraceKind::Policy)
+    });
+    assert!(ev.iter().any(|e| e.is_from(&table)), "{ev:?}");
+    // nft shows the rule reading the transport header 1200 bytes (9600 bits) in.
+    let listed = Command::new("ip")
+        .args([
+            "netns", "exec", &lab.a, "nft", "list", "table", "ip", &table,
+        ])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("@th,9600,"), "{listed}");
 }
 
 #[test]

@@ -23,6 +23,10 @@ pub enum KernelCause {
     TtlExceeded,
     /// PKT_TOO_BIG: bigger than the next link and not allowed to fragment.
     TooBig,
+    /// NO_SOCKET: it reached a host with no socket for it — the end of the path, not a fault
+    /// on it (the source's ICMP stack discarding the echo reply dye's raw socket also got; a
+    /// closed port, which its ICMP error or RST already tells).
+    NoSocket,
     /// Any other reason: named, not explained.
     Other,
 }
@@ -46,6 +50,7 @@ impl KernelCause {
             "IP_RPFILTER" => KernelCause::ReversePath,
             "IP_INNOROUTES" | "IP_OUTNOROUTES" => KernelCause::NoRoute,
             "PKT_TOO_BIG" => KernelCause::TooBig,
+            "NO_SOCKET" => KernelCause::NoSocket,
             "IP_INHDR" if in_forward => KernelCause::TtlExceeded,
             r if r.starts_with("NEIGH_") => KernelCause::Neighbour,
             _ => KernelCause::Other,
@@ -60,6 +65,7 @@ impl KernelCause {
             KernelCause::Neighbour => "neighbour",
             KernelCause::TtlExceeded => "ttl_exceeded",
             KernelCause::TooBig => "too_big",
+            KernelCause::NoSocket => "no_socket",
             KernelCause::Other => "other",
         }
     }
@@ -73,7 +79,7 @@ impl KernelDrop {
 
 /// The kernel drop that explains `verdict`: one of the representative probe's own drops (the
 /// probe the verdict is about), preferring the namespace it vanished in, then the latest.
-/// None for a probe that got through.
+/// None for a probe that got through; a drop for want of a socket explains nothing.
 pub fn explaining(
     verdict: &Verdict,
     probes: &[ProbeSummary],
@@ -87,7 +93,11 @@ pub fn explaining(
         Some(p) => p.seq,
         None => probes.iter().find(|p| p.verdict == kind)?.seq,
     };
-    let own = || drops.iter().filter(|d| d.seq == seq);
+    let own = || {
+        drops
+            .iter()
+            .filter(|d| d.seq == seq && d.cause() != KernelCause::NoSocket)
+    };
     let inside = verdict.dropped_inside();
     own()
         .filter(|d| inside.is_some() && d.netns.as_deref() == inside)
@@ -133,6 +143,25 @@ mod tests {
         assert_eq!(
             KernelCause::of(Some("NOT_SPECIFIED"), Some("ip_finish_output2+0x84")),
             KernelCause::Other
+        );
+    }
+
+    #[test]
+    fn a_drop_for_want_of_a_socket_explains_nothing() {
+        let v = Verdict {
+            outcome: Outcome::Timeout { sent: true },
+            last_seen: None,
+            partial: None,
+            dropped_by: None,
+            kernel_drop: None,
+        };
+        let probes = [summary(1, VerdictKind::Timeout)];
+        let drops = [drop(1, "pod-a", "NO_SOCKET", 5)];
+        assert_eq!(explaining(&v, &probes, &drops), None);
+        let drops = [drops[0].clone(), drop(1, "node-1", "IP_RPFILTER", 3)];
+        assert_eq!(
+            explaining(&v, &probes, &drops).map(|d| d.cause()),
+            Some(KernelCause::ReversePath)
         );
     }
 

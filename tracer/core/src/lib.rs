@@ -8,6 +8,7 @@
 //! journal back, so every verdict here can be tested without privileges.
 
 pub mod clock;
+pub mod hop_rules;
 pub mod kernel_drop;
 pub mod model;
 pub mod mtu;

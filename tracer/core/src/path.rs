@@ -279,6 +279,10 @@ pub struct Hop {
     pub fragments: Option<Fragments>,
     pub events: Vec<HopEvent>,
     pub conntrack: Option<Conntrack>,
+    /// The netfilter rules that decided something about the packet at this hop: the jumps that
+    /// led to an accept or a drop, and that accept or drop (see [`crate::hop_rules`]).
+    #[serde(default)]
+    pub rules: Vec<crate::seam::RuleEvent>,
 }
 
 impl Hop {
@@ -360,6 +364,13 @@ pub enum DropReason {
         netns: String,
         ifname: String,
     },
+}
+
+impl DropReason {
+    /// Only where to look, no finding: the kernel's own reason, whatever it is, says more.
+    pub fn is_vague(&self) -> bool {
+        matches!(self, DropReason::Unknown | DropReason::DroppedInside { .. })
+    }
 }
 
 /// What a vanished probe should have done next, and why it did not.

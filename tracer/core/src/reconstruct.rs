@@ -193,6 +193,7 @@ fn probe_path(
                 fragments: s.fragments.clone(),
                 events,
                 conntrack: None,
+                rules: Vec::new(),
             });
             prev = Some(s);
         }

@@ -120,12 +120,59 @@ pub struct RuleEvent {
     pub verdict: Option<String>,
     /// The rule as nft would print it (`ip daddr 10.244.2.2 counter drop`), or `policy drop`.
     pub text: String,
+    /// The devices the packet came in on and was to leave by at this hook (the kernel reports
+    /// them on a hook's first event; dye copies them to the rest). None in older recordings.
+    #[serde(default)]
+    pub iif: Option<String>,
+    #[serde(default)]
+    pub oif: Option<String>,
+    /// The walked packet's IPv4 id or IPv6 flow label, which tells the probe (and its leg)
+    /// the walk belongs to. None in older recordings.
+    #[serde(default)]
+    pub ip_id: Option<u32>,
+}
+
+/// What a rule (or a chain's policy) did with the packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleVerdict {
+    Accept,
+    Drop,
+    /// On to the next rule (a rule that did not decide, or the end of a chain).
+    Continue,
+    Return,
+    Jump(String),
+    Goto(String),
+    /// queue, break, or what dye does not know.
+    Other(String),
 }
 
 impl RuleEvent {
+    /// The verdict, typed (the recording keeps nft's word for it).
+    pub fn verdict_kind(&self) -> RuleVerdict {
+        let Some(v) = self.verdict.as_deref() else {
+            return RuleVerdict::Continue;
+        };
+        match v.split_once(' ') {
+            Some(("jump", chain)) => RuleVerdict::Jump(chain.to_string()),
+            Some(("goto", chain)) => RuleVerdict::Goto(chain.to_string()),
+            _ => match v {
+                "accept" => RuleVerdict::Accept,
+                "drop" => RuleVerdict::Drop,
+                "continue" => RuleVerdict::Continue,
+                "return" => RuleVerdict::Return,
+                other => RuleVerdict::Other(other.to_string()),
+            },
+        }
+    }
+
     /// The packet was let go here.
     pub fn drops(&self) -> bool {
-        self.verdict.as_deref() == Some("drop")
+        self.verdict_kind() == RuleVerdict::Drop
+    }
+
+    /// The end of a chain was reached (no rule decided there).
+    pub fn ends_chain(&self) -> bool {
+        self.handle.is_none() && !self.policy && self.verdict_kind() == RuleVerdict::Continue
     }
 }
 

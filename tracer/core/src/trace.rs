@@ -290,6 +290,7 @@ pub fn run_trace(
     })?;
     confirm_nat(snapshot, net, &mut rec.hops)?;
     rec.verdict.dropped_by = dropping_rule(&rec.verdict, &rules);
+    crate::hop_rules::attach(&mut rec.hops, crate::hop_rules::deciding(&rules));
     rec.verdict.kernel_drop = kernel_drop::explaining(&rec.verdict, &rec.probes, &kernel_drops);
 
     let capture = capture_results(snapshot, &stats, &collected);

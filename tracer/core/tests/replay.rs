@@ -1138,3 +1138,86 @@ fn outer_fragmentation_at_a_router_port_recommends_what_that_port_carries() {
         f => panic!("{f:?}"),
     }
 }
+
+/// The rules of one hop as (chain, verdict).
+fn rules_of(h: &Hop) -> Vec<(String, String)> {
+    h.rules
+        .iter()
+        .map(|r| (r.chain.clone(), r.verdict.clone().unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn a_cluster_ip_probe_carries_kube_proxys_jumps_and_dnat_rule_at_node_1() {
+    let r = report("trace-tcp-clusterip");
+    let with_rules: Vec<&Hop> = r.hops.iter().filter(|h| !h.rules.is_empty()).collect();
+    assert_eq!(with_rules.len(), 1, "only node-1 decided something");
+    let h = with_rules[0];
+    assert_eq!((h.netns.as_str(), h.leg), ("dye-fx-node-1", Leg::Forward));
+    let rules = rules_of(h);
+    let chains: Vec<&str> = rules.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(chains[..2], ["PREROUTING", "KUBE-SERVICES"], "{rules:?}");
+    assert!(chains[2].starts_with("KUBE-SVC-"), "{rules:?}");
+    let sep = chains[3];
+    assert!(sep.starts_with("KUBE-SEP-"), "{rules:?}");
+    assert_eq!(rules[2].1, format!("jump {sep}"));
+    assert_eq!(rules[3].1, "accept");
+    let dnat = &h.rules[3];
+    assert!(
+        dnat.handle.is_some() && dnat.text.contains("DNAT"),
+        "{dnat:?}"
+    );
+    // The endpoint the rule's chain leads to is the one the probe was DNATed to.
+    let to = r
+        .hops
+        .iter()
+        .flat_map(nat)
+        .find(|(w, _, _)| *w == Rewrite::Destination)
+        .expect("a DNAT")
+        .2;
+    assert!(
+        h.rules[2].text.contains(&format!("-> {to}")),
+        "{} vs {to}",
+        h.rules[2].text
+    );
+}
+
+#[test]
+fn the_dropping_rule_sits_on_the_hop_where_the_probe_vanished() {
+    let r = report("trace-drop-pod");
+    let last = r.verdict.last_seen.expect("last seen");
+    let by = r.verdict.dropped_by.as_ref().expect("dropped_by");
+    let h = &r.hops[last];
+    assert_eq!(h.rules.last(), Some(by), "{:?}", h.rules);
+    assert!(r
+        .hops
+        .iter()
+        .enumerate()
+        .all(|(i, h)| i == last || h.rules.iter().all(|r| !r.drops())));
+}
+
+#[test]
+fn an_echo_reply_is_accepted_by_kube_proxys_conntrack_rule_and_the_request_by_no_rule() {
+    let r = report("trace-icmp-cross-node");
+    // The request meets only accepting policies: nothing decided on the way out.
+    assert!(r
+        .hops
+        .iter()
+        .filter(|h| h.leg == Leg::Forward)
+        .all(|h| h.rules.is_empty()));
+    // The reply (it echoes the marker, so it is traced too) is forwarded by each node because
+    // kube-proxy's KUBE-FORWARD accepts established flows.
+    let back: Vec<&Hop> = r.hops.iter().filter(|h| !h.rules.is_empty()).collect();
+    assert_eq!(back.len(), 2, "one hop in each node");
+    for h in back {
+        assert_eq!(h.leg, Leg::Return);
+        assert_eq!(
+            rules_of(h),
+            [
+                ("FORWARD".to_string(), "jump KUBE-FORWARD".to_string()),
+                ("KUBE-FORWARD".to_string(), "accept".to_string())
+            ]
+        );
+        assert!(h.rules[1].text.contains("conntrack"), "{:?}", h.rules[1]);
+    }
+}

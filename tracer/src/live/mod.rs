@@ -118,6 +118,10 @@ pub fn setup(
 ) -> Result<Setup, LiveError> {
     // Session time starts here, so reports' elapsed times include discovery and capture setup.
     let started = std::time::Instant::now();
+    // First, so that loading the eBPF program overlaps everything below.
+    let drops = needs
+        .trace_rules
+        .then(|| drops::Arming::start(needs.trace_id));
     let source = Netns::open_str(from)?;
     let no_route = |detail: String| LiveError::NoRoute {
         from: from.to_string(),
@@ -201,9 +205,6 @@ pub fn setup(
     if needs.trace_rules {
         snap.legacy_iptables = rules::legacy_iptables(&scope.topology);
     }
-    let drops = needs
-        .trace_rules
-        .then(|| drops::DropTracer::arm(needs.trace_id));
     let mut network =
         LiveNetwork::new(session, injector, scope.topology, source, to, stop, started);
     network.trace_rules(rules.unwrap_or_default());

@@ -42,8 +42,8 @@ pub struct LiveNetwork {
     pmtu_before: Option<Route>,
     /// The namespaces armed for netfilter tracing (none for an MTU search).
     rules: super::rules::RuleTracer,
-    /// The kernel-drop watcher (none for an MTU search).
-    drops: super::drops::DropTracer,
+    /// The kernel-drop watcher, maybe still arming (none for an MTU search).
+    drops: super::drops::Arming,
 }
 
 impl LiveNetwork {
@@ -69,7 +69,7 @@ impl LiveNetwork {
             now: started.elapsed(),
             pmtu_before: None,
             rules: super::rules::RuleTracer::default(),
-            drops: super::drops::DropTracer::default(),
+            drops: super::drops::Arming::default(),
         }
     }
 
@@ -79,7 +79,7 @@ impl LiveNetwork {
     }
 
     /// Reports the kernel's drops of the probes through this watcher.
-    pub fn watch_drops(&mut self, drops: super::drops::DropTracer) {
+    pub fn watch_drops(&mut self, drops: super::drops::Arming) {
         self.drops = drops;
     }
 
@@ -100,6 +100,7 @@ impl Network for LiveNetwork {
     }
 
     fn send(&mut self, probe: &Probe) -> Result<u64, SeamError> {
+        self.drops.ready();
         let r = self
             .injector
             .send(&probe.packet, probe.seq, self.dst)
@@ -173,7 +174,7 @@ impl Network for LiveNetwork {
     }
 
     fn rule_events(&mut self) -> Result<Vec<RuleEvent>, SeamError> {
-        let events = self.rules.events();
+        let events = self.rules.events(&self.topology);
         self.tick();
         Ok(events)
     }

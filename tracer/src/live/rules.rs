@@ -1,8 +1,9 @@
 //! Which netfilter rule met the probes: every namespace in scope gets dye's owner-flagged
-//! nf_tables table whose rule sets `meta nftrace` on the probes (matched by their addresses and
-//! protocol, before NAT and conntrack), and a listener for the kernel's trace events. The kernel
+//! nf_tables table whose rule sets `meta nftrace` on the probes (matched by protocol and their
+//! marker, before NAT and conntrack), and a listener for the kernel's trace events. The kernel
 //! removes each table when dye's socket closes — on success, error, or SIGKILL.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use dye_capture::nftrace::{Armed, ProbeMatch, TraceKind};
@@ -28,20 +29,24 @@ pub struct ProbeSignature {
 impl ProbeSignature {
     /// The marker's constant half — its magic and the trace id — where it sits in every probe
     /// of the trace: NAT rewrites addresses, not the payload, so this match keeps tracing a
-    /// probe downstream of a DNAT. The kernel reads payload offsets up to 255 only: a probe
-    /// whose marker lies beyond is matched by its addresses instead (until a NAT rewrites them).
-    fn matcher(&self) -> ProbeMatch {
+    /// probe downstream of a DNAT, whatever its size (the marker ends the packet).
+    fn by_marker(&self) -> ProbeMatch {
+        let mut bytes = dye_decode::Marker::MAGIC.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&self.trace_id.to_be_bytes());
+        ProbeMatch::by_marker(self.proto, self.src, self.marker_offset(), bytes)
+    }
+
+    /// Where the marker starts, from the transport header.
+    fn marker_offset(&self) -> u32 {
         let ip_header = if self.src.is_ipv4() { 20 } else { 40 };
-        let offset = self
-            .size
-            .saturating_sub(ip_header + dye_decode::Marker::LEN as u32);
-        if offset + 8 <= 256 {
-            let mut bytes = dye_decode::Marker::MAGIC.to_be_bytes().to_vec();
-            bytes.extend_from_slice(&self.trace_id.to_be_bytes());
-            ProbeMatch::by_marker(self.proto, self.src, offset, bytes)
-        } else {
-            ProbeMatch::new(self.proto, self.src, self.dst)
-        }
+        self.size
+            .saturating_sub(ip_header + dye_decode::Marker::LEN as u32)
+    }
+
+    /// For a kernel older than 6.2, which reads payload offsets up to 255 only: the probes'
+    /// addresses (a NAT on the way rewrites them, so tracing stops there).
+    fn by_addresses(&self) -> Option<ProbeMatch> {
+        (self.marker_offset() + 8 > 256).then(|| ProbeMatch::new(self.proto, self.src, self.dst))
     }
 }
 
@@ -57,12 +62,21 @@ impl RuleTracer {
     /// be armed (no nf_tables, no permission) is skipped with a warning: the trace goes on, its
     /// verdict just cannot name a rule there.
     pub fn arm(topology: &Topology, table: &str, probes: &ProbeSignature) -> Self {
-        let m = probes.matcher();
+        let (m, fallback) = (probes.by_marker(), probes.by_addresses());
         let started = std::time::Instant::now();
+        let arm = |netns| {
+            Armed::arm(netns, table, &m).or_else(|e| match &fallback {
+                Some(f) => {
+                    tracing::debug!("marker match refused ({e}): matching addresses");
+                    Armed::arm(netns, table, f)
+                }
+                None => Err(e),
+            })
+        };
         let armed: Vec<(String, Armed)> = topology
             .namespaces
             .iter()
-            .filter_map(|info| match Armed::arm(&info.netns, table, &m) {
+            .filter_map(|info| match arm(&info.netns) {
                 Ok(a) => Some((info.name.clone(), a)),
                 Err(e) => {
                     tracing::warn!(netns = %info.name, "cannot trace netfilter rules: {e}");
@@ -80,9 +94,23 @@ impl RuleTracer {
 
     /// The rules the probes met since arming, dye's own tracing rule left out, each with its
     /// text as nft prints it.
-    pub fn events(&mut self) -> Vec<RuleEvent> {
+    pub fn events(&mut self, topology: &Topology) -> Vec<RuleEvent> {
         let mut out = Vec::new();
         for (netns, armed) in &mut self.armed {
+            let links = topology
+                .namespace(netns)
+                .map(|n| &n.links[..])
+                .unwrap_or(&[]);
+            let dev = |ifindex: Option<u32>| {
+                let i = ifindex?;
+                links
+                    .iter()
+                    .find(|l| l.ifindex == i)
+                    .map(|l| l.name.clone())
+            };
+            // The kernel reports devices and headers on a hook's first event only (dye's own
+            // rule, left out below): each later event of that walk takes them from there.
+            let mut seen: HashMap<u32, Crossing> = HashMap::new();
             let events = match armed.drain(MAX_EVENTS) {
                 Ok(e) => e,
                 Err(e) => {
@@ -91,7 +119,19 @@ impl RuleTracer {
                 }
             };
             let own = armed.table().to_string();
-            for ev in events.into_iter().filter(|e| !e.is_from(&own)) {
+            for ev in events {
+                if ev.iif.is_some() || ev.oif.is_some() || !ev.network_header.is_empty() {
+                    let crossing = Crossing {
+                        iif: dev(ev.iif),
+                        oif: dev(ev.oif),
+                        ip_id: ip_id(&ev.network_header),
+                    };
+                    seen.insert(ev.id, crossing);
+                }
+                if ev.is_from(&own) {
+                    continue;
+                }
+                let crossing = seen.get(&ev.id).cloned().unwrap_or_default();
                 let text = armed.describe(&ev);
                 out.push(RuleEvent {
                     netns: netns.clone(),
@@ -103,6 +143,9 @@ impl RuleTracer {
                     policy: ev.kind == TraceKind::Policy,
                     verdict: ev.verdict.as_ref().map(|v| v.to_string()),
                     text,
+                    iif: crossing.iif,
+                    oif: crossing.oif,
+                    ip_id: crossing.ip_id,
                 });
             }
         }
@@ -152,6 +195,33 @@ pub fn legacy_iptables(topology: &Topology) -> Vec<LegacyTables> {
             },
         )
         .collect()
+}
+
+/// Where a walk crossed a hook, from its first event.
+#[derive(Debug, Clone, Default)]
+struct Crossing {
+    iif: Option<String>,
+    oif: Option<String>,
+    ip_id: Option<u32>,
+}
+
+/// The IPv4 id or IPv6 flow label of the packet whose headers the kernel copied.
+fn ip_id(network_header: &[u8]) -> Option<u32> {
+    match network_header.first()? >> 4 {
+        4 => Some(u32::from(u16::from_be_bytes([
+            *network_header.get(4)?,
+            *network_header.get(5)?,
+        ]))),
+        6 => Some(
+            u32::from_be_bytes([
+                0,
+                *network_header.get(1)?,
+                *network_header.get(2)?,
+                *network_header.get(3)?,
+            ]) & 0xf_ffff,
+        ),
+        _ => None,
+    }
 }
 
 /// nft's name of an `NFPROTO_*` family.

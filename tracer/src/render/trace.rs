@@ -142,6 +142,20 @@ pub fn text(r: &TraceReport, style: Style) -> String {
                 style.paint(code, &format!("↳ {}", e.detail))
             );
         }
+        for r in &h.rules {
+            let code = if r.verdict.as_deref() == Some("drop") {
+                "1;31"
+            } else {
+                "34"
+            };
+            let _ = writeln!(
+                out,
+                "  {:>2} {:>9}  {}",
+                "",
+                "",
+                style.paint(code, &format!("↳ {}", r.detail))
+            );
+        }
         if let Some(ct) = &h.conntrack {
             let _ = writeln!(
                 out,

@@ -11,7 +11,7 @@ use dye_core::snapshot::{LegacyTables, OuterDf, Snapshot};
 use dye_core::trace::Trace;
 
 use super::trace_v1::{
-    DroppedBy, EventType, Fragments, Hop, HopEvent, KernelDropView, OuterView, PacketView,
+    DroppedBy, EventType, Fragments, Hop, HopEvent, HopRule, KernelDropView, OuterView, PacketView,
     PointReport, ProbeSpec, ProbeSummary, ScopeReport, TraceReport, Verdict, SCHEMA,
 };
 
@@ -140,6 +140,27 @@ fn hop(h: &CoreHop) -> Hop {
         fragments: h.fragments.as_ref().map(fragments),
         events: h.events.iter().map(|e| event(e, h.leg)).collect(),
         conntrack: h.conntrack.clone(),
+        rules: h.rules.iter().map(hop_rule).collect(),
+    }
+}
+
+fn hop_rule(r: &RuleEvent) -> HopRule {
+    let verdict = r.verdict.as_deref().unwrap_or("continue");
+    let detail = match r.handle {
+        Some(h) if !r.policy => format!(
+            "nft {} {} {} #{h}: `{}` → {verdict}",
+            r.family, r.table, r.chain, r.text
+        ),
+        _ => format!("nft {} {} {}: policy {verdict}", r.family, r.table, r.chain),
+    };
+    HopRule {
+        family: r.family.clone(),
+        table: r.table.clone(),
+        chain: r.chain.clone(),
+        handle: r.handle,
+        rule: r.text.clone(),
+        verdict: r.verdict.clone(),
+        detail,
     }
 }
 
@@ -390,6 +411,7 @@ fn kernel_words(k: &KernelDrop) -> String {
         ),
         KernelCause::TtlExceeded => format!("TTL exceeded ({reason}){on}"),
         KernelCause::TooBig => format!("too big for the next link ({reason}){on}"),
+        KernelCause::NoSocket => format!("no socket took it ({reason}){on}"),
         KernelCause::Other => format!(
             "the kernel dropped it{on}: {reason}{}",
             k.function
@@ -466,20 +488,17 @@ fn outcome_detail(
                     detail.push_str(&format!(" and never appeared at {}", place(next)));
                 }
                 // The kernel's trace names the rule, or its drop reason the cause: either
-                // replaces the list of places to look.
-                // A size verdict from the snapshot carries the numbers (packet, link MTU,
-                // what fits), so the kernel's words join it rather than replace it.
+                // replaces the list of places to look. A size verdict from the snapshot carries
+                // the numbers (packet, link MTU, what fits), and a reason the kernel does not
+                // name (NOT_SPECIFIED) adds to what dye worked out itself: the kernel's words
+                // join dye's explanation rather than replace it.
                 let why = match (dropped_by, kernel) {
                     (Some(r), _) => rule_words(r),
                     (None, Some(k))
-                        if matches!(k.cause(), KernelCause::TooBig | KernelCause::Other) =>
+                        if matches!(k.cause(), KernelCause::TooBig | KernelCause::Other)
+                            && !e.reason.is_vague() =>
                     {
-                        let known = explanation(e);
-                        if known.is_empty() {
-                            kernel_words(k)
-                        } else {
-                            format!("{known}; {}", kernel_words(k))
-                        }
+                        format!("{}; {}", explanation(e), kernel_words(k))
                     }
                     (None, Some(k)) => kernel_words(k),
                     (None, None) => explanation(e),
@@ -733,7 +752,7 @@ mod tests {
         let r = replay("trace-black-hole");
         assert_eq!(
             r.verdict.detail,
-            "the probe was last seen at dye-fx-node-1/flannel.1 (out) and never appeared at dye-fx-node-1/eth0 (out): 1400 + 50 bytes of vxlan overhead = 1450 bytes, over eth0's MTU 1400, and the outer header has DF set: the kernel drops it (a black hole for the sender unless it gets ICMP). Lower the overlay MTU to 1350 or raise the underlay MTU to 1450"
+            "the probe was last seen at dye-fx-node-1/flannel.1 (out) and never appeared at dye-fx-node-1/eth0 (out): 1400 + 50 bytes of vxlan overhead = 1450 bytes, over eth0's MTU 1400, and the outer header has DF set: the kernel drops it (a black hole for the sender unless it gets ICMP). Lower the overlay MTU to 1350 or raise the underlay MTU to 1450; the kernel dropped it on dye-fx-node-1 eth0: NOT_SPECIFIED in ip_fragment.constprop.0+0x84"
         );
     }
 
@@ -741,7 +760,7 @@ mod tests {
     fn icmp_errors_delivery_and_timeouts_read_as_before() {
         assert_eq!(
             replay("trace-v6-packet-too-big").verdict.detail,
-            "fd00:50::254 sent ICMP packet-too-big, next-hop MTU 1280 (first seen at dye-fx-fw/eth0)"
+            "fd00:50::254 sent ICMP packet-too-big, next-hop MTU 1280 (first seen at dye-fx-fw/eth0); too big for the next link (PKT_TOO_BIG) on dye-fx-fw eth1"
         );
         assert_eq!(
             replay("trace-delivered").verdict.detail,

@@ -113,10 +113,27 @@ pub struct KernelDropView {
     /// names it; null when unnamed (then `reason_code`).
     pub reason: Option<String>,
     pub reason_code: u32,
-    /// netfilter | reverse_path | no_route | neighbour | ttl_exceeded | too_big | other
+    /// netfilter | reverse_path | no_route | neighbour | ttl_exceeded | too_big | no_socket | other
     pub cause: KernelCause,
     /// The kernel function that let go of it, `ip_error+0x94`.
     pub function: Option<String>,
+}
+
+/// A netfilter rule (or chain policy) that decided something about the packet at a hop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HopRule {
+    /// `ip`, `ip6`, `inet`…
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+    /// The rule's handle (`nft -a list ruleset`); null for a chain policy.
+    pub handle: Option<u64>,
+    /// The rule as nft prints it, or `policy drop`.
+    pub rule: String,
+    /// accept | drop | jump CHAIN | goto CHAIN, as nft says it.
+    pub verdict: Option<String>,
+    /// In words.
+    pub detail: String,
 }
 
 /// A netfilter rule that dropped the probe.
@@ -154,6 +171,11 @@ pub struct Hop {
     pub fragments: Option<Fragments>,
     pub events: Vec<HopEvent>,
     pub conntrack: Option<Conntrack>,
+    /// The netfilter rules that decided something about the packet here, in the order the
+    /// kernel ran them: the jumps that led to an accept or a drop, and that accept or drop.
+    /// Added in v1; empty when none was traced.
+    #[serde(default)]
+    pub rules: Vec<HopRule>,
 }
 
 /// The innermost packet as seen at a hop.
