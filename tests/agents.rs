@@ -389,19 +389,76 @@ fn hop_time(r: &serde_json::Value, netns: &str, ifname: &str, dir: &str, leg: &s
         .unwrap()
 }
 
+/// The agents `dye lab up --agents` started ("ADDR,ADDR") and the certificates it made.
+fn lab_agents_of(lab: &support::Lab) -> (String, String) {
+    let agents: Vec<&str> = lab.view["agents"]
+        .as_array()
+        .expect("agents in the lab view")
+        .iter()
+        .map(|a| a["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        agents,
+        [
+            format!("{}:7443", lab.addr("node-1", "eth0")),
+            format!("{}:7443", lab.addr("node-2", "eth0"))
+        ]
+    );
+    let certs = lab.view["certs"].as_str().expect("certs in the lab view");
+    (agents.join(","), certs.to_string())
+}
+
+/// `dye lab exec --id ID node-1 -- dye trace --json --agents … --certs … ARGS`: the
+/// coordinator on node-1, through the lab's own agents. Returns exit code, report, stderr.
+fn lab_exec_trace(lab: &support::Lab, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let (agents, certs) = lab_agents_of(lab);
+    let bin = dye_bin();
+    let mut argv = vec!["lab", "exec", "--id", &lab.id, "node-1", "--"];
+    argv.extend_from_slice(&[bin.to_str().unwrap(), "trace", "--json"]);
+    argv.extend_from_slice(&["--agents", &agents, "--certs", &certs]);
+    argv.extend_from_slice(args);
+    let out = dye(&argv);
+    let code = out.status.code().unwrap_or(-1);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}); exit {code}; stderr: {stderr}"));
+    (code, report, stderr)
+}
+
+/// The lab's agents, as processes: (pid, command line) of each `dye agent` it runs.
+fn agent_processes(id: &str) -> Vec<String> {
+    support::lab_traces(id)
+        .into_iter()
+        .filter(|t| t.starts_with("process ") && t.contains(" agent --listen "))
+        .collect()
+}
+
 #[test]
 fn a_cross_node_trace_through_agents_has_the_hops_single_host_dye_sees() {
     let root_before = support::root_snapshot();
-    let lab = support::Lab::up();
-    let certs = Certs::new("lab");
-    let (a1, a2) = lab_agents(&lab, &certs, None);
-    let agents = format!("{},{}", a1.addr, a2.addr);
+    let lab = support::Lab::up_with(&["--agents"]);
+    let id = lab.id.clone();
+    // One agent per node, inside the node's namespace, on its underlay address.
+    let running = agent_processes(&id);
+    assert_eq!(running.len(), 2, "{running:#?}");
+    for node in ["node-1", "node-2"] {
+        let addr = format!("{}:7443", lab.addr(node, "eth0"));
+        let pid: i32 = running
+            .iter()
+            .find(|t| t.contains(&addr))
+            .and_then(|t| t.strip_prefix("process ")?.split(':').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no agent on {addr}: {running:#?}"));
+        let own = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+        let node_ns = nix_ns_link(&lab.ns(node));
+        assert_eq!(
+            own, node_ns,
+            "the agent on {addr} is not in {node}'s namespace"
+        );
+    }
     let pod_c = lab.pod_ip("pod-c");
     let pcap = support::TempPcap::new("agents");
-    let (code, via_agents, err) = agents_trace(
+    let (code, via_agents, err) = lab_exec_trace(
         &lab,
-        &agents,
-        &certs,
         &[
             "--from",
             &lab.ns("pod-a"),
@@ -464,10 +521,14 @@ fn a_cross_node_trace_through_agents_has_the_hops_single_host_dye_sees() {
     assert_eq!(via_agents["agents"]["reference"], lab.ns("node-1"));
     assert_eq!(clocks[1]["method"], "probe");
     assert!(via_agents["agents"]["blind"].as_array().unwrap().is_empty());
-    // Agents, captures and the lab gone: the root namespace as it was.
-    drop((a1, a2));
+    // Agents, captures and the lab gone: the root namespace as it was, no process left.
     drop(lab);
     assert_eq!(support::root_snapshot(), root_before);
+    assert_eq!(
+        support::lab_traces(&id),
+        Vec::<String>::new(),
+        "lab down left these"
+    );
 }
 
 #[test]
@@ -767,4 +828,49 @@ fn agents_enforce_their_bounds_with_errors_that_name_them() {
     let (code, err, _) = run(&["--count", "3", "--interval", "60s"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("exceeds this agent's bound of 2m"), "{err}");
+}
+
+/// What `/proc/PID/ns/net` of a process inside named namespace `ns` reads: `net:[INODE]`.
+fn nix_ns_link(ns: &str) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino();
+    PathBuf::from(format!("net:[{ino}]"))
+}
+
+#[test]
+fn an_agent_watching_a_path_stops_once_it_is_gone() {
+    require_root();
+    let certs = Certs::new("watch");
+    let watched = std::env::temp_dir().join(format!("dye-agents-watched-{}", support::unique_id()));
+    std::fs::create_dir(&watched).unwrap();
+    let mut agent = Agent::start(
+        None,
+        "127.0.0.1:0",
+        &[
+            "--certs",
+            certs.path(),
+            "--exit-when-gone",
+            watched.to_str().unwrap(),
+        ],
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    std::fs::remove_dir(&watched).unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = agent.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still running: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}: {}", agent.log());
+    assert!(agent
+        .wait_log("is gone: stopping")
+        .contains("is gone: stopping"));
 }

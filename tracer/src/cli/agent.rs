@@ -49,6 +49,10 @@ pub struct AgentArgs {
     /// Most probes sent per second, all clients together.
     #[arg(long, default_value_t = Limits::default().max_probe_rate)]
     max_probe_rate: u32,
+    /// Stop once PATH no longer exists (checked every second): the lab passes its state
+    /// directory, so its agents end with the lab however the lab ends.
+    #[arg(long, value_name = "PATH")]
+    exit_when_gone: Option<PathBuf>,
 }
 
 pub fn run(args: AgentArgs, endpoints: crate::live::pods::Endpoints) -> anyhow::Result<ExitCode> {
@@ -101,7 +105,8 @@ pub fn run(args: AgentArgs, endpoints: crate::live::pods::Endpoints) -> anyhow::
         );
         let max_message = limits.max_message_bytes;
         let service = AgentService::new(node, limits, skew, endpoints);
-        serve(listener, security, service, max_message, shutdown())
+        let stop = shutdown(args.exit_when_gone);
+        serve(listener, security, service, max_message, stop)
             .await
             .context("serving")?;
         eprintln!("dye agent: stopped");
@@ -109,18 +114,33 @@ pub fn run(args: AgentArgs, endpoints: crate::live::pods::Endpoints) -> anyhow::
     })
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown() {
+/// SIGINT or SIGTERM, or `watched` disappearing.
+async fn shutdown(watched: Option<PathBuf>) {
     use tokio::signal::unix::{signal, SignalKind};
+    let gone = async move {
+        let Some(path) = watched else {
+            return std::future::pending::<()>().await;
+        };
+        // Once a second: negligible when idle, and a lab's `down` kills agents directly anyway.
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if !path.exists() {
+                tracing::info!("{} is gone: stopping", path.display());
+                return;
+            }
+        }
+    };
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
     ) else {
-        std::future::pending::<()>().await;
+        gone.await;
         return;
     };
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
+        _ = gone => {}
     }
 }

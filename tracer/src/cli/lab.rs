@@ -53,6 +53,11 @@ enum LabCommand {
         /// without responders): a busy node, for benchmarks. At most 240.
         #[arg(long, value_name = "N")]
         idle_pods: Option<u32>,
+        /// Start a `dye agent` in every node's namespace, listening on the node's underlay
+        /// address (port 7443), with certificates made in the lab's state directory
+        /// (/run/dye/lab-ID/certs); `dye lab down` stops them.
+        #[arg(long)]
+        agents: bool,
     },
     /// Remove labs: pod sandboxes (over CRI), the nodes' containerd with their shims and
     /// cgroups, other processes, namespaces (with all links, routes and rules inside) and
@@ -79,6 +84,20 @@ enum LabCommand {
         id: String,
         #[command(subcommand)]
         fault: FaultArg,
+    },
+    /// Run a command inside a lab member's network namespace (node-1, pod-a, fw…), e.g.
+    /// `dye lab exec node-1 -- dye trace --agents 192.168.50.11:7443,192.168.50.12:7443
+    /// --certs /run/dye/lab-demo/certs --from pod-a --to 10.244.2.2`. Exits with the
+    /// command's status.
+    Exec {
+        /// Lab id.
+        #[arg(long, default_value = "demo")]
+        id: String,
+        /// The lab member whose namespace to enter.
+        member: String,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, last = true, value_name = "CMD")]
+        command: Vec<String>,
     },
     /// (internal) The TCP/UDP responder each lab pod runs.
     #[command(hide = true)]
@@ -161,7 +180,13 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             topology,
             json,
             idle_pods,
-        } => up(&id, topology, json, idle_pods),
+            agents,
+        } => up(&id, topology, json, idle_pods, agents),
+        LabCommand::Exec {
+            id,
+            member,
+            command,
+        } => exec(&id, &member, &command),
         LabCommand::Down { ids, all } => down(ids, all),
         LabCommand::Status { id, json } => status(id, json),
         LabCommand::Fault { id, fault } => apply(&id, fault),
@@ -203,6 +228,7 @@ fn up(
     topology: Option<PathBuf>,
     json: bool,
     idle_pods: Option<u32>,
+    agents: bool,
 ) -> anyhow::Result<ExitCode> {
     let id = LabId::parse(id)?;
     let (text, source) = match &topology {
@@ -214,7 +240,7 @@ fn up(
         None => (Topology::BUILTIN_TEXT.to_string(), "builtin".to_string()),
     };
     let started = std::time::Instant::now();
-    lab::up(&id, &text, &source, idle_pods)?;
+    lab::up(&id, &text, &source, idle_pods, agents)?;
     let view = lab::inspect(&id)?;
     if json {
         print_json(&view)?;
@@ -226,6 +252,25 @@ fn up(
         );
     }
     Ok(ExitCode::from(EXIT_OK))
+}
+
+/// Replaces this process with `ip netns exec <member's namespace> CMD…` (the lab's way into a
+/// namespace, with /sys remounted for it), so the command's status is ours.
+fn exec(id: &str, member: &str, command: &[String]) -> anyhow::Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let id = LabId::parse(id)?;
+    let state = lab::load_state(&id)?;
+    let ns = id.ns(member);
+    if !state.namespaces.contains(&ns) {
+        anyhow::bail!(
+            "lab {id} has no member {member:?} (see `dye lab status {id}` for its members)"
+        );
+    }
+    let err = std::process::Command::new("ip")
+        .args(["netns", "exec", ns.as_str()])
+        .args(command)
+        .exec();
+    Err(err).with_context(|| format!("running ip netns exec {ns} {}", command.join(" ")))
 }
 
 fn down(ids: Vec<String>, all: bool) -> anyhow::Result<ExitCode> {
@@ -400,6 +445,12 @@ fn print_view(view: &LabView) -> anyhow::Result<()> {
             "  firewall: VIP {} → {}; office {} hidden behind {}",
             fw.vip, fw.publishes_to, fw.office_subnet, fw.snat_to
         )?;
+    }
+    for a in &view.agents {
+        writeln!(out, "  agent: {} on {} (pid {})", a.node, a.address, a.pid)?;
+    }
+    if let Some(certs) = &view.certs {
+        writeln!(out, "  agents' certificates: {certs}")?;
     }
     if view.faults.is_empty() {
         writeln!(out, "  faults: none")?;

@@ -28,17 +28,19 @@ use super::teardown;
 use super::topology::{Backend, Node, Topology};
 use super::udp_backend;
 use super::LabError;
-use super::{nft_proxy, routed_pods, router};
+use super::{agents, nft_proxy, routed_pods, router};
 
 /// Builds lab `id` from the topology `text` (read from `source`, a path or "builtin"). On
 /// success the lab is complete and its state saved; on any error everything created so far is
 /// removed before the error is returned.
-/// `idle_pods`, when given, replaces every node's `idle_pods`.
+/// `idle_pods`, when given, replaces every node's `idle_pods`; `agents` starts a `dye agent`
+/// on every node.
 pub fn up(
     id: &LabId,
     text: &str,
     source: &str,
     idle_pods: Option<u32>,
+    agents: bool,
 ) -> Result<LabState, LabError> {
     let mut parsed = Topology::parse(text).map_err(|message| LabError::Topology {
         path: source.to_string(),
@@ -77,6 +79,7 @@ pub fn up(
         state: LabState::new(id, source.to_string()),
         state_dir: &state_dir,
         interrupted: &interrupted,
+        agents,
     };
     let result = builder.build();
     for g in guards {
@@ -191,6 +194,8 @@ struct Builder<'a> {
     state: LabState,
     state_dir: &'a Path,
     interrupted: &'a AtomicBool,
+    /// Start a `dye agent` on every node.
+    agents: bool,
 }
 
 impl Builder<'_> {
@@ -209,6 +214,17 @@ impl Builder<'_> {
         self.services()?;
         self.settle_ipv6()?;
         self.wait_for_responders()?;
+        if self.agents {
+            let interrupted = self.interrupted;
+            let step = || {
+                if interrupted.load(Ordering::Relaxed) {
+                    Err(LabError::Interrupted)
+                } else {
+                    Ok(())
+                }
+            };
+            agents::install(self.id, self.topo, &mut self.state, self.state_dir, &step)?;
+        }
         self.state.complete = true;
         self.state.save(self.state_dir)
     }

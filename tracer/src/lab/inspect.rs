@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use super::agents::AgentState;
 use super::cmd::Cmd;
 use super::names::{LabId, UNDERLAY};
 use super::state::{load_state, LabState};
@@ -19,6 +20,10 @@ pub struct LabView {
     pub services: Vec<ServiceView>,
     pub firewall: Option<FirewallView>,
     pub faults: Vec<String>,
+    /// Every node's `dye agent` (`dye lab up --agents`).
+    pub agents: Vec<AgentState>,
+    /// The certificate directory for coordinators (`--certs`), when the lab runs agents.
+    pub certs: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -154,6 +159,8 @@ pub fn inspect(id: &LabId) -> Result<LabView, LabError> {
             snat_to: fw.snat_to.to_string(),
         }),
         faults: state.faults.iter().map(|f| f.description.clone()).collect(),
+        agents: state.agents.clone(),
+        certs: state.certs.as_ref().map(|c| c.display().to_string()),
     })
 }
 

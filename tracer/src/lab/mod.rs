@@ -13,8 +13,9 @@
 //! (`faults`), teardown (`teardown`), persisted state (`state`), pod responders (`responder`).
 //! Other shapes, chosen by optional topology keys (`shape`): a routed underlay (`router`),
 //! Calico-style bridge-less pods (`routed_pods`), kube-proxy's nftables mode (`nft_proxy`), flannel's udp backend (`udp_backend` builds it,
-//! `udp_forwarder` is its per-node process).
+//! `udp_forwarder` is its per-node process); `agents` starts a `dye agent` on every node.
 
+pub mod agents;
 mod build;
 mod cmd;
 mod cni;

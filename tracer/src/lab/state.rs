@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::agents::AgentState;
 use super::cmd::Cmd;
 use super::faults::FaultRecord;
 use super::names::{LabId, STATE_ROOT};
@@ -28,6 +29,12 @@ pub struct LabState {
     /// PIDs of the nodes' udp-backend forwarders (`[overlay] backend = "udp"`).
     #[serde(default)]
     pub forwarders: Vec<u32>,
+    /// Every node's `dye agent` (`dye lab up --agents`).
+    #[serde(default)]
+    pub agents: Vec<AgentState>,
+    /// The certificates the agents and coordinators use (`dye lab up --agents`).
+    #[serde(default)]
+    pub certs: Option<PathBuf>,
     /// MAC address of each node's VXLAN device (as flanneld would publish it).
     pub vtep_macs: Vec<(String, String)>,
     /// MAC address of each node's IPv6 VXLAN device (dual-stack labs).
@@ -83,6 +90,8 @@ impl LabState {
             runtimes: Vec::new(),
             responders: Vec::new(),
             forwarders: Vec::new(),
+            agents: Vec::new(),
+            certs: None,
             vtep_macs: Vec::new(),
             vtep_macs6: Vec::new(),
             faults: Vec::new(),

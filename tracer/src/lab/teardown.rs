@@ -52,7 +52,13 @@ pub fn down(id: &LabId) -> Result<Removed, LabError> {
         removed.processes += stop_processes_in(ns);
     }
     if let Some(state) = &state {
-        for pid in state.responders.iter().chain(&state.forwarders) {
+        let agents = state.agents.iter().map(|a| &a.pid);
+        for pid in state
+            .responders
+            .iter()
+            .chain(&state.forwarders)
+            .chain(agents)
+        {
             let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
         }
     }
