@@ -411,10 +411,19 @@ fn lab_agents_of(lab: &support::Lab) -> (String, String) {
 /// `dye lab exec --id ID node-1 -- dye trace --json --agents … --certs … ARGS`: the
 /// coordinator on node-1, through the lab's own agents. Returns exit code, report, stderr.
 fn lab_exec_trace(lab: &support::Lab, args: &[&str]) -> (i32, serde_json::Value, String) {
+    lab_exec_dye(lab, "trace", args)
+}
+
+/// `dye lab exec --id ID node-1 -- dye COMMAND --json --agents … --certs … ARGS`.
+fn lab_exec_dye(
+    lab: &support::Lab,
+    command: &str,
+    args: &[&str],
+) -> (i32, serde_json::Value, String) {
     let (agents, certs) = lab_agents_of(lab);
     let bin = dye_bin();
     let mut argv = vec!["lab", "exec", "--id", &lab.id, "node-1", "--"];
-    argv.extend_from_slice(&[bin.to_str().unwrap(), "trace", "--json"]);
+    argv.extend_from_slice(&[bin.to_str().unwrap(), command, "--json"]);
     argv.extend_from_slice(&["--agents", &agents, "--certs", &certs]);
     argv.extend_from_slice(args);
     let out = dye(&argv);
@@ -873,4 +882,57 @@ fn an_agent_watching_a_path_stops_once_it_is_gone() {
     assert!(agent
         .wait_log("is gone: stopping")
         .contains("is gone: stopping"));
+}
+
+/// The fields of an MTU report that say what the path is: size, status, limiting link.
+fn mtu_verdict(r: &serde_json::Value) -> (u64, String, serde_json::Value) {
+    (
+        r["path_mtu"].as_u64().expect("path_mtu"),
+        r["status"].as_str().unwrap().to_string(),
+        r["limit"]["link"].clone(),
+    )
+}
+
+/// `dye mtu` through the lab's agents runs the same adaptive search over the merged stream:
+/// on a healthy path, with node-1's underlay link shrunk, and with node-2's (whose link only
+/// node-2's agent knows), it finds what single-host dye finds on the same lab.
+#[test]
+fn mtu_through_agents_finds_what_single_host_dye_finds() {
+    let lab = support::Lab::up_with(&["--agents"]);
+    let args = ["--from", &lab.ns("pod-a"), "--to", &lab.pod_ip("pod-c")];
+    // Single-host dye on the same lab: it sees every node's namespaces from the root.
+    let single = || {
+        let mut argv = vec!["mtu", "--json"];
+        argv.extend_from_slice(&args);
+        let out = dye(&argv);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap(), r)
+    };
+
+    let (code, r, err) = lab_exec_dye(&lab, "mtu", &args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(mtu_verdict(&r).0, 1450, "{r}");
+    assert_eq!(mtu_verdict(&r).1, "healthy", "{r}");
+    let (scode, s) = single();
+    assert_eq!((code, mtu_verdict(&r)), (scode, mtu_verdict(&s)));
+
+    for link in ["node-1/eth0", "node-2/eth0"] {
+        lab.fault(&["clear"]);
+        lab.fault(&["link-mtu", link, "1400"]);
+        lab.fault(&["vxlan-df"]);
+        let (code, r, err) = lab_exec_dye(&lab, "mtu", &args);
+        assert_eq!(code, 1, "{link}: {err}");
+        assert_eq!(mtu_verdict(&r).0, 1350, "{link}: {r}");
+        assert_eq!(mtu_verdict(&r).1, "black_hole", "{link}: {r}");
+        let (scode, s) = single();
+        assert_eq!(
+            (code, mtu_verdict(&r)),
+            (scode, mtu_verdict(&s)),
+            "{link}: through agents {r} single-host {s}"
+        );
+        // The search really ran through node-1's agent: its probes were seen by agents.
+        let probes = r["probes"].as_array().expect("probes");
+        assert!(probes.len() >= 4, "{r}");
+    }
 }

@@ -15,7 +15,9 @@ use crate::live;
 use crate::render::mtu as render;
 use crate::render::Style;
 
-use super::trace::{create_output, pod_name, resolve_target, write_recording, ProtoArg, ScopeArgs};
+use super::trace::{
+    create_output, pod_name, resolve_target, write_recording, AgentsArgs, ProtoArg, ScopeArgs,
+};
 use super::{EXIT_INTERRUPTED, EXIT_NEGATIVE, EXIT_OK};
 
 #[derive(Debug, Args)]
@@ -48,7 +50,9 @@ incomplete, 2 usage or setup error, 3 the system failed mid-search, 130 interrup
 Examples:
   dye mtu --from dye-demo-pod-a --to 10.244.2.2                  # pod to pod across the overlay
   dye mtu --from dye-demo-office --to 203.0.113.80:80            # TCP SYNs through firewall NAT
-  dye mtu --from 4242 --to 10.244.2.2 --max 9000 --json           # from PID 4242's netns")]
+  dye mtu --from 4242 --to 10.244.2.2 --max 9000 --json           # from PID 4242's netns
+  dye mtu --agents 192.168.50.11:7443,192.168.50.12:7443 --certs certs/ \
+      --from dye-demo-pod-a --to 10.244.2.2                        # through every node's agent")]
 pub struct MtuArgs {
     /// Source network namespace: a name under /run/netns, a path, a PID, `host`, or a pod
     /// (`pod:NAMESPACE/NAME`, `pod:NAME` in namespace default; see --runtime-endpoint).
@@ -87,6 +91,8 @@ pub struct MtuArgs {
     /// event) to FILE: `dye replay FILE` prints the same report anywhere, without privileges.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
+    #[command(flatten)]
+    agents: AgentsArgs,
 }
 
 pub fn run(args: MtuArgs, endpoints: &live::pods::Endpoints) -> anyhow::Result<ExitCode> {
@@ -138,14 +144,26 @@ pub fn run(args: MtuArgs, endpoints: &live::pods::Endpoints) -> anyhow::Result<E
             let _ = std::io::stderr().flush();
         }
     };
-    let result = live::mtu(
-        &plan,
-        &scope,
-        Arc::clone(&stop),
-        record.is_some(),
-        &status,
-        &mut progress,
-    );
+    let result = match &args.agents.agents {
+        Some(spec) => through_agents(
+            spec,
+            &args.agents,
+            &plan,
+            Arc::clone(&stop),
+            record.is_some(),
+            &status,
+            &mut progress,
+        ),
+        None => live::mtu(
+            &plan,
+            &scope,
+            Arc::clone(&stop),
+            record.is_some(),
+            &status,
+            &mut progress,
+        )
+        .map_err(anyhow::Error::from),
+    };
     if terminal {
         eprint!("\r\x1b[K");
     }
@@ -155,13 +173,33 @@ pub fn run(args: MtuArgs, endpoints: &live::pods::Endpoints) -> anyhow::Result<E
             if let Some(path) = &args.record {
                 let _ = std::fs::remove_file(path);
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
     if let (Some((file, path)), Some(recording)) = (record, &recording) {
         write_recording(file, &path, recording)?;
     }
     emit(&run, args.json)
+}
+
+/// The same search through the agents at `spec`; nodes nobody could observe are named on
+/// stderr (the search's result stands on what the others saw).
+fn through_agents(
+    spec: &str,
+    agents: &AgentsArgs,
+    plan: &MtuPlan,
+    stop: Arc<AtomicBool>,
+    record: bool,
+    status: &dyn Fn(&str),
+    progress: &mut dyn FnMut(Progress),
+) -> anyhow::Result<(MtuRun, Option<dye_core::recording::Recording<MtuPlan>>)> {
+    let addrs = crate::coordinator::parse_agents(spec)?;
+    let transport = crate::coordinator::transport(agents.certs.as_deref())?;
+    let done = crate::coordinator::mtu(plan, &addrs, &transport, stop, record, status, progress)?;
+    for b in &done.blind {
+        eprintln!("dye: blind: {} (agent {}): {}", b.node, b.agent, b.reason);
+    }
+    Ok((done.run, done.recording))
 }
 
 /// Prints an MTU result and chooses the exit status: the same for a live search and a replay.

@@ -150,15 +150,15 @@ pub struct TraceArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("agent_security").args(["certs", "insecure_agents"])))]
 pub(crate) struct AgentsArgs {
-    /// Trace through the dye agents at these addresses (ADDR:PORT, comma-separated, or one
+    /// Work through the dye agents at these addresses (ADDR:PORT, comma-separated, or one
     /// NAME:PORT resolving to every agent) instead of on this host: the agents that own the
-    /// source and destination capture, the source's agent injects, and the trace is merged
-    /// with every node's clock offset removed.
+    /// source and destination capture, the source's agent injects, and what they saw is
+    /// merged with every node's clock offset removed.
     #[arg(long, value_name = "ADDR[,ADDR…]", conflicts_with_all = ["namespaces", "all_ns", "interfaces"], requires = "agent_security")]
-    agents: Option<String>,
+    pub(crate) agents: Option<String>,
     /// With --agents: directory with ca.pem, client.pem and client-key.pem (`dye certs`).
     #[arg(long, value_name = "DIR", requires = "agents")]
-    certs: Option<PathBuf>,
+    pub(crate) certs: Option<PathBuf>,
     /// With --agents: talk to agents without TLS or authentication (agents started with the
     /// same flag). Only for debugging on loopback.
     #[arg(

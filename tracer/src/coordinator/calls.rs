@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use dye_core::clock::{self, Exchange};
 use dye_core::snapshot::Snapshot;
-use dye_core::trace::TracePlan;
 use dye_core::Proto;
 
 use super::client::{self, AgentError, Transport, CALL_TIMEOUT};
 use super::merge;
 use super::network::{self, Blind};
-use super::{Reached, CLOCK_ROUNDS};
+use super::{Probing, Reached, CLOCK_ROUNDS};
 use crate::agent::pb;
 
 /// Connects to every agent and greets it; the unreachable ones come back as blind nodes.
@@ -168,7 +167,7 @@ pub(super) async fn clock_all(peers: &[Reached]) -> Vec<(String, Exchange)> {
 
 /// What one agent captures: its points (by the names it knows them by) and the probes' filter.
 pub(super) fn capture_request(
-    plan: &TracePlan,
+    plan: &Probing,
     taken: &Snapshot,
     part: &merge::Part,
     duration: Duration,
@@ -187,7 +186,7 @@ pub(super) fn capture_request(
     pb::CaptureRequest {
         points: names,
         filter: Some(pb::ProbeFilter {
-            trace_id: plan.ids.trace_id,
+            trace_id: plan.trace_id,
             proto: match plan.proto {
                 Proto::Icmp => pb::Proto::Icmp,
                 Proto::Udp => pb::Proto::Udp,

@@ -1,17 +1,15 @@
 //! Where the trace happens: which agent's node owns the source namespace (exactly one must),
 //! which owns the destination address, and so which nodes to observe.
 
-use dye_core::trace::TracePlan;
-
 use super::network::Blind;
-use super::{calls, CoordError, Reached};
+use super::{calls, CoordError, Probing, Reached};
 use crate::agent::pb;
 
 /// The source namespace as its agent names it, and the indexes (into `reached`) of the agents
 /// to observe with, the source's first: the source's and the destination's node, or every node
 /// when none owns the destination (a ClusterIP, an outside address).
 pub(super) async fn locate(
-    plan: &TracePlan,
+    plan: &Probing,
     reached: &[Reached],
     blind: &[Blind],
 ) -> Result<(String, Vec<usize>), CoordError> {

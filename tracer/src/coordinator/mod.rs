@@ -12,16 +12,18 @@ pub mod merge;
 pub mod network;
 mod rerun;
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dye_core::clock::{self, NodeOffset};
+use dye_core::mtu::{self as mtu_core, MtuPlan, MtuRun};
 use dye_core::recording::{Recorder, Recording, SCHEMA};
 use dye_core::snapshot::Snapshot;
 use dye_core::trace::{self as core_trace, TracePlan, TraceRun};
+use dye_core::Proto;
 use tonic::transport::Channel;
 
 use crate::agent::pb::{self, agent_client::AgentClient};
@@ -120,16 +122,40 @@ pub(super) struct Reached {
     pub(super) client: AgentClient<Channel>,
 }
 
-/// Runs `plan` through the agents at `addrs`.
-pub fn trace(
-    plan: &TracePlan,
+/// What the agents are asked to watch for, whatever runs the probes (a trace, an MTU search).
+#[derive(Debug, Clone)]
+pub(super) struct Probing {
+    /// The source namespace as the user named it (or `pod:…`).
+    pub(super) from: String,
+    pub(super) to: IpAddr,
+    pub(super) trace_id: u32,
+    pub(super) proto: Proto,
+    pub(super) vxlan_ports: Vec<u16>,
+    /// How long the agents' captures may run.
+    pub(super) duration: Duration,
+}
+
+/// The agents on the path, located, snapshotted and capturing: ready for probes.
+struct Session {
+    peers: Vec<Reached>,
+    /// The merged snapshot as taken (before anything the run learns).
+    taken: Snapshot,
+    net: AgentsNetwork,
+    blind: Vec<Blind>,
+    exchanged: Vec<(String, clock::Exchange)>,
+    offsets_used: Vec<(String, i64)>,
+    started: Instant,
+}
+
+/// Greets every agent, finds who owns the source and the destination, takes and merges the
+/// snapshots of the agents on the path, exchanges clocks and starts their captures.
+fn open_session(
+    probing: &Probing,
     addrs: &[SocketAddr],
     transport: &Transport,
     stop: Arc<AtomicBool>,
-    record: bool,
     status: &dyn Fn(&str),
-) -> Result<AgentsTrace, CoordError> {
-    plan.validate()?;
+) -> Result<Session, CoordError> {
     let started = Instant::now();
     let rt = Arc::new(
         tokio::runtime::Builder::new_multi_thread()
@@ -150,7 +176,7 @@ pub fn trace(
         return Err(CoordError::NoAgent(why));
     }
     // Who owns the source, and the destination: the nodes to observe, source's first.
-    let (source_netns, chosen) = rt.block_on(locate::locate(plan, &reached, &blind))?;
+    let (source_netns, chosen) = rt.block_on(locate::locate(probing, &reached, &blind))?;
     let peers: Vec<Reached> = chosen.iter().map(|&i| reached[i].clone()).collect();
     status(&format!(
         "source {} on {}; observing node(s) {}",
@@ -165,7 +191,7 @@ pub fn trace(
 
     // Snapshots and clocks.
     tracing::info!(elapsed = ?started.elapsed(), "resolved");
-    let snaps = rt.block_on(calls::snapshots(&peers, &source_netns, plan.to))?;
+    let snaps = rt.block_on(calls::snapshots(&peers, &source_netns, probing.to))?;
     tracing::info!(elapsed = ?started.elapsed(), "snapshots taken");
     let exchanged = rt.block_on(calls::clock_all(&peers));
     tracing::info!(elapsed = ?started.elapsed(), "clocks exchanged");
@@ -194,14 +220,13 @@ pub fn trace(
         taken.points.len(),
         peers.len()
     ));
-    let duration = plan.interval * plan.count + plan.timeout + Duration::from_secs(5);
     let (tx, rx) = std::sync::mpsc::channel();
     let mut tasks = Vec::new();
     let mut live_peers = Vec::new();
     let mut capture_ids: Vec<(usize, u64)> = Vec::new();
     let requests: Vec<pb::CaptureRequest> = layout
         .iter()
-        .map(|part| calls::capture_request(plan, &taken, part, duration))
+        .map(|part| calls::capture_request(probing, &taken, part, probing.duration))
         .collect();
     let started_streams = rt.block_on(async {
         let tasks: Vec<_> = peers
@@ -281,7 +306,7 @@ pub fn trace(
         peers_state,
         0,
         source_netns.clone(),
-        plan.to,
+        probing.to,
         rx,
         tasks,
         stop,
@@ -289,7 +314,7 @@ pub fn trace(
         taken.points.len(),
     );
     net.pmtu_before = taken
-        .route(&taken.source, plan.to)
+        .route(&taken.source, probing.to)
         .and_then(|r| r.as_ref().ok().cloned());
     // A stream that ended before started counts as ended.
     for (i, p) in net.peers.iter().enumerate() {
@@ -297,8 +322,45 @@ pub fn trace(
             net.ended[i] = true;
         }
     }
-
     tracing::info!(elapsed = ?started.elapsed(), "captures started");
+    Ok(Session {
+        peers,
+        taken,
+        net,
+        blind,
+        exchanged,
+        offsets_used,
+        started,
+    })
+}
+
+/// Runs `plan` through the agents at `addrs`.
+pub fn trace(
+    plan: &TracePlan,
+    addrs: &[SocketAddr],
+    transport: &Transport,
+    stop: Arc<AtomicBool>,
+    record: bool,
+    status: &dyn Fn(&str),
+) -> Result<AgentsTrace, CoordError> {
+    plan.validate()?;
+    let probing = Probing {
+        from: plan.from.clone(),
+        to: plan.to,
+        trace_id: plan.ids.trace_id,
+        proto: plan.proto,
+        vxlan_ports: plan.vxlan_ports.clone(),
+        duration: plan.interval * plan.count + plan.timeout + Duration::from_secs(5),
+    };
+    let Session {
+        peers,
+        taken,
+        net,
+        mut blind,
+        exchanged,
+        offsets_used,
+        started,
+    } = open_session(&probing, addrs, transport, stop, status)?;
     let mut rec = Recorder::new(net);
     let mut snap = taken.clone();
     let first = core_trace::run_trace(plan, &mut snap, &mut rec, &mut |p| {
@@ -353,6 +415,64 @@ pub fn trace(
         run,
         snapshot,
         clocks,
+        blind,
+        recording,
+    })
+}
+
+/// A finished MTU search through agents.
+#[derive(Debug)]
+pub struct AgentsMtu {
+    pub run: MtuRun,
+    /// Nodes nobody observed, and why.
+    pub blind: Vec<Blind>,
+    pub recording: Option<Recording<MtuPlan>>,
+}
+
+/// Runs the MTU search `plan` through the agents at `addrs`: the same adaptive search as on
+/// one host, over the merged stream. Sizes, not times, are its result, so the RPC clock
+/// estimate (already applied to every frame) is all it needs.
+pub fn mtu(
+    plan: &MtuPlan,
+    addrs: &[SocketAddr],
+    transport: &Transport,
+    stop: Arc<AtomicBool>,
+    record: bool,
+    status: &dyn Fn(&str),
+    progress: &mut dyn FnMut(mtu_core::Progress),
+) -> Result<AgentsMtu, CoordError> {
+    plan.validate()?;
+    let probing = Probing {
+        from: plan.from.clone(),
+        to: plan.to,
+        trace_id: plan.ids.trace_id,
+        proto: plan.proto,
+        vxlan_ports: plan.vxlan_ports.clone(),
+        // The search's own bound, which is also an agent's default capture bound: no slack
+        // on top (an agent refuses a capture longer than its bound), and the coordinator
+        // stops the captures as soon as the search is done.
+        duration: mtu_core::run::MAX_ELAPSED,
+    };
+    let session = open_session(&probing, addrs, transport, stop, status)?;
+    let mut blind = session.blind;
+    let mut rec = Recorder::new(session.net);
+    let mut snap = session.taken.clone();
+    let run = mtu_core::run_mtu(plan, &mut snap, &mut rec, progress);
+    let (net, journal) = rec.into_parts();
+    let run = run?;
+    tracing::info!(elapsed = ?session.started.elapsed(), "search done");
+    blind.extend(net.blind.iter().cloned());
+    drop(net);
+    let recording = record.then(|| Recording {
+        schema: SCHEMA.to_string(),
+        command: "mtu".to_string(),
+        dye_version: env!("CARGO_PKG_VERSION").to_string(),
+        plan: plan.clone(),
+        snapshot: session.taken,
+        journal,
+    });
+    Ok(AgentsMtu {
+        run,
         blind,
         recording,
     })
