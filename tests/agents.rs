@@ -936,3 +936,137 @@ fn mtu_through_agents_finds_what_single_host_dye_finds() {
         assert!(probes.len() >= 4, "{r}");
     }
 }
+
+/// (name, mtu) of every link but `lo` in lab member `member`'s namespace, as `ip -j link` says.
+fn ip_links(lab: &support::Lab, member: &str) -> Vec<(String, u64)> {
+    let out = lab.exec(member, &["ip", "-j", "link", "show"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut links: Vec<(String, u64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["ifname"].as_str().unwrap().to_string(),
+                l["mtu"].as_u64().unwrap(),
+            )
+        })
+        .filter(|(n, _)| n != "lo")
+        .collect();
+    links.sort();
+    links
+}
+
+/// `dye topology --agents` merges what each node's agent sees: both nodes with their pods
+/// (links checked against `ip`), the links inside nodes and none of anything else on the
+/// host, the underlay wire between the nodes, and a dead agent named blind (exit 1).
+#[test]
+fn topology_through_agents_merges_every_nodes_picture() {
+    let lab = support::Lab::up_with(&["--agents"]);
+    let (code, t, err) = lab_exec_dye(&lab, "topology", &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(t["schema"], "dye.topology.agents/v1");
+    let nodes: Vec<&str> = t["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, [lab.ns("node-1"), lab.ns("node-2")]);
+    let mut members = Vec::new();
+    for ns in t["namespaces"].as_array().unwrap() {
+        let name = ns["name"].as_str().unwrap();
+        let member = name.strip_prefix(&format!("dye-{}-", lab.id)).unwrap();
+        let node = match member {
+            "node-1" | "pod-a" | "pod-b" => "node-1",
+            "node-2" | "pod-c" | "pod-d" => "node-2",
+            other => panic!("{other} is on no node with an agent: {ns}"),
+        };
+        assert_eq!(ns["node"], lab.ns(node), "{ns}");
+        let mut links: Vec<(String, u64)> = ns["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["name"].as_str().unwrap().to_string(),
+                    l["mtu"].as_u64().unwrap(),
+                )
+            })
+            .filter(|(n, _)| n != "lo")
+            .collect();
+        links.sort();
+        assert_eq!(links, ip_links(&lab, member), "{member}");
+        members.push(member.to_string());
+    }
+    members.sort();
+    assert_eq!(
+        members,
+        ["node-1", "node-2", "pod-a", "pod-b", "pod-c", "pod-d"]
+    );
+    // Every connection touches one of this lab's nodes: nothing of other labs on the host.
+    let prefix = format!("dye-{}-", lab.id);
+    let edges = t["edges"].as_array().unwrap();
+    for e in edges {
+        let s = e.to_string();
+        assert_eq!(
+            s.matches("\"netns\":\"").count(),
+            s.matches(&format!("\"netns\":\"{prefix}")).count(),
+            "{e}"
+        );
+    }
+    let pod_a_veth = edges
+        .iter()
+        .find(|e| e["type"] == "veth_pair" && e["b"]["netns"] == lab.ns("pod-a"))
+        .unwrap_or_else(|| panic!("pod-a's veth pair: {edges:?}"));
+    assert_eq!(pod_a_veth["a"]["netns"], lab.ns("node-1"));
+    // The wire between the nodes, which neither agent sees alone.
+    let wires = t["underlay"].as_array().unwrap();
+    assert!(
+        wires
+            .iter()
+            .any(|w| w["a"] == format!("{}/eth0", lab.ns("node-1"))
+                && w["a_addr"] == lab.addr("node-1", "eth0")
+                && w["b"] == format!("{}/eth0", lab.ns("node-2"))
+                && w["b_addr"] == lab.addr("node-2", "eth0")),
+        "{wires:?}"
+    );
+    assert!(t["blind"].as_array().unwrap().is_empty());
+
+    // A third address where no agent listens: named blind, the two nodes still shown.
+    let (agents, certs) = lab_agents_of(&lab);
+    let dead = "192.168.50.99:7443";
+    let bin = dye_bin();
+    let spec = format!("{agents},{dead}");
+    let out = dye(&[
+        "lab",
+        "exec",
+        "--id",
+        &lab.id,
+        "node-1",
+        "--",
+        bin.to_str().unwrap(),
+        "topology",
+        "--json",
+        "--agents",
+        &spec,
+        "--certs",
+        &certs,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["nodes"].as_array().unwrap().len(), 2);
+    let blind = t["blind"].as_array().unwrap();
+    assert_eq!(blind.len(), 1, "{blind:?}");
+    assert_eq!(blind[0]["agent"], dead);
+}

@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use dye_capture::topology::Edge;
 use dye_capture::{Netns, NetnsId};
 use dye_core::snapshot::Snapshot;
 
@@ -67,6 +68,16 @@ impl Node {
             .iter()
             .map(|m| kept.contains(&m.netns))
             .collect();
+        // Connections that touch none of this node's namespaces (other nodes', other labs' on
+        // a shared kernel) are not this node's to tell.
+        scope.topology.edges.retain(|e| {
+            let (a, b) = match e {
+                Edge::VethPair { a, b } => (a, b),
+                Edge::BridgePort { bridge, port } => (bridge, port),
+                Edge::TunnelUnderlay { tunnel, underlay } => (tunnel, underlay),
+            };
+            kept.contains(&a.netns) || kept.contains(&b.netns)
+        });
         let mut it = keep.iter();
         scope.points.retain(|_| *it.next().unwrap_or(&false));
         let mut it = keep.iter();

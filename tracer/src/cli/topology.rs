@@ -1,6 +1,7 @@
 //! `dye topology`: the cross-namespace picture of interfaces, veth pairs, bridges and tunnels.
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -8,7 +9,7 @@ use clap::Args;
 use dye_capture::netns;
 use dye_capture::Topology;
 
-use super::EXIT_OK;
+use super::{EXIT_NEGATIVE, EXIT_OK};
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -29,7 +30,15 @@ Examples:
   dye topology --ns 'dye-demo-*' --mermaid > lab.mmd
   dye topology --ns dye-demo-node-1 --json | jq '.namespaces[0].links'
   dye topology --ns dye-demo-pod-a --route-to 10.244.2.2
-  dye topology --all-ns                           # every namespace, incl. containers'")]
+  dye topology --all-ns                           # every namespace, incl. containers'
+  dye topology --agents 192.168.50.11:7443,192.168.50.12:7443 --certs certs/
+
+With --agents, every agent describes its own node (the namespace it runs in and its pods) and
+the answers are merged into one picture (JSON schema dye.topology.agents/v1): each node's
+namespaces and links, the links inside nodes, and the underlay wires between nodes (underlay
+devices of tunnels whose addresses share a subnet). A name two nodes share (`host`) is shown as
+NODE:NAME. An agent that cannot be reached or does not answer is named BLIND (exit 1); the
+other nodes are still shown.")]
 pub struct TopologyArgs {
     /// Namespace to include (repeatable; patterns allowed).
     #[arg(long = "ns", value_name = "NETNS")]
@@ -47,9 +56,38 @@ pub struct TopologyArgs {
     /// Also show, per namespace, the route the kernel would use to ADDR (`ip route get`).
     #[arg(long, value_name = "ADDR")]
     route_to: Option<IpAddr>,
+    /// Ask the dye agents at these addresses (ADDR:PORT, comma-separated, or one NAME:PORT
+    /// resolving to every agent) for their nodes instead of looking at this host.
+    #[arg(
+        long,
+        value_name = "ADDR[,ADDR…]",
+        conflicts_with_all = ["ns", "all_ns", "route_to", "mermaid"],
+        requires = "agent_security"
+    )]
+    agents: Option<String>,
+    /// With --agents: directory with ca.pem, client.pem and client-key.pem (`dye certs`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "agents",
+        group = "agent_security"
+    )]
+    certs: Option<PathBuf>,
+    /// With --agents: talk to agents without TLS or authentication (agents started with the
+    /// same flag). Only for debugging on loopback.
+    #[arg(
+        long = "insecure-plaintext-for-local-debugging",
+        requires = "agents",
+        conflicts_with = "certs",
+        group = "agent_security"
+    )]
+    insecure: bool,
 }
 
 pub fn run(args: TopologyArgs) -> anyhow::Result<ExitCode> {
+    if let Some(spec) = &args.agents {
+        return through_agents(spec, args.certs.as_deref(), args.json);
+    }
     let namespaces = netns::select(&args.ns, args.all_ns)?;
     let topo = Topology::discover(&namespaces).context("discovery failed")?;
     let mut lookups = Vec::new();
@@ -87,4 +125,22 @@ pub fn run(args: TopologyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(EXIT_OK))
+}
+
+/// The merged picture from every agent; exit 1 when some node is blind.
+fn through_agents(spec: &str, certs: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let addrs = crate::coordinator::parse_agents(spec)?;
+    let transport = crate::coordinator::transport(certs)?;
+    let status = |msg: &str| tracing::info!("{msg}");
+    let merged = crate::coordinator::topology::topology(&addrs, &transport, &status)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&merged)?);
+    } else {
+        print!("{}", crate::render::topology::text(&merged));
+    }
+    Ok(ExitCode::from(if merged.blind.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_NEGATIVE
+    }))
 }

@@ -11,6 +11,7 @@ mod locate;
 pub mod merge;
 pub mod network;
 mod rerun;
+pub mod topology;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;

@@ -2,6 +2,7 @@
 //! and the terminal view of an MTU search. JSON is the report itself.
 
 pub mod mtu;
+pub mod topology;
 pub mod trace;
 
 pub use trace::Style;
