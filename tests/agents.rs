@@ -1070,3 +1070,124 @@ fn topology_through_agents_merges_every_nodes_picture() {
     assert_eq!(blind.len(), 1, "{blind:?}");
     assert_eq!(blind[0]["agent"], dead);
 }
+
+/// Starts `dye capture --agents … ARGS` on node-1 (through `dye lab exec`) and waits until it
+/// captures; returns the process.
+fn start_agents_capture(lab: &support::Lab, args: &[&str]) -> Child {
+    let (agents, certs) = lab_agents_of(lab);
+    let bin = dye_bin();
+    let mut child = Command::new(dye_bin())
+        .args(["lab", "exec", "--id", &lab.id, "node-1", "--"])
+        .arg(&bin)
+        .args(["capture", "--agents", &agents, "--certs", &certs])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !line.contains("capturing on") {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the capture did not start: {line}");
+        }
+    }
+    // The rest of stderr (the summary) is read when it ends.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = r.read_to_string(&mut rest);
+        eprint!("{rest}");
+    });
+    child
+}
+
+/// `dye capture --agents`: both nodes' agents capture with the user's filter and their frames
+/// land in one pcapng that tshark reads, interfaces named node/netns/ifname; the filter sees
+/// through VXLAN on the nodes' underlay links, as on one host.
+#[test]
+fn capture_through_agents_writes_one_pcapng_from_every_node() {
+    let lab = support::Lab::up_with(&["--agents"]);
+    let pcap = support::TempPcap::new("agents-capture");
+    let pods = format!("dye-{}-pod-*", lab.id);
+    let nodes_eth0 = format!("dye-{}-node-*/eth0", lab.id);
+    let mut child = start_agents_capture(
+        &lab,
+        &[
+            "--ns",
+            &pods,
+            "-i",
+            "eth0",
+            "-i",
+            &nodes_eth0,
+            "-w",
+            pcap.path(),
+            "--duration",
+            "4s",
+            "icmp",
+        ],
+    );
+    let pod_c = lab.pod_ip("pod-c");
+    let ping = lab.exec("pod-a", &["ping", "-c", "3", "-i", "0.2", &pod_c]);
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    // flannel's VXLAN port is not VXLAN's IANA one: tell tshark.
+    let rows = support::tshark_fields(
+        pcap.path(),
+        &["-d", "udp.port==8472,vxlan"],
+        &["frame.interface_name", "icmp.type", "vxlan.vni"],
+    );
+    let count = |iface: &str, icmp_type: &str, vxlan: bool| {
+        rows.iter()
+            .filter(|r| r[0] == iface && r[1] == icmp_type && r[2].is_empty() != vxlan)
+            .count()
+    };
+    let name = |node: &str, member: &str| format!("{}/{}/eth0", lab.ns(node), lab.ns(member));
+    for (node, member) in [("node-1", "pod-a"), ("node-2", "pod-c")] {
+        assert_eq!(count(&name(node, member), "8", false), 3, "{rows:?}");
+        assert_eq!(count(&name(node, member), "0", false), 3, "{rows:?}");
+    }
+    // Through the tunnel: the underlay frames carry the ICMP inside VXLAN (VNI 1).
+    for node in ["node-1", "node-2"] {
+        assert_eq!(count(&name(node, node), "8", true), 3, "{rows:?}");
+        assert_eq!(count(&name(node, node), "0", true), 3, "{rows:?}");
+    }
+    // One timeline: the frames of both agents in time order, each probe seen at pod-a
+    // before pod-c.
+    let times: Vec<f64> = support::tshark_fields(pcap.path(), &[], &["frame.time_epoch"])
+        .iter()
+        .map(|r| r[0].parse().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    let first = |iface: &str| rows.iter().position(|r| r[0] == iface && r[1] == "8");
+    assert!(
+        first(&name("node-1", "pod-a")) < first(&name("node-2", "pod-c")),
+        "{rows:?}"
+    );
+    // Every point the selection named is an interface of the file, and nothing else.
+    let out = Command::new("capinfos")
+        .args(["-I", pcap.path()])
+        .output()
+        .expect("capinfos (Debian package wireshark-common)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (node, member) in [
+        ("node-1", "pod-a"),
+        ("node-1", "pod-b"),
+        ("node-2", "pod-c"),
+        ("node-2", "pod-d"),
+        ("node-1", "node-1"),
+        ("node-2", "node-2"),
+    ] {
+        assert!(text.contains(&name(node, member)), "{text}");
+    }
+    assert_eq!(text.matches("Interface #").count(), 6, "{text}");
+}

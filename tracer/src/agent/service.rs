@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dye_capture::filter::{Semantics, TunnelPorts};
 use dye_capture::{CaptureConfig, CaptureSession, Event as CaptureEvent, Injector, Netns};
 use dye_core::seam::ConntrackQuery;
 use dye_core::Proto;
@@ -27,9 +28,12 @@ const CLIENT_CHECK: Duration = Duration::from_millis(100);
 const MAX_CAPTURE_POINTS: usize = 256;
 /// Most packets one capture delivers.
 const MAX_CAPTURE_PACKETS: u64 = 200_000;
-/// A discovery this recent serves a Snapshot or a namespace lookup as it is (a coordinator's
-/// Hello, Resolve, Snapshot and Capture come within a second); an older one is redone.
-const FRESH: Duration = Duration::from_secs(2);
+/// Longest pcap filter expression accepted.
+const MAX_FILTER_BYTES: usize = 4096;
+/// A discovery this recent serves a Snapshot or a namespace lookup as it is (one coordinator's
+/// Resolve and Snapshot come milliseconds apart); an older one is redone, so a command run
+/// right after another (an MTU changed in between) does not get the previous one's picture.
+const FRESH: Duration = Duration::from_millis(250);
 
 /// A discovery of this node and when it was made.
 type Discovery = (std::time::Instant, Arc<NodeScope>);
@@ -283,23 +287,19 @@ impl pb::agent_server::Agent for AgentService {
                 self.limits.max_sessions
             ))
         })?;
-        let filter = req.filter.unwrap_or_default();
-        let proto = match pb::Proto::try_from(filter.proto) {
-            Ok(pb::Proto::Icmp) => Proto::Icmp,
-            Ok(pb::Proto::Udp) => Proto::Udp,
-            Ok(pb::Proto::Tcp) => Proto::Tcp,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "filter.proto must be icmp, udp or tcp",
-                ))
+        if let Some(pcap) = &req.pcap {
+            if pcap.expression.len() > MAX_FILTER_BYTES {
+                return Err(Status::out_of_range(format!(
+                    "a filter of {} bytes exceeds this agent's bound of {MAX_FILTER_BYTES}",
+                    pcap.expression.len()
+                )));
             }
+        }
+        // A user's pcap filter replaces the probe filter.
+        let probe = match &req.pcap {
+            Some(_) => None,
+            None => Some(probe_filter(req.filter.clone().unwrap_or_default())?),
         };
-        let ports: Vec<u16> = filter
-            .vxlan_ports
-            .iter()
-            .map(|p| u16::try_from(*p))
-            .collect::<Result<_, _>>()
-            .map_err(|_| Status::invalid_argument("a VXLAN port is not a UDP port"))?;
         // The points as the last Snapshot listed them.
         let scope = self.scope().await?;
         if req.points.len() > MAX_CAPTURE_POINTS {
@@ -338,8 +338,24 @@ impl pb::agent_server::Agent for AgentService {
                 .map(|&i| scope.scope.points[i].clone())
                 .collect(),
         );
-        config.filter = Some(crate::live::capture_filter(filter.trace_id, proto));
-        config.semantics = crate::live::trace_semantics(&ports, &scope.scope.topology);
+        match &req.pcap {
+            Some(pcap) => {
+                let expr = pcap.expression.trim();
+                config.filter = (!expr.is_empty()).then(|| expr.to_string());
+                config.semantics = if pcap.outer {
+                    Semantics::Outer
+                } else {
+                    Semantics::ThroughTunnels(
+                        TunnelPorts::well_known().with_devices(&scope.scope.topology),
+                    )
+                };
+            }
+            None => {
+                let (trace_id, proto, ports) = probe.unwrap_or((0, Proto::Icmp, Vec::new()));
+                config.filter = Some(crate::live::capture_filter(trace_id, proto));
+                config.semantics = crate::live::trace_semantics(&ports, &scope.scope.topology);
+            }
+        }
         config.immediate = true;
         config.promisc = false;
         config.buffer_bytes = 256 << 10;
@@ -503,6 +519,27 @@ impl pb::agent_server::Agent for AgentService {
 struct Running {
     id: u64,
     stop: Arc<AtomicBool>,
+}
+
+/// A probe filter's trace id, protocol and VXLAN ports, checked.
+fn probe_filter(filter: pb::ProbeFilter) -> Result<(u32, Proto, Vec<u16>), Status> {
+    let proto = match pb::Proto::try_from(filter.proto) {
+        Ok(pb::Proto::Icmp) => Proto::Icmp,
+        Ok(pb::Proto::Udp) => Proto::Udp,
+        Ok(pb::Proto::Tcp) => Proto::Tcp,
+        _ => {
+            return Err(Status::invalid_argument(
+                "filter.proto must be icmp, udp or tcp",
+            ))
+        }
+    };
+    let ports: Vec<u16> = filter
+        .vxlan_ports
+        .iter()
+        .map(|p| u16::try_from(*p))
+        .collect::<Result<_, _>>()
+        .map_err(|_| Status::invalid_argument("a VXLAN port is not a UDP port"))?;
+    Ok((filter.trace_id, proto, ports))
 }
 
 fn run_capture(

@@ -56,51 +56,86 @@ Examples:
   dye capture --ns 'dye-demo-*' -w lab.pcapng icmp --duration 10s
   dye capture --ns dye-demo-node-1 -i eth0 -i flannel.1 -w overlay.pcapng 'udp port 8472'
   dye capture -i dye-demo-pod-a/eth0 -i dye-demo-pod-c/eth0 -w pods.pcapng -c 100
-  dye capture --all-ns -w everything.pcapng --max-size 100M --duration 1m")]
+  dye capture --all-ns -w everything.pcapng --max-size 100M --duration 1m
+  dye capture --agents 192.168.50.11:7443,192.168.50.12:7443 --certs certs/ \
+      --ns 'dye-demo-pod-*' -w pods.pcapng icmp --duration 10s
+
+With --agents, every agent captures on its own node's points that --ns and -i select (all of
+them, loopback excepted, without either), runs FILTER in its kernel and streams the frames
+back; they go into one pcapng whose interfaces are named <node>/<netns>/<ifname>, timestamps
+moved onto this machine's clock (an RPC clock exchange with each agent). Agents bound a
+capture's length (2 minutes by default): --duration defaults to that bound. An agent that
+cannot be reached or stops answering is named blind (exit 1); the others' frames are kept.")]
 pub struct CaptureArgs {
     /// Namespace to capture in (repeatable; patterns allowed).
     #[arg(long = "ns", value_name = "NETNS")]
-    ns: Vec<String>,
+    pub(super) ns: Vec<String>,
     /// Every network namespace on the host (named ones and those of processes).
     #[arg(long)]
-    all_ns: bool,
+    pub(super) all_ns: bool,
     /// Interface to capture on: NAME (in every selected namespace that has it) or NETNS/NAME.
     /// Repeatable. Default: every interface that is up, except loopback.
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    interfaces: Vec<String>,
+    pub(super) interfaces: Vec<String>,
     /// Output file (pcapng); `-` writes to stdout.
     #[arg(short = 'w', long = "write", value_name = "FILE")]
-    write: PathBuf,
+    pub(super) write: PathBuf,
     /// Stop after this long: 30s, 500ms, 5m, 1h (a bare number is seconds).
     #[arg(long, value_name = "D", value_parser = super::args::parse_positive_duration)]
-    duration: Option<Duration>,
+    pub(super) duration: Option<Duration>,
     /// Stop after this many packets (over all points).
     #[arg(short = 'c', long, value_name = "N")]
-    count: Option<u64>,
+    pub(super) count: Option<u64>,
     /// Stop before the file grows past this size: 10M, 1G, 500k (a bare number is bytes).
     #[arg(long, value_name = "S", value_parser = parse_size)]
-    max_size: Option<u64>,
+    pub(super) max_size: Option<u64>,
     /// Kernel ring per point and direction (two per point, so 2 MiB per point by default:
     /// tcpdump's default for one interface).
     #[arg(long, value_name = "S", value_parser = parse_size, default_value = "1M")]
-    buffer_size: u64,
+    pub(super) buffer_size: u64,
     /// Bytes kept of each frame.
     #[arg(short = 's', long, value_name = "N", default_value_t = 262_144)]
-    snaplen: i32,
+    pub(super) snaplen: i32,
     /// Deliver every packet at once (TPACKET_V2) instead of in ring blocks every 50 ms;
     /// costs more CPU under load.
     #[arg(long)]
-    immediate: bool,
+    pub(super) immediate: bool,
     /// Do not put interfaces into promiscuous mode.
     #[arg(short = 'p', long)]
-    no_promisc: bool,
+    pub(super) no_promisc: bool,
     /// Match FILTER against the outer headers only (tcpdump's semantics): tunnel packets are
     /// kept only if their own headers match, never for what they carry.
     #[arg(long)]
-    outer: bool,
+    pub(super) outer: bool,
+    /// Capture through the dye agents at these addresses (ADDR:PORT, comma-separated, or one
+    /// NAME:PORT resolving to every agent) instead of on this host.
+    #[arg(
+        long,
+        value_name = "ADDR[,ADDR…]",
+        conflicts_with_all = ["all_ns", "immediate", "buffer_size", "no_promisc", "snaplen"],
+        requires = "agent_security"
+    )]
+    pub(super) agents: Option<String>,
+    /// With --agents: directory with ca.pem, client.pem and client-key.pem (`dye certs`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "agents",
+        group = "agent_security"
+    )]
+    pub(super) certs: Option<PathBuf>,
+    /// With --agents: talk to agents without TLS or authentication (agents started with the
+    /// same flag). Only for debugging on loopback.
+    #[arg(
+        long = "insecure-plaintext-for-local-debugging",
+        requires = "agents",
+        conflicts_with = "certs",
+        group = "agent_security"
+    )]
+    pub(super) insecure: bool,
     /// pcap filter expression, e.g. `icmp or udp port 8472` (several words are joined).
     #[arg(value_name = "FILTER", trailing_var_arg = true)]
-    filter: Vec<String>,
+    pub(super) filter: Vec<String>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -257,6 +292,9 @@ fn select_points(args: &CaptureArgs) -> anyhow::Result<(Vec<CapturePoint>, Tunne
 pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     if args.count == Some(0) {
         bail!("--count must be at least 1");
+    }
+    if let Some(spec) = &args.agents {
+        return super::capture_agents::run(spec, &args);
     }
     let (points, ports) = select_points(&args)?;
     // Open the output before capturing anything, so an unwritable path fails first; without

@@ -3,6 +3,7 @@
 mod agent;
 mod args;
 mod capture;
+mod capture_agents;
 mod certs;
 mod decode;
 mod lab;

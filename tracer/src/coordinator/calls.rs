@@ -138,6 +138,45 @@ pub(super) async fn snapshots(
     Ok(out)
 }
 
+/// Every agent's whole-node snapshot, each answer on its own (one failing agent does not
+/// fail the others).
+pub(super) async fn node_snapshots(peers: &[Reached]) -> Vec<Result<Snapshot, AgentError>> {
+    let tasks: Vec<_> = peers
+        .iter()
+        .cloned()
+        .map(|p| {
+            tokio::spawn(async move {
+                let call_err = |detail: String| AgentError::Call {
+                    addr: p.addr,
+                    node: p.node.clone(),
+                    detail,
+                };
+                // The channel's per-call deadline bounds the wait.
+                let reply = p
+                    .client
+                    .clone()
+                    .snapshot(pb::SnapshotRequest::default())
+                    .await
+                    .map_err(|e| call_err(format!("snapshot: {}", network::status_text(&e))))?
+                    .into_inner();
+                serde_json::from_slice::<Snapshot>(&reply.snapshot_json)
+                    .map_err(|e| call_err(format!("snapshot answer: {e}")))
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (t, p) in tasks.into_iter().zip(peers) {
+        out.push(t.await.unwrap_or_else(|e| {
+            Err(AgentError::Call {
+                addr: p.addr,
+                node: p.node.clone(),
+                detail: e.to_string(),
+            })
+        }));
+    }
+    out
+}
+
 /// NTP-style exchanges with every agent; each agent's best against the coordinator's clock.
 pub(super) async fn clock_all(peers: &[Reached]) -> Vec<(String, Exchange)> {
     let mut out = Vec::new();
@@ -197,6 +236,7 @@ pub(super) fn capture_request(
         duration_ms: duration.as_millis() as u64,
         max_bytes: 64 << 20,
         max_packets: 200_000,
+        pcap: None,
     }
 }
 

@@ -6,6 +6,7 @@
 //! journal with the timestamps corrected, so every hop sits on the source node's timeline.
 
 mod calls;
+pub mod capture;
 pub mod client;
 mod locate;
 pub mod merge;
@@ -53,6 +54,8 @@ pub enum CoordError {
     Core(#[from] core_trace::TraceError),
     #[error("starting the coordinator's runtime: {0}")]
     Runtime(String),
+    #[error("writing the output: {0}")]
+    Output(String),
 }
 
 impl CoordError {
@@ -60,7 +63,9 @@ impl CoordError {
     pub fn is_usage(&self) -> bool {
         !matches!(
             self,
-            CoordError::Core(core_trace::TraceError::Seam(_)) | CoordError::Runtime(_)
+            CoordError::Core(core_trace::TraceError::Seam(_))
+                | CoordError::Runtime(_)
+                | CoordError::Output(_)
         )
     }
 }

@@ -10,10 +10,9 @@ use dye_core::snapshot::{Address, Snapshot};
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::client::{AgentError, Transport};
-use super::network::{self, Blind};
-use super::{calls, merge, CoordError, Reached};
-use crate::agent::pb;
+use super::client::Transport;
+use super::network::Blind;
+use super::{calls, merge, CoordError};
 
 /// The schema of `dye topology --agents --json`.
 pub const SCHEMA: &str = "dye.topology.agents/v1";
@@ -68,7 +67,7 @@ pub fn topology(
             .join("; ");
         return Err(CoordError::NoAgent(why));
     }
-    let answers = rt.block_on(node_snapshots(&reached));
+    let answers = rt.block_on(calls::node_snapshots(&reached));
     let mut parts = Vec::new();
     let mut nodes = Vec::new();
     for (p, answer) in reached.iter().zip(answers) {
@@ -97,45 +96,6 @@ pub fn topology(
         edges: merged.edges,
         underlay,
     })
-}
-
-/// Every agent's whole-node snapshot, each answer on its own (one failing agent does not
-/// fail the others).
-async fn node_snapshots(peers: &[Reached]) -> Vec<Result<Snapshot, AgentError>> {
-    let tasks: Vec<_> = peers
-        .iter()
-        .cloned()
-        .map(|p| {
-            tokio::spawn(async move {
-                let call_err = |detail: String| AgentError::Call {
-                    addr: p.addr,
-                    node: p.node.clone(),
-                    detail,
-                };
-                // The channel's per-call deadline bounds the wait.
-                let reply = p
-                    .client
-                    .clone()
-                    .snapshot(pb::SnapshotRequest::default())
-                    .await
-                    .map_err(|e| call_err(format!("snapshot: {}", network::status_text(&e))))?
-                    .into_inner();
-                serde_json::from_slice::<Snapshot>(&reply.snapshot_json)
-                    .map_err(|e| call_err(format!("snapshot answer: {e}")))
-            })
-        })
-        .collect();
-    let mut out = Vec::new();
-    for (t, p) in tasks.into_iter().zip(peers) {
-        out.push(t.await.unwrap_or_else(|e| {
-            Err(AgentError::Call {
-                addr: p.addr,
-                node: p.node.clone(),
-                detail: e.to_string(),
-            })
-        }));
-    }
-    out
 }
 
 /// Links that carry a tunnel's packets (the tunnels' underlay devices), paired across nodes
