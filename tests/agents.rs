@@ -1161,18 +1161,13 @@ fn capture_through_agents_writes_one_pcapng_from_every_node() {
         assert_eq!(count(&name(node, node), "8", true), 3, "{rows:?}");
         assert_eq!(count(&name(node, node), "0", true), 3, "{rows:?}");
     }
-    // One timeline: the frames of both agents in time order, each probe seen at pod-a
-    // before pod-c.
+    // One timeline: the frames of both agents in time order (on the RPC clock estimate, so
+    // not necessarily in causal order across nodes: that takes a probe, `dye trace`).
     let times: Vec<f64> = support::tshark_fields(pcap.path(), &[], &["frame.time_epoch"])
         .iter()
         .map(|r| r[0].parse().unwrap())
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
-    let first = |iface: &str| rows.iter().position(|r| r[0] == iface && r[1] == "8");
-    assert!(
-        first(&name("node-1", "pod-a")) < first(&name("node-2", "pod-c")),
-        "{rows:?}"
-    );
     // Every point the selection named is an interface of the file, and nothing else.
     let out = Command::new("capinfos")
         .args(["-I", pcap.path()])
