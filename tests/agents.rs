@@ -777,11 +777,14 @@ fn a_clusterip_dnat_and_a_drop_on_node_2_are_traced_through_agents() {
             .starts_with(&format!("{node2}/")),
         "{v}"
     );
+    // node-2's agent traced the probe through its rules: the lab's DROP rule is named.
+    assert_eq!(v["dropped_by"]["netns"], node2, "{v}");
+    assert_eq!(v["dropped_by"]["chain"], "FORWARD", "{v}");
     assert!(
         v["detail"]
             .as_str()
             .unwrap()
-            .contains(&format!("dropped inside {node2}")),
+            .contains(&format!("dropped in {node2} by nft rule")),
         "{v}"
     );
     // No return leg: node-2's clock comes from the RPC exchange, still about -20 ms.
@@ -1185,4 +1188,82 @@ fn capture_through_agents_writes_one_pcapng_from_every_node() {
         assert!(text.contains(&name(node, member)), "{text}");
     }
     assert_eq!(text.matches("Interface #").count(), 6, "{text}");
+}
+
+/// A NetworkPolicy-style nftables drop on node-2, traced from a coordinator on node-1: node-2's
+/// agent traces the probe through its rules and watches the kernel drop it, and the verdict
+/// names the rule (its handle checked against `nft -a list`) and the kernel's reason — what
+/// single-host dye says on the same lab.
+#[test]
+fn a_drop_on_node_2_is_named_by_its_rule_from_a_coordinator_on_node_1() {
+    let lab = support::Lab::up_with(&["--agents"]);
+    lab.fault(&["netpol-drop", "pod-c"]);
+    let args = [
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &lab.pod_ip("pod-c"),
+        "--timeout",
+        "1s",
+    ];
+    let (code, r, err) = lab_exec_trace(&lab, &args);
+    assert_eq!(code, 1, "{err}");
+    let v = &r["verdict"];
+    assert_eq!(v["kind"], "dropped", "{v}");
+    let node2 = lab.ns("node-2");
+    let by = &v["dropped_by"];
+    assert_eq!(by["netns"], node2, "{v}");
+    assert_eq!(
+        (&by["family"], &by["table"], &by["chain"]),
+        (&"inet".into(), &"netpol".into(), &"ingress-pod-c".into())
+    );
+    let rule = "ip saddr 10.244.0.0/16 ip saddr != 10.244.2.0/24 drop";
+    assert_eq!(by["rule"], rule, "{v}");
+    let listing = lab.exec(
+        "node-2",
+        &[
+            "nft",
+            "-a",
+            "list",
+            "chain",
+            "inet",
+            "netpol",
+            "ingress-pod-c",
+        ],
+    );
+    let listing = String::from_utf8_lossy(&listing.stdout).to_string();
+    let handle: u64 = listing
+        .lines()
+        .find(|l| l.contains(rule))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .and_then(|h| h.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rule {rule:?} in:\n{listing}"));
+    assert_eq!(by["handle"], handle, "{v}");
+    let k = &v["kernel_drop"];
+    assert_eq!(k["netns"], node2, "{v}");
+    assert_eq!(k["reason"], "NETFILTER_DROP", "{v}");
+    // The rules under the hop where the probe vanished, as on one host.
+    let last = v["last_seen"].as_u64().expect("last seen") as usize;
+    let rules: Vec<(&str, &str)> = r["hops"][last]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| (r["chain"].as_str().unwrap(), r["verdict"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        rules,
+        [("forward", "jump ingress-pod-c"), ("ingress-pod-c", "drop")]
+    );
+    // Single-host dye on the same lab gives the same rule.
+    let mut argv = vec!["trace", "--json"];
+    argv.extend_from_slice(&args);
+    let out = dye(&argv);
+    let single: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(single["verdict"]["dropped_by"], *by);
+    // The agents' tracing tables are gone with the trace.
+    for node in ["node-1", "node-2"] {
+        let tables = lab.exec(node, &["nft", "list", "tables"]);
+        let tables = String::from_utf8_lossy(&tables.stdout).to_string();
+        assert!(!tables.contains("dye_"), "{node}: {tables}");
+    }
 }

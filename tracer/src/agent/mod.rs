@@ -8,6 +8,7 @@ pub mod node;
 pub mod service;
 pub mod skew;
 pub mod tls;
+pub mod watch;
 
 mod listen;
 

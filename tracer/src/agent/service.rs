@@ -21,6 +21,7 @@ use super::limits::{Limits, RateLimiter};
 use super::node::{Node, NodeScope};
 use super::pb;
 use super::skew::Skew;
+use super::watch::{Watch, WatchPlan};
 
 /// How often a running capture looks whether its client is still there.
 const CLIENT_CHECK: Duration = Duration::from_millis(100);
@@ -300,6 +301,10 @@ impl pb::agent_server::Agent for AgentService {
             Some(_) => None,
             None => Some(probe_filter(req.filter.clone().unwrap_or_default())?),
         };
+        let watch_plan = match (&probe, &req.filter) {
+            (Some((_, proto, _)), Some(f)) => WatchPlan::from_filter(f, *proto)?,
+            _ => None,
+        };
         // The points as the last Snapshot listed them.
         let scope = self.scope().await?;
         if req.points.len() > MAX_CAPTURE_POINTS {
@@ -385,9 +390,20 @@ impl pb::agent_server::Agent for AgentService {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, stop.clone());
         let captures = self.captures.clone();
+        let watched = watch_plan.map(|plan| (plan, scope.clone()));
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            run_capture(config, names, max_bytes, skew, Running { id, stop }, tx);
+            // Armed on this thread (netlink, eBPF), before the capture says it started.
+            let watch = watched.map(|(plan, scope)| Watch::arm(&plan, scope));
+            run_capture(
+                config,
+                names,
+                max_bytes,
+                skew,
+                Running { id, stop },
+                watch,
+                tx,
+            );
             captures
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -548,6 +564,7 @@ fn run_capture(
     max_bytes: u64,
     skew: Skew,
     running: Running,
+    mut watch: Option<Watch>,
     tx: mpsc::Sender<Result<pb::CaptureEvent, Status>>,
 ) {
     use pb::capture_event::Event as Ev;
@@ -577,6 +594,9 @@ fn run_capture(
             .collect(),
         capture_id: running.id,
     };
+    if let Some(w) = &mut watch {
+        w.ready();
+    }
     let open_names: Vec<String> = session.points().iter().map(|p| p.point.name()).collect();
     let mut reason = "duration".to_string();
     let mut bytes = 0u64;
@@ -646,5 +666,11 @@ fn run_capture(
             })
         })
         .collect();
-    let _ = send(Ev::Finished(pb::Finished { stats, reason }));
+    let (rule_events_json, kernel_drops_json) = watch.map(Watch::collect).unwrap_or_default();
+    let _ = send(Ev::Finished(pb::Finished {
+        stats,
+        reason,
+        rule_events_json,
+        kernel_drops_json,
+    }));
 }

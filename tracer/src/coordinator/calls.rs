@@ -210,6 +210,7 @@ pub(super) fn capture_request(
     taken: &Snapshot,
     part: &merge::Part,
     duration: Duration,
+    src: Option<IpAddr>,
 ) -> pb::CaptureRequest {
     let names = taken.points[part.point_offset..part.point_offset + part.points]
         .iter()
@@ -232,6 +233,11 @@ pub(super) fn capture_request(
                 Proto::Tcp => pb::Proto::Tcp,
             } as i32,
             vxlan_ports: plan.vxlan_ports.iter().map(|p| u32::from(*p)).collect(),
+            // Rules and drops are traced where the probes' source address is known.
+            trace_rules: plan.trace_rules.is_some() && src.is_some(),
+            src: src.map(|a| a.to_string()).unwrap_or_default(),
+            dst: plan.to.to_string(),
+            probe_size: plan.trace_rules.unwrap_or(0),
         }),
         duration_ms: duration.as_millis() as u64,
         max_bytes: 64 << 20,

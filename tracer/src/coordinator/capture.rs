@@ -306,9 +306,9 @@ pub fn capture(
                     s.lost = Some(lost.reason);
                 }
             }
-            StreamMsg::Finished(agent_stats) => {
+            StreamMsg::Finished(finished) => {
                 l.ended = true;
-                for s in agent_stats {
+                for s in finished.stats {
                     if s.point as usize >= l.count {
                         continue;
                     }

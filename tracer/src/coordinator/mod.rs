@@ -139,6 +139,8 @@ pub(super) struct Probing {
     pub(super) vxlan_ports: Vec<u16>,
     /// How long the agents' captures may run.
     pub(super) duration: Duration,
+    /// Trace the probes (of this IP size) through every node's rules and kernel drops.
+    pub(super) trace_rules: Option<u32>,
 }
 
 /// The agents on the path, located, snapshotted and capturing: ready for probes.
@@ -220,6 +222,11 @@ fn open_session(
         .collect();
     let (mut taken, layout) = merge::merge(&parts, 0, &source_netns);
 
+    // The probes' source address, which the agents' rule tracing matches.
+    let src = taken
+        .route(&taken.source, probing.to)
+        .and_then(|r| r.as_ref().ok())
+        .map(|r| r.prefsrc.unwrap_or(probing.to));
     // Captures: every chosen agent's points, started before the first probe.
     status(&format!(
         "capturing on {} interfaces on {} node(s)",
@@ -232,7 +239,7 @@ fn open_session(
     let mut capture_ids: Vec<(usize, u64)> = Vec::new();
     let requests: Vec<pb::CaptureRequest> = layout
         .iter()
-        .map(|part| calls::capture_request(probing, &taken, part, probing.duration))
+        .map(|part| calls::capture_request(probing, &taken, part, probing.duration, src))
         .collect();
     let started_streams = rt.block_on(async {
         let tasks: Vec<_> = peers
@@ -357,6 +364,7 @@ pub fn trace(
         proto: plan.proto,
         vxlan_ports: plan.vxlan_ports.clone(),
         duration: plan.interval * plan.count + plan.timeout + Duration::from_secs(5),
+        trace_rules: Some(plan.size),
     };
     let Session {
         peers,
@@ -458,6 +466,7 @@ pub fn mtu(
         // on top (an agent refuses a capture longer than its bound), and the coordinator
         // stops the captures as soon as the search is done.
         duration: mtu_core::run::MAX_ELAPSED,
+        trace_rules: None,
     };
     let session = open_session(&probing, addrs, transport, stop, status)?;
     let mut blind = session.blind;

@@ -28,6 +28,8 @@ use crate::agent::pb::{self, agent_client::AgentClient};
 const POLL: Duration = Duration::from_millis(20);
 /// How long an agent has to answer the liveness call at the end of a trace.
 const LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an agent that answered StopCapture may take to end its stream.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A node the coordinator could not (or no longer) observe, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -55,7 +57,7 @@ pub struct Peer {
 pub enum StreamMsg {
     Frame(pb::Frame),
     Lost(pb::PointLost),
-    Finished(Vec<pb::PointStats>),
+    Finished(pb::Finished),
     Failed(String),
 }
 
@@ -79,6 +81,9 @@ pub struct AgentsNetwork {
     pub ended: Vec<bool>,
     /// Each agent's own counters, once its capture finished.
     finished: Vec<Option<Vec<pb::PointStats>>>,
+    /// The agents' rule events and kernel drops, their namespaces renamed as merged.
+    rules: Vec<RuleEvent>,
+    drops: Vec<KernelDrop>,
     pub blind: Vec<Blind>,
     /// Point-lost events waiting to be handed to the core.
     pending: Vec<Event>,
@@ -114,8 +119,44 @@ impl AgentsNetwork {
             counts: vec![0; points],
             ended: vec![false; n],
             finished: vec![None; n],
+            rules: Vec::new(),
+            drops: Vec::new(),
             blind: Vec::new(),
             pending: Vec::new(),
+        }
+    }
+
+    /// An agent's capture ended: its counters, and its rule events and kernel drops with
+    /// their namespaces named as in the merged snapshot. An answer that does not parse loses
+    /// only those events (and says so).
+    fn take_finished(&mut self, peer: usize, f: pb::Finished) {
+        self.finished[peer] = Some(f.stats);
+        let part = &self.peers[peer].part;
+        let merged = |agent_name: &str| -> String {
+            part.names
+                .iter()
+                .find(|(_, a)| a.as_str() == agent_name)
+                .map(|(m, _)| m.clone())
+                .unwrap_or_else(|| agent_name.to_string())
+        };
+        let addr = &self.peers[peer].addr;
+        if !f.rule_events_json.is_empty() {
+            match serde_json::from_slice::<Vec<RuleEvent>>(&f.rule_events_json) {
+                Ok(events) => self.rules.extend(events.into_iter().map(|mut e| {
+                    e.netns = merged(&e.netns);
+                    e
+                })),
+                Err(e) => tracing::warn!(agent = %addr, "rule events that do not parse: {e}"),
+            }
+        }
+        if !f.kernel_drops_json.is_empty() {
+            match serde_json::from_slice::<Vec<KernelDrop>>(&f.kernel_drops_json) {
+                Ok(drops) => self.drops.extend(drops.into_iter().map(|mut d| {
+                    d.netns = d.netns.as_deref().map(merged);
+                    d
+                })),
+                Err(e) => tracing::warn!(agent = %addr, "kernel drops that do not parse: {e}"),
+            }
         }
     }
 
@@ -239,9 +280,9 @@ impl Network for AgentsNetwork {
                         });
                     }
                 }
-                Ok((peer, StreamMsg::Finished(stats))) => {
+                Ok((peer, StreamMsg::Finished(f))) => {
                     self.ended[peer] = true;
-                    self.finished[peer] = Some(stats);
+                    self.take_finished(peer, f);
                 }
                 Ok((peer, StreamMsg::Failed(reason))) => self.go_blind(peer, reason),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -378,17 +419,19 @@ impl Network for AgentsNetwork {
                 self.go_blind(i, why);
             }
         }
-        // The stopped captures end their streams with their counters.
-        let deadline = Instant::now() + LIVENESS_TIMEOUT;
+        // The stopped captures end their streams with their counters, rule events and kernel
+        // drops (naming those takes an agent a moment: longer than the liveness check, which
+        // the StopCapture answer above already passed).
+        let deadline = Instant::now() + FINISH_TIMEOUT;
         while !self.ended.iter().all(|e| *e) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             match self.events.recv_timeout(left) {
-                Ok((peer, StreamMsg::Finished(stats))) => {
+                Ok((peer, StreamMsg::Finished(f))) => {
                     self.ended[peer] = true;
-                    self.finished[peer] = Some(stats);
+                    self.take_finished(peer, f);
                 }
                 Ok((peer, StreamMsg::Failed(reason))) => self.go_blind(peer, reason),
                 // After the probe loop: what still arrives is in the agents' counters.
@@ -453,15 +496,14 @@ impl Network for AgentsNetwork {
     }
 
     fn rule_events(&mut self) -> Result<Vec<RuleEvent>, SeamError> {
-        // Netfilter tracing through agents is not in dye.agent.v1 yet.
+        // What the agents' Finished brought (finish() came first).
         self.tick();
-        Ok(Vec::new())
+        Ok(std::mem::take(&mut self.rules))
     }
 
     fn kernel_drops(&mut self) -> Result<Vec<KernelDrop>, SeamError> {
-        // Nor is the kernel's drop reason (the kfree_skb watcher runs on one host).
         self.tick();
-        Ok(Vec::new())
+        Ok(std::mem::take(&mut self.drops))
     }
 }
 
@@ -491,7 +533,7 @@ pub async fn forward(
             Some(Ev::Frame(f)) => StreamMsg::Frame(f),
             Some(Ev::Lost(l)) => StreamMsg::Lost(l),
             Some(Ev::Finished(f)) => {
-                let _ = tx.send((peer, StreamMsg::Finished(f.stats)));
+                let _ = tx.send((peer, StreamMsg::Finished(f)));
                 return;
             }
             Some(Ev::Started(_)) | None => continue,
