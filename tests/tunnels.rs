@@ -558,6 +558,64 @@ fn flannel_udp_backend_clusterip_nat_mtu_and_drop() {
     let tp = run_in(&lab, "pod-a", &["tracepath", "-n", &pod_c]);
     assert!(tp.contains("Resume: pmtu 1472"), "{tp}");
 
+    // An underlay of 1400 under flannel0's 1472: probes still pass, the forwarder's UDP
+    // datagrams are split on node-1's eth0. The overlay MTU that avoids it counts the
+    // userspace encapsulation's 28 bytes (outer IPv4 20 + UDP 8), read off the wire: 1372.
+    lab.fault(&["underlay-mtu", "1400"]);
+    let (code, m) = json_report("mtu", &["--from", &lab.ns("pod-a"), "--to", &pod_c]);
+    assert_eq!(code, 0, "{m:#}");
+    assert_eq!(
+        (m["status"].as_str(), m["path_mtu"].as_u64()),
+        (Some("healthy"), Some(1472)),
+        "{m:#}"
+    );
+    let rec = &m["recommendation"];
+    assert_eq!(
+        (rec["mtu"].as_u64(), rec["applies_to"].as_str()),
+        (Some(1372), Some("overlay")),
+        "{rec:#}"
+    );
+    let reason = rec["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!(
+            "set {node1}/flannel0 and the pods' interfaces to 1372"
+        )) && reason.contains(&format!("{node1}/eth0 (MTU 1400)"))
+            && reason.contains("raise the underlay MTU to 1500"),
+        "{reason}"
+    );
+    assert!(
+        m["warnings"].as_array().unwrap().iter().any(|w| {
+            w.to_string().contains("ip-in-udp") && w.to_string().contains(&format!("{node1}/eth0"))
+        }),
+        "{:#}",
+        m["warnings"]
+    );
+    // The kernel's own count agrees: node-1 fragments nothing for a 1372-byte packet from
+    // pod-a, and does for 1373.
+    let frag_creates = || -> u64 {
+        let snmp = run_in(&lab, "node-1", &["cat", "/proc/net/snmp"]);
+        let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+        let (names, values) = (ip.next().unwrap(), ip.next().unwrap());
+        let at = names
+            .split_whitespace()
+            .position(|n| n == "FragCreates")
+            .unwrap();
+        values.split_whitespace().nth(at).unwrap().parse().unwrap()
+    };
+    for (size, fragments) in [(1372u32, false), (1373, true)] {
+        let before = frag_creates();
+        let payload = (size - 28).to_string();
+        let ping = lab.exec(
+            "pod-a",
+            &[
+                "ping", "-q", "-c2", "-i0.2", "-W1", "-M", "do", "-s", &payload, &pod_c,
+            ],
+        );
+        assert!(ping.status.success(), "{size}-byte ping");
+        assert_eq!(frag_creates() > before, fragments, "{size} bytes");
+    }
+    lab.fault(&["clear"]);
+
     // A pod given the underlay's 1500: node-1 refuses the bigger probe with Fragmentation
     // Needed for flannel0 — signalled, flannel0 named, the same PMTU the kernel and
     // tracepath arrive at.
