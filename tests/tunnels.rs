@@ -691,4 +691,9 @@ fn flannel_udp_backend_clusterip_nat_mtu_and_drop() {
         "{last:#}"
     );
     assert_eq!(v["kernel_drop"]["reason"], "NETFILTER_DROP", "{v:#}");
+
+    // Faults and all, down leaves nothing of the lab.
+    let id = lab.id.clone();
+    drop(lab);
+    assert_eq!(lab_traces(&id), Vec::<String>::new(), "lab down left these");
 }
