@@ -1,7 +1,12 @@
 //! `dye image build`: the archive is an OCI image layout whose index names the image the
 //! DaemonSet runs, whose config's entrypoint is `dye agent`, and whose one layer holds the dye
 //! binary and every library `ldd` (run here, independently) says it links — enough that the
-//! binary runs from the layer alone (chroot, root).
+//! binary runs from the layer alone (chroot, root). Then, on a lab node's containerd, the image
+//! runs through CRI with the DaemonSet's host namespaces and capabilities (read from
+//! deploy/daemonset.yaml), and dye in it sees the node's pods.
+
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -9,6 +14,23 @@ use std::path::Path;
 use std::process::Command;
 
 const DYE: &str = env!("CARGO_BIN_EXE_dye");
+
+/// A scratch directory removed however the test ends.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("dye-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// The archive's entries by name.
 fn entries(tar_bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
@@ -58,8 +80,8 @@ fn ldd(bin: &str) -> Vec<String> {
 
 #[test]
 fn image_is_an_oci_layout_with_dye_its_libraries_and_the_agent_entrypoint() {
-    let dir = std::env::temp_dir().join(format!("dye-image-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("image-test");
+    let dir = &scratch.0;
     let out = dir.join("image.tar");
     let built = Command::new(DYE)
         .args(["image", "build"])
@@ -132,6 +154,300 @@ fn image_is_an_oci_layout_with_dye_its_libraries_and_the_agent_entrypoint() {
     );
     assert_eq!(ran.stdout, host.stdout);
     assert!(String::from_utf8_lossy(&ran.stdout).starts_with("dye "));
-    std::fs::remove_dir_all(&dir).unwrap();
-    assert!(!Path::new(&dir).exists());
+}
+
+/// A CRI client for the test's own calls (containers; the product's client does sandboxes).
+struct Cri {
+    rt: tokio::runtime::Runtime,
+    client: k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+}
+
+impl Cri {
+    fn connect(socket: &str) -> Cri {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let path = socket.to_string();
+        let channel = {
+            let _g = rt.enter();
+            tonic::transport::Endpoint::from_static("http://[::1]:50051")
+                .timeout(std::time::Duration::from_secs(20))
+                .connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                            tokio::net::UnixStream::connect(path).await?,
+                        ))
+                    }
+                }))
+        };
+        Cri {
+            rt,
+            client: k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(channel),
+        }
+    }
+}
+
+/// The DaemonSet's agent container security settings, as the manifest says.
+fn daemonset_capabilities() -> Vec<String> {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/daemonset.yaml"),
+    )
+    .unwrap();
+    let ds: k8s_openapi::api::apps::v1::DaemonSet = serde_norway::from_str(&text).unwrap();
+    let spec = ds.spec.unwrap().template.spec.unwrap();
+    assert_eq!(spec.host_network, Some(true));
+    assert_eq!(spec.host_pid, Some(true));
+    let caps = spec.containers[0]
+        .security_context
+        .clone()
+        .unwrap()
+        .capabilities
+        .unwrap();
+    assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
+    caps.add.unwrap()
+}
+
+/// Runs `args` from the dye image in a host-network, host-PID container on `node` of `lab`
+/// with `caps` (after dropping all), as the kubelet would for the DaemonSet. Returns (exit
+/// code, the container's output).
+/// Where containers run: a lab node's containerd, logs in a scratch directory.
+struct Node<'a> {
+    lab: &'a support::Lab,
+    name: &'a str,
+    socket: &'a str,
+    logs: &'a Path,
+}
+
+fn run_in_image(
+    cri: &mut Cri,
+    node: &Node<'_>,
+    name: &str,
+    caps: &[String],
+    args: &[&str],
+) -> (i32, String) {
+    use k8s_cri::v1::*;
+    let ns = NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        pid: NamespaceMode::Node as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    };
+    let sandbox_config = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("{name}-uid"),
+            namespace: "dye".into(),
+            attempt: 0,
+        }),
+        log_directory: node.logs.display().to_string(),
+        labels: [("dye.lab/id".to_string(), node.lab.id.clone())].into(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: format!("/dye-{}-{}", node.lab.id, node.name),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(ns.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let rt = &cri.rt;
+    let c = &mut cri.client;
+    let sandbox = rt
+        .block_on(c.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: String::new(),
+        }))
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    let log_path = format!("{name}.log");
+    let container = rt
+        .block_on(c.create_container(CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "agent".into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: dye_tracer::image::reference(),
+                    ..Default::default()
+                }),
+                command: vec!["/usr/local/bin/dye".into()],
+                args: args.iter().map(|a| a.to_string()).collect(),
+                log_path: log_path.clone(),
+                // The DaemonSet's CRI socket mount.
+                mounts: vec![Mount {
+                    container_path: "/run/containerd/containerd.sock".into(),
+                    host_path: node.socket.into(),
+                    ..Default::default()
+                }],
+                linux: Some(LinuxContainerConfig {
+                    security_context: Some(LinuxContainerSecurityContext {
+                        capabilities: Some(Capability {
+                            add_capabilities: caps.to_vec(),
+                            drop_capabilities: vec!["ALL".into()],
+                            ..Default::default()
+                        }),
+                        privileged: false,
+                        namespace_options: Some(ns),
+                        readonly_rootfs: true,
+                        no_new_privs: true,
+                        run_as_user: Some(Int64Value { value: 0 }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            sandbox_config: Some(sandbox_config),
+        }))
+        .expect("CreateContainer")
+        .into_inner()
+        .container_id;
+    rt.block_on(c.start_container(StartContainerRequest {
+        container_id: container.clone(),
+    }))
+    .expect("StartContainer");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let code = loop {
+        let st = rt
+            .block_on(c.container_status(ContainerStatusRequest {
+                container_id: container.clone(),
+                verbose: false,
+            }))
+            .expect("ContainerStatus")
+            .into_inner()
+            .status
+            .expect("status");
+        if st.state == ContainerState::ContainerExited as i32 {
+            break st.exit_code;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{args:?} still running after 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    // CRI log lines: TIME STREAM TAG TEXT.
+    let log = std::fs::read_to_string(node.logs.join(&log_path)).unwrap_or_default();
+    let text: String = log
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let _ = rt.block_on(c.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    }));
+    let _ = rt.block_on(c.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox,
+    }));
+    (code, text)
+}
+
+/// The lab node's CRI socket, as `dye lab status` reports it.
+fn cri_socket(lab: &support::Lab, node: &str) -> String {
+    let out = support::dye(&["lab", "status", &lab.id, "--json"]);
+    assert!(out.status.success());
+    let view = json(&out.stdout);
+    view["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["name"] == node))
+        .and_then(|m| m["cri_socket"].as_str())
+        .unwrap_or_else(|| panic!("no CRI socket for {node}"))
+        .to_string()
+}
+
+#[test]
+fn image_runs_through_cri_with_the_daemonsets_settings_and_sees_the_nodes_pods() {
+    let lab = support::Lab::up();
+    let scratch = Scratch::new("image-cri");
+    let dir = &scratch.0;
+    let tar = dir.join("image.tar");
+    let built = Command::new(DYE)
+        .args(["image", "build"])
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let socket = cri_socket(&lab, "node-1");
+    let import = Command::new("ctr")
+        .args([
+            "--address",
+            &socket,
+            "--namespace",
+            "k8s.io",
+            "images",
+            "import",
+        ])
+        .arg(&tar)
+        .output()
+        .expect("ctr");
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    let caps = daemonset_capabilities();
+    let mut cri = Cri::connect(&socket);
+    let node = Node {
+        lab: &lab,
+        name: "node-1",
+        socket: &socket,
+        logs: dir,
+    };
+
+    let (code, out) = run_in_image(&mut cri, &node, "dye-version", &caps, &["--version"]);
+    assert_eq!(code, 0, "{out}");
+    let host = Command::new(DYE).arg("--version").output().unwrap();
+    assert_eq!(out, String::from_utf8_lossy(&host.stdout));
+
+    // A pod's topology from inside the container: the pod resolved over the mounted CRI
+    // socket, its sandbox's /proc/PID/ns/net opened (hostPID, SYS_PTRACE), entered (SYS_ADMIN)
+    // and read over netlink.
+    let topology = [
+        "topology",
+        "--runtime-endpoint",
+        "/run/containerd/containerd.sock",
+        "--ns",
+        "pod:default/pod-a",
+        "--json",
+    ];
+    let (code, out) = run_in_image(&mut cri, &node, "dye-topology", &caps, &topology);
+    assert_eq!(code, 0, "{out}");
+    let topo = json(out.as_bytes());
+    let names: Vec<String> = topo["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .iter()
+        .filter_map(|n| n["name"].as_str().map(String::from))
+        .collect();
+    assert!(
+        names.iter().any(|n| n.contains("default/pod-a")),
+        "{names:?}"
+    );
+
+    // Each of these is needed: without SYS_PTRACE the sandbox's /proc/PID/ns/net cannot be
+    // opened, without SYS_ADMIN it cannot be entered.
+    for (missing, says) in [
+        ("SYS_PTRACE", "permission denied"),
+        ("SYS_ADMIN", "cannot enter network namespace"),
+    ] {
+        let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
+        let name = format!("dye-no-{}", missing.to_lowercase().replace('_', "-"));
+        let (code, out) = run_in_image(&mut cri, &node, &name, &fewer, &topology);
+        eprintln!("without {missing}: exit {code}: {out}");
+        assert_ne!(code, 0, "without {missing}: {out}");
+        assert!(
+            out.to_lowercase().contains(says),
+            "without {missing}: {out}"
+        );
+    }
 }
