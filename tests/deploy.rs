@@ -385,3 +385,74 @@ fn daemonset_names_the_image_dye_builds() {
         "there is no registry to pull from"
     );
 }
+
+/// A fake kubectl that prints each argument on its own line (and stdin, for `apply -f -`).
+fn fake_kubectl(dir: &Path) -> PathBuf {
+    let path = dir.join("kubectl");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn kubectl_dye_trace_execs_the_coordinator_in_an_agent_pod_with_the_client_certs() {
+    let dir = std::env::temp_dir().join(format!("dye-kubectl-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubectl = fake_kubectl(&dir);
+    let out = std::process::Command::new(deploy_dir().join("kubectl-dye"))
+        .args(["trace", "--from", "pod:default/a b", "--to", "pod:web/c"])
+        .env("KUBECTL", &kubectl)
+        .output()
+        .expect("run kubectl-dye");
+    let unknown = std::process::Command::new(deploy_dir().join("kubectl-dye"))
+        .arg("bogus")
+        .env("KUBECTL", &kubectl)
+        .output()
+        .expect("run kubectl-dye");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let argv: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    let port = dye_tracer::agent::DEFAULT_PORT.to_string();
+    let agents = format!("dye.dye.svc.cluster.local:{port}");
+    assert_eq!(
+        argv,
+        [
+            "exec",
+            "-n",
+            "dye",
+            "ds/dye",
+            "-c",
+            "agent",
+            "--",
+            "dye",
+            "trace",
+            "--agents",
+            &agents,
+            "--certs",
+            "/etc/dye/client",
+            "--from",
+            "pod:default/a b",
+            "--to",
+            "pod:web/c"
+        ]
+    );
+    // The paths it names are where the DaemonSet mounts the client Secret.
+    let m = load();
+    let c = agent(pod_spec(daemonset(&m)));
+    assert!(c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|vm| vm.mount_path == "/etc/dye/client"));
+    assert_eq!(c.name, "agent");
+    assert_eq!(unknown.status.code(), Some(2));
+}
