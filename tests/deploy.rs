@@ -219,6 +219,20 @@ fn agent_listens_on_the_default_port_and_probes_check_it() {
         .and_then(|i| args.get(i + 1))
         .expect("--listen ADDR:PORT");
     assert_eq!(listen, &format!("$(POD_IP):{port}"));
+    let node_name = args
+        .iter()
+        .position(|a| a == "--node-name")
+        .and_then(|i| args.get(i + 1))
+        .expect("--node-name NAME");
+    assert_eq!(node_name, "$(NODE_NAME)");
+    let from_spec = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "NODE_NAME")
+        .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
+        .map(|f| f.field_path.clone());
+    assert_eq!(from_spec.as_deref(), Some("spec.nodeName"));
     let certs = args
         .iter()
         .position(|a| a == "--certs")

@@ -220,6 +220,14 @@ struct Node<'a> {
     logs: &'a Path,
 }
 
+/// A container started from the dye image, and its sandbox.
+struct Running {
+    sandbox: String,
+    container: String,
+    log: std::path::PathBuf,
+}
+
+/// Runs `args` to completion (see [`start_in_image`]); returns (exit code, its output).
 fn run_in_image(
     cri: &mut Cri,
     node: &Node<'_>,
@@ -227,6 +235,25 @@ fn run_in_image(
     caps: &[String],
     args: &[&str],
 ) -> (i32, String) {
+    let r = start_in_image(cri, node, name, caps, args, &[]);
+    let code = wait_exit(cri, &r);
+    let out = output(&r);
+    stop(cri, &r);
+    (code, out)
+}
+
+/// Starts `args` from the dye image in a host-network, host-PID container on `node`, with
+/// `caps` after dropping all, read-only root, the CRI socket and /run/netns
+/// (HostToContainer) mounted as the DaemonSet does, plus `extra` (host path, container path)
+/// read-only.
+fn start_in_image(
+    cri: &mut Cri,
+    node: &Node<'_>,
+    name: &str,
+    caps: &[String],
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> Running {
     use k8s_cri::v1::*;
     let ns = NamespaceOption {
         network: NamespaceMode::Node as i32,
@@ -265,46 +292,65 @@ fn run_in_image(
         .pod_sandbox_id;
     let log_path = format!("{name}.log");
     let container = rt
-        .block_on(c.create_container(CreateContainerRequest {
-            pod_sandbox_id: sandbox.clone(),
-            config: Some(ContainerConfig {
-                metadata: Some(ContainerMetadata {
-                    name: "agent".into(),
-                    attempt: 0,
-                }),
-                image: Some(ImageSpec {
-                    image: dye_tracer::image::reference(),
-                    ..Default::default()
-                }),
-                command: vec!["/usr/local/bin/dye".into()],
-                args: args.iter().map(|a| a.to_string()).collect(),
-                log_path: log_path.clone(),
-                // The DaemonSet's CRI socket mount.
-                mounts: vec![Mount {
-                    container_path: "/run/containerd/containerd.sock".into(),
-                    host_path: node.socket.into(),
-                    ..Default::default()
-                }],
-                linux: Some(LinuxContainerConfig {
-                    security_context: Some(LinuxContainerSecurityContext {
-                        capabilities: Some(Capability {
-                            add_capabilities: caps.to_vec(),
-                            drop_capabilities: vec!["ALL".into()],
+        .block_on(
+            c.create_container(CreateContainerRequest {
+                pod_sandbox_id: sandbox.clone(),
+                config: Some(ContainerConfig {
+                    metadata: Some(ContainerMetadata {
+                        name: "agent".into(),
+                        attempt: 0,
+                    }),
+                    image: Some(ImageSpec {
+                        image: dye_tracer::image::reference(),
+                        ..Default::default()
+                    }),
+                    command: vec!["/usr/local/bin/dye".into()],
+                    args: args.iter().map(|a| a.to_string()).collect(),
+                    log_path: log_path.clone(),
+                    // The DaemonSet's CRI socket mount.
+                    mounts: [
+                        Mount {
+                            container_path: "/run/containerd/containerd.sock".into(),
+                            host_path: node.socket.into(),
+                            ..Default::default()
+                        },
+                        Mount {
+                            container_path: "/run/netns".into(),
+                            host_path: "/run/netns".into(),
+                            readonly: true,
+                            propagation: MountPropagation::PropagationHostToContainer as i32,
+                            ..Default::default()
+                        },
+                    ]
+                    .into_iter()
+                    .chain(extra.iter().map(|(host, inside)| Mount {
+                        container_path: inside.to_string(),
+                        host_path: host.to_string(),
+                        readonly: true,
+                        ..Default::default()
+                    }))
+                    .collect(),
+                    linux: Some(LinuxContainerConfig {
+                        security_context: Some(LinuxContainerSecurityContext {
+                            capabilities: Some(Capability {
+                                add_capabilities: caps.to_vec(),
+                                drop_capabilities: vec!["ALL".into()],
+                                ..Default::default()
+                            }),
+                            privileged: false,
+                            namespace_options: Some(ns),
+                            readonly_rootfs: true,
+                            no_new_privs: true,
+                            run_as_user: Some(Int64Value { value: 0 }),
                             ..Default::default()
                         }),
-                        privileged: false,
-                        namespace_options: Some(ns),
-                        readonly_rootfs: true,
-                        no_new_privs: true,
-                        run_as_user: Some(Int64Value { value: 0 }),
                         ..Default::default()
                     }),
                     ..Default::default()
                 }),
-                ..Default::default()
+                sandbox_config: Some(sandbox_config),
             }),
-            sandbox_config: Some(sandbox_config),
-        }))
+        )
         .expect("CreateContainer")
         .into_inner()
         .container_id;
@@ -312,11 +358,22 @@ fn run_in_image(
         container_id: container.clone(),
     }))
     .expect("StartContainer");
+    Running {
+        sandbox,
+        container,
+        log: node.logs.join(log_path),
+    }
+}
+
+/// Waits (30 s at most) for the container to exit; its exit code.
+fn wait_exit(cri: &mut Cri, r: &Running) -> i32 {
+    use k8s_cri::v1::*;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let code = loop {
-        let st = rt
-            .block_on(c.container_status(ContainerStatusRequest {
-                container_id: container.clone(),
+    loop {
+        let st = cri
+            .rt
+            .block_on(cri.client.container_status(ContainerStatusRequest {
+                container_id: r.container.clone(),
                 verbose: false,
             }))
             .expect("ContainerStatus")
@@ -324,28 +381,39 @@ fn run_in_image(
             .status
             .expect("status");
         if st.state == ContainerState::ContainerExited as i32 {
-            break st.exit_code;
+            return st.exit_code;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{args:?} still running after 30 s"
+            "container {} still running after 30 s",
+            r.container
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
-    };
-    // CRI log lines: TIME STREAM TAG TEXT.
-    let log = std::fs::read_to_string(node.logs.join(&log_path)).unwrap_or_default();
-    let text: String = log
-        .lines()
+    }
+}
+
+/// The container's output so far (CRI log lines are `TIME STREAM TAG TEXT`).
+fn output(r: &Running) -> String {
+    let log = std::fs::read_to_string(&r.log).unwrap_or_default();
+    log.lines()
         .filter_map(|l| l.splitn(4, ' ').nth(3))
         .map(|l| format!("{l}\n"))
-        .collect();
-    let _ = rt.block_on(c.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: sandbox.clone(),
-    }));
-    let _ = rt.block_on(c.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: sandbox,
-    }));
-    (code, text)
+        .collect()
+}
+
+/// StopPodSandbox + RemovePodSandbox (the lab's teardown would find it by label as well).
+fn stop(cri: &mut Cri, r: &Running) {
+    use k8s_cri::v1::*;
+    let _ = cri
+        .rt
+        .block_on(cri.client.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: r.sandbox.clone(),
+        }));
+    let _ = cri
+        .rt
+        .block_on(cri.client.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: r.sandbox.clone(),
+        }));
 }
 
 /// The lab node's CRI socket, as `dye lab status` reports it.
@@ -450,4 +518,140 @@ fn image_runs_through_cri_with_the_daemonsets_settings_and_sees_the_nodes_pods()
             "without {missing}: {out}"
         );
     }
+}
+
+/// Imports the image archive into `node`'s containerd (what the README says to do per node).
+fn import(socket: &str, tar: &Path) {
+    let import = Command::new("ctr")
+        .args([
+            "--address",
+            socket,
+            "--namespace",
+            "k8s.io",
+            "images",
+            "import",
+        ])
+        .arg(tar)
+        .output()
+        .expect("ctr");
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+}
+
+#[test]
+fn agents_running_from_the_image_as_the_daemonset_serve_a_cross_node_trace() {
+    let lab = support::Lab::up();
+    let scratch = Scratch::new("image-agents");
+    let dir = &scratch.0;
+    let tar = dir.join("image.tar");
+    let built = Command::new(DYE)
+        .args(["image", "build"])
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let certs = dir.join("certs");
+    let made = Command::new(DYE).arg("certs").arg(&certs).output().unwrap();
+    assert!(made.status.success());
+    let caps = daemonset_capabilities();
+    let certs_str = certs.to_str().unwrap();
+    let mut running = Vec::new();
+    let mut addrs = Vec::new();
+    for name in ["node-1", "node-2"] {
+        let socket = cri_socket(&lab, name);
+        import(&socket, &tar);
+        let node = Node {
+            lab: &lab,
+            name,
+            socket: &socket,
+            logs: dir,
+        };
+        let listen = format!(
+            "{}:{}",
+            lab.addr(name, "eth0"),
+            dye_tracer::agent::DEFAULT_PORT
+        );
+        let mut cri = Cri::connect(&socket);
+        // The DaemonSet's arguments, with the agent Secret at /etc/dye/certs.
+        let r = start_in_image(
+            &mut cri,
+            &node,
+            &format!("dye-agent-{name}"),
+            &caps,
+            &[
+                "agent",
+                "--listen",
+                &listen,
+                "--certs",
+                "/etc/dye/certs",
+                "--node-name",
+                name,
+            ],
+            &[(certs_str, "/etc/dye/certs")],
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !output(&r).contains("listening on") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agent on {name} not listening: {}",
+                output(&r)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        running.push((cri, r));
+        addrs.push(listen);
+    }
+    // The coordinator on node-1, as `kubectl exec ds/dye -- dye trace --agents …` would be.
+    let node1 = lab.ns("node-1");
+    let agents = addrs.join(",");
+    let client = support::dye_bin();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &node1])
+        .arg(&client)
+        .args(["trace", "--json", "--agents", &agents, "--certs", certs_str])
+        // A containerized agent knows its node's pods by CRI name and CNI namespace, not by
+        // the lab's /run/netns names (its containerd has a /run of its own, as a node has).
+        .args(["--from", "pod:default/pod-a", "--to", &lab.pod_ip("pod-c")])
+        .output()
+        .expect("dye trace");
+    let logs: Vec<String> = running.iter().map(|(_, r)| output(r)).collect();
+    for (cri, r) in &mut running {
+        stop(cri, r);
+    }
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nagents: {logs:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&out.stdout);
+    assert_eq!(report["verdict"]["kind"], "answered", "{report}");
+    assert!(
+        report["agents"]["blind"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+    let hops = report["hops"].as_array().unwrap();
+    let nodes: std::collections::BTreeSet<&str> =
+        hops.iter().filter_map(|h| h["node"].as_str()).collect();
+    assert_eq!(
+        nodes,
+        ["node-1", "node-2"].into_iter().collect(),
+        "both nodes' agents, from their containers, saw the probe (named by --node-name)"
+    );
+    // Out of node-1's underlay and into node-2's, and back: the clock offset from the probe.
+    assert!(hops.len() >= 16, "{report}");
+    let clocks = report["agents"]["clocks"].as_array().unwrap();
+    assert!(
+        clocks
+            .iter()
+            .any(|c| c["node"] == "node-2" && c["method"] == "probe"),
+        "{clocks:?}"
+    );
 }
