@@ -470,3 +470,61 @@ fn kubectl_dye_trace_execs_the_coordinator_in_an_agent_pod_with_the_client_certs
     assert_eq!(c.name, "agent");
     assert_eq!(unknown.status.code(), Some(2));
 }
+
+#[test]
+fn kubectl_dye_certs_fills_both_secrets_with_the_keys_the_daemonset_mounts() {
+    let dir = std::env::temp_dir().join(format!("dye-kubectl-certs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // This fake kubectl logs each call's arguments, one call per line, and what it reads.
+    let kubectl = dir.join("kubectl");
+    let calls = dir.join("calls");
+    std::fs::write(
+        &kubectl,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {0}\n[ \"$1\" = apply ] && cat >> {0}.stdin\nexit 0\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(deploy_dir().join("kubectl-dye"))
+        .arg("certs")
+        .env("KUBECTL", &kubectl)
+        .env("DYE_BIN", env!("CARGO_BIN_EXE_dye"))
+        .output()
+        .expect("run kubectl-dye certs");
+    let log = std::fs::read_to_string(&calls).unwrap_or_default();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = load();
+    let spec = pod_spec(daemonset(&m));
+    for vol in spec.volumes.iter().flatten() {
+        let Some(secret) = &vol.secret else { continue };
+        let name = secret.secret_name.as_deref().unwrap();
+        let create = log
+            .lines()
+            .find(|l| l.starts_with(&format!("create secret generic {name} -n dye ")))
+            .unwrap_or_else(|| panic!("no create for {name}: {log}"));
+        for item in secret.items.iter().flatten() {
+            assert!(
+                create.contains(&format!("--from-file={}=", item.key)),
+                "{name} gets {}: {create}",
+                item.key
+            );
+        }
+    }
+    assert_eq!(
+        log.lines().filter(|l| *l == "apply -f -").count(),
+        2,
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l == "rollout restart -n dye ds/dye"),
+        "{log}"
+    );
+}
