@@ -5,6 +5,7 @@ mod args;
 mod capture;
 mod certs;
 mod decode;
+mod image;
 mod lab;
 mod mtu;
 mod replay;
@@ -118,6 +119,9 @@ pub enum Command {
     /// Read pcap/pcapng captures and print each packet's whole layer stack — tunnels, inner
     /// packet, ICMP quotes, dye markers — one line per packet (or JSON).
     Decode(decode::DecodeArgs),
+    /// Build the container image deploy/ runs (maintainers).
+    #[command(hide = true)]
+    Image(image::ImageArgs),
 }
 
 /// Sends `tracing` output to stderr; the level comes from `-v` unless RUST_LOG is set.
@@ -158,6 +162,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay::run(args),
         Command::Agent(args) => agent::run(args, endpoints),
         Command::Certs(args) => certs::run(args),
+        Command::Image(args) => image::run(args),
     }
 }
 
