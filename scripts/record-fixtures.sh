@@ -102,4 +102,11 @@ ip netns exec "$(ns node-1)" sysctl -q -w "net.ipv4.neigh.$cali.proxy_delay=100"
 ip -n "$a" neigh flush dev eth0
 ip -n "$(ns node-1)" route flush cache
 mtu mtu-routed-cold-first-answer --from "$a" --to 10.244.2.2
+
+# flannel's udp backend (samples/lab/flannel-udp.toml), same id: an underlay of 1400 under
+# flannel0's 1472 splits the forwarder's IP-in-UDP datagrams on node-1's eth0.
+lab down "$id"
+lab up --id "$id" --topology samples/lab/flannel-udp.toml
+lab fault "$id" underlay-mtu 1400
+mtu mtu-udp-outer-fragmenting --from "$a" --to 10.244.2.2
 echo "fixtures in $out: $(ls "$out" | wc -l) files, $(du -sh "$out" | cut -f1)"

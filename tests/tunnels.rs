@@ -404,3 +404,296 @@ fn flannel_udp_backend_traced_and_captured_on_raw_ip_points() {
     drop(lab);
     assert_eq!(lab_traces(&id), Vec::<String>::new(), "lab down left these");
 }
+
+/// `dye CMD --json ARGS` → (exit code, report).
+fn json_report(cmd: &str, args: &[&str]) -> (i32, serde_json::Value) {
+    let mut all = vec![cmd, "--json"];
+    all.extend_from_slice(args);
+    let out = dye(&all);
+    let code = out.status.code().unwrap_or(-1);
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "dye {cmd} printed no JSON ({e}); exit {code}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, report)
+}
+
+/// Every event of type `kind` on the hops of `leg`, with the hop's "netns/ifname".
+fn events_on(r: &serde_json::Value, leg: &str, kind: &str) -> Vec<(String, serde_json::Value)> {
+    r["hops"]
+        .as_array()
+        .expect("hops")
+        .iter()
+        .filter(|h| h["leg"] == leg)
+        .flat_map(|h| {
+            let at = format!(
+                "{}/{}",
+                h["netns"].as_str().unwrap_or(""),
+                h["ifname"].as_str().unwrap_or("")
+            );
+            h["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["type"] == kind)
+                .map(move |e| (at.clone(), e.clone()))
+        })
+        .collect()
+}
+
+/// Output of `argv` in a lab member, which must succeed.
+fn run_in(lab: &Lab, member: &str, argv: &[&str]) -> String {
+    let out = lab.exec(member, argv);
+    assert!(
+        out.status.success(),
+        "{argv:?} in {member}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn flannel_udp_backend_clusterip_nat_mtu_and_drop() {
+    let lab = Lab::up_with(&["--topology", FLANNEL_UDP]);
+    let pod_a = lab.pod_ip("pod-a");
+    let pod_c = lab.pod_ip("pod-c");
+    let node1 = lab.ns("node-1");
+    let node2 = lab.ns("node-2");
+
+    // (1) The ClusterIP `web` (10.96.0.10:80 → pod-a, pod-c :8080) from pod-b on node-1:
+    // kube-proxy's DNAT hop named in node-1, to an endpoint the kernel's rules name. Its
+    // endpoint is picked at random, so trace (a bounded number of times) until one run went
+    // to pod-c, across flannel0 and the IP-in-UDP tunnel.
+    let nat_rules = run_in(&lab, "node-1", &["iptables-save", "-t", "nat"]);
+    let mut across = None;
+    for _ in 0..12 {
+        let (code, r) = json_report(
+            "trace",
+            &[
+                "--from",
+                &lab.ns("pod-b"),
+                "--to",
+                "10.96.0.10:80",
+                "--proto",
+                "tcp",
+            ],
+        );
+        assert_eq!(code, 0, "{r:#}");
+        assert_eq!(r["verdict"]["kind"], "answered", "{:#}", r["verdict"]);
+        let dnat = events_on(&r, "forward", "dnat");
+        assert_eq!(dnat.len(), 1, "one DNAT on the way: {dnat:?}");
+        let (at, e) = &dnat[0];
+        assert!(at.starts_with(&format!("{node1}/")), "DNAT at {at}");
+        assert_eq!(e["from"], "10.96.0.10:80");
+        let to = e["to"].as_str().unwrap().to_string();
+        assert!(
+            to == format!("{pod_a}:8080") || to == format!("{pod_c}:8080"),
+            "DNAT to {to}, not an endpoint of web"
+        );
+        // Outside check: node-1's own nat table has an endpoint rule to that address.
+        assert!(
+            nat_rules.contains(&format!("--to-destination {to}")),
+            "no kube-proxy rule DNATs to {to}:\n{nat_rules}"
+        );
+        // The reply is un-DNATed back to the ClusterIP where it was DNATed.
+        let undo = events_on(&r, "return", "snat");
+        assert!(
+            undo.iter()
+                .any(|(at, e)| at.starts_with(&format!("{node1}/"))
+                    && e["from"] == to.as_str()
+                    && e["to"] == "10.96.0.10:80"),
+            "no un-DNAT on node-1: {undo:?}"
+        );
+        if to == format!("{pod_c}:8080") {
+            across = Some(r);
+            break;
+        }
+    }
+    let r = across.expect("12 traces never DNATed to pod-c (2 endpoints, 1/4096 by chance)");
+    let hops: Vec<String> = r["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["leg"] == "forward")
+        .map(|h| {
+            format!(
+                "{}/{}",
+                h["netns"].as_str().unwrap(),
+                h["ifname"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for want in [
+        format!("{node1}/flannel0"),
+        format!("{node1}/eth0"),
+        format!("{node2}/flannel0"),
+        format!("{}/eth0", lab.ns("pod-c")),
+    ] {
+        assert!(hops.contains(&want), "forward leg misses {want}: {hops:?}");
+    }
+    // After the DNAT the packet inside the tunnel is addressed to pod-c's port 8080.
+    let tun = r["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| {
+            h["leg"] == "forward" && h["netns"] == node2.as_str() && h["ifname"] == "flannel0"
+        })
+        .unwrap();
+    assert_eq!(tun["packet"]["dst"], pod_c.as_str(), "{tun:#}");
+    assert_eq!(tun["packet"]["proto"], "tcp", "{tun:#}");
+
+    // (2) MTU. The pods' MTU equals flannel0's (1472 = 1500 - outer IPv4 20 - UDP 8): the
+    // source's own interface is the limit, as tracepath finds.
+    let (code, m) = json_report("mtu", &["--from", &lab.ns("pod-a"), "--to", &pod_c]);
+    assert_eq!(code, 0, "{m:#}");
+    assert_eq!(
+        (m["status"].as_str(), m["path_mtu"].as_u64()),
+        (Some("healthy"), Some(1472)),
+        "{m:#}"
+    );
+    assert_eq!(m["limit"]["link"], format!("{}/eth0", lab.ns("pod-a")));
+    let tp = run_in(&lab, "pod-a", &["tracepath", "-n", &pod_c]);
+    assert!(tp.contains("Resume: pmtu 1472"), "{tp}");
+
+    // An underlay of 1400 under flannel0's 1472: probes still pass, the forwarder's UDP
+    // datagrams are split on node-1's eth0. The overlay MTU that avoids it counts the
+    // userspace encapsulation's 28 bytes (outer IPv4 20 + UDP 8), read off the wire: 1372.
+    lab.fault(&["underlay-mtu", "1400"]);
+    let (code, m) = json_report("mtu", &["--from", &lab.ns("pod-a"), "--to", &pod_c]);
+    assert_eq!(code, 0, "{m:#}");
+    assert_eq!(
+        (m["status"].as_str(), m["path_mtu"].as_u64()),
+        (Some("healthy"), Some(1472)),
+        "{m:#}"
+    );
+    let rec = &m["recommendation"];
+    assert_eq!(
+        (rec["mtu"].as_u64(), rec["applies_to"].as_str()),
+        (Some(1372), Some("overlay")),
+        "{rec:#}"
+    );
+    let reason = rec["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!(
+            "set {node1}/flannel0 and the pods' interfaces to 1372"
+        )) && reason.contains(&format!("{node1}/eth0 (MTU 1400)"))
+            && reason.contains("raise the underlay MTU to 1500"),
+        "{reason}"
+    );
+    assert!(
+        m["warnings"].as_array().unwrap().iter().any(|w| {
+            w.to_string().contains("ip-in-udp") && w.to_string().contains(&format!("{node1}/eth0"))
+        }),
+        "{:#}",
+        m["warnings"]
+    );
+    // The kernel's own count agrees: node-1 fragments nothing for a 1372-byte packet from
+    // pod-a, and does for 1373.
+    let frag_creates = || -> u64 {
+        let snmp = run_in(&lab, "node-1", &["cat", "/proc/net/snmp"]);
+        let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+        let (names, values) = (ip.next().unwrap(), ip.next().unwrap());
+        let at = names
+            .split_whitespace()
+            .position(|n| n == "FragCreates")
+            .unwrap();
+        values.split_whitespace().nth(at).unwrap().parse().unwrap()
+    };
+    for (size, fragments) in [(1372u32, false), (1373, true)] {
+        let before = frag_creates();
+        let payload = (size - 28).to_string();
+        let ping = lab.exec(
+            "pod-a",
+            &[
+                "ping", "-q", "-c2", "-i0.2", "-W1", "-M", "do", "-s", &payload, &pod_c,
+            ],
+        );
+        assert!(ping.status.success(), "{size}-byte ping");
+        assert_eq!(frag_creates() > before, fragments, "{size} bytes");
+    }
+    lab.fault(&["clear"]);
+
+    // A pod given the underlay's 1500: node-1 refuses the bigger probe with Fragmentation
+    // Needed for flannel0 — signalled, flannel0 named, the same PMTU the kernel and
+    // tracepath arrive at.
+    lab.fault(&["link-mtu", "pod-a/eth0", "1500"]);
+    run_in(&lab, "pod-a", &["ip", "route", "flush", "cache"]);
+    let (code, m) = json_report("mtu", &["--from", &lab.ns("pod-a"), "--to", &pod_c]);
+    assert_eq!(code, 0, "{m:#}");
+    assert_eq!(
+        (m["status"].as_str(), m["path_mtu"].as_u64()),
+        (Some("signalled"), Some(1472)),
+        "{m:#}"
+    );
+    let limit = &m["limit"];
+    assert_eq!(limit["link"], format!("{node1}/flannel0"), "{limit:#}");
+    assert_eq!(limit["mtu"], 1472);
+    assert_eq!(limit["signalled_by"]["netns"][0], node1.as_str());
+    assert_eq!(limit["signalled_by"]["advertised_mtu"], 1472);
+    assert_eq!(m["max_payload"]["tcp_mss"], 1432);
+    assert_eq!(m["recommendation"]["mtu"], 1472);
+    // ping's view (before tracepath teaches pod-a the PMTU): the refusal comes from node-1's address on cni0 with the same MTU.
+    let ping = lab.exec(
+        "pod-a",
+        &["ping", "-c1", "-W1", "-M", "do", "-s", "1472", &pod_c],
+    );
+    let ping = String::from_utf8_lossy(&ping.stdout);
+    assert!(
+        ping.contains(&format!("From {} ", lab.addr("node-1", "cni0")))
+            && ping.contains("mtu = 1472"),
+        "{ping}"
+    );
+
+    let tp = run_in(&lab, "pod-a", &["tracepath", "-n", &pod_c]);
+    assert!(tp.contains("Resume: pmtu 1472"), "{tp}");
+    assert_eq!(
+        lab.cached_pmtu("pod-a", &pod_c),
+        Some(1472),
+        "after tracepath"
+    );
+    // (3) A drop on the far node: last seen decapsulated on node-2's flannel0, the DROP
+    // rule named with the handle nft lists for it, and the kernel's drop reason.
+    lab.fault(&["drop-pod", "pod-c"]);
+    let (code, r) = json_report("trace", &["--from", &lab.ns("pod-a"), "--to", &pod_c]);
+    assert_eq!(code, 1, "a drop is a failure: {r:#}");
+    let v = &r["verdict"];
+    assert_eq!(v["kind"], "dropped", "{v:#}");
+    let by = &v["dropped_by"];
+    assert_eq!(by["netns"], node2.as_str());
+    assert_eq!(
+        (by["table"].as_str(), by["chain"].as_str()),
+        (Some("filter"), Some("FORWARD"))
+    );
+    let listed = run_in(
+        &lab,
+        "node-2",
+        &["nft", "-a", "list", "chain", "ip", "filter", "FORWARD"],
+    );
+    let handle = by["handle"].as_u64().expect("handle");
+    // nft prints the iptables rule without its comment match: find it by address and verdict,
+    // and see that the kernel counted the probe it dropped.
+    let line = listed
+        .lines()
+        .find(|l| l.contains(&format!("ip daddr {pod_c} ")) && l.contains(" drop "))
+        .unwrap_or_else(|| panic!("no fault rule:\n{listed}"));
+    assert!(
+        line.trim_end().ends_with(&format!("# handle {handle}")),
+        "dye named handle {handle}: {line}"
+    );
+    assert!(!line.contains("counter packets 0 "), "{line}");
+    let last = &r["hops"][v["last_seen"].as_u64().unwrap() as usize];
+    assert_eq!(
+        (last["netns"].as_str(), last["ifname"].as_str()),
+        (Some(node2.as_str()), Some("flannel0")),
+        "{last:#}"
+    );
+    assert_eq!(v["kernel_drop"]["reason"], "NETFILTER_DROP", "{v:#}");
+
+    // Faults and all, down leaves nothing of the lab.
+    let id = lab.id.clone();
+    drop(lab);
+    assert_eq!(lab_traces(&id), Vec::<String>::new(), "lab down left these");
+}

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod cli;
 pub mod coordinator;
 pub mod cri;
+pub mod image;
 pub mod lab;
 pub mod live;
 pub mod render;

@@ -1139,6 +1139,41 @@ fn outer_fragmentation_at_a_router_port_recommends_what_that_port_carries() {
     }
 }
 
+#[test]
+fn a_tun_devices_userspace_encapsulation_is_read_off_the_wire_for_the_overlay_mtu() {
+    // flannel's udp backend: flannel0 (TUN, 1472) is no kernel tunnel, so its 28 bytes of
+    // outer IPv4 + UDP come from the IP-in-UDP packets split on node-1's eth0 (MTU 1400).
+    let m = mtu("mtu-udp-outer-fragmenting").result;
+    assert_eq!((m.status, m.path_mtu), (Status::Healthy, Some(1472)));
+    let rec = m.recommendation.expect("a recommendation");
+    assert_eq!((rec.mtu, rec.applies_to), (1372, AppliesTo::Overlay));
+    match &rec.why {
+        Why::UnderlayFragments {
+            encapsulation: e,
+            underlay,
+        } => {
+            assert_eq!(
+                (underlay.name().as_str(), underlay.mtu, underlay.fits),
+                ("dye-fx-node-1/eth0", 1400, 1372)
+            );
+            assert_eq!(
+                (e.kind.as_str(), e.tunnel.as_str(), e.tunnel_mtu, e.overhead),
+                ("ip-in-udp", "dye-fx-node-1/flannel0", 1472, 28)
+            );
+            assert_eq!(e.needs_underlay_mtu, 1500);
+        }
+        w => panic!("{w:?}"),
+    }
+    assert!(
+        m.warnings.iter().any(
+            |w| matches!(w, Warning::OuterFragmented { at: p, mtu: Some(1400), .. }
+                if *p == at("node-1", "eth0"))
+        ),
+        "{:?}",
+        m.warnings
+    );
+}
+
 /// The rules of one hop as (chain, verdict).
 fn rules_of(h: &Hop) -> Vec<(String, String)> {
     h.rules

@@ -14,6 +14,9 @@ mod listen;
 
 pub use listen::{serve, Security};
 
+/// The port agents listen on by convention (deploy/: the DaemonSet, its Service and probes).
+pub const DEFAULT_PORT: u16 = 7443;
+
 /// The generated dye.agent.v1 messages, client and server.
 #[allow(clippy::all, clippy::pedantic, missing_debug_implementations)]
 pub mod pb {

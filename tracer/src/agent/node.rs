@@ -16,6 +16,8 @@ use crate::live::{Scope, ScopeError, ScopeRequest};
 pub struct Node {
     /// The namespace the agent was started in.
     own: Netns,
+    /// `--node-name`: the node's name for coordinators, as the cluster calls it.
+    name: Option<String>,
 }
 
 impl Node {
@@ -27,7 +29,13 @@ impl Node {
             .into_iter()
             .find(|n| n.id() == me.id())
             .unwrap_or(me);
-        Ok(Node { own })
+        Ok(Node { own, name: None })
+    }
+
+    /// Names the node for coordinators (Kubernetes: `spec.nodeName`) instead of the hostname.
+    pub fn named(mut self, name: Option<String>) -> Node {
+        self.name = name;
+        self
     }
 
     /// The name of the namespace the agent runs in.
@@ -83,6 +91,7 @@ impl Node {
         let mut it = keep.iter();
         scope.metas.retain(|_| *it.next().unwrap_or(&false));
         let name = match node.as_str() {
+            _ if self.name.is_some() => self.name.clone().unwrap_or_default(),
             // Every machine's own namespace is `host`: the machine's name tells them apart.
             "host" | "self" => hostname().unwrap_or(node.clone()),
             // A lab node: its namespace's name (lab nodes share the host's name).

@@ -43,6 +43,11 @@ pub struct AgentArgs {
         conflicts_with = "certs"
     )]
     insecure: bool,
+    /// The node's name as coordinators report it (on Kubernetes: the pod's spec.nodeName).
+    /// Default: the hostname when the agent runs in the host's network namespace, else the
+    /// namespace's name.
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
     /// Most capture sessions at once.
     #[arg(long, default_value_t = Limits::default().max_sessions)]
     max_sessions: u32,
@@ -79,7 +84,9 @@ pub fn run(args: AgentArgs, endpoints: crate::live::pods::Endpoints) -> anyhow::
         ..Limits::default()
     };
     // The node is the namespace the agent was started in: read before any thread exists.
-    let node = Node::current().context("reading this node's network namespace")?;
+    let node = Node::current()
+        .context("reading this node's network namespace")?
+        .named(args.node_name.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(16)

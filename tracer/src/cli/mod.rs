@@ -6,6 +6,7 @@ mod capture;
 mod capture_agents;
 mod certs;
 mod decode;
+mod image;
 mod lab;
 mod mtu;
 mod replay;
@@ -119,6 +120,9 @@ pub enum Command {
     /// Read pcap/pcapng captures and print each packet's whole layer stack — tunnels, inner
     /// packet, ICMP quotes, dye markers — one line per packet (or JSON).
     Decode(decode::DecodeArgs),
+    /// Build the container image deploy/ runs (maintainers).
+    #[command(hide = true)]
+    Image(image::ImageArgs),
 }
 
 /// Sends `tracing` output to stderr; the level comes from `-v` unless RUST_LOG is set.
@@ -159,6 +163,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay::run(args),
         Command::Agent(args) => agent::run(args, endpoints),
         Command::Certs(args) => certs::run(args),
+        Command::Image(args) => image::run(args),
     }
 }
 

@@ -143,7 +143,9 @@ pub fn start(
         .map_err(io(format!("open {}", paths.log().display())))?;
     let child = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{node_ns}"))
-        .args(["unshare", "--mount", "--propagation", "private"])
+        // slave, as on a real node where containerd sees the host's /run/netns mounts come
+        // and go (a HostToContainer mount requires it); its own mounts still stay inside.
+        .args(["unshare", "--mount", "--propagation", "slave"])
         .args(["sh", "-c", LAUNCH, "dye-containerd"])
         .arg(state_dir)
         .arg(paths.config())

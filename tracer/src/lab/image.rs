@@ -4,10 +4,9 @@
 //! nothing else, like Kubernetes' pause. The archive is deterministic (fixed mtimes), so every
 //! build has the same digest.
 
-use std::io::Write;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use crate::image::oci;
 
 use super::cmd::Cmd;
 use super::LabError;
@@ -82,112 +81,25 @@ fn is_static_elf(elf: &[u8]) -> bool {
     })
 }
 
-fn header(path: &str, size: u64, mode: u32, kind: tar::EntryType) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    // Paths here are short constants: set_path cannot fail on them, and if it ever did the
-    // entry would be written without a name and import would say so.
-    let _ = h.set_path(path);
-    h.set_size(size);
-    h.set_mode(mode);
-    h.set_mtime(0);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_entry_type(kind);
-    h.set_cksum();
-    h
-}
-
-/// The layer: `bin/` and `bin/busybox`, uncompressed.
+/// The layer: `bin/busybox`, uncompressed.
 fn layer_tar(busybox: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut b = tar::Builder::new(Vec::new());
-    b.append(
-        &header("bin/", 0, 0o755, tar::EntryType::Directory),
-        &[][..],
-    )?;
-    b.append(
-        &header(
-            "bin/busybox",
-            busybox.len() as u64,
-            0o755,
-            tar::EntryType::Regular,
-        ),
-        busybox,
-    )?;
-    b.into_inner()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    oci::layer(&[oci::File {
+        path: BUSYBOX.into(),
+        data: busybox.to_vec(),
+        mode: 0o755,
+    }])
 }
 
 /// The OCI image layout around `layer`, as a tar archive `ctr images import` reads.
 fn oci_archive(layer: &[u8]) -> std::io::Result<Vec<u8>> {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let layer_digest = sha256_hex(layer);
-    let config = serde_json::json!({
-        "architecture": arch,
-        "os": "linux",
-        "config": { "Entrypoint": [BUSYBOX, "sleep", "infinity"] },
-        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{layer_digest}")] },
-    })
-    .to_string();
-    let config_digest = sha256_hex(config.as_bytes());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": format!("sha256:{config_digest}"),
-            "size": config.len(),
+    oci::archive(
+        layer,
+        &oci::Config {
+            reference: SANDBOX_IMAGE.into(),
+            entrypoint: vec![BUSYBOX.into(), "sleep".into(), "infinity".into()],
+            env: Vec::new(),
         },
-        "layers": [{
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": format!("sha256:{layer_digest}"),
-            "size": layer.len(),
-        }],
-    })
-    .to_string();
-    let manifest_digest = sha256_hex(manifest.as_bytes());
-    let tag = SANDBOX_IMAGE.rsplit(':').next().unwrap_or("latest");
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": format!("sha256:{manifest_digest}"),
-            "size": manifest.len(),
-            "annotations": {
-                "io.containerd.image.name": SANDBOX_IMAGE,
-                "org.opencontainers.image.ref.name": tag,
-            },
-        }],
-    })
-    .to_string();
-
-    let mut b = tar::Builder::new(Vec::new());
-    let mut file = |name: &str, data: &[u8]| -> std::io::Result<()> {
-        b.append(
-            &header(name, data.len() as u64, 0o644, tar::EntryType::Regular),
-            data,
-        )
-    };
-    file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    file(&format!("blobs/sha256/{layer_digest}"), layer)?;
-    file(&format!("blobs/sha256/{config_digest}"), config.as_bytes())?;
-    file(
-        &format!("blobs/sha256/{manifest_digest}"),
-        manifest.as_bytes(),
-    )?;
-    file("index.json", index.as_bytes())?;
-    let mut out = b.into_inner()?;
-    out.flush()?;
-    Ok(out)
+    )
 }
 
 #[cfg(test)]
@@ -210,7 +122,7 @@ mod tests {
             names.push(name);
         }
         assert_eq!(names.len(), 5, "{names:?}");
-        assert!(names.contains(&format!("blobs/sha256/{}", sha256_hex(&layer))));
+        assert!(names.contains(&format!("blobs/sha256/{}", oci::sha256_hex(&layer))));
         assert!(index.contains(SANDBOX_IMAGE), "{index}");
     }
 

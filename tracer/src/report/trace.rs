@@ -752,7 +752,7 @@ mod tests {
         let r = replay("trace-black-hole");
         assert_eq!(
             r.verdict.detail,
-            "the probe was last seen at dye-fx-node-1/flannel.1 (out) and never appeared at dye-fx-node-1/eth0 (out): 1400 + 50 bytes of vxlan overhead = 1450 bytes, over eth0's MTU 1400, and the outer header has DF set: the kernel drops it (a black hole for the sender unless it gets ICMP). Lower the overlay MTU to 1350 or raise the underlay MTU to 1450; the kernel dropped it on dye-fx-node-1 eth0: NOT_SPECIFIED in ip_fragment.constprop.0+0x84"
+            "the probe was last seen at dye-fx-node-1/flannel.1 (out) and never appeared at dye-fx-node-1/eth0 (out): 1400 + 50 bytes of vxlan overhead = 1450 bytes, over eth0's MTU 1400, and the outer header has DF set: the kernel drops it (a black hole for the sender unless it gets ICMP). Lower the overlay MTU to 1350 or raise the underlay MTU to 1450; too big for the next link (NOT_SPECIFIED) on dye-fx-node-1 eth0"
         );
     }
 

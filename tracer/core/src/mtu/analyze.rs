@@ -15,6 +15,7 @@ use super::result::{
 use super::run::MtuPlan;
 use super::search::{Bound, Outcome, Search};
 use super::underlay::{self, Beyond};
+use super::userspace;
 use crate::model::Direction;
 use crate::model::PointRef;
 use crate::oracle::SnapshotOracle;
@@ -392,6 +393,13 @@ pub fn analyze(i: Inputs<'_>) -> MtuResult {
                 }),
                 None => links::tunnel_underlay(topology, e),
             }
+        })
+        .or_else(|| {
+            // A TUN device's userspace encapsulation (no kernel tunnel on the limit): what the
+            // split uplink carries after the outer headers seen on it.
+            let t = largest_pass?;
+            let (split, _) = outer_split(&t.hops)?;
+            userspace::observed_underlay(topology, &t.hops, split)
         });
     // The limit's words name the link that split the tunnel's packets, not just the node's
     // own uplink.
