@@ -1267,3 +1267,32 @@ fn a_drop_on_node_2_is_named_by_its_rule_from_a_coordinator_on_node_1() {
         assert!(!tables.contains("dye_"), "{node}: {tables}");
     }
 }
+
+/// Two agents that call themselves one node would merge into one picture and hide the second
+/// node's hops: the second is named blind, with why, and the trace is partial (exit 1).
+#[test]
+fn two_agents_with_one_node_name_are_not_merged_silently() {
+    let lab = support::Lab::up();
+    let certs = Certs::new("samename");
+    let start = |node: &str| {
+        Agent::start(
+            Some(&lab.ns(node)),
+            &format!("{}:7443", lab.addr(node, "eth0")),
+            &["--certs", certs.path(), "--node-name", "worker"],
+            &[],
+        )
+    };
+    let (a1, a2) = (start("node-1"), start("node-2"));
+    let agents = format!("{},{}", a1.addr, a2.addr);
+    let args = ["--from", &lab.ns("pod-a"), "--to", &lab.pod_ip("pod-c")];
+    let (code, r, err) = agents_trace(&lab, &agents, &certs, &args);
+    assert_eq!(code, 1, "{err}");
+    let blind = r["agents"]["blind"].as_array().expect("blind nodes");
+    assert_eq!(blind.len(), 1, "{blind:?}");
+    assert_eq!(blind[0]["agent"], a2.addr);
+    let reason = blind[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("\"worker\"") && reason.contains("--node-name"),
+        "{reason}"
+    );
+}

@@ -45,6 +45,8 @@ pub struct AgentService {
     node: Node,
     limits: Limits,
     skew: Skew,
+    /// Random per process (see `HelloReply.instance`).
+    instance: String,
     sessions: Arc<Semaphore>,
     rate: RateLimiter,
     /// The last discovery of this node (calls that need namespace handles reuse it; Snapshot
@@ -53,6 +55,16 @@ pub struct AgentService {
     endpoints: crate::live::pods::Endpoints,
     /// Running captures by id, each with the flag that stops it.
     captures: Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>>,
+}
+
+/// 16 random hex digits naming this agent process.
+fn instance_id() -> String {
+    let mut id = [0u8; 8];
+    // Without randomness the process id still tells two agents on one host apart.
+    if dye_capture::random::fill(&mut id).is_err() {
+        id = u64::from(std::process::id()).to_be_bytes();
+    }
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl AgentService {
@@ -68,6 +80,7 @@ impl AgentService {
             node,
             limits,
             skew,
+            instance: instance_id(),
             cache: Arc::new(Mutex::new(None)),
             endpoints,
             captures: Arc::new(Mutex::new(HashMap::new())),
@@ -146,6 +159,7 @@ impl pb::agent_server::Agent for AgentService {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             node: scope.name.clone(),
             limits: Some(self.limits.to_proto()),
+            instance: self.instance.clone(),
         }))
     }
 

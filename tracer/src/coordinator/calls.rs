@@ -35,23 +35,43 @@ pub(super) async fn hello_all(
                         detail: network::status_text(&e),
                     })?
                     .into_inner();
-                Ok::<_, AgentError>(Reached {
-                    addr,
-                    node: hello.node,
-                    client: c,
-                })
+                Ok::<_, AgentError>((
+                    Reached {
+                        addr,
+                        node: hello.node,
+                        client: c,
+                    },
+                    hello.instance,
+                ))
             })
         })
         .collect();
     let mut reached: Vec<Reached> = Vec::new();
+    let mut instances: Vec<String> = Vec::new();
     let mut blind = Vec::new();
     for (t, addr) in tasks.into_iter().zip(addrs) {
         match t.await {
-            // Two addresses of one agent (a name resolving to v4 and v6): ask it once.
-            Ok(Ok(r)) if reached.iter().any(|k| k.node == r.node) => {
-                tracing::info!(agent = %r.addr, node = %r.node, "same node as another address: skipped");
-            }
-            Ok(Ok(r)) => reached.push(r),
+            Ok(Ok((r, instance))) => match reached.iter().position(|k| k.node == r.node) {
+                None => {
+                    reached.push(r);
+                    instances.push(instance);
+                }
+                // Two addresses of one agent (a name resolving to v4 and v6): ask it once.
+                Some(k) if instances[k] == instance => {
+                    tracing::info!(agent = %r.addr, node = %r.node, "same agent as another address: skipped");
+                }
+                // Two agents calling themselves one node would merge into one picture and hide
+                // the second node's hops: that node is blind, and the user is told why.
+                Some(k) => blind.push(Blind {
+                    node: r.node.clone(),
+                    agent: addr.to_string(),
+                    reason: format!(
+                        "it reports the node name {:?} that agent {} also reports; give each agent \
+                         its own name (dye agent --node-name)",
+                        r.node, reached[k].addr
+                    ),
+                }),
+            },
             Ok(Err(AgentError::Unreachable { detail, .. })) => blind.push(Blind {
                 node: String::new(),
                 agent: addr.to_string(),
