@@ -11,9 +11,10 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ImageSpec, ImageStatusRequest, ListPodSandboxRequest, NamespaceMode, PodSandboxConfig,
-    PodSandboxFilter, PodSandboxState, PodSandboxStatusRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StopPodSandboxRequest, VersionRequest,
+    ContainerConfig, CreateContainerRequest, ImageSpec, ImageStatusRequest, ListPodSandboxRequest,
+    NamespaceMode, PodSandboxConfig, PodSandboxFilter, PodSandboxState, PodSandboxStatusRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest, VersionRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -148,6 +149,48 @@ impl Cri {
             }))
             .map_err(|s| self.error("RunPodSandbox", s))?;
         Ok(r.into_inner().pod_sandbox_id)
+    }
+
+    /// CreateContainer in `sandbox` (made with `sandbox_config`) then StartContainer; returns
+    /// the container id.
+    pub fn run_container(
+        &mut self,
+        sandbox: &str,
+        config: ContainerConfig,
+        sandbox_config: PodSandboxConfig,
+    ) -> Result<String, CriError> {
+        let id = self
+            .rt
+            .block_on(self.runtime.create_container(CreateContainerRequest {
+                pod_sandbox_id: sandbox.into(),
+                config: Some(config),
+                sandbox_config: Some(sandbox_config),
+            }))
+            .map_err(|s| self.error("CreateContainer", s))?
+            .into_inner()
+            .container_id;
+        self.rt
+            .block_on(self.runtime.start_container(StartContainerRequest {
+                container_id: id.clone(),
+            }))
+            .map_err(|s| self.error("StartContainer", s))?;
+        Ok(id)
+    }
+
+    /// StopContainer (SIGTERM, SIGKILL after `grace_s` seconds) then RemoveContainer.
+    pub fn stop_and_remove_container(&mut self, id: &str, grace_s: i64) -> Result<(), CriError> {
+        self.rt
+            .block_on(self.runtime.stop_container(StopContainerRequest {
+                container_id: id.into(),
+                timeout: grace_s,
+            }))
+            .map_err(|s| self.error("StopContainer", s))?;
+        self.rt
+            .block_on(self.runtime.remove_container(RemoveContainerRequest {
+                container_id: id.into(),
+            }))
+            .map_err(|s| self.error("RemoveContainer", s))?;
+        Ok(())
     }
 
     /// ListPodSandbox, narrowed by labels when `labels` is not empty.

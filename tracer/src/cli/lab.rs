@@ -58,6 +58,15 @@ enum LabCommand {
         /// (/run/dye/lab-ID/certs); `dye lab down` stops them.
         #[arg(long)]
         agents: bool,
+        /// Make every node a host of its own, as on a real cluster: besides its network
+        /// namespace, its own mount, PID and UTS namespaces — its /proc lists only its
+        /// processes, its /run/netns only its pods, its hostname is the node's name, and
+        /// /run/containerd/containerd.sock is its runtime. Its agent runs as a container
+        /// from dye's image (`dye image build`) through the node's CRI, with the DaemonSet's
+        /// host namespaces and capabilities. Implies --agents. Enter a node with
+        /// `dye lab exec NODE -- CMD`.
+        #[arg(long)]
+        isolated: bool,
     },
     /// Remove labs: pod sandboxes (over CRI), the nodes' containerd with their shims and
     /// cgroups, other processes, namespaces (with all links, routes and rules inside) and
@@ -87,8 +96,9 @@ enum LabCommand {
     },
     /// Run a command inside a lab member's network namespace (node-1, pod-a, fw…), e.g.
     /// `dye lab exec node-1 -- dye trace --agents 192.168.50.11:7443,192.168.50.12:7443
-    /// --certs /run/dye/lab-demo/certs --from pod-a --to 10.244.2.2`. Exits with the
-    /// command's status.
+    /// --certs /run/dye/lab-demo/certs --from pod:pod-a --to pod:pod-c`. A node of an
+    /// isolated lab (`up --isolated`) is entered whole: its network, mount, PID and UTS
+    /// namespaces. Exits with the command's status.
     Exec {
         /// Lab id.
         #[arg(long, default_value = "demo")]
@@ -98,6 +108,28 @@ enum LabCommand {
         /// The command and its arguments (after `--`).
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<String>,
+    },
+    /// (internal) PID 1 of an isolated node: runs COMMAND (its containerd), reaps orphans,
+    /// exits on SIGTERM or once --watch is gone, and with it every process of the node.
+    #[command(hide = true)]
+    NodeInit {
+        #[arg(long)]
+        watch: PathBuf,
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// (internal) Replace a node's agent (what the agent-stop and agent-clock faults and
+    /// their undo run).
+    #[command(hide = true)]
+    Agent {
+        #[arg(long)]
+        id: String,
+        node: String,
+        /// Stop it, start none.
+        #[arg(long, conflicts_with = "clock_offset")]
+        stop: bool,
+        #[arg(long, allow_hyphen_values = true)]
+        clock_offset: Option<String>,
     },
     /// (internal) The TCP/UDP responder each lab pod runs.
     #[command(hide = true)]
@@ -169,6 +201,18 @@ enum FaultArg {
     /// Drop conntrack-INVALID packets NODE forwards (`ct state invalid drop`, table inet
     /// ctguard); try it with `dye trace --proto tcp --tcp-segment fin`.
     CtInvalidDrop { node: String },
+    /// Stop NODE's agent (lab up --agents/--isolated): the node is blind to coordinators,
+    /// which must say so rather than blame it.
+    AgentStop { node: String },
+    /// Restart NODE's agent with DYE_AGENT_CLOCK_OFFSET=OFFSET (e.g. 37ms, -50ms): a lab and
+    /// test knob that shifts every timestamp the agent reports, as a node whose clock is off
+    /// would; coordinators estimate and remove it.
+    #[command(allow_negative_numbers = true)]
+    AgentClock {
+        node: String,
+        #[arg(allow_hyphen_values = true)]
+        offset: String,
+    },
     /// Undo every fault applied to the lab.
     Clear,
 }
@@ -181,7 +225,31 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             json,
             idle_pods,
             agents,
-        } => up(&id, topology, json, idle_pods, agents),
+            isolated,
+        } => up(
+            &id,
+            topology,
+            json,
+            &lab::UpOptions {
+                idle_pods,
+                agents,
+                isolated,
+            },
+        ),
+        LabCommand::Agent {
+            id,
+            node,
+            stop,
+            clock_offset,
+        } => {
+            let id = LabId::parse(&id)?;
+            lab::agents::restart(&id, &node, stop, clock_offset)?;
+            Ok(ExitCode::from(EXIT_OK))
+        }
+        LabCommand::NodeInit { watch, command } => {
+            lab::node_host::run_init(&watch, &command).context("node init")?;
+            Ok(ExitCode::from(EXIT_OK))
+        }
         LabCommand::Exec {
             id,
             member,
@@ -227,8 +295,7 @@ fn up(
     id: &str,
     topology: Option<PathBuf>,
     json: bool,
-    idle_pods: Option<u32>,
-    agents: bool,
+    options: &lab::UpOptions,
 ) -> anyhow::Result<ExitCode> {
     let id = LabId::parse(id)?;
     let (text, source) = match &topology {
@@ -240,7 +307,7 @@ fn up(
         None => (Topology::BUILTIN_TEXT.to_string(), "builtin".to_string()),
     };
     let started = std::time::Instant::now();
-    lab::up(&id, &text, &source, idle_pods, agents)?;
+    lab::up(&id, &text, &source, options)?;
     let view = lab::inspect(&id)?;
     if json {
         print_json(&view)?;
@@ -255,7 +322,8 @@ fn up(
 }
 
 /// Replaces this process with `ip netns exec <member's namespace> CMD…` (the lab's way into a
-/// namespace, with /sys remounted for it), so the command's status is ours.
+/// namespace, with /sys remounted for it), or for a node of an isolated lab with `nsenter`
+/// into all of the node's namespaces, so the command's status is ours.
 fn exec(id: &str, member: &str, command: &[String]) -> anyhow::Result<ExitCode> {
     use std::os::unix::process::CommandExt;
     let id = LabId::parse(id)?;
@@ -265,6 +333,16 @@ fn exec(id: &str, member: &str, command: &[String]) -> anyhow::Result<ExitCode> 
         anyhow::bail!(
             "lab {id} has no member {member:?} (see `dye lab status {id}` for its members)"
         );
+    }
+    if let Some(init) = state
+        .runtimes
+        .iter()
+        .find(|r| r.node == member)
+        .and_then(|r| r.init_pid)
+    {
+        let err = lab::node_host::enter(init, command).exec();
+        return Err(err)
+            .with_context(|| format!("entering node {member} (its init is pid {init})"));
     }
     let err = std::process::Command::new("ip")
         .args(["netns", "exec", ns.as_str()])
@@ -370,6 +448,8 @@ fn apply(id: &str, arg: FaultArg) -> anyhow::Result<ExitCode> {
         FaultArg::RpFilter { node, from } => Fault::RpFilter { node, from },
         FaultArg::DeadNeighbour { node, to } => Fault::DeadNeighbour { node, to },
         FaultArg::CtInvalidDrop { node } => Fault::CtInvalidDrop { node },
+        FaultArg::AgentStop { node } => Fault::AgentStop { node },
+        FaultArg::AgentClock { node, offset } => Fault::AgentClock { node, offset },
     };
     let record = lab::apply_fault(&id, fault)?;
     println!("lab {id}: {}", record.description);
@@ -447,7 +527,20 @@ fn print_view(view: &LabView) -> anyhow::Result<()> {
         )?;
     }
     for a in &view.agents {
-        writeln!(out, "  agent: {} on {} (pid {})", a.node, a.address, a.pid)?;
+        let how = match (&a.container, a.pid) {
+            (_, 0) => "stopped".to_string(),
+            (Some(c), pid) => format!(
+                "container {}…, pid {pid}",
+                c.container.get(..12).unwrap_or(&c.container)
+            ),
+            (None, pid) => format!("pid {pid}"),
+        };
+        let clock = a
+            .clock_offset
+            .as_ref()
+            .map(|o| format!(", clock offset {o}"))
+            .unwrap_or_default();
+        writeln!(out, "  agent: {} on {} ({how}{clock})", a.node, a.address)?;
     }
     if let Some(certs) = &view.certs {
         writeln!(out, "  agents' certificates: {certs}")?;

@@ -16,7 +16,7 @@ use crate::render::mtu as render;
 use crate::render::Style;
 
 use super::trace::{
-    create_output, pod_name, resolve_target, write_recording, AgentsArgs, ProtoArg, ScopeArgs,
+    create_output, pod_name, resolve_target_with, write_recording, AgentsArgs, ProtoArg, ScopeArgs,
 };
 use super::{EXIT_INTERRUPTED, EXIT_NEGATIVE, EXIT_OK};
 
@@ -96,7 +96,7 @@ pub struct MtuArgs {
 }
 
 pub fn run(args: MtuArgs, endpoints: &live::pods::Endpoints) -> anyhow::Result<ExitCode> {
-    let (to, port) = resolve_target(&args.to, args.ipv6, endpoints)?;
+    let (to, port) = resolve_target_with(&args.to, args.ipv6, endpoints, &args.agents)?;
     let (scope, vxlan_ports) = args.scope.into_parts();
     let plan = MtuPlan {
         from: args.from,

@@ -239,6 +239,35 @@ pub(crate) fn resolve_target(
     parse_target(s)
 }
 
+/// `--to` as [`resolve_target`] reads it, except that with `--agents` a `pod:` is asked of
+/// the agents (the pod's node's runtime knows it; this host's may not).
+pub(crate) fn resolve_target_with(
+    s: &str,
+    ipv6: bool,
+    endpoints: &live::pods::Endpoints,
+    agents: &AgentsArgs,
+) -> anyhow::Result<(IpAddr, Option<u16>)> {
+    let (Some(spec), Some(pod)) = (&agents.agents, s.trim().strip_prefix("pod:")) else {
+        return resolve_target(s, ipv6, endpoints);
+    };
+    let (name, port) = match pod.rsplit_once(':') {
+        Some((name, port)) => {
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .with_context(|| format!("--to {s}: bad port {port:?} (expected 1-65535)"))?;
+            (name, Some(port))
+        }
+        None => (pod, None),
+    };
+    let addrs = crate::coordinator::parse_agents(spec)?;
+    let transport = crate::coordinator::transport(agents.certs.as_deref())?;
+    let ip = crate::coordinator::pod_address(&addrs, &transport, &format!("pod:{name}"), ipv6)
+        .with_context(|| format!("--to {s}"))?;
+    Ok((ip, port))
+}
+
 /// `--to` as the report names it, when it names a pod (`pod:NS/NAME`, port left out).
 pub(crate) fn pod_name(to: &str) -> Option<String> {
     let spec = to.trim().strip_prefix("pod:")?;
@@ -378,7 +407,7 @@ impl TraceOutput {
 }
 
 pub fn run(args: TraceArgs, endpoints: &live::pods::Endpoints) -> anyhow::Result<ExitCode> {
-    let (to, port) = resolve_target(&args.to, args.ipv6, endpoints)?;
+    let (to, port) = resolve_target_with(&args.to, args.ipv6, endpoints, &args.agents)?;
     let (scope, vxlan_ports) = args.scope.into_parts();
     let proto = ProtoArg::resolve(args.proto, port);
     let plan = TracePlan {

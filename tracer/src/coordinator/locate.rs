@@ -13,21 +13,6 @@ pub(super) async fn locate(
     reached: &[Reached],
     blind: &[Blind],
 ) -> Result<(String, Vec<usize>), CoordError> {
-    let unreachable_hint = |blind: &[Blind]| {
-        if blind.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " among the agents that answered; unreachable: {}",
-                blind
-                    .iter()
-                    .map(|b| format!("agent {}: {}", b.agent, b.reason))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        }
-    };
-
     let what = if plan.from.starts_with("pod:") {
         pb::resolve_request::What::Pod(plan.from.clone())
     } else {
@@ -75,4 +60,67 @@ pub(super) async fn locate(
         None => chosen.extend((0..reached.len()).filter(|i| *i != source)),
     }
     Ok((source_netns, chosen))
+}
+
+/// `--to pod:NS/NAME[:PORT]` through the agents: the one node whose runtime knows the pod
+/// gives its address (IPv6 with `ipv6`), as single-host dye asks its own runtime.
+pub(super) async fn pod_address(
+    reached: &[Reached],
+    blind: &[Blind],
+    pod: &str,
+    ipv6: bool,
+) -> Result<std::net::IpAddr, CoordError> {
+    let found = calls::resolve_all(reached, pb::resolve_request::What::Pod(pod.to_string())).await;
+    let owners: Vec<(usize, pb::ResolveReply)> = found
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.ok().filter(|r| r.found).map(|r| (i, r)))
+        .collect();
+    match owners.as_slice() {
+        [(_, reply)] => reply
+            .addresses
+            .iter()
+            .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+            .find(|a| a.is_ipv6() == ipv6)
+            .ok_or_else(|| CoordError::NotFound {
+                what: format!(
+                    "an {} address for {pod} (it has {})",
+                    if ipv6 { "IPv6" } else { "IPv4" },
+                    reply.addresses.join(", ")
+                ),
+                unreachable: String::new(),
+            }),
+        [] => Err(CoordError::NotFound {
+            what: pod.to_string(),
+            unreachable: unreachable_hint(blind),
+        }),
+        many => Err(CoordError::Ambiguous {
+            what: pod.to_string(),
+            nodes: many
+                .iter()
+                .map(|(i, _)| reached[*i].node.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// What to add to "no agent has …" when some agents could not be asked.
+fn unreachable_hint(blind: &[Blind]) -> String {
+    if blind.is_empty() {
+        return String::new();
+    }
+    format!(
+        " among the agents that answered; unreachable: {}",
+        blind_list(blind)
+    )
+}
+
+/// "agent ADDR: why; …" for agents that could not be asked.
+pub(super) fn blind_list(blind: &[Blind]) -> String {
+    blind
+        .iter()
+        .map(|b| format!("agent {}: {}", b.agent, b.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
 }

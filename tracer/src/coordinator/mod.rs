@@ -108,6 +108,27 @@ pub fn parse_agents(spec: &str) -> Result<Vec<SocketAddr>, CoordError> {
     Ok(out)
 }
 
+/// `--to pod:NS/NAME` through the agents at `addrs`: the pod's address as its node's runtime
+/// reports it (IPv6 with `ipv6`).
+pub fn pod_address(
+    addrs: &[SocketAddr],
+    transport: &Transport,
+    pod: &str,
+    ipv6: bool,
+) -> Result<IpAddr, CoordError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CoordError::Runtime(e.to_string()))?;
+    rt.block_on(async {
+        let (reached, blind) = calls::hello_all(addrs, transport).await;
+        if reached.is_empty() {
+            return Err(CoordError::NoAgent(locate::blind_list(&blind)));
+        }
+        locate::pod_address(&reached, &blind, pod, ipv6).await
+    })
+}
+
 /// A finished trace through agents.
 #[derive(Debug)]
 pub struct AgentsTrace {
@@ -176,12 +197,7 @@ fn open_session(
     let (reached, mut blind) = rt.block_on(calls::hello_all(addrs, transport));
     tracing::info!(elapsed = ?started.elapsed(), reached = reached.len(), "agents greeted");
     if reached.is_empty() {
-        let why = blind
-            .iter()
-            .map(|b| format!("agent {}: {}", b.agent, b.reason))
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(CoordError::NoAgent(why));
+        return Err(CoordError::NoAgent(locate::blind_list(&blind)));
     }
     // Who owns the source, and the destination: the nodes to observe, source's first.
     let (source_netns, chosen) = rt.block_on(locate::locate(probing, &reached, &blind))?;

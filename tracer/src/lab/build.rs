@@ -28,20 +28,13 @@ use super::teardown;
 use super::topology::{Backend, Node, Topology};
 use super::udp_backend;
 use super::LabError;
-use super::{agents, nft_proxy, routed_pods, router};
+use super::{agents, nft_proxy, node_host, routed_pods, router};
 
 /// Builds lab `id` from the topology `text` (read from `source`, a path or "builtin"). On
 /// success the lab is complete and its state saved; on any error everything created so far is
 /// removed before the error is returned.
-/// `idle_pods`, when given, replaces every node's `idle_pods`; `agents` starts a `dye agent`
-/// on every node.
-pub fn up(
-    id: &LabId,
-    text: &str,
-    source: &str,
-    idle_pods: Option<u32>,
-    agents: bool,
-) -> Result<LabState, LabError> {
+pub fn up(id: &LabId, text: &str, source: &str, options: &UpOptions) -> Result<LabState, LabError> {
+    let idle_pods = options.idle_pods;
     let mut parsed = Topology::parse(text).map_err(|message| LabError::Topology {
         path: source.to_string(),
         message,
@@ -79,8 +72,10 @@ pub fn up(
         state: LabState::new(id, source.to_string()),
         state_dir: &state_dir,
         interrupted: &interrupted,
-        agents,
+        agents: options.agents || options.isolated,
+        isolated: options.isolated,
     };
+    builder.state.isolated = options.isolated;
     let result = builder.build();
     for g in guards {
         signal_hook::low_level::unregister(g);
@@ -95,6 +90,18 @@ pub fn up(
             Err(err)
         }
     }
+}
+
+/// How `up` builds beyond the topology.
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    /// Replaces every node's `idle_pods`.
+    pub idle_pods: Option<u32>,
+    /// Start a `dye agent` on every node.
+    pub agents: bool,
+    /// Make every node its own host (mount, PID and UTS namespaces: `node_host`), its agent a
+    /// container from dye's image. Implies `agents`.
+    pub isolated: bool,
 }
 
 /// Fails early, before anything is created, when privileges or tools are missing.
@@ -196,6 +203,8 @@ struct Builder<'a> {
     interrupted: &'a AtomicBool,
     /// Start a `dye agent` on every node.
     agents: bool,
+    /// Every node its own host (`node_host`).
+    isolated: bool,
 }
 
 impl Builder<'_> {
@@ -415,14 +424,24 @@ impl Builder<'_> {
             PodWiring::Bridge => cni::network_list(self.topo, node, &ipam_dir),
             PodWiring::Routed => routed_pods::network_list(self.topo, node, &ipam_dir),
         };
-        let pid = containerd::start(self.state_dir, &paths, &self.id.ns(name), &list)?;
+        let hostname = self.isolated.then_some(name.as_str());
+        let pid = containerd::start(self.state_dir, &paths, &self.id.ns(name), &list, hostname)?;
         self.state.runtimes.push(NodeRuntime {
             node: name.clone(),
             cri_socket: paths.socket(),
             pid,
             cgroup_parent: format!("/{}", self.id.cgroup(name)),
+            init_pid: None,
         });
-        self.state.save(self.state_dir)
+        self.state.save(self.state_dir)?;
+        if self.isolated {
+            let init = node_host::init_pid(pid, Duration::from_secs(5))?;
+            if let Some(r) = self.state.runtimes.last_mut() {
+                r.init_pid = Some(init);
+            }
+            self.state.save(self.state_dir)?;
+        }
+        Ok(())
     }
 
     /// A pod sandbox's namespace published as `dye-<id>-<pod>`, recorded, with a responder.
@@ -436,6 +455,21 @@ impl Builder<'_> {
         let pod = sandbox.pod.as_str();
         let node_ns = self.id.ns(node.name.get_ref());
         let pod_ns = self.id.ns(pod);
+        // The runtime numbers the sandbox process in its own PID namespace: on an isolated
+        // node that is the node's, so the host finds it by its cgroup.
+        let host_pid = if self.isolated {
+            node_host::host_pid_in_cgroup(&runtime.cgroup_parent, &sandbox.id).ok_or_else(|| {
+                LabError::Runtime {
+                    detail: format!(
+                        "no process in the cgroup of pod {pod}'s sandbox {} on {}",
+                        sandbox.id,
+                        node.name.get_ref()
+                    ),
+                }
+            })?
+        } else {
+            sandbox.status.pid
+        };
         // What `ip netns add` would have made, but bound to the sandbox's namespace:
         // /run/netns/<name> bind-mounted from /proc/<sandbox pid>/ns/net.
         Cmd::new([
@@ -443,7 +477,7 @@ impl Builder<'_> {
             "netns".into(),
             "attach".into(),
             pod_ns.clone(),
-            sandbox.status.pid.to_string(),
+            host_pid.to_string(),
         ])
         .run()?;
         self.state.namespaces.push(pod_ns.clone());
@@ -465,7 +499,7 @@ impl Builder<'_> {
             uid: sandbox.uid,
             sandbox_id: sandbox.id,
             cri_socket: runtime.cri_socket.clone(),
-            sandbox_pid: sandbox.status.pid,
+            sandbox_pid: host_pid,
         });
         self.state.save(self.state_dir)?;
         self.start_responder(&pod_ns, pod)

@@ -116,12 +116,16 @@ exec containerd --config "$2"
 "#;
 
 /// Writes the node's CNI network list and containerd config and starts the daemon in
-/// `node_ns`. Returns its PID (not yet serving: see [`wait_serving`]).
+/// `node_ns` — in a mount namespace of its own, or, for an isolated node (`hostname` given),
+/// as the node's runtime inside the node's own mount, PID and UTS namespaces
+/// (`node_host`). Returns the PID of the process started (containerd, or the node's launcher),
+/// not yet serving: see [`wait_serving`].
 pub fn start(
     state_dir: &Path,
     paths: &Paths,
     node_ns: &str,
     network_list: &Value,
+    hostname: Option<&str>,
 ) -> Result<u32, LabError> {
     let io = |what: String| move |e| LabError::io(what, e);
     std::fs::create_dir_all(paths.cni_conf_dir())
@@ -141,14 +145,30 @@ pub fn start(
     let log2 = log
         .try_clone()
         .map_err(io(format!("open {}", paths.log().display())))?;
-    let child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{node_ns}"))
-        // slave, as on a real node where containerd sees the host's /run/netns mounts come
-        // and go (a HostToContainer mount requires it); its own mounts still stay inside.
-        .args(["unshare", "--mount", "--propagation", "slave"])
-        .args(["sh", "-c", LAUNCH, "dye-containerd"])
-        .arg(state_dir)
-        .arg(paths.config())
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{node_ns}"));
+    match hostname {
+        None => {
+            // slave, as on a real node where containerd sees the host's /run/netns mounts
+            // come and go (a HostToContainer mount requires it); its own mounts stay inside.
+            cmd.args(["unshare", "--mount", "--propagation", "slave"])
+                .args(["sh", "-c", LAUNCH, "dye-containerd"])
+                .arg(state_dir)
+                .arg(paths.config());
+        }
+        Some(hostname) => {
+            let exe =
+                std::env::current_exe().map_err(|e| LabError::io("locate the dye binary", e))?;
+            cmd.args(super::node_host::UNSHARE)
+                .args(["sh", "-c", super::node_host::NODE_LAUNCH, "dye-node"])
+                .arg(state_dir)
+                .arg(paths.config())
+                .arg(hostname)
+                .arg(exe)
+                .arg(paths.socket());
+        }
+    }
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)

@@ -47,6 +47,11 @@ pub enum Fault {
     /// A conntrack guard on `node`: `ct state invalid drop` in an `inet` table of its own,
     /// ahead of kube-proxy's chains (segments out of any connection, e.g. `--tcp-segment fin`).
     CtInvalidDrop { node: String },
+    /// Stop `node`'s agent (its container, or its process on a flat lab): the node goes blind.
+    AgentStop { node: String },
+    /// Restart `node`'s agent with `DYE_AGENT_CLOCK_OFFSET=offset`: every timestamp it reports
+    /// is shifted, as if the node's clock were off by that much.
+    AgentClock { node: String, offset: String },
 }
 
 /// An applied fault and the commands that undo it, in the order they must run.
@@ -65,7 +70,7 @@ struct Change {
 
 /// Applies `fault` to lab `id` and records it.
 pub fn apply_fault(id: &LabId, fault: Fault) -> Result<FaultRecord, LabError> {
-    let mut state = load_state(id)?;
+    let state = load_state(id)?;
     let topo = Topology::load(&id.state_dir().join("topology.toml"))?;
     let bad = |detail: String| LabError::BadFault {
         lab: id.to_string(),
@@ -88,6 +93,8 @@ pub fn apply_fault(id: &LabId, fault: Fault) -> Result<FaultRecord, LabError> {
         description: change.description,
         undo: change.undo,
     };
+    // A command may have changed the state itself (`dye lab agent` records the new agent).
+    let mut state = load_state(id)?;
     state.faults.push(record.clone());
     state.save(&id.state_dir())?;
     Ok(record)
@@ -95,14 +102,16 @@ pub fn apply_fault(id: &LabId, fault: Fault) -> Result<FaultRecord, LabError> {
 
 /// Undoes every recorded fault, newest first. Returns what was cleared.
 pub fn clear_faults(id: &LabId) -> Result<Vec<FaultRecord>, LabError> {
-    let mut state = load_state(id)?;
     let mut cleared = Vec::new();
-    while let Some(record) = state.faults.pop() {
+    while let Some(record) = load_state(id)?.faults.pop() {
         for argv in &record.undo {
             Cmd::new(argv.clone()).run()?;
         }
-        cleared.push(record);
+        // Reloaded: an undo may have changed the state itself (`dye lab agent`).
+        let mut state = load_state(id)?;
+        state.faults.pop();
         state.save(&id.state_dir())?;
+        cleared.push(record);
     }
     Ok(cleared)
 }
@@ -276,6 +285,45 @@ fn plan(id: &LabId, topo: &Topology, state: &LabState, fault: &Fault) -> Result<
         | Fault::RpFilter { .. }
         | Fault::DeadNeighbour { .. }
         | Fault::CtInvalidDrop { .. } => plan_drop(id, topo, state, fault),
+        Fault::AgentStop { .. } | Fault::AgentClock { .. } => plan_agent(id, state, fault),
+    }
+}
+
+/// Agent faults run `dye lab agent` (this binary), which replaces the node's agent; the undo
+/// starts it again as `up` did.
+fn plan_agent(id: &LabId, state: &LabState, fault: &Fault) -> Result<Change, String> {
+    let (Fault::AgentStop { node } | Fault::AgentClock { node, .. }) = fault else {
+        return Err("not an agent fault".into());
+    };
+    if !state.agents.iter().any(|a| &a.node == node) {
+        return Err(format!(
+            "node {node:?} runs no agent (start the lab with --agents or --isolated)"
+        ));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("locate the dye binary: {e}"))?;
+    let exe = exe.display().to_string();
+    let agent = |extra: &[&str]| {
+        let mut v = argv(&[&exe, "lab", "agent", "--id", id.as_str(), node]);
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    match fault {
+        Fault::AgentClock { offset, .. } => {
+            crate::agent::skew::Skew::parse(offset)?;
+            Ok(Change {
+                apply: vec![agent(&["--clock-offset", offset])],
+                undo: vec![agent(&[])],
+                description: format!(
+                    "{node}'s agent restarted with {}={offset}",
+                    crate::agent::skew::ENV
+                ),
+            })
+        }
+        _ => Ok(Change {
+            apply: vec![agent(&["--stop"])],
+            undo: vec![agent(&[])],
+            description: format!("{node}'s agent stopped"),
+        }),
     }
 }
 

@@ -13,7 +13,8 @@
 //! (`faults`), teardown (`teardown`), persisted state (`state`), pod responders (`responder`).
 //! Other shapes, chosen by optional topology keys (`shape`): a routed underlay (`router`),
 //! Calico-style bridge-less pods (`routed_pods`), kube-proxy's nftables mode (`nft_proxy`), flannel's udp backend (`udp_backend` builds it,
-//! `udp_forwarder` is its per-node process); `agents` starts a `dye agent` on every node.
+//! `udp_forwarder` is its per-node process); `agents` starts a `dye agent` on every node; `node_host` makes
+//! each node a host of its own (`--isolated`: mount, PID and UTS namespaces).
 
 pub mod agents;
 mod build;
@@ -26,6 +27,7 @@ mod image;
 mod inspect;
 mod names;
 mod nft_proxy;
+pub mod node_host;
 pub mod responder;
 mod routed_pods;
 mod router;
@@ -39,7 +41,7 @@ pub mod udp_forwarder;
 
 use std::path::PathBuf;
 
-pub use build::up;
+pub use build::{up, UpOptions};
 pub use faults::{apply_fault, clear_faults, Fault};
 pub use inspect::{inspect, Interface, LabView, Member, PodIdentity};
 pub use names::{LabId, STATE_ROOT};

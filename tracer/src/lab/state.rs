@@ -43,6 +43,9 @@ pub struct LabState {
     pub faults: Vec<FaultRecord>,
     /// False while `up` is still building.
     pub complete: bool,
+    /// Every node is its own host (`dye lab up --isolated`).
+    #[serde(default)]
+    pub isolated: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,6 +81,10 @@ pub struct NodeRuntime {
     pub pid: u32,
     /// The cgroup parent of the node's pod sandboxes (in every cgroup hierarchy).
     pub cgroup_parent: String,
+    /// An isolated node's PID 1 (`dye lab node-init`), as the host numbers it: the way into
+    /// the node's namespaces.
+    #[serde(default)]
+    pub init_pid: Option<u32>,
 }
 
 impl LabState {
@@ -96,6 +103,7 @@ impl LabState {
             vtep_macs6: Vec::new(),
             faults: Vec::new(),
             complete: false,
+            isolated: false,
         }
     }
 

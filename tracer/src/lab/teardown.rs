@@ -58,6 +58,8 @@ pub fn down(id: &LabId) -> Result<Removed, LabError> {
             .iter()
             .chain(&state.forwarders)
             .chain(agents)
+            // 0 is "not running": kill(0) would signal our own process group.
+            .filter(|pid| **pid > 0)
         {
             let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
         }
