@@ -147,6 +147,17 @@ fn daemonset_runs_in_the_nodes_namespaces_with_exactly_the_listed_capabilities()
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
     let added: BTreeSet<&str> = caps.add.iter().flatten().map(String::as_str).collect();
     assert_eq!(added, CAPABILITIES.into_iter().collect::<BTreeSet<_>>());
+    // The lab's agents (`dye lab up --isolated`) run with exactly these, so the lab exercises
+    // the manifest's settings (tests/isolated.rs reads them off the running agents).
+    let lab: BTreeSet<&str> = dye_tracer::lab::agents::AGENT_CAPABILITIES
+        .into_iter()
+        .collect();
+    assert_eq!(added, lab, "the lab's agent containers");
+    assert_eq!(
+        sc.read_only_root_filesystem,
+        Some(true),
+        "read-only root (the lab's agents too)"
+    );
     // And the README justifies each one.
     let readme = std::fs::read_to_string(deploy_dir().join("README.md")).expect("README");
     for cap in CAPABILITIES {

@@ -378,7 +378,11 @@ impl TraceOutput {
             let through_agents = report.agents.is_some();
             let name = |p: &dye_core::snapshot::Point| {
                 if through_agents {
-                    format!("{}/{}", p.node, p.name())
+                    // `node/netns/ifname`, as `dye capture --agents` names it: a namespace
+                    // renamed `NODE:NAME` for the merge is NAME under its node.
+                    let node_prefix = format!("{}:", p.node);
+                    let netns = p.netns.strip_prefix(&node_prefix).unwrap_or(&p.netns);
+                    format!("{}/{netns}/{}", p.node, p.ifname)
                 } else {
                     p.name()
                 }

@@ -113,27 +113,39 @@ pub fn no_blame_where_unobserved(
     if v.kind != VerdictKind::Dropped {
         return false;
     }
-    let Some(next) = v.expected_next.clone() else {
-        return false;
-    };
-    let place = next
-        .rsplit_once(" (")
-        .map(|(p, _)| p)
-        .unwrap_or(next.as_str());
-    let Some((netns, _)) = place.rsplit_once('/') else {
-        return false;
-    };
-    if observed_netns.iter().any(|n| n == netns) {
-        return false;
-    }
     let last = v
         .last_seen
         .and_then(|i| report.hops.get(i))
         .map(|h| format!("{}/{} ({})", h.netns, h.ifname, h.direction))
         .unwrap_or_else(|| "the source".to_string());
-    let mut detail =
-        format!("the probe was last seen at {last}, heading for {next}, which no agent observes");
-    if snapshot.namespace(netns).is_none() && !blind.is_empty() {
+    let (mut detail, list_blind) = match v.expected_next.clone() {
+        Some(next) => {
+            let place = next
+                .rsplit_once(" (")
+                .map(|(p, _)| p)
+                .unwrap_or(next.as_str());
+            let Some((netns, _)) = place.rsplit_once('/') else {
+                return false;
+            };
+            if observed_netns.iter().any(|n| n == netns) {
+                return false;
+            }
+            (
+                format!(
+                    "the probe was last seen at {last}, heading for {next}, which no agent observes"
+                ),
+                snapshot.namespace(netns).is_none(),
+            )
+        }
+        // It left the observed nodes by a link whose far end no agent shows (a machine's
+        // uplink): with a node unobserved, that is no place to call it dropped.
+        None if !blind.is_empty() => (
+            format!("the probe was last seen at {last}, leaving the nodes the agents observe"),
+            true,
+        ),
+        None => return false,
+    };
+    if list_blind && !blind.is_empty() {
         let nodes: Vec<String> = blind
             .iter()
             .map(|b| {
