@@ -581,4 +581,38 @@ fn on_isolated_nodes_clock_offsets_are_found_and_a_lost_agent_is_named() {
         blind[0]["reason"].as_str().unwrap().contains("refused"),
         "{blind:?}"
     );
+
+    // SIGKILL to the nodes' launchers: each node's init dies with its launcher, and the
+    // kernel ends every process of a PID namespace whose init is gone — containerd, shims,
+    // sandboxes, agents — with nothing left to clean up by hand.
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("/run/dye/lab-{}/state.json", lab.id)).unwrap(),
+    )
+    .unwrap();
+    let mut node_pid_ns = Vec::new();
+    for r in state["runtimes"].as_array().unwrap() {
+        let init = r["init_pid"].as_u64().expect("init pid");
+        node_pid_ns.push(std::fs::read_link(format!("/proc/{init}/ns/pid")).unwrap());
+        let launcher = r["pid"].as_u64().unwrap().to_string();
+        assert!(Command::new("kill")
+            .args(["-9", &launcher])
+            .status()
+            .unwrap()
+            .success());
+    }
+    let in_nodes = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path().join("ns/pid"))
+                    .is_ok_and(|ns| node_pid_ns.contains(&ns))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while in_nodes() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(in_nodes(), 0, "processes outlived their node");
 }
