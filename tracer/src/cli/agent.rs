@@ -86,7 +86,8 @@ pub fn run(args: AgentArgs, endpoints: crate::live::pods::Endpoints) -> anyhow::
     // The node is the namespace the agent was started in: read before any thread exists.
     let node = Node::current()
         .context("reading this node's network namespace")?
-        .named(args.node_name.clone());
+        .named(args.node_name.clone())
+        .naming_pods(endpoints.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(16)

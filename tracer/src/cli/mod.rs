@@ -155,7 +155,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     crate::live::pods::install(endpoints.clone());
     match cli.command {
         Command::Lab(args) => lab::run(args),
-        Command::Topology(args) => topology::run(args),
+        Command::Topology(args) => topology::run(args, &endpoints),
         Command::Capture(args) => capture::run(args),
         Command::Decode(args) => decode::run(args),
         Command::Trace(args) => trace::run(args, &endpoints),
