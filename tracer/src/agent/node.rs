@@ -1,7 +1,8 @@
 //! This node as an agent sees it: the namespace the agent runs in and every namespace that
 //! belongs to it (dye's node attribution: a pod belongs to the namespace at its veth's far
 //! end). Namespaces of other nodes are never in an agent's scope, even where they are visible
-//! (the lab's nodes share one kernel).
+//! (the lab's nodes share one kernel). With the node's container runtime, its pods' namespaces
+//! are named by their pods (`pod NS/NAME`, [`crate::live::pod_names`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
