@@ -1470,6 +1470,19 @@ fn an_agent_with_its_nodes_runtime_names_pods_by_their_pods() {
         })
         .collect();
     assert_eq!(renamed_back, expected);
+    // From the renamed pod, asked for by its /run/netns name: the source's agent knows it by
+    // its pod, and the probes leave from it.
+    let ip_a = lab.pod_ip("pod-a");
+    let (code, back, err) = agents_trace(
+        &lab,
+        &agents,
+        &certs,
+        &["--from", &lab.ns("pod-c"), "--to", &ip_a],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(back["verdict"]["kind"], "answered", "{back}");
+    assert_eq!(back["hops"][0]["netns"], named("pod-c").as_str(), "{back}");
+    assert_eq!(back["hops"][0]["direction"], "out", "{back}");
 
     // One host: with node-2's runtime, the idle pod (no /run/netns name) reads as its pod;
     // pod-c keeps the name the user knows it by. Without the runtime, the idle pod is a process's.

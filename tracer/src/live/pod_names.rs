@@ -352,4 +352,46 @@ mod tests {
         let named = namer.apply(vec![me.renamed("pid:1(x)")], &|_| false);
         assert_eq!(named[0].name(), "pid:1(x)");
     }
+
+    #[test]
+    fn a_silent_or_garbled_runtime_costs_a_bounded_wait_and_renames_nothing() {
+        use std::io::Write;
+        use std::os::unix::net::UnixListener;
+        let dir = std::env::temp_dir().join(format!("dye-podnames-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (silent, garbled) = (dir.join("silent.sock"), dir.join("garbled.sock"));
+        // Accepts and never answers.
+        let quiet = UnixListener::bind(&silent).unwrap();
+        // Answers every connection with bytes that are no HTTP/2.
+        let noisy = UnixListener::bind(&garbled).unwrap();
+        std::thread::spawn(move || {
+            for mut c in noisy.incoming().flatten() {
+                let _ = c.write_all(b"HTTP/1.0 200 OK\r\n\r\nnot grpc at all");
+            }
+        });
+        std::thread::spawn(move || {
+            let open: Vec<_> = quiet.incoming().take(1).flatten().collect();
+            std::thread::sleep(PER_CALL * 5);
+            drop(open);
+        });
+        let me = Netns::current().expect("this process's namespace");
+        let mut namer = PodNamer::new(
+            Endpoints {
+                given: vec![
+                    garbled.display().to_string(),
+                    format!("unix://{}", silent.display()),
+                ],
+            },
+            Policy::EveryPod,
+            NetnsId { dev: 0, ino: 0 },
+            AGENT_BUDGET,
+        );
+        let started = Instant::now();
+        let named = namer.apply(vec![me.renamed("cni-x")], &|_| false);
+        let took = started.elapsed();
+        assert_eq!(named[0].name(), "cni-x");
+        // The silent one was waited for, up to one call's deadline (not the client's 30 s).
+        assert!(took >= PER_CALL / 2 && took < PER_CALL * 3, "{took:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
