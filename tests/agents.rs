@@ -1502,7 +1502,27 @@ fn an_agent_with_its_nodes_runtime_names_pods_by_their_pods() {
     assert!(with.contains(&named("idle-node-2-1")), "{with:?}");
     let without = hop_names(&[]);
     assert!(!without.contains(&named("idle-node-2-1")), "{without:?}");
-    assert!(without.iter().any(|n| n.starts_with("pid:")), "{without:?}");
+    let by_pid = without
+        .iter()
+        .find(|n| n.starts_with("pid:"))
+        .unwrap_or_else(|| panic!("{without:?}"));
+    // `dye topology --ns pid:N` of that process names it by its pod as well.
+    let pid = by_pid.split('(').next().unwrap();
+    let out = dye(&[
+        "topology",
+        "--json",
+        "--runtime-endpoint",
+        &socket,
+        "--ns",
+        pid,
+    ]);
+    assert!(out.status.success());
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        t["namespaces"][0]["name"],
+        named("idle-node-2-1").as_str(),
+        "{t}"
+    );
     let (code, single_c, err) = {
         let out = dye(&[
             "trace",

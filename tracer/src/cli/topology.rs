@@ -96,8 +96,7 @@ pub fn run(
         return through_agents(spec, args.certs.as_deref(), args.json);
     }
     let mut namespaces = netns::select(&args.ns, args.all_ns)?;
-    if let Some(namer) = PodNamer::for_host(endpoints.clone()) {
-        let mut namer = namer.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(mut namer) = PodNamer::host(endpoints.clone()) {
         namespaces = namer.apply(namespaces, &|_| false);
     }
     let topo = Topology::discover(&namespaces).context("discovery failed")?;

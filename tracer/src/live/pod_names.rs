@@ -113,14 +113,14 @@ impl PodNamer {
     }
 
     /// A namer for dye on this host ([`Policy::Unnamed`]), its own namespace the current one.
-    pub fn for_host(endpoints: Endpoints) -> Option<SharedNamer> {
+    pub fn host(endpoints: Endpoints) -> Option<PodNamer> {
         let own = Netns::current().ok()?.id();
-        Some(Arc::new(Mutex::new(PodNamer::new(
-            endpoints,
-            Policy::Unnamed,
-            own,
-            HOST_BUDGET,
-        ))))
+        Some(PodNamer::new(endpoints, Policy::Unnamed, own, HOST_BUDGET))
+    }
+
+    /// [`PodNamer::host`], to hand to a scope request.
+    pub fn for_host(endpoints: Endpoints) -> Option<SharedNamer> {
+        PodNamer::host(endpoints).map(|n| Arc::new(Mutex::new(n)))
     }
 
     /// `namespaces` in their order, those of ready pods renamed `pod NS/NAME` as the policy
