@@ -1316,3 +1316,232 @@ fn two_agents_with_one_node_name_are_not_merged_silently() {
         "{reason}"
     );
 }
+
+/// An agent given its node's container runtime names every pod there by its pod, learned
+/// over CRI: node-2's agent (`--runtime-endpoint` node-2's containerd) reports pod-c, pod-d and
+/// an idle pod (which has no /run/netns name at all) as `pod NAMESPACE/NAME`, in the merged
+/// topology and in a trace's hops, which are pod-c's hops as single-host dye names them by
+/// netns. Node-2's own namespace keeps its name; node-1's agent, given no runtime, names its
+/// pods as before. On one host, dye names only a namespace without a name of its own after its
+/// pod: the idle pod, not pod-c (whose /run/netns name the user addresses it by).
+#[test]
+fn an_agent_with_its_nodes_runtime_names_pods_by_their_pods() {
+    let lab = support::Lab::up_with(&["--idle-pods", "1"]);
+    let member = |name: &str| {
+        lab.view["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == name))
+            .unwrap_or_else(|| panic!("no member {name}"))
+            .clone()
+    };
+    let socket = member("node-2")["cri_socket"]
+        .as_str()
+        .expect("node-2's CRI socket")
+        .to_string();
+    let pod_c = member("pod-c")["pod"].clone();
+    let k8s_ns = pod_c["namespace"].as_str().expect("pod-c's namespace");
+    let named = |pod: &str| format!("pod {k8s_ns}/{pod}");
+    let certs = Certs::new("podnames");
+    let a1 = Agent::start(
+        Some(&lab.ns("node-1")),
+        &format!("{}:7443", lab.addr("node-1", "eth0")),
+        &["--certs", certs.path()],
+        &[],
+    );
+    let a2 = Agent::start(
+        Some(&lab.ns("node-2")),
+        &format!("{}:7443", lab.addr("node-2", "eth0")),
+        &["--certs", certs.path(), "--runtime-endpoint", &socket],
+        &[],
+    );
+    let agents = format!("{},{}", a1.addr, a2.addr);
+
+    // The merged topology: node-2's pods by their pods, each on node-2.
+    let bin = dye_bin();
+    let node1 = lab.ns("node-1");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &node1])
+        .arg(&bin)
+        .args(["topology", "--json", "--agents", &agents, "--certs"])
+        .arg(certs.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dye topology");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let on: Vec<(String, String)> = t["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["node"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let (n1, n2) = (lab.ns("node-1"), lab.ns("node-2"));
+    for (name, node) in [
+        (named("pod-c"), &n2),
+        (named("pod-d"), &n2),
+        (named("idle-node-2-1"), &n2),
+        (n2.clone(), &n2),
+        (lab.ns("pod-a"), &n1),
+        (lab.ns("pod-b"), &n1),
+    ] {
+        assert!(
+            on.contains(&(name.clone(), node.clone())),
+            "{name} on {node}: {on:?}"
+        );
+    }
+    assert!(!on.iter().any(|(n, _)| *n == lab.ns("pod-c")), "{on:?}");
+    // The idle pod's address, for the single-host check below.
+    let idle = t["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == named("idle-node-2-1"))
+        .unwrap();
+    let idle_ip = idle["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "eth0")
+        .and_then(|l| l["addresses"].as_array()?.first()?["addr"].as_str())
+        .unwrap_or_else(|| panic!("the idle pod's eth0 address: {idle}"))
+        .to_string();
+
+    // A trace through the agents: pod-c's hops read as the pod, on node-2, and are the hops
+    // single-host dye sees in dye-ID-pod-c.
+    let pcap = support::TempPcap::new("podnames");
+    let ip_c = lab.pod_ip("pod-c");
+    let (code, via_agents, err) = agents_trace(
+        &lab,
+        &agents,
+        &certs,
+        &[
+            "--from",
+            &lab.ns("pod-a"),
+            "--to",
+            &ip_c,
+            "--pcap",
+            pcap.path(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(via_agents["verdict"]["kind"], "answered", "{via_agents}");
+    let hops = via_agents["hops"].as_array().unwrap();
+    let in_pod_c: Vec<&serde_json::Value> = hops
+        .iter()
+        .filter(|h| h["netns"] == named("pod-c"))
+        .collect();
+    assert!(in_pod_c.len() >= 2, "{hops:?}");
+    assert!(
+        in_pod_c.iter().all(|h| h["node"] == n2.as_str()),
+        "{hops:?}"
+    );
+    // tshark reads the merged pcapng's interface as node/netns/ifname.
+    let interfaces: Vec<String> =
+        support::tshark_fields(pcap.path(), &[], &["frame.interface_name"])
+            .into_iter()
+            .map(|row| row[0].clone())
+            .collect();
+    let pod_c_if = format!("{n2}/{}/eth0", named("pod-c"));
+    assert!(interfaces.contains(&pod_c_if), "{interfaces:?}");
+    let out = dye(&["trace", "--json", "--from", &lab.ns("pod-a"), "--to", &ip_c]);
+    assert!(out.status.success());
+    let single: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let underlay = lab.ns("underlay");
+    let expected: Vec<_> = hop_list(&single)
+        .into_iter()
+        .filter(|h| h.0 != underlay)
+        .collect();
+    let renamed_back: Vec<_> = hop_list(&via_agents)
+        .into_iter()
+        .map(|mut h| {
+            if h.0 == named("pod-c") {
+                h.0 = lab.ns("pod-c");
+            }
+            h
+        })
+        .collect();
+    assert_eq!(renamed_back, expected);
+    // From the renamed pod, asked for by its /run/netns name: the source's agent knows it by
+    // its pod, and the probes leave from it.
+    let ip_a = lab.pod_ip("pod-a");
+    let (code, back, err) = agents_trace(
+        &lab,
+        &agents,
+        &certs,
+        &["--from", &lab.ns("pod-c"), "--to", &ip_a],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(back["verdict"]["kind"], "answered", "{back}");
+    assert_eq!(back["hops"][0]["netns"], named("pod-c").as_str(), "{back}");
+    assert_eq!(back["hops"][0]["direction"], "out", "{back}");
+
+    // One host: with node-2's runtime, the idle pod (no /run/netns name) reads as its pod;
+    // pod-c keeps the name the user knows it by. Without the runtime, the idle pod is a process's.
+    let hop_names = |args: &[&str]| -> Vec<String> {
+        let mut argv = vec!["trace", "--json", "--from", &n2, "--to", &idle_ip];
+        argv.extend_from_slice(args);
+        let out = dye(&argv);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        hop_list(&r).into_iter().map(|h| h.0).collect()
+    };
+    let with = hop_names(&["--runtime-endpoint", &socket]);
+    assert!(with.contains(&named("idle-node-2-1")), "{with:?}");
+    let without = hop_names(&[]);
+    assert!(!without.contains(&named("idle-node-2-1")), "{without:?}");
+    let by_pid = without
+        .iter()
+        .find(|n| n.starts_with("pid:"))
+        .unwrap_or_else(|| panic!("{without:?}"));
+    // `dye topology --ns pid:N` of that process names it by its pod as well.
+    let pid = by_pid.split('(').next().unwrap();
+    let out = dye(&[
+        "topology",
+        "--json",
+        "--runtime-endpoint",
+        &socket,
+        "--ns",
+        pid,
+    ]);
+    assert!(out.status.success());
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        t["namespaces"][0]["name"],
+        named("idle-node-2-1").as_str(),
+        "{t}"
+    );
+    let (code, single_c, err) = {
+        let out = dye(&[
+            "trace",
+            "--json",
+            "--runtime-endpoint",
+            &socket,
+            "--from",
+            &n2,
+            "--to",
+            &ip_c,
+        ]);
+        (
+            out.status.code().unwrap_or(-1),
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<String> = hop_list(&single_c).into_iter().map(|h| h.0).collect();
+    assert!(names.contains(&lab.ns("pod-c")), "{names:?}");
+    assert!(!names.contains(&named("pod-c")), "{names:?}");
+}

@@ -340,6 +340,20 @@ fn isolated_nodes_are_hosts_of_their_own_and_a_coordinator_on_one_sees_the_whole
     let (_, expected) = single_host_hops(&lab, &["--from", &lab.ns("pod-a"), "--to", &pod_c]);
     assert!(expected.len() >= 16, "{expected:?}");
     assert_eq!(hops_by_host_name(&lab, &via), expected);
+    // Each agent asks its node's runtime: the pods read as pods, not as `cni-…` files.
+    for (node, pod) in [
+        ("node-1", "pod default/pod-a"),
+        ("node-2", "pod default/pod-c"),
+    ] {
+        assert!(
+            via["hops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["node"] == node && h["netns"] == pod),
+            "{pod} on {node}"
+        );
+    }
     let names = support::tshark_fields(pcap.path(), &[], &["frame.interface_name"]);
     assert_eq!(names.len(), expected.len());
     for node in ["node-1", "node-2"] {

@@ -70,6 +70,12 @@ pub struct Cri {
 impl Cri {
     /// Connects to `socket` lazily: no request is made yet (see [`Cri::version`]).
     pub fn connect(socket: &Path) -> Result<Cri, CriError> {
+        Cri::connect_within(socket, CALL_TIMEOUT)
+    }
+
+    /// Like [`Cri::connect`], every call (and the connection) bounded by `deadline`: for
+    /// asking a runtime that may be slow or wedged in passing.
+    pub fn connect_within(socket: &Path, deadline: Duration) -> Result<Cri, CriError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -80,8 +86,8 @@ impl Cri {
             let _guard = rt.enter();
             // The URI is a placeholder: the connector below always dials the unix socket.
             Endpoint::from_static("http://[::1]:50051")
-                .timeout(CALL_TIMEOUT)
-                .connect_timeout(Duration::from_secs(2))
+                .timeout(deadline)
+                .connect_timeout(deadline.min(Duration::from_secs(2)))
                 .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
                     let path = path.clone();
                     async move {

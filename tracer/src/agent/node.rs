@@ -1,14 +1,18 @@
 //! This node as an agent sees it: the namespace the agent runs in and every namespace that
 //! belongs to it (dye's node attribution: a pod belongs to the namespace at its veth's far
 //! end). Namespaces of other nodes are never in an agent's scope, even where they are visible
-//! (the lab's nodes share one kernel).
+//! (the lab's nodes share one kernel). With the node's container runtime, its pods' namespaces
+//! are named by their pods (`pod NS/NAME`, [`crate::live::pod_names`]).
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
 
 use dye_capture::topology::Edge;
 use dye_capture::{Netns, NetnsId};
 use dye_core::snapshot::Snapshot;
 
+use crate::live::pod_names::{PodNamer, Policy, SharedNamer, AGENT_BUDGET};
+use crate::live::pods::Endpoints;
 use crate::live::{Scope, ScopeError, ScopeRequest};
 
 /// The agent's own node.
@@ -18,6 +22,8 @@ pub struct Node {
     own: Netns,
     /// `--node-name`: the node's name for coordinators, as the cluster calls it.
     name: Option<String>,
+    /// Names the node's pods' namespaces `pod NS/NAME` when its container runtime answers.
+    pods: Option<SharedNamer>,
 }
 
 impl Node {
@@ -29,12 +35,29 @@ impl Node {
             .into_iter()
             .find(|n| n.id() == me.id())
             .unwrap_or(me);
-        Ok(Node { own, name: None })
+        Ok(Node {
+            own,
+            name: None,
+            pods: None,
+        })
     }
 
     /// Names the node for coordinators (Kubernetes: `spec.nodeName`) instead of the hostname.
     pub fn named(mut self, name: Option<String>) -> Node {
         self.name = name;
+        self
+    }
+
+    /// Names every namespace of a ready pod sandbox on this node after its pod (all but the
+    /// node's own: hostNetwork pods share it), asking the runtime at `endpoints`
+    /// ([`crate::live::pod_names`], [`Policy::EveryPod`]).
+    pub fn naming_pods(mut self, endpoints: Endpoints) -> Node {
+        self.pods = Some(Arc::new(Mutex::new(PodNamer::new(
+            endpoints,
+            Policy::EveryPod,
+            self.own.id(),
+            AGENT_BUDGET,
+        ))));
         self
     }
 
@@ -52,6 +75,7 @@ impl Node {
             &ScopeRequest {
                 all_namespaces: true,
                 max_points: 0,
+                pod_names: self.pods.clone(),
                 ..ScopeRequest::default()
             },
             unspecified,

@@ -120,6 +120,18 @@ impl AgentService {
                 return Ok((scope, ns));
             }
         }
+        // A name this node used before its pods were named (`cni-…`, `dye-…-pod-c`, then
+        // `pod NS/NAME`): the namespace it opens, by identity.
+        let scope = self.scope().await?;
+        let opened = {
+            let name = name.to_string();
+            blocking(move || Ok(Netns::open_str(&name).ok())).await?
+        };
+        if let Some(ns) =
+            opened.and_then(|o| scope.name_of(&o).and_then(|n| scope.netns(n)).cloned())
+        {
+            return Ok((scope, ns));
+        }
         Err(Status::not_found(format!(
             "namespace {name:?} is not on this node"
         )))

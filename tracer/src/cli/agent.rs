@@ -20,6 +20,11 @@ The agent answers from the namespace it runs in and the namespaces that belong t
 never from other nodes'. It enforces its own bounds whatever a client asks and refuses what is
 over them with a status naming the bound. Idle, it waits in the kernel (no polling).
 
+When the node's container runtime answers (--runtime-endpoint, CONTAINER_RUNTIME_ENDPOINT, or
+the usual sockets), every pod's namespace is named `pod NAMESPACE/NAME` (matched by the sandbox
+process's namespace, so run it in the node's PID namespace); the node's own namespace, which
+hostNetwork pods share, keeps its name. A runtime that does not answer leaves names as they are.
+
 Test and lab knob: DYE_AGENT_CLOCK_OFFSET=37ms (signed: -50ms) in the agent's environment adds
 that offset to every timestamp it reports, as if the node's clock were off; the coordinator
 estimates and removes it.
@@ -27,7 +32,9 @@ estimates and removes it.
 Examples:
   dye certs /etc/dye/certs
   dye agent --listen 192.168.50.11:7443 --certs /etc/dye/certs
-  ip netns exec dye-demo-node-1 dye agent --listen 192.168.50.11:7443 --certs certs/")]
+  ip netns exec dye-demo-node-1 dye agent --listen 192.168.50.11:7443 --certs certs/
+  dye agent --listen 10.0.0.5:7443 --certs /etc/dye/certs \\
+      --runtime-endpoint unix:///run/containerd/containerd.sock")]
 pub struct AgentArgs {
     /// Address and port to listen on (the node's address on the underlay).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -86,7 +93,8 @@ pub fn run(args: AgentArgs, endpoints: crate::live::pods::Endpoints) -> anyhow::
     // The node is the namespace the agent was started in: read before any thread exists.
     let node = Node::current()
         .context("reading this node's network namespace")?
-        .named(args.node_name.clone());
+        .named(args.node_name.clone())
+        .naming_pods(endpoints.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(16)

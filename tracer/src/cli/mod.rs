@@ -86,7 +86,9 @@ pub struct Cli {
     /// through: unix:///PATH or PATH (repeatable: every one given is asked, and exactly one
     /// must know the pod). Default: $CONTAINER_RUNTIME_ENDPOINT, else the first that answers
     /// of /run/containerd/containerd.sock, /run/crio/crio.sock,
-    /// /run/k3s/containerd/containerd.sock.
+    /// /run/k3s/containerd/containerd.sock. When one answers, pods' namespaces are named
+    /// `pod NAMESPACE/NAME` too: by `dye agent` every pod's but the node's own; by trace, mtu
+    /// and topology those without a name of their own (pid:N, cni-<uuid>).
     #[arg(long = "runtime-endpoint", global = true, value_name = "ENDPOINT")]
     pub runtime_endpoints: Vec<String>,
 
@@ -155,7 +157,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     crate::live::pods::install(endpoints.clone());
     match cli.command {
         Command::Lab(args) => lab::run(args),
-        Command::Topology(args) => topology::run(args),
+        Command::Topology(args) => topology::run(args, &endpoints),
         Command::Capture(args) => capture::run(args),
         Command::Decode(args) => decode::run(args),
         Command::Trace(args) => trace::run(args, &endpoints),

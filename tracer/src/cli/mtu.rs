@@ -97,7 +97,7 @@ pub struct MtuArgs {
 
 pub fn run(args: MtuArgs, endpoints: &live::pods::Endpoints) -> anyhow::Result<ExitCode> {
     let (to, port) = resolve_target_with(&args.to, args.ipv6, endpoints, &args.agents)?;
-    let (scope, vxlan_ports) = args.scope.into_parts();
+    let (scope, vxlan_ports) = args.scope.into_parts(endpoints);
     let plan = MtuPlan {
         from: args.from,
         to,

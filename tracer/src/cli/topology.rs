@@ -10,6 +10,7 @@ use dye_capture::netns;
 use dye_capture::Topology;
 
 use super::{EXIT_NEGATIVE, EXIT_OK};
+use crate::live::pod_names::PodNamer;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -22,7 +23,10 @@ namespace at the other end (its node).
 NETNS is a name under /run/netns (shell patterns like 'dye-demo-*' allowed, quote them), a
 path to a namespace file, pid:PID (that process's namespace), host (PID 1's), or a pod:
 pod:NAMESPACE/NAME (pod:NAME in namespace default), resolved through the container runtime
-(--runtime-endpoint) and shown as `pod NAMESPACE/NAME`.
+(--runtime-endpoint) and shown as `pod NAMESPACE/NAME`. When a container runtime answers
+(--runtime-endpoint, CONTAINER_RUNTIME_ENDPOINT or the usual sockets), a namespace without a
+name of its own (pid:N, or the runtime's /run/netns name cni-<uuid>) that belongs to a ready pod
+is shown as `pod NAMESPACE/NAME` too; other /run/netns names stay.
 Without --ns or --all-ns: the current namespace plus every named one (`ip netns list`).
 
 Examples:
@@ -84,11 +88,17 @@ pub struct TopologyArgs {
     insecure: bool,
 }
 
-pub fn run(args: TopologyArgs) -> anyhow::Result<ExitCode> {
+pub fn run(
+    args: TopologyArgs,
+    endpoints: &crate::live::pods::Endpoints,
+) -> anyhow::Result<ExitCode> {
     if let Some(spec) = &args.agents {
         return through_agents(spec, args.certs.as_deref(), args.json);
     }
-    let namespaces = netns::select(&args.ns, args.all_ns)?;
+    let mut namespaces = netns::select(&args.ns, args.all_ns)?;
+    if let Some(mut namer) = PodNamer::host(endpoints.clone()) {
+        namespaces = namer.apply(namespaces, &|_| false);
+    }
     let topo = Topology::discover(&namespaces).context("discovery failed")?;
     let mut lookups = Vec::new();
     if let Some(dst) = args.route_to {

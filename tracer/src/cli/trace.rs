@@ -205,8 +205,9 @@ pub(crate) struct ScopeArgs {
 }
 
 impl ScopeArgs {
-    /// The scope request and the VXLAN ports to decode.
-    pub(crate) fn into_parts(self) -> (ScopeRequest, Vec<u16>) {
+    /// The scope request and the VXLAN ports to decode. Namespaces in scope without a name of
+    /// their own are named after their pods when the runtime at `endpoints` answers.
+    pub(crate) fn into_parts(self, endpoints: &live::pods::Endpoints) -> (ScopeRequest, Vec<u16>) {
         (
             ScopeRequest {
                 namespaces: self.namespaces,
@@ -217,6 +218,7 @@ impl ScopeArgs {
                     SocketsArg::PerNamespace => dye_capture::SocketModel::PerNamespace,
                     SocketsArg::PerInterface => dye_capture::SocketModel::PerInterface,
                 },
+                pod_names: live::pod_names::PodNamer::for_host(endpoints.clone()),
             },
             self.vxlan_ports,
         )
@@ -412,7 +414,7 @@ impl TraceOutput {
 
 pub fn run(args: TraceArgs, endpoints: &live::pods::Endpoints) -> anyhow::Result<ExitCode> {
     let (to, port) = resolve_target_with(&args.to, args.ipv6, endpoints, &args.agents)?;
-    let (scope, vxlan_ports) = args.scope.into_parts();
+    let (scope, vxlan_ports) = args.scope.into_parts(endpoints);
     let proto = ProtoArg::resolve(args.proto, port);
     let plan = TracePlan {
         from: args.from.clone(),

@@ -8,6 +8,7 @@ pub mod drops;
 pub mod host;
 pub mod network;
 pub mod pmtu;
+pub mod pod_names;
 pub mod pods;
 pub mod rules;
 pub mod scope;

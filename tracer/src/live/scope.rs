@@ -14,6 +14,7 @@ use dye_capture::{CapturePoint, Netns, SocketModel};
 use dye_core::snapshot::{Point, ScopeBy};
 
 use super::host::HostView;
+use super::pod_names::SharedNamer;
 use super::walk;
 
 /// How the user shaped the capture.
@@ -31,6 +32,29 @@ pub struct ScopeRequest {
     pub max_points: usize,
     /// One packet socket per namespace, or two handles per interface.
     pub sockets: SocketModel,
+    /// Names the namespaces in scope after their pods when a container runtime answers
+    /// ([`super::pod_names`]); none: namespaces keep the names they are listed under.
+    pub pod_names: Option<SharedNamer>,
+}
+
+impl ScopeRequest {
+    /// `namespaces` as this request names them: pods' by their pods where the namer may, but
+    /// a namespace `-i NETNS/IFACE` names keeps the name it was chosen by.
+    fn name_pods(&self, namespaces: Vec<Netns>, interfaces: &InterfaceSelector) -> Vec<Netns> {
+        let Some(namer) = &self.pod_names else {
+            return namespaces;
+        };
+        let chosen_by_name = |ns: &Netns| {
+            interfaces.qualified().any(|spec| {
+                let pattern = spec.netns.as_deref().unwrap_or_default();
+                dye_capture::netns::glob_match(pattern, ns.name())
+            })
+        };
+        namer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(namespaces, &chosen_by_name)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,10 +104,12 @@ impl Scope {
                     chosen.push(ns);
                 }
             }
+            let chosen = req.name_pods(chosen, &interfaces);
             (Topology::discover(&chosen)?, ScopeBy::Namespaces)
         } else if req.all_namespaces {
             let mut all = Netns::enumerate()?;
             all.push(source.clone()); // dropped again if already listed (same inode)
+            let all = req.name_pods(all, &interfaces);
             (Topology::discover(&all)?, ScopeBy::All)
         } else {
             // The named namespaces first (the rest of the host only if a veth leads there),
@@ -113,6 +139,7 @@ impl Scope {
                 }
             }
             // Only the walked namespaces are read: idle pods' veths get no peer edge.
+            let chosen = req.name_pods(chosen, &interfaces);
             let topology = Topology::discover_within(&chosen)?;
             for (id, ifname) in &walked.points {
                 if let Some(info) = topology.namespaces.iter().find(|n| n.id == *id) {
