@@ -28,7 +28,10 @@ Examples:
   ip netns exec dye-demo-pod-a ping -c1 fd00:244:2::2
   dye lab fault demo underlay-mtu 1400
   dye lab status demo
-  dye lab down demo")]
+  dye lab down demo
+  dye lab up --id iso --isolated     # every node its own host, an agent container on each
+  dye lab exec --id iso node-1 -- dye trace --agents 192.168.50.11:7443,192.168.50.12:7443 \\
+      --certs /run/dye/lab-iso/certs --from pod:pod-a --to pod:pod-c")]
 pub struct LabArgs {
     #[command(subcommand)]
     command: LabCommand,
