@@ -169,6 +169,14 @@ enum FaultArg {
     /// Drop conntrack-INVALID packets NODE forwards (`ct state invalid drop`, table inet
     /// ctguard); try it with `dye trace --proto tcp --tcp-segment fin`.
     CtInvalidDrop { node: String },
+    /// Cut NODE off the underlay: the far end of its uplink goes down (the underlay switch's
+    /// port named after NODE, or on a routed topology the router's), as when a node's cable,
+    /// switch port or top-of-rack link fails. NODE's own eth0, addresses and routes are left
+    /// alone (it shows NO-CARRIER), so `clear` restores the lab exactly. The node and its
+    /// agent keep running but nothing crosses the underlay to or from it: try
+    /// `dye trace --agents …` from another node, which reports NODE's agent unreachable and
+    /// the trace as partial rather than blaming NODE for a drop nobody observed.
+    UnderlayCut { node: String },
     /// Undo every fault applied to the lab.
     Clear,
 }
@@ -370,6 +378,7 @@ fn apply(id: &str, arg: FaultArg) -> anyhow::Result<ExitCode> {
         FaultArg::RpFilter { node, from } => Fault::RpFilter { node, from },
         FaultArg::DeadNeighbour { node, to } => Fault::DeadNeighbour { node, to },
         FaultArg::CtInvalidDrop { node } => Fault::CtInvalidDrop { node },
+        FaultArg::UnderlayCut { node } => Fault::UnderlayCut { node },
     };
     let record = lab::apply_fault(&id, fault)?;
     println!("lab {id}: {}", record.description);
