@@ -1393,6 +1393,35 @@ fn a_node_cut_off_the_underlay_is_blind_with_why_and_clear_reconnects_it() {
     assert!(!detail.contains("dropped in"), "{detail}");
     assert!(!detail.contains(&node2), "{detail}");
 
+    // Long after a cut, node-1 has forgotten node-2's link-layer address (here: its neighbour
+    // entry flushed). The probe then never leaves node-1, whose kernel drops it when ARP goes
+    // unanswered: a drop on node-1, seen by node-1's agent, still none on node-2.
+    let flushed = Command::new("ip")
+        .args(["-n", &node1, "neigh", "flush", "to"])
+        .arg(lab.addr("node-2", "eth0"))
+        .status()
+        .unwrap();
+    assert!(flushed.success());
+    let mut long = args.to_vec();
+    // ARP gives up after 3 s (3 solicitations, 1 s apart): wait past that for the drop.
+    *long.last_mut().unwrap() = "5s";
+    let (code, r, err) = lab_exec_trace(&lab, &long);
+    assert_eq!(code, 1, "{err}");
+    let v = &r["verdict"];
+    assert_eq!(v["kind"], "dropped", "{v}");
+    assert_eq!(v["expected_next"], format!("{node1}/eth0 (out)"), "{v}");
+    let k = &v["kernel_drop"];
+    assert_eq!(
+        (&k["netns"], &k["ifname"]),
+        (&node1.as_str().into(), &"eth0".into()),
+        "{v}"
+    );
+    assert_eq!(k["reason"], "NEIGH_FAILED", "{v}");
+    assert!(!v["detail"].as_str().unwrap().contains(&node2), "{v}");
+    let blind = r["agents"]["blind"].as_array().unwrap();
+    assert_eq!(blind.len(), 1, "{blind:?}");
+    assert_eq!(blind[0]["agent"], node2_agent, "{blind:?}");
+
     // clear brings the port up, and the same trace answers again through both agents.
     lab.fault(&["clear"]);
     assert_eq!(link_flags(&underlay, "node-2"), (true, "UP".to_string()));
