@@ -176,7 +176,10 @@ enum FaultArg {
     /// agent keep running but nothing crosses the underlay to or from it: try
     /// `dye trace --agents …` from another node, which reports NODE's agent unreachable and
     /// the trace as partial rather than blaming NODE for a drop nobody observed.
-    UnderlayCut { node: String },
+    UnderlayCut {
+        /// The node to cut off, e.g. node-2 (see `dye lab status ID`).
+        node: String,
+    },
     /// Undo every fault applied to the lab.
     Clear,
 }
