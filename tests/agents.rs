@@ -1545,3 +1545,137 @@ fn an_agent_with_its_nodes_runtime_names_pods_by_their_pods() {
     assert!(names.contains(&lab.ns("pod-c")), "{names:?}");
     assert!(!names.contains(&named("pod-c")), "{names:?}");
 }
+
+/// `dye lab fault ID underlay-cut node-2` from the coordinator's side: node-2's agent cannot
+/// be reached, so node-2 is blind with why, the trace is partial and ends where node-1 last
+/// saw the probe (its uplink), and nothing is blamed on node-2; `clear` reconnects it.
+#[test]
+fn a_node_cut_off_the_underlay_is_blind_with_why_and_clear_reconnects_it() {
+    let lab = support::Lab::up_with(&["--agents"]);
+    let node1 = lab.ns("node-1");
+    let node2 = lab.ns("node-2");
+    let underlay = lab.ns("underlay");
+    let node2_agent = format!("{}:7443", lab.addr("node-2", "eth0"));
+    let args = [
+        "--from",
+        &lab.ns("pod-a"),
+        "--to",
+        &lab.pod_ip("pod-c"),
+        "--timeout",
+        "1s",
+    ];
+
+    // Healthy first. This also leaves node-1's ARP entry for node-2 fresh, as node-to-node
+    // traffic keeps it on a cluster, so the cut shows as it does in its first seconds: the
+    // probe leaves node-1 and vanishes on the underlay.
+    let (code, r, err) = lab_exec_trace(&lab, &args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["verdict"]["kind"], "answered", "{}", r["verdict"]);
+    assert_eq!(link_flags(&underlay, "node-2"), (true, "UP".to_string()));
+
+    lab.fault(&["underlay-cut", "node-2"]);
+    // Outside view: the switch port is down; node-2's eth0 stays up but loses its carrier.
+    assert_eq!(link_flags(&underlay, "node-2"), (false, "DOWN".to_string()));
+    let (admin_up, oper) = link_flags(&node2, "eth0");
+    assert!(admin_up, "node-2's own eth0 must not be touched");
+    assert_eq!(oper, "DOWN");
+    // A second identical cut is refused, saying why.
+    let again = dye(&["lab", "fault", &lab.id, "underlay-cut", "node-2"]);
+    assert_eq!(again.status.code(), Some(2));
+    let why = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        why.contains("node-2 is already cut off the underlay"),
+        "{why}"
+    );
+
+    let started = Instant::now();
+    let (code, r, err) = lab_exec_trace(&lab, &args);
+    let elapsed = started.elapsed();
+    eprintln!("trace with node-2 cut off: {elapsed:?}");
+    // Partial: exit 1, after the connect deadline (3 s) plus the probe's 1 s timeout and the
+    // captures' setup (about 5 s; 10 s leaves room for a loaded host), not after the kernel's
+    // SYN retries (~2 min) or a call deadline.
+    assert_eq!(code, 1, "{err}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    let blind = r["agents"]["blind"].as_array().unwrap();
+    assert_eq!(blind.len(), 1, "{blind:?}");
+    assert_eq!(blind[0]["agent"], node2_agent, "{blind:?}");
+    let reason = blind[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("no TCP connection within 3s"), "{reason}");
+    // node-1's hops, and only node-1's, up to the probe leaving its uplink.
+    let hops = hop_list(&r);
+    assert!(
+        hops.iter().all(|h| h.0 == node1 || h.0 == lab.ns("pod-a")),
+        "{hops:?}"
+    );
+    assert!(
+        hops.contains(&(node1.clone(), "eth0".into(), "out".into(), "forward".into())),
+        "{hops:?}"
+    );
+    for h in r["hops"].as_array().unwrap() {
+        assert_eq!(h["node"], node1, "{h}");
+    }
+    let v = &r["verdict"];
+    assert_eq!(v["kind"], "unobserved", "{v}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("{node1}/eth0 (out)")), "{detail}");
+    assert!(detail.contains(&node2_agent), "{detail}");
+    assert!(!detail.contains("dropped in"), "{detail}");
+    assert!(!detail.contains(&node2), "{detail}");
+
+    // Long after a cut, node-1 has forgotten node-2's link-layer address (here: its neighbour
+    // entry flushed). The probe then never leaves node-1, whose kernel drops it when ARP goes
+    // unanswered: a drop on node-1, seen by node-1's agent, still none on node-2.
+    let flushed = Command::new("ip")
+        .args(["-n", &node1, "neigh", "flush", "to"])
+        .arg(lab.addr("node-2", "eth0"))
+        .status()
+        .unwrap();
+    assert!(flushed.success());
+    let mut long = args.to_vec();
+    // ARP gives up after 3 s (3 solicitations, 1 s apart): wait past that for the drop.
+    *long.last_mut().unwrap() = "5s";
+    let (code, r, err) = lab_exec_trace(&lab, &long);
+    assert_eq!(code, 1, "{err}");
+    let v = &r["verdict"];
+    assert_eq!(v["kind"], "dropped", "{v}");
+    assert_eq!(v["expected_next"], format!("{node1}/eth0 (out)"), "{v}");
+    let k = &v["kernel_drop"];
+    assert_eq!(
+        (&k["netns"], &k["ifname"]),
+        (&node1.as_str().into(), &"eth0".into()),
+        "{v}"
+    );
+    assert_eq!(k["reason"], "NEIGH_FAILED", "{v}");
+    assert!(!v["detail"].as_str().unwrap().contains(&node2), "{v}");
+    let blind = r["agents"]["blind"].as_array().unwrap();
+    assert_eq!(blind.len(), 1, "{blind:?}");
+    assert_eq!(blind[0]["agent"], node2_agent, "{blind:?}");
+
+    // clear brings the port up, and the same trace answers again through both agents.
+    lab.fault(&["clear"]);
+    assert_eq!(link_flags(&underlay, "node-2"), (true, "UP".to_string()));
+    assert_eq!(link_flags(&node2, "eth0"), (true, "UP".to_string()));
+    let (code, r, err) = lab_exec_trace(&lab, &args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["verdict"]["kind"], "answered", "{}", r["verdict"]);
+    assert!(r["agents"]["blind"].as_array().unwrap().is_empty(), "{r}");
+    assert!(hop_list(&r).iter().any(|h| h.0 == lab.ns("pod-c")));
+}
+
+/// (administratively up, operstate) of a link, as `ip -n NS -j link show` reports it.
+fn link_flags(ns: &str, ifname: &str) -> (bool, String) {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-j", "link", "show", "dev", ifname])
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let link = &v[0];
+    let up = link["flags"].as_array().unwrap().iter().any(|f| f == "UP");
+    (up, link["operstate"].as_str().unwrap().to_string())
+}

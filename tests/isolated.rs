@@ -596,6 +596,33 @@ fn on_isolated_nodes_clock_offsets_are_found_and_a_lost_agent_is_named() {
         "{blind:?}"
     );
 
+    // Cut off the underlay: node-2's agent cannot be reached (one 3 s connect deadline) and
+    // the probe is last seen leaving node-1, with node-2 named as not observed.
+    lab.fault(&["clear"]);
+    lab.fault(&["underlay-cut", "node-2"]);
+    let started = Instant::now();
+    let (code, r, err) = coordinate(
+        &lab,
+        "trace",
+        &["--from", "pod:pod-a", "--to", &pod_c, "--timeout", "1s"],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(code, 1, "{err}");
+    let v = &r["verdict"];
+    assert_eq!(v["kind"], "unobserved", "{v}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains("node-1:host/eth0 (out)"), "{detail}");
+    assert!(!detail.contains("dropped in"), "{detail}");
+    let blind = r["agents"]["blind"].as_array().unwrap();
+    assert!(
+        blind[0]["reason"].as_str().unwrap().contains("within 3s"),
+        "{blind:?}"
+    );
+
     // SIGKILL to the nodes' launchers: each node's init dies with its launcher, and the
     // kernel ends every process of a PID namespace whose init is gone — containerd, shims,
     // sandboxes, agents — with nothing left to clean up by hand.

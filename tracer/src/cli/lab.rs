@@ -216,6 +216,17 @@ enum FaultArg {
         #[arg(allow_hyphen_values = true)]
         offset: String,
     },
+    /// Cut NODE off the underlay: the far end of its uplink goes down (the underlay switch's
+    /// port named after NODE, or on a routed topology the router's), as when a node's cable,
+    /// switch port or top-of-rack link fails. NODE's own eth0, addresses and routes are left
+    /// alone (it shows NO-CARRIER), so `clear` restores the lab exactly. The node and its
+    /// agent keep running but nothing crosses the underlay to or from it: try
+    /// `dye trace --agents …` from another node, which reports NODE's agent unreachable and
+    /// the trace as partial rather than blaming NODE for a drop nobody observed.
+    UnderlayCut {
+        /// The node to cut off, e.g. node-2 (see `dye lab status ID`).
+        node: String,
+    },
     /// Undo every fault applied to the lab.
     Clear,
 }
@@ -453,6 +464,7 @@ fn apply(id: &str, arg: FaultArg) -> anyhow::Result<ExitCode> {
         FaultArg::CtInvalidDrop { node } => Fault::CtInvalidDrop { node },
         FaultArg::AgentStop { node } => Fault::AgentStop { node },
         FaultArg::AgentClock { node, offset } => Fault::AgentClock { node, offset },
+        FaultArg::UnderlayCut { node } => Fault::UnderlayCut { node },
     };
     let record = lab::apply_fault(&id, fault)?;
     println!("lab {id}: {}", record.description);

@@ -13,8 +13,13 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use crate::agent::pb::agent_client::AgentClient;
 use crate::agent::tls::agent_server_name;
 
-/// TCP connect plus TLS handshake.
+/// TCP connect plus TLS handshake, together: an agent whose node is cut off (SYNs unanswered)
+/// is given up on after this, not after the kernel's ~2 min of SYN retries. 3 s lets one lost
+/// SYN be sent again (Linux resends after 1 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// tonic's own connect deadline, a backstop behind ours: ours must fire first so the reason
+/// says which step timed out (tonic's says only "deadline has elapsed").
+const CONNECT_BACKSTOP: Duration = Duration::from_secs(4);
 /// Any unary call, and a capture stream's first answer.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 pings on every connection: an agent that stops answering (hung, its node cut off)
@@ -68,7 +73,10 @@ pub async fn connect(
     let unreachable = |detail: String| AgentError::Unreachable { addr, detail };
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| unreachable(chain(&e)))?
-        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_timeout(match transport {
+            Transport::Plaintext => CONNECT_TIMEOUT,
+            Transport::MutualTls(_) => CONNECT_BACKSTOP,
+        })
         .timeout(CALL_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
@@ -82,7 +90,10 @@ pub async fn connect(
                 .connect_with_connector(tower::service_fn(move |_: Uri| {
                     let connector = connector.clone();
                     async move {
-                        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                        // One deadline for both steps, taken per connection (tonic calls this
+                        // again when it reconnects).
+                        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+                        let tcp = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
                             .await
                             .map_err(|_| {
                                 std::io::Error::new(
@@ -91,8 +102,8 @@ pub async fn connect(
                                 )
                             })??;
                         tcp.set_nodelay(true)?;
-                        let tls = tokio::time::timeout(
-                            CONNECT_TIMEOUT,
+                        let tls = tokio::time::timeout_at(
+                            deadline,
                             connector.connect(agent_server_name(), tcp),
                         )
                         .await

@@ -1,7 +1,7 @@
 //! One snapshot from several agents' snapshots: their namespaces, edges, capture points and
 //! route lookups side by side. Points keep each agent's order, so an agent's frame at its
 //! point `i` is the merged point `offset + i`. Namespaces keep their names unless two nodes
-//! use the same one (every host has a `host`), in which case both become `NODE:NAME`.
+//! use the same one, in which case both become `NODE:NAME`; a machine's own `host` always does.
 
 use std::collections::HashMap;
 
@@ -31,8 +31,10 @@ pub fn merge(
             *count.entry(n.name.as_str()).or_default() += 1;
         }
     }
+    // `host` is every machine's own namespace: always named after its node, so a trace that
+    // reached one agent still says whose uplink the probe left by.
     let rename = |node: &str, name: &str| -> String {
-        if count.get(name).copied().unwrap_or(0) > 1 {
+        if name == "host" || count.get(name).copied().unwrap_or(0) > 1 {
             format!("{node}:{name}")
         } else {
             name.to_string()

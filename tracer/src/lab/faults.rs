@@ -52,6 +52,10 @@ pub enum Fault {
     /// Restart `node`'s agent with `DYE_AGENT_CLOCK_OFFSET=offset`: every timestamp it reports
     /// is shifted, as if the node's clock were off by that much.
     AgentClock { node: String, offset: String },
+    /// `node` loses its underlay: the far end of its uplink (the underlay switch's port named
+    /// after the node, or the router's) is set down. The node's own eth0 is left alone, so its
+    /// addresses and routes survive (NO-CARRIER, routes `linkdown`) and link up restores it.
+    UnderlayCut { node: String },
 }
 
 /// An applied fault and the commands that undo it, in the order they must run.
@@ -62,6 +66,7 @@ pub struct FaultRecord {
     pub undo: Vec<Vec<String>>,
 }
 
+#[derive(Debug)]
 struct Change {
     apply: Vec<Vec<String>>,
     undo: Vec<Vec<String>>,
@@ -280,6 +285,7 @@ fn plan(id: &LabId, topo: &Topology, state: &LabState, fault: &Fault) -> Result<
                 description: format!("{node} has no route to {to}'s pods ({subnets})"),
             })
         }
+        Fault::UnderlayCut { node } => plan_cut(id, topo, state, node),
         Fault::NetpolDrop { .. }
         | Fault::ForwardPolicyDrop { .. }
         | Fault::RpFilter { .. }
@@ -325,6 +331,45 @@ fn plan_agent(id: &LabId, state: &LabState, fault: &Fault) -> Result<Change, Str
             description: format!("{node}'s agent stopped"),
         }),
     }
+}
+
+/// Sets the far end of `node`'s uplink down: the hub's (switch's or router's) port named after
+/// the node. Downing the node's own eth0 instead would make the kernel delete the node's routes
+/// through it, which link up does not bring back.
+fn plan_cut(id: &LabId, topo: &Topology, state: &LabState, node: &str) -> Result<Change, String> {
+    if topo.node(node).is_none() {
+        let nodes: Vec<&str> = topo
+            .nodes
+            .iter()
+            .map(|n| n.name.get_ref().as_str())
+            .collect();
+        return Err(format!(
+            "no node {node:?} (the lab's nodes: {})",
+            nodes.join(", ")
+        ));
+    }
+    let already = state
+        .faults
+        .iter()
+        .any(|f| matches!(&f.fault, Fault::UnderlayCut { node: n } if n == node));
+    if already {
+        return Err(format!(
+            "{node} is already cut off the underlay; `dye lab fault {id} clear` reconnects it"
+        ));
+    }
+    let (hub, what) = match &topo.router {
+        Some(r) => (r.name.as_str(), "the router's port"),
+        None => (UNDERLAY, "its switch port"),
+    };
+    let ns = id.ns(hub);
+    Ok(Change {
+        apply: vec![ip(&ns, &format!("link set {node} down"))],
+        undo: vec![ip(&ns, &format!("link set {node} up"))],
+        description: format!(
+            "{node} cut off the underlay: {hub}/{node} ({what}) is down; {node}'s eth0 keeps its \
+             addresses and routes (NO-CARRIER)"
+        ),
+    })
 }
 
 /// `ip netns exec NS nft WORDS…` (nft joins its arguments into one command).
@@ -636,5 +681,55 @@ mod tests {
                 "ip -n dye-fx-router link set node-2 mtu 1400",
             ]
         );
+    }
+
+    fn cut(topo: &Topology, state: &LabState, node: &str) -> Result<Change, String> {
+        let id = LabId::parse("fx").unwrap();
+        plan(
+            &id,
+            topo,
+            state,
+            &Fault::UnderlayCut {
+                node: node.to_string(),
+            },
+        )
+    }
+
+    #[test]
+    fn an_underlay_cut_downs_the_hubs_port_never_the_nodes_eth0() {
+        let id = LabId::parse("fx").unwrap();
+        let state = LabState::new(&id, "cluster.toml".into());
+        let flannel = Topology::builtin().unwrap();
+        let c = cut(&flannel, &state, "node-2").unwrap();
+        assert_eq!(c.apply, [ip("dye-fx-underlay", "link set node-2 down")]);
+        assert_eq!(c.undo, [ip("dye-fx-underlay", "link set node-2 up")]);
+        let routed = Topology::parse(ROUTED).unwrap();
+        let c = cut(&routed, &state, "node-1").unwrap();
+        assert_eq!(c.apply, [ip("dye-fx-router", "link set node-1 down")]);
+        assert_eq!(c.undo, [ip("dye-fx-router", "link set node-1 up")]);
+    }
+
+    #[test]
+    fn an_underlay_cut_refuses_an_unknown_node_and_a_second_identical_cut() {
+        let id = LabId::parse("fx").unwrap();
+        let topo = Topology::builtin().unwrap();
+        let mut state = LabState::new(&id, "cluster.toml".into());
+        let err = cut(&topo, &state, "node-9").unwrap_err();
+        assert!(
+            err.contains("no node \"node-9\"") && err.contains("node-1, node-2"),
+            "{err}"
+        );
+        let first = cut(&topo, &state, "node-2").unwrap();
+        state.faults.push(FaultRecord {
+            fault: Fault::UnderlayCut {
+                node: "node-2".into(),
+            },
+            description: first.description,
+            undo: first.undo,
+        });
+        let err = cut(&topo, &state, "node-2").unwrap_err();
+        assert!(err.contains("already cut off"), "{err}");
+        // Another node may still be cut.
+        assert!(cut(&topo, &state, "node-1").is_ok());
     }
 }
