@@ -239,6 +239,21 @@ fn isolated_nodes_are_hosts_of_their_own_and_a_coordinator_on_one_sees_the_whole
             !cmdlines.contains(&format!("containerd/{other}/")),
             "{node} sees {other}'s processes"
         );
+        // The pods' processes (the lab's responders) run on their node like containers do.
+        for pod in mine {
+            let responder = format!("responder --name {pod} ");
+            assert!(
+                cmdlines.contains(&responder),
+                "{node} lacks {pod}'s process"
+            );
+        }
+        for pod in theirs {
+            let responder = format!("responder --name {pod} ");
+            assert!(
+                !cmdlines.contains(&responder),
+                "{node} sees {pod}'s process"
+            );
+        }
     }
 
     // The agents: containers from dye's image with the DaemonSet's settings, in their node's

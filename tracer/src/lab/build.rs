@@ -502,10 +502,13 @@ impl Builder<'_> {
             sandbox_pid: host_pid,
         });
         self.state.save(self.state_dir)?;
-        self.start_responder(&pod_ns, pod)
+        self.start_responder(node.name.get_ref(), &pod_ns, pod)
     }
 
-    fn start_responder(&mut self, pod_ns: &str, pod: &str) -> Result<(), LabError> {
+    /// The pod's TCP/UDP responder, in the pod's network namespace — on an isolated node also
+    /// in the node's mount, UTS and PID namespaces, as a container's process would be, so the
+    /// node's /proc lists it and it dies with the node.
+    fn start_responder(&mut self, node: &str, pod_ns: &str, pod: &str) -> Result<(), LabError> {
         let exe = std::env::current_exe().map_err(|e| LabError::io("locate the dye binary", e))?;
         let log_path = self.state_dir.join(format!("responder-{pod}.log"));
         let log = std::fs::File::create(&log_path)
@@ -514,8 +517,28 @@ impl Builder<'_> {
             .try_clone()
             .map_err(|e| LabError::io(format!("open {}", log_path.display()), e))?;
         let r = &self.topo.responder;
-        let child = Command::new("ip")
-            .args(["netns", "exec", pod_ns])
+        let init = self
+            .state
+            .runtimes
+            .iter()
+            .find(|rt| rt.node == node)
+            .and_then(|rt| rt.init_pid);
+        let mut cmd = match init {
+            Some(init) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--target={init}"))
+                    .args(["--mount", "--uts", "--pid"])
+                    .arg(format!("--net=/run/netns/{pod_ns}"))
+                    .arg("--");
+                c
+            }
+            None => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", pod_ns]);
+                c
+            }
+        };
+        let child = cmd
             .arg(exe)
             .args(["lab", "responder", "--name", pod])
             .args([
