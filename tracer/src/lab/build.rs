@@ -10,7 +10,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -523,22 +523,7 @@ impl Builder<'_> {
             .iter()
             .find(|rt| rt.node == node)
             .and_then(|rt| rt.init_pid);
-        let mut cmd = match init {
-            Some(init) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--target={init}"))
-                    .args(["--mount", "--uts", "--pid"])
-                    .arg(format!("--net=/run/netns/{pod_ns}"))
-                    .arg("--");
-                c
-            }
-            None => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", pod_ns]);
-                c
-            }
-        };
-        let child = cmd
+        let child = node_host::in_netns(init, pod_ns)
             .arg(exe)
             .args(["lab", "responder", "--name", pod])
             .args([

@@ -90,6 +90,28 @@ pub fn enter(init: u32, argv: &[String]) -> std::process::Command {
     cmd
 }
 
+/// A command run in network namespace `netns` (a /run/netns name): with `ip netns exec` on a
+/// flat lab, or, on an isolated node whose init is `init`, also in the node's mount, UTS and
+/// PID namespaces (`nsenter` opens the namespace file before it enters the node's mounts), so
+/// the node's /proc lists it and it ends with the node. Append the program and its arguments.
+pub fn in_netns(init: Option<u32>, netns: &str) -> std::process::Command {
+    match init {
+        Some(init) => {
+            let mut cmd = std::process::Command::new("nsenter");
+            cmd.arg(format!("--target={init}"))
+                .args(["--mount", "--uts", "--pid"])
+                .arg(format!("--net=/run/netns/{netns}"))
+                .arg("--");
+            cmd
+        }
+        None => {
+            let mut cmd = std::process::Command::new("ip");
+            cmd.args(["netns", "exec", netns]);
+            cmd
+        }
+    }
+}
+
 /// The host PID of the first process in cgroup `parent/id` (a container or pod sandbox made
 /// with that cgroup parent): how the lab finds, in the host's numbering, a process the node's
 /// runtime reports in the node's.

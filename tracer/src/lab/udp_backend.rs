@@ -10,7 +10,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::cmd::Cmd;
@@ -84,7 +84,12 @@ pub fn install(
 ) -> Result<(), LabError> {
     for node in &topo.nodes {
         interrupted()?;
-        let pid = spawn(id, topo, node, state_dir)?;
+        let init = state
+            .runtimes
+            .iter()
+            .find(|r| &r.node == node.name.get_ref())
+            .and_then(|r| r.init_pid);
+        let pid = spawn(id, topo, node, state_dir, init)?;
         state.forwarders.push(pid);
         state.save(state_dir)?;
     }
@@ -114,9 +119,16 @@ pub fn install(
     Ok(())
 }
 
-/// `ip netns exec <node> dye lab forward …` in its own process group (a Ctrl-C aimed at
-/// `dye lab up` must not stop the forwarder of a lab that stays up), output to a log file.
-fn spawn(id: &LabId, topo: &Topology, node: &Node, state_dir: &Path) -> Result<u32, LabError> {
+/// `dye lab forward …` in the node (its network namespace; on an isolated node, the node
+/// whole, as flanneld runs there), in its own process group (a Ctrl-C aimed at `dye lab up`
+/// must not stop the forwarder of a lab that stays up), output to a log file.
+fn spawn(
+    id: &LabId,
+    topo: &Topology,
+    node: &Node,
+    state_dir: &Path,
+    init: Option<u32>,
+) -> Result<u32, LabError> {
     let name = node.name.get_ref();
     let exe = std::env::current_exe().map_err(|e| LabError::io("locate the dye binary", e))?;
     let log_path = state_dir.join(format!("forwarder-{name}.log"));
@@ -126,9 +138,8 @@ fn spawn(id: &LabId, topo: &Topology, node: &Node, state_dir: &Path) -> Result<u
         .try_clone()
         .map_err(|e| LabError::io(format!("open {}", log_path.display()), e))?;
     let ns = id.ns(name);
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns.as_str()])
-        .arg(exe)
+    let mut cmd = super::node_host::in_netns(init, &ns);
+    cmd.arg(exe)
         .args(["lab", "forward", "--tun", topo.overlay.device.as_str()])
         .args(["--local", &node.address.get_ref().to_string()])
         .args(["--port", &topo.overlay.port.to_string()])
