@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod limits;
+mod memory;
 pub mod node;
 pub mod service;
 pub mod skew;

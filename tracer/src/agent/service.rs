@@ -434,6 +434,7 @@ impl pb::agent_server::Agent for AgentService {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
+            super::memory::give_back();
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
