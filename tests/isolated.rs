@@ -412,8 +412,30 @@ fn isolated_nodes_are_hosts_of_their_own_and_a_coordinator_on_one_sees_the_whole
 /// agents of isolated nodes.
 #[test]
 fn on_isolated_nodes_a_drop_on_node_2_is_named_from_node_1_and_mtu_and_capture_work() {
-    let lab = support::Lab::up_with(&["--isolated"]);
+    let lab = support::Lab::up_with(&["--isolated", "--idle-pods", "8"]);
     let pod_c = lab.pod_ip("pod-c");
+
+    // Busy nodes (8 idle pods each): the agents listen only where the probe can go — the
+    // points single-host dye picks by its path walk, less the underlay switch (no node).
+    let (code, r, err) = coordinate(&lab, "trace", &["--from", "pod:pod-a", "--to", &pod_c]);
+    assert_eq!(code, 0, "{err}");
+    let points = |r: &serde_json::Value| -> Vec<String> {
+        r["capture"]
+            .as_array()
+            .expect("capture")
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let via = points(&r);
+    assert!(!via.iter().any(|p| p.contains("idle-")), "{via:?}");
+    let (single, _) = single_host_hops(&lab, &["--from", &lab.ns("pod-a"), "--to", &pod_c]);
+    let underlay = format!("{}/", lab.ns("underlay"));
+    let expected: Vec<String> = points(&single)
+        .into_iter()
+        .filter(|p| !p.starts_with(&underlay))
+        .collect();
+    assert_eq!(via.len(), expected.len(), "{via:?} vs {expected:?}");
 
     // mtu: healthy, then a black hole behind node-2's uplink only node-2's agent can see.
     let (code, r, err) = coordinate(&lab, "mtu", &["--from", "pod:pod-a", "--to", &pod_c]);

@@ -4,15 +4,19 @@
 //! (the lab's nodes share one kernel). With the node's container runtime, its pods' namespaces
 //! are named by their pods (`pod NS/NAME`, [`crate::live::pod_names`]).
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
+use dye_capture::netlink::LinkKind;
 use dye_capture::topology::Edge;
 use dye_capture::{Netns, NetnsId};
 use dye_core::snapshot::Snapshot;
 
+use crate::live::host::HostView;
 use crate::live::pod_names::{PodNamer, Policy, SharedNamer, AGENT_BUDGET};
 use crate::live::pods::Endpoints;
+use crate::live::walk;
 use crate::live::{Scope, ScopeError, ScopeRequest};
 
 /// The agent's own node.
@@ -169,6 +173,64 @@ impl NodeScope {
             })
             .map(|n| n.name.clone())
             .collect()
+    }
+
+    /// The capture points here (`(netns, ifname)`) that a probe from `src` to `dst` can cross,
+    /// starting in `start`: what the path walk reaches on this node, and the links of the
+    /// node's own namespace that lead off it (uplinks, tunnel devices: where the probe comes
+    /// in from other nodes). Idle pods' namespaces are not among them, so a trace through an
+    /// agent costs what its path costs, not what the node holds.
+    pub fn path_points(
+        &self,
+        start: &Netns,
+        dst: IpAddr,
+        src: IpAddr,
+    ) -> BTreeSet<(String, String)> {
+        let topology = &self.scope.topology;
+        let known: Vec<Netns> = topology
+            .namespaces
+            .iter()
+            .map(|n| n.netns.clone())
+            .collect();
+        let mut view = HostView::new(known);
+        let walked = walk::walk(&mut view, &start.id(), dst, src);
+        let mut keep: BTreeSet<(String, String)> = walked
+            .points
+            .into_iter()
+            .filter_map(|(id, ifname)| Some((self.name_of_id(id)?.to_string(), ifname)))
+            .collect();
+        let Some(own) = topology.namespace(&self.node) else {
+            return keep;
+        };
+        // A veth whose far end is another namespace of this node leads to a pod; a bridge
+        // only joins them. Everything else of the node's own leads off it.
+        let to_pod = |ifname: &str| {
+            topology.edges.iter().any(|e| match e {
+                Edge::VethPair { a, b } => {
+                    (a.netns == own.name && a.ifname == ifname && b.netns != own.name)
+                        || (b.netns == own.name && b.ifname == ifname && a.netns != own.name)
+                }
+                _ => false,
+            })
+        };
+        // A link addressed only in the other family (an IPv6 overlay's VTEP for an IPv4
+        // probe) carries none of it.
+        let carries = |link: &dye_capture::netlink::Link| {
+            link.addresses.is_empty()
+                || link
+                    .addresses
+                    .iter()
+                    .any(|a| a.addr.is_ipv4() == dst.is_ipv4())
+        };
+        for link in &own.links {
+            let off_node = !matches!(link.kind, LinkKind::Loopback | LinkKind::Bridge)
+                && !to_pod(&link.name)
+                && carries(link);
+            if off_node {
+                keep.insert((own.name.clone(), link.name.clone()));
+            }
+        }
+        keep
     }
 
     /// The node's snapshot, its source the node's own namespace.

@@ -270,6 +270,32 @@ impl pb::agent_server::Agent for AgentService {
         let req = req.into_inner();
         let scope = self.scope_within(FRESH).await?;
         let mut snap = scope.snapshot();
+        if req.path_only {
+            let to = parse_ip(&req.to, "to")?;
+            let (start, src) = if req.source.is_empty() {
+                let own = scope.netns(&scope.node).cloned().ok_or_else(|| {
+                    Status::internal(format!("node {} lost its own namespace", scope.name))
+                })?;
+                (own, parse_ip(&req.src, "src")?)
+            } else {
+                // The source's agent is asked first: the probe leaves from the address its
+                // namespace's route towards `to` prefers.
+                let ns = self.local_netns(&req.source).await?.1;
+                let from = ns.clone();
+                let src = blocking(move || {
+                    Ok(dye_capture::topology::Topology::route_get(&from, to)
+                        .ok()
+                        .and_then(|r| r.prefsrc)
+                        .unwrap_or(to))
+                })
+                .await?;
+                (ns, src)
+            };
+            let walker = scope.clone();
+            let keep = blocking(move || Ok(walker.path_points(&start, to, src))).await?;
+            snap.points
+                .retain(|p| keep.contains(&(p.netns.clone(), p.ifname.clone())));
+        }
         if !req.source.is_empty() {
             let to = parse_ip(&req.to, "to")?;
             let (scope, ns) = self.local_netns(&req.source).await?;
@@ -417,10 +443,13 @@ impl pb::agent_server::Agent for AgentService {
             .insert(id, stop.clone());
         let captures = self.captures.clone();
         let watched = watch_plan.map(|plan| (plan, scope.clone()));
+        let mut listened: Vec<String> = names.iter().map(|(netns, _)| netns.clone()).collect();
+        listened.sort();
+        listened.dedup();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             // Armed on this thread (netlink, eBPF), before the capture says it started.
-            let watch = watched.map(|(plan, scope)| Watch::arm(&plan, scope));
+            let watch = watched.map(|(plan, scope)| Watch::arm(&plan, scope, &listened));
             run_capture(
                 config,
                 names,

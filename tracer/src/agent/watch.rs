@@ -61,13 +61,15 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Arms both (blocking: netlink, and the eBPF program loads meanwhile).
-    pub fn arm(plan: &WatchPlan, scope: Arc<NodeScope>) -> Watch {
+    /// Arms both (blocking: netlink, and the eBPF program loads meanwhile); rules are traced
+    /// in the namespaces the capture listens in (`namespaces`), not in every one of the node.
+    pub fn arm(plan: &WatchPlan, scope: Arc<NodeScope>, namespaces: &[String]) -> Watch {
         let drops = Arming::start(plan.trace_id);
-        let rules = RuleTracer::arm(
+        let rules = RuleTracer::arm_where(
             &scope.scope.topology,
             &format!("dye_{:08x}", plan.trace_id),
             &plan.signature,
+            |name| namespaces.iter().any(|n| n == name),
         );
         Watch {
             rules,

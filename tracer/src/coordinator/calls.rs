@@ -110,25 +110,59 @@ pub(super) async fn resolve_all(
     out
 }
 
+/// The snapshots of the agents on the path, each scoped to the probe's path on its node: the
+/// source's agent first (its route towards `to` gives the probe's source address), then the
+/// others at once.
 pub(super) async fn snapshots(
     peers: &[Reached],
     source: &str,
     to: IpAddr,
 ) -> Result<Vec<Snapshot>, AgentError> {
-    // All agents at once: each discovers its own node.
+    let Some((first, rest)) = peers.split_first() else {
+        return Ok(Vec::new());
+    };
+    let mut out = path_snapshots(
+        std::slice::from_ref(first),
+        pb::SnapshotRequest {
+            source: source.to_string(),
+            to: to.to_string(),
+            path_only: true,
+            src: String::new(),
+        },
+    )
+    .await?;
+    let src = out
+        .first()
+        .and_then(|s| s.route(source, to))
+        .and_then(|r| r.as_ref().ok())
+        .and_then(|r| r.prefsrc);
+    out.extend(
+        path_snapshots(
+            rest,
+            pb::SnapshotRequest {
+                source: String::new(),
+                to: to.to_string(),
+                // Without the probe's source address the walk back cannot be asked: every
+                // point.
+                path_only: src.is_some(),
+                src: src.map(|a| a.to_string()).unwrap_or_default(),
+            },
+        )
+        .await?,
+    );
+    Ok(out)
+}
+
+/// `peers`' snapshots at once, each asked with `request`.
+async fn path_snapshots(
+    peers: &[Reached],
+    request: pb::SnapshotRequest,
+) -> Result<Vec<Snapshot>, AgentError> {
     let tasks: Vec<_> = peers
         .iter()
-        .enumerate()
-        .map(|(i, p)| {
+        .map(|p| {
             let p = p.clone();
-            let req = if i == 0 {
-                pb::SnapshotRequest {
-                    source: source.to_string(),
-                    to: to.to_string(),
-                }
-            } else {
-                pb::SnapshotRequest::default()
-            };
+            let req = request.clone();
             tokio::spawn(async move {
                 let call_err = |detail: String| AgentError::Call {
                     addr: p.addr,

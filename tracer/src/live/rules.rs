@@ -62,6 +62,16 @@ impl RuleTracer {
     /// be armed (no nf_tables, no permission) is skipped with a warning: the trace goes on, its
     /// verdict just cannot name a rule there.
     pub fn arm(topology: &Topology, table: &str, probes: &ProbeSignature) -> Self {
+        Self::arm_where(topology, table, probes, |_| true)
+    }
+
+    /// [`RuleTracer::arm`] in the namespaces of `topology` whose name `wanted` accepts.
+    pub fn arm_where(
+        topology: &Topology,
+        table: &str,
+        probes: &ProbeSignature,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Self {
         let (m, fallback) = (probes.by_marker(), probes.by_addresses());
         let started = std::time::Instant::now();
         let arm = |netns| {
@@ -76,6 +86,7 @@ impl RuleTracer {
         let armed: Vec<(String, Armed)> = topology
             .namespaces
             .iter()
+            .filter(|info| wanted(&info.name))
             .filter_map(|info| match arm(&info.netns) {
                 Ok(a) => Some((info.name.clone(), a)),
                 Err(e) => {
