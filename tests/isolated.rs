@@ -282,6 +282,36 @@ fn isolated_nodes_are_hosts_of_their_own_and_a_coordinator_on_one_sees_the_whole
         );
     }
 
+    // From the lab's root, a node's runtime numbers processes in the node's PID namespace:
+    // dye translates the sandbox's PID (through NSpid) and names the right namespace.
+    let sockets: BTreeMap<String, String> = lab.view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| {
+            Some((
+                m["name"].as_str()?.to_string(),
+                m["cri_socket"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    for (node, pod) in [("node-1", "pod-a"), ("node-2", "pod-c")] {
+        let out = dye(&[
+            "topology",
+            "--json",
+            "--runtime-endpoint",
+            &sockets[node],
+            "--ns",
+            &format!("pod:{pod}"),
+        ]);
+        let topo: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let ns = &topo["namespaces"][0];
+        assert_eq!(ns["name"], format!("pod default/{pod}").as_str(), "{ns}");
+        let inode = netns_file(&lab, None, &format!("/run/netns/{}", lab.ns(pod)));
+        assert_eq!(format!("net:[{}]", ns["id"]["ino"]), inode, "{pod}");
+    }
+
     // Single-host dye on node-1 sees node-1 only: a same-node trace answers; across nodes the
     // probe is seen leaving node-1 and nothing beyond it.
     let bin = dye_bin();

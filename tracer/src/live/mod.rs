@@ -11,6 +11,7 @@ pub mod pmtu;
 pub mod pod_names;
 pub mod pods;
 pub mod rules;
+pub mod runtime_pid;
 pub mod scope;
 pub mod snapshot;
 pub mod walk;

@@ -245,6 +245,10 @@ fn status(cri: &mut Cri, sandbox: &Sandbox) -> Result<Learned, String> {
     })?;
     let pod = PodRef::parse(&format!("{}/{}", sandbox.namespace, sandbox.name))
         .map_err(|e| format!("sandbox {}: {e}", sandbox.id))?;
+    // The runtime's PID, in ours (a runtime in a PID namespace of its own numbers differently).
+    let pid = super::runtime_pid::runtime_pid(cri.socket())
+        .and_then(|runtime| super::runtime_pid::translate(runtime, pid))
+        .map_err(|e| format!("sandbox {} ({pod}): {e}", sandbox.id))?;
     let netns = Netns::open(&NetnsRef::Pid(pid))
         .map_err(|e| format!("sandbox {} ({pod}): {e}", sandbox.id))?
         .id();

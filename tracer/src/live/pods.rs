@@ -231,6 +231,14 @@ pub fn resolve(pod: &PodRef, endpoints: &Endpoints) -> Result<Pod, PodError> {
         sandbox: short(&sandbox.id),
         detail: "the runtime's verbose status names no sandbox process (`info.pid`)".into(),
     })?;
+    // The runtime numbers it in its own PID namespace, which need not be ours.
+    let pid = super::runtime_pid::runtime_pid(runtimes[i].socket())
+        .and_then(|runtime| super::runtime_pid::translate(runtime, pid))
+        .map_err(|detail| PodError::Sandbox {
+            endpoint: endpoint.clone(),
+            sandbox: short(&sandbox.id),
+            detail,
+        })?;
     Ok(Pod {
         endpoint,
         sandbox: sandbox.id,
