@@ -95,14 +95,14 @@ pub fn config(paths: &Paths) -> Value {
     })
 }
 
-/// Runs in the node's network namespace, in a fresh mount namespace with private propagation
-/// (`nsenter --net … unshare --mount --propagation private`), then execs containerd — so the
-/// spawned PID is containerd's. `ip netns exec` is not used: its sysfs remount drops the cgroup
-/// mounts runc needs. $1 is the lab state directory (bound back into the private /run), $2 the
-/// config file.
-const LAUNCH: &str = r#"set -e
-exec 3<"$1"
-mount -t tmpfs -o mode=0755 dye-run /run
+/// The private mounts a node's runtime needs, as shell lines run in its new mount namespace
+/// with the lab state directory open on fd 3 and named by `$1`: a tmpfs /run (pod netns files,
+/// shim sockets, runc state) with the state directory bound back into it, a sysfs of the node's
+/// network namespace that keeps the host's cgroup mounts (runc needs them), a tmpfs /var/lib
+/// (libcni's cache). A macro, so both launch scripts are one literal each.
+macro_rules! private_mounts {
+    () => {
+        r#"mount -t tmpfs -o mode=0755 dye-run /run
 mkdir /run/dye-cgroup
 mount --rbind /sys/fs/cgroup /run/dye-cgroup
 mount -t sysfs sysfs /sys
@@ -112,8 +112,21 @@ mount -t tmpfs -o mode=0755 dye-varlib /var/lib
 mkdir -p "$1"
 mount --no-canonicalize --bind /proc/self/fd/3 "$1"
 exec 3<&-
-exec containerd --config "$2"
-"#;
+"#
+    };
+}
+pub(super) use private_mounts;
+
+/// Runs in the node's network namespace, in a fresh mount namespace with private propagation
+/// (`nsenter --net … unshare --mount --propagation private`), then execs containerd — so the
+/// spawned PID is containerd's. `ip netns exec` is not used: its sysfs remount drops the cgroup
+/// mounts runc needs. $1 is the lab state directory (bound back into the private /run), $2 the
+/// config file.
+const LAUNCH: &str = concat!(
+    "set -e\nexec 3<\"$1\"\n",
+    private_mounts!(),
+    "exec containerd --config \"$2\"\n"
+);
 
 /// Writes the node's CNI network list and containerd config and starts the daemon in
 /// `node_ns` — in a mount namespace of its own, or, for an isolated node (`hostname` given),

@@ -21,24 +21,16 @@ use super::LabError;
 /// mount namespace (slave of the host's: the host's mounts appear, the node's stay inside).
 /// $1 the lab state directory (bound back into the private /run), $2 containerd's config,
 /// $3 the hostname, $4 the dye binary, $5 containerd's socket.
-pub const NODE_LAUNCH: &str = r#"set -e
-exec 3<"$1"
-echo "$3" > /proc/sys/kernel/hostname
-mount -t tmpfs -o mode=0755 dye-run /run
-mkdir /run/dye-cgroup
-mount --rbind /sys/fs/cgroup /run/dye-cgroup
-mount -t sysfs sysfs /sys
-mount --move /run/dye-cgroup /sys/fs/cgroup
-rmdir /run/dye-cgroup
-mount -t proc proc /proc
-mount -t tmpfs -o mode=0755 dye-varlib /var/lib
-mkdir -p "$1"
-mount --no-canonicalize --bind /proc/self/fd/3 "$1"
-exec 3<&-
-mkdir -p /run/containerd /run/netns
-ln -s "$5" /run/containerd/containerd.sock
-exec "$4" lab node-init --watch "$1" -- containerd --config "$2"
-"#;
+pub const NODE_LAUNCH: &str = concat!(
+    "set -e\nexec 3<\"$1\"\n",
+    "echo \"$3\" > /proc/sys/kernel/hostname\n",
+    super::containerd::private_mounts!(),
+    // This node's processes only (a PID namespace's own procfs).
+    "mount -t proc proc /proc\n",
+    "mkdir -p /run/containerd /run/netns\n",
+    "ln -s \"$5\" /run/containerd/containerd.sock\n",
+    "exec \"$4\" lab node-init --watch \"$1\" -- containerd --config \"$2\"\n"
+);
 
 /// The `unshare` arguments that make a node its own host: new mount, UTS and PID namespaces
 /// (the forked child is PID 1), killed with its launcher.
