@@ -732,13 +732,7 @@ fn a_clusterip_dnat_and_a_drop_on_node_2_are_traced_through_agents() {
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(r["verdict"]["kind"], "answered", "{}", r["verdict"]);
-    let dnat = r["hops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|h| h["events"].as_array().unwrap().iter().map(move |e| (h, e)))
-        .find(|(_, e)| e["type"] == "dnat")
-        .expect("a DNAT event");
+    let dnat = support::first_event(&r, "dnat").expect("a DNAT event");
     assert_eq!(dnat.1["from"], "10.96.0.10:80");
     // The conntrack entry confirming it came from node-1's agent.
     assert!(

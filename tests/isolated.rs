@@ -318,35 +318,17 @@ fn isolated_nodes_are_hosts_of_their_own_and_a_coordinator_on_one_sees_the_whole
     let bin = bin.to_str().unwrap();
     let pod_b = lab.pod_ip("pod-b");
     let pod_c = lab.pod_ip("pod-c");
-    let local = on_node(
-        &lab,
-        "node-1",
-        &[
-            bin,
-            "trace",
-            "--json",
-            "--from",
-            "pod:pod-a",
-            "--to",
-            &pod_b,
-        ],
-    );
-    let r: serde_json::Value = serde_json::from_slice(&local.stdout).unwrap();
+    let trace_on_node_1 = |to: &str| -> serde_json::Value {
+        let out = on_node(
+            &lab,
+            "node-1",
+            &[bin, "trace", "--json", "--from", "pod:pod-a", "--to", to],
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let r = trace_on_node_1(&pod_b);
     assert_eq!(r["verdict"]["kind"], "answered", "{}", r["verdict"]);
-    let across = on_node(
-        &lab,
-        "node-1",
-        &[
-            bin,
-            "trace",
-            "--json",
-            "--from",
-            "pod:pod-a",
-            "--to",
-            &pod_c,
-        ],
-    );
-    let r: serde_json::Value = serde_json::from_slice(&across.stdout).unwrap();
+    let r = trace_on_node_1(&pod_c);
     let seen: Vec<String> = r["hops"]
         .as_array()
         .unwrap()
@@ -423,13 +405,7 @@ fn isolated_nodes_are_hosts_of_their_own_and_a_coordinator_on_one_sees_the_whole
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(r["verdict"]["kind"], "answered", "{}", r["verdict"]);
-    let dnat = r["hops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|h| h["events"].as_array().unwrap().iter().map(move |e| (h, e)))
-        .find(|(_, e)| e["type"] == "dnat")
-        .expect("a DNAT event");
+    let dnat = support::first_event(&r, "dnat").expect("a DNAT event");
     assert_eq!(dnat.1["from"], "10.96.0.10:80");
     assert_eq!(dnat.0["node"], "node-1");
 

@@ -398,3 +398,21 @@ pub fn lab_traces(id: &str) -> Vec<String> {
     }
     traces
 }
+
+/// The first hop of report `r` with an event of `kind` (`dnat`, `snat`, …), and that event.
+pub fn first_event<'r>(
+    r: &'r serde_json::Value,
+    kind: &str,
+) -> Option<(&'r serde_json::Value, &'r serde_json::Value)> {
+    r["hops"]
+        .as_array()?
+        .iter()
+        .flat_map(|h| {
+            h["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |e| (h, e))
+        })
+        .find(|(_, e)| e["type"] == kind)
+}
