@@ -191,6 +191,7 @@ fn isolated_nodes_are_hosts_of_their_own_and_a_coordinator_on_one_sees_the_whole
     let root_before = support::root_snapshot();
     let lab = support::Lab::up_with(&["--isolated"]);
     let id = lab.id.clone();
+    assert_eq!(lab.view["isolated"], true);
 
     // Each node: its hostname, its /run/netns (only its pods' namespaces, as containerd names
     // them), its /proc (PID 1 is the node's, in the node's network; no other node's process).

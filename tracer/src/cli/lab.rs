@@ -560,6 +560,14 @@ fn print_view(view: &LabView) -> anyhow::Result<()> {
     if let Some(certs) = &view.certs {
         writeln!(out, "  agents' certificates: {certs}")?;
     }
+    if view.isolated {
+        writeln!(
+            out,
+            "  nodes are isolated hosts (own mount, PID and UTS namespaces): \
+             enter one with `dye lab exec --id {} NODE -- CMD`",
+            view.id
+        )?;
+    }
     if view.faults.is_empty() {
         writeln!(out, "  faults: none")?;
     } else {

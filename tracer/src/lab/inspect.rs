@@ -24,6 +24,9 @@ pub struct LabView {
     pub agents: Vec<AgentState>,
     /// The certificate directory for coordinators (`--certs`), when the lab runs agents.
     pub certs: Option<String>,
+    /// Every node is a host of its own (`dye lab up --isolated`): enter one with
+    /// `dye lab exec NODE -- CMD`.
+    pub isolated: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -161,6 +164,7 @@ pub fn inspect(id: &LabId) -> Result<LabView, LabError> {
         faults: state.faults.iter().map(|f| f.description.clone()).collect(),
         agents: state.agents.clone(),
         certs: state.certs.as_ref().map(|c| c.display().to_string()),
+        isolated: state.isolated,
     })
 }
 
