@@ -53,12 +53,22 @@ fn coordinate(
     command: &str,
     args: &[&str],
 ) -> (i32, serde_json::Value, String) {
+    coordinate_from(lab, "node-1", command, args)
+}
+
+/// [`coordinate`] on lab host `host` (a node, or `admin`).
+fn coordinate_from(
+    lab: &support::Lab,
+    host: &str,
+    command: &str,
+    args: &[&str],
+) -> (i32, serde_json::Value, String) {
     let (agents, certs) = agents_of(lab);
     let bin = dye_bin();
     let mut argv = vec![bin.to_str().unwrap(), command, "--json"];
     argv.extend_from_slice(&["--agents", &agents, "--certs", &certs]);
     argv.extend_from_slice(args);
-    let out = on_node(lab, "node-1", &argv);
+    let out = on_node(lab, host, &argv);
     let code = out.status.code().unwrap_or(-1);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let report = serde_json::from_slice(&out.stdout)
@@ -382,6 +392,17 @@ fn isolated_nodes_are_hosts_of_their_own_and_a_coordinator_on_one_sees_the_whole
             "{pod} on {node}"
         );
     }
+    // From the admin host on the underlay (no node, no pods, no agent): the same hops.
+    assert_eq!(text(&on_node(&lab, "admin", &["hostname"])), "admin");
+    assert_eq!(text(&on_node(&lab, "admin", &["ls", "/run/netns"])), "");
+    let (code, from_admin, err) = coordinate_from(
+        &lab,
+        "admin",
+        "trace",
+        &["--from", "pod:pod-a", "--to", "pod:pod-c"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(hops_by_host_name(&lab, &from_admin), expected);
     let names = support::tshark_fields(pcap.path(), &[], &["frame.interface_name"]);
     assert_eq!(names.len(), expected.len());
     for node in ["node-1", "node-2"] {
@@ -667,7 +688,7 @@ fn on_isolated_nodes_clock_offsets_are_found_and_a_lost_agent_is_named() {
         "{blind:?}"
     );
 
-    // SIGKILL to the nodes' launchers: each node's init dies with its launcher, and the
+    // SIGKILL to the hosts' launchers (nodes and admin): each init dies with its launcher, and the
     // kernel ends every process of a PID namespace whose init is gone — containerd, shims,
     // sandboxes, agents — with nothing left to clean up by hand.
     let state: serde_json::Value = serde_json::from_slice(
@@ -675,7 +696,12 @@ fn on_isolated_nodes_clock_offsets_are_found_and_a_lost_agent_is_named() {
     )
     .unwrap();
     let mut node_pid_ns = Vec::new();
-    for r in state["runtimes"].as_array().unwrap() {
+    let hosts = state["runtimes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(std::iter::once(&state["admin"]));
+    for r in hosts {
         let init = r["init_pid"].as_u64().expect("init pid");
         node_pid_ns.push(std::fs::read_link(format!("/proc/{init}/ns/pid")).unwrap());
         let launcher = r["pid"].as_u64().unwrap().to_string();

@@ -118,7 +118,7 @@ enum LabCommand {
     NodeInit {
         #[arg(long)]
         watch: PathBuf,
-        #[arg(required = true, last = true)]
+        #[arg(last = true)]
         command: Vec<String>,
     },
     /// (internal) Replace a node's agent (what the agent-stop and agent-clock faults and
@@ -348,11 +348,17 @@ fn exec(id: &str, member: &str, command: &[String]) -> anyhow::Result<ExitCode> 
             "lab {id} has no member {member:?} (see `dye lab status {id}` for its members)"
         );
     }
+    let admin = state
+        .admin
+        .as_ref()
+        .filter(|_| member == lab::ADMIN)
+        .and_then(|a| a.init_pid);
     if let Some(init) = state
         .runtimes
         .iter()
         .find(|r| r.node == member)
         .and_then(|r| r.init_pid)
+        .or(admin)
     {
         let err = lab::node_host::enter(init, command).exec();
         return Err(err)
@@ -565,6 +571,14 @@ fn print_view(view: &LabView) -> anyhow::Result<()> {
             out,
             "  nodes are isolated hosts (own mount, PID and UTS namespaces): \
              enter one with `dye lab exec --id {} NODE -- CMD`",
+            view.id
+        )?;
+    }
+    if let Some(admin) = &view.admin {
+        writeln!(
+            out,
+            "  admin host {admin} on the underlay (no pods, no agent): \
+             `dye lab exec --id {} admin -- dye trace --agents …`",
             view.id
         )?;
     }

@@ -20,10 +20,10 @@ use super::cni;
 use super::containerd::{self, Paths};
 use super::cri::{Cri, PodSpec, SandboxStatus};
 use super::image;
-use super::names::{LabId, STATE_ROOT, UNDERLAY};
+use super::names::{LabId, ADMIN, STATE_ROOT, UNDERLAY};
 use super::rules::{self, Endpoint};
 use super::shape::{PodWiring, ProxyMode};
-use super::state::{lab_namespaces_on_host, LabState, NodeRuntime, PodState};
+use super::state::{lab_namespaces_on_host, AdminHost, LabState, NodeRuntime, PodState};
 use super::teardown;
 use super::topology::{Backend, Node, Topology};
 use super::udp_backend;
@@ -221,6 +221,9 @@ impl Builder<'_> {
             b.firewall_and_office()
         })?;
         self.services()?;
+        if self.isolated {
+            self.admin_host()?;
+        }
         self.settle_ipv6()?;
         self.wait_for_responders()?;
         if self.agents {
@@ -312,6 +315,48 @@ impl Builder<'_> {
         }
         Cmd::ip(ns, &format!("link set {ifname} up")).run()?;
         Ok(())
+    }
+
+    /// The admin host of an isolated lab (`names::ADMIN`): a host of its own on the underlay
+    /// switch, at the first free address from .100 of the underlay subnet, where a coordinator
+    /// runs like an operator's bastion. A routed underlay gets none (no switch to plug into).
+    fn admin_host(&mut self) -> Result<(), LabError> {
+        if self.topo.router.is_some() {
+            return Ok(());
+        }
+        let subnet = self.topo.underlay.subnet;
+        let mut used: Vec<Ipv4Addr> = self
+            .topo
+            .nodes
+            .iter()
+            .map(|n| *n.address.get_ref())
+            .collect();
+        if let Some(fw) = &self.topo.firewall {
+            used.push(fw.underlay_address);
+        }
+        let address = subnet
+            .hosts()
+            .skip(99)
+            .find(|a| !used.contains(a))
+            .ok_or_else(|| LabError::Topology {
+                path: self.state.topology_source.clone(),
+                message: format!("no free address for the admin host in {subnet}"),
+            })?;
+        let ns = self.namespace(ADMIN)?;
+        self.plug_into_underlay(&ns, "eth0", ADMIN, address, None)?;
+        let log = self.state_dir.join("admin.log");
+        let pid = node_host::launch(self.state_dir, &ns, node_host::ADMIN_LAUNCH, ADMIN, &log)?;
+        self.state.admin = Some(AdminHost {
+            address,
+            pid,
+            init_pid: None,
+        });
+        self.state.save(self.state_dir)?;
+        let init = node_host::init_pid(pid, Duration::from_secs(5))?;
+        if let Some(admin) = &mut self.state.admin {
+            admin.init_pid = Some(init);
+        }
+        self.state.save(self.state_dir)
     }
 
     /// A node: its root namespace with the underlay uplink, forwarding on, default route to the

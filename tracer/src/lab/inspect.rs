@@ -27,6 +27,8 @@ pub struct LabView {
     /// Every node is a host of its own (`dye lab up --isolated`): enter one with
     /// `dye lab exec NODE -- CMD`.
     pub isolated: bool,
+    /// The admin host's underlay address (isolated labs on a switched underlay).
+    pub admin: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -127,6 +129,7 @@ pub fn inspect(id: &LabId) -> Result<LabView, LabError> {
         Ok(())
     };
     add(UNDERLAY, "switch", None)?;
+    add(super::names::ADMIN, "admin", None)?;
     if let Some(r) = &topo.router {
         add(&r.name, "router", None)?;
     }
@@ -165,6 +168,7 @@ pub fn inspect(id: &LabId) -> Result<LabView, LabError> {
         agents: state.agents.clone(),
         certs: state.certs.as_ref().map(|c| c.display().to_string()),
         isolated: state.isolated,
+        admin: state.admin.as_ref().map(|a| a.address.to_string()),
     })
 }
 

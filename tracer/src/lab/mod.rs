@@ -44,7 +44,7 @@ use std::path::PathBuf;
 pub use build::{up, UpOptions};
 pub use faults::{apply_fault, clear_faults, Fault};
 pub use inspect::{inspect, Interface, LabView, Member, PodIdentity};
-pub use names::{LabId, STATE_ROOT};
+pub use names::{LabId, ADMIN, STATE_ROOT};
 pub use state::{list_labs, load_state, LabState, LabSummary, NodeRuntime, PodState};
 pub use teardown::{down, Removed};
 pub use topology::Topology;

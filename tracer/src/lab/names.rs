@@ -10,6 +10,10 @@ use super::LabError;
 /// nothing outlives a reboot even if teardown never runs.
 pub const STATE_ROOT: &str = "/run/dye";
 
+/// The admin host of an isolated lab: a machine on the underlay that is no node (no pods, no
+/// agent), where a coordinator runs as an operator's workstation or bastion would.
+pub const ADMIN: &str = "admin";
+
 /// A validated lab id: 1-12 characters of [a-z0-9], so names stay short and unambiguous.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabId(String);

@@ -32,6 +32,54 @@ pub const NODE_LAUNCH: &str = concat!(
     "exec \"$4\" lab node-init --watch \"$1\" -- containerd --config \"$2\"\n"
 );
 
+/// The admin host's mounts, then its init (no runtime): $1 the lab state directory (its
+/// certificates stay readable), $3 the hostname, $4 the dye binary.
+pub const ADMIN_LAUNCH: &str = concat!(
+    "set -e\nexec 3<\"$1\"\n",
+    "echo \"$3\" > /proc/sys/kernel/hostname\n",
+    super::containerd::private_mounts!(),
+    "mount -t proc proc /proc\n",
+    "mkdir -p /run/netns\n",
+    "exec \"$4\" lab node-init --watch \"$1\"\n"
+);
+
+/// Starts a host of its own in network namespace `netns` with `script` (`ADMIN_LAUNCH`'s
+/// arguments) and returns its launcher's PID; [`init_pid`] finds its PID 1.
+pub fn launch(
+    state_dir: &Path,
+    netns: &str,
+    script: &str,
+    hostname: &str,
+    log: &Path,
+) -> Result<u32, LabError> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| LabError::io("locate the dye binary", e))?;
+    let out = std::fs::File::create(log)
+        .map_err(|e| LabError::io(format!("create {}", log.display()), e))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| LabError::io(format!("open {}", log.display()), e))?;
+    let child = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{netns}"))
+        .args(UNSHARE)
+        .args(["sh", "-c", script, "dye-host"])
+        .arg(state_dir)
+        .arg("-")
+        .arg(hostname)
+        .arg(exe)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        // A Ctrl-C aimed at `dye lab up` must not end a host of a lab that stays up.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| LabError::Spawn {
+            command: format!("host {hostname} in {netns}"),
+            source: e,
+        })?;
+    Ok(child.id())
+}
+
 /// The `unshare` arguments that make a node its own host: new mount, UTS and PID namespaces
 /// (the forked child is PID 1), killed with its launcher.
 pub const UNSHARE: &[&str] = &[
@@ -120,8 +168,8 @@ pub fn host_pid_in_cgroup(parent: &str, id: &str) -> Option<u32> {
         })
 }
 
-/// The body of `dye lab node-init`: PID 1 of an isolated node. Starts `command`, reaps every
-/// child the namespace hands it, and returns when SIGTERM/SIGINT arrives or `watch` (the lab's
+/// The body of `dye lab node-init`: PID 1 of an isolated node. Starts `command` (if any: the
+/// admin host runs none), reaps every child the namespace hands it, and returns when SIGTERM/SIGINT arrives or `watch` (the lab's
 /// state directory) disappears; its exit then ends every process of the node.
 pub fn run_init(watch: &Path, command: &[String]) -> std::io::Result<()> {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -133,11 +181,10 @@ pub fn run_init(watch: &Path, command: &[String]) -> std::io::Result<()> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
-    let (program, args) = command
-        .split_first()
-        .ok_or_else(|| std::io::Error::other("node-init: no command to run"))?;
-    let child = std::process::Command::new(program).args(args).spawn()?;
-    tracing::debug!(pid = child.id(), program, "node init started its runtime");
+    if let Some((program, args)) = command.split_first() {
+        let child = std::process::Command::new(program).args(args).spawn()?;
+        tracing::debug!(pid = child.id(), program, "node init started its runtime");
+    }
     while !stop.load(Ordering::Relaxed) && watch.exists() {
         // Orphans of the node (shims, exited sandboxes) are ours to reap.
         loop {

@@ -46,6 +46,19 @@ pub struct LabState {
     /// Every node is its own host (`dye lab up --isolated`).
     #[serde(default)]
     pub isolated: bool,
+    /// The admin host of an isolated lab on a switched underlay.
+    #[serde(default)]
+    pub admin: Option<AdminHost>,
+}
+
+/// A host on the underlay that is no node: where a coordinator runs (`dye lab exec admin`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminHost {
+    pub address: Ipv4Addr,
+    /// Its launcher (`unshare --kill-child`): killing it ends the host.
+    pub pid: u32,
+    /// Its PID 1, as the host numbers it.
+    pub init_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +117,7 @@ impl LabState {
             faults: Vec::new(),
             complete: false,
             isolated: false,
+            admin: None,
         }
     }
 
