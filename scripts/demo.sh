@@ -2,7 +2,8 @@
 # dye's main job on the built-in lab, as a newcomer runs it (as root, from the repository):
 #   bash scripts/demo.sh
 # Installs what is missing, builds dye, brings up the emulated two-node cluster, shows traffic
-# crossing it, and tears the lab down again (also on failure or Ctrl-C).
+# crossing it, then the same across isolated nodes through agents, and tears the labs down
+# again (also on failure or Ctrl-C).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,4 +58,20 @@ step "the dropped trace, replayed from its recording after the lab is gone, with
   "capsh --drop=cap_net_admin,cap_net_raw,cap_sys_admin -- -c 'dye replay drop.dye' | tail -3"
 capsh --drop=cap_net_admin,cap_net_raw,cap_sys_admin -- -c "$dye replay $recording" | tail -3 || true
 rm -f "$recording"
+trap - EXIT INT TERM
+
+# Across machines: every node a host of its own, an agent container on each, one merged trace.
+iso="${id}i"
+trap '"$dye" lab down "$iso" >/dev/null' EXIT INT TERM
+printf '\n== bringing up lab %s with isolated nodes (own mount, PID and UTS namespaces; an agent container each)\n' "$iso"
+"$dye" lab up --id "$iso" --isolated | tail -6
+agents=192.168.50.11:7443,192.168.50.12:7443
+step "node-2's clock off by 37 ms; the coordinator on node-1 merges both nodes' hops onto one timeline" \
+  "dye lab fault $iso agent-clock node-2 37ms; dye lab exec --id $iso node-1 -- dye trace --agents $agents --certs /run/dye/lab-$iso/certs --from pod:pod-a --to pod:pod-c"
+"$dye" lab fault "$iso" agent-clock node-2 37ms
+"$dye" lab exec --id "$iso" node-1 -- "$PWD/$dye" trace --agents "$agents" \
+  --certs "/run/dye/lab-$iso/certs" --from pod:pod-a --to pod:pod-c
+echo
+echo "== tearing down lab $iso"
+"$dye" lab down "$iso"
 trap - EXIT INT TERM
