@@ -353,13 +353,7 @@ fn exec(id: &str, member: &str, command: &[String]) -> anyhow::Result<ExitCode> 
         .as_ref()
         .filter(|_| member == lab::ADMIN)
         .and_then(|a| a.init_pid);
-    if let Some(init) = state
-        .runtimes
-        .iter()
-        .find(|r| r.node == member)
-        .and_then(|r| r.init_pid)
-        .or(admin)
-    {
+    if let Some(init) = state.runtime(member).and_then(|r| r.init_pid).or(admin) {
         let err = lab::node_host::enter(init, command).exec();
         return Err(err)
             .with_context(|| format!("entering node {member} (its init is pid {init})"));

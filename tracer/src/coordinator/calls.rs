@@ -153,15 +153,30 @@ pub(super) async fn snapshots(
     Ok(out)
 }
 
-/// `peers`' snapshots at once, each asked with `request`.
+/// `peers`' snapshots at once, each asked with `request`; the first failure fails them all.
 async fn path_snapshots(
     peers: &[Reached],
     request: pb::SnapshotRequest,
 ) -> Result<Vec<Snapshot>, AgentError> {
+    snapshots_each(peers, request).await.into_iter().collect()
+}
+
+/// Every agent's whole-node snapshot, each answer on its own (one failing agent does not
+/// fail the others).
+pub(super) async fn node_snapshots(peers: &[Reached]) -> Vec<Result<Snapshot, AgentError>> {
+    snapshots_each(peers, pb::SnapshotRequest::default()).await
+}
+
+/// `peers`' snapshots at once, each asked with `request`, each answer on its own. The
+/// channel's per-call deadline bounds the wait.
+async fn snapshots_each(
+    peers: &[Reached],
+    request: pb::SnapshotRequest,
+) -> Vec<Result<Snapshot, AgentError>> {
     let tasks: Vec<_> = peers
         .iter()
+        .cloned()
         .map(|p| {
-            let p = p.clone();
             let req = request.clone();
             tokio::spawn(async move {
                 let call_err = |detail: String| AgentError::Call {
@@ -173,43 +188,6 @@ async fn path_snapshots(
                     .client
                     .clone()
                     .snapshot(req)
-                    .await
-                    .map_err(|e| call_err(format!("snapshot: {}", network::status_text(&e))))?
-                    .into_inner();
-                serde_json::from_slice::<Snapshot>(&reply.snapshot_json)
-                    .map_err(|e| call_err(format!("snapshot answer: {e}")))
-            })
-        })
-        .collect();
-    let mut out = Vec::new();
-    for (t, p) in tasks.into_iter().zip(peers) {
-        out.push(t.await.map_err(|e| AgentError::Call {
-            addr: p.addr,
-            node: p.node.clone(),
-            detail: e.to_string(),
-        })??);
-    }
-    Ok(out)
-}
-
-/// Every agent's whole-node snapshot, each answer on its own (one failing agent does not
-/// fail the others).
-pub(super) async fn node_snapshots(peers: &[Reached]) -> Vec<Result<Snapshot, AgentError>> {
-    let tasks: Vec<_> = peers
-        .iter()
-        .cloned()
-        .map(|p| {
-            tokio::spawn(async move {
-                let call_err = |detail: String| AgentError::Call {
-                    addr: p.addr,
-                    node: p.node.clone(),
-                    detail,
-                };
-                // The channel's per-call deadline bounds the wait.
-                let reply = p
-                    .client
-                    .clone()
-                    .snapshot(pb::SnapshotRequest::default())
                     .await
                     .map_err(|e| call_err(format!("snapshot: {}", network::status_text(&e))))?
                     .into_inner();
@@ -311,6 +289,24 @@ pub(super) struct StartedCapture {
 
 /// Starts one agent's capture and waits for it to be open; returns the stream and the link
 /// type of each point.
+/// Starts every capture at once, `requests[i]` on `peers[i]`; each outcome on its own (a
+/// task that panicked is an `Err` of the join).
+pub(super) async fn start_all(
+    peers: Vec<Reached>,
+    requests: Vec<pb::CaptureRequest>,
+) -> Vec<Result<Result<StartedCapture, AgentError>, tokio::task::JoinError>> {
+    let tasks: Vec<_> = peers
+        .into_iter()
+        .zip(requests)
+        .map(|(p, req)| tokio::spawn(async move { start_capture(&p, req).await }))
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await);
+    }
+    out
+}
+
 pub(super) async fn start_capture(
     p: &Reached,
     req: pb::CaptureRequest,

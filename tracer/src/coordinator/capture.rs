@@ -107,16 +107,9 @@ pub fn capture(
     status: &dyn Fn(&str),
     sink: &mut dyn FrameSink,
 ) -> Result<AgentCaptureOutcome, CoordError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CoordError::Runtime(e.to_string()))?;
+    let rt = super::runtime()?;
     status(&format!("connecting to {} agent(s)", addrs.len()));
-    let (reached, mut blind) = rt.block_on(calls::hello_all(addrs, transport));
-    if reached.is_empty() {
-        return Err(CoordError::NoAgent(blind_text(&blind)));
-    }
+    let (reached, mut blind) = rt.block_on(super::greet(addrs, transport))?;
     let snapshots = rt.block_on(calls::node_snapshots(&reached));
     let exchanged = rt.block_on(calls::clock_all(&reached));
 
@@ -143,7 +136,7 @@ pub fn capture(
             unreachable: if blind.is_empty() {
                 String::new()
             } else {
-                format!("; unreachable: {}", blind_text(&blind))
+                format!("; unreachable: {}", super::locate::blind_list(&blind))
             },
         });
     }
@@ -169,19 +162,10 @@ pub fn capture(
             }),
         })
         .collect();
-    let started = rt.block_on(async {
-        let tasks: Vec<_> = peers
-            .iter()
-            .map(|(p, _)| p.clone())
-            .zip(requests)
-            .map(|(p, req)| tokio::spawn(async move { calls::start_capture(&p, req).await }))
-            .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await);
-        }
-        out
-    });
+    let started = rt.block_on(calls::start_all(
+        peers.iter().map(|(p, _)| p.clone()).collect(),
+        requests,
+    ));
     let (tx, rx) = std::sync::mpsc::channel();
     let mut points: Vec<OpenPoint> = Vec::new();
     // Per live agent: its client, capture id, first merged point, offset (ns, agent ahead).
@@ -223,7 +207,7 @@ pub fn capture(
     }
     drop(tx);
     if live.is_empty() {
-        return Err(CoordError::NoAgent(blind_text(&blind)));
+        return Err(CoordError::NoAgent(super::locate::blind_list(&blind)));
     }
     sink.opened(&points).map_err(CoordError::Output)?;
     status(&format!(
@@ -441,12 +425,4 @@ fn chosen_points(
             linktype: p.linktype,
         })
         .collect()
-}
-
-fn blind_text(blind: &[Blind]) -> String {
-    blind
-        .iter()
-        .map(|b| format!("agent {}: {}", b.agent, b.reason))
-        .collect::<Vec<_>>()
-        .join("; ")
 }

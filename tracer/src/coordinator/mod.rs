@@ -116,17 +116,32 @@ pub fn pod_address(
     pod: &str,
     ipv6: bool,
 ) -> Result<IpAddr, CoordError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CoordError::Runtime(e.to_string()))?;
-    rt.block_on(async {
-        let (reached, blind) = calls::hello_all(addrs, transport).await;
-        if reached.is_empty() {
-            return Err(CoordError::NoAgent(locate::blind_list(&blind)));
-        }
+    runtime()?.block_on(async {
+        let (reached, blind) = greet(addrs, transport).await?;
         locate::pod_address(&reached, &blind, pod, ipv6).await
     })
+}
+
+/// The coordinator's runtime: two workers forward the agents' streams while the caller waits.
+fn runtime() -> Result<tokio::runtime::Runtime, CoordError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CoordError::Runtime(e.to_string()))
+}
+
+/// Greets every agent at `addrs`: those that answered, and why the others did not. No agent
+/// answering is an error naming each one's reason.
+async fn greet(
+    addrs: &[SocketAddr],
+    transport: &Transport,
+) -> Result<(Vec<Reached>, Vec<Blind>), CoordError> {
+    let (reached, blind) = calls::hello_all(addrs, transport).await;
+    if reached.is_empty() {
+        return Err(CoordError::NoAgent(locate::blind_list(&blind)));
+    }
+    Ok((reached, blind))
 }
 
 /// A finished trace through agents.
@@ -186,19 +201,10 @@ fn open_session(
     status: &dyn Fn(&str),
 ) -> Result<Session, CoordError> {
     let started = Instant::now();
-    let rt = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| CoordError::Runtime(e.to_string()))?,
-    );
+    let rt = Arc::new(runtime()?);
     status(&format!("connecting to {} agent(s)", addrs.len()));
-    let (reached, mut blind) = rt.block_on(calls::hello_all(addrs, transport));
+    let (reached, mut blind) = rt.block_on(greet(addrs, transport))?;
     tracing::info!(elapsed = ?started.elapsed(), reached = reached.len(), "agents greeted");
-    if reached.is_empty() {
-        return Err(CoordError::NoAgent(locate::blind_list(&blind)));
-    }
     // Who owns the source, and the destination: the nodes to observe, source's first.
     let (source_netns, chosen) = rt.block_on(locate::locate(probing, &reached, &blind))?;
     let peers: Vec<Reached> = chosen.iter().map(|&i| reached[i].clone()).collect();
@@ -257,19 +263,7 @@ fn open_session(
         .iter()
         .map(|part| calls::capture_request(probing, &taken, part, probing.duration, src))
         .collect();
-    let started_streams = rt.block_on(async {
-        let tasks: Vec<_> = peers
-            .iter()
-            .cloned()
-            .zip(requests)
-            .map(|(p, req)| tokio::spawn(async move { calls::start_capture(&p, req).await }))
-            .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await);
-        }
-        out
-    });
+    let started_streams = rt.block_on(calls::start_all(peers.clone(), requests));
     for (i, ((p, part), stream)) in peers.iter().zip(layout).zip(started_streams).enumerate() {
         let stream = stream.unwrap_or_else(|e| {
             Err(AgentError::Call {

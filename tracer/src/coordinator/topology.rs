@@ -52,21 +52,9 @@ pub fn topology(
     transport: &Transport,
     status: &dyn Fn(&str),
 ) -> Result<AgentsTopology, CoordError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CoordError::Runtime(e.to_string()))?;
+    let rt = super::runtime()?;
     status(&format!("connecting to {} agent(s)", addrs.len()));
-    let (reached, mut blind) = rt.block_on(calls::hello_all(addrs, transport));
-    if reached.is_empty() {
-        let why = blind
-            .iter()
-            .map(|b| format!("agent {}: {}", b.agent, b.reason))
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(CoordError::NoAgent(why));
-    }
+    let (reached, mut blind) = rt.block_on(super::greet(addrs, transport))?;
     let answers = rt.block_on(calls::node_snapshots(&reached));
     let mut parts = Vec::new();
     let mut nodes = Vec::new();

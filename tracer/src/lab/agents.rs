@@ -15,9 +15,8 @@
 //! `restart` replaces one node's agent (the lab faults `agent-stop` and `agent-clock`).
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::{
@@ -28,9 +27,10 @@ use k8s_cri::v1::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::cmd::spawn_daemon;
 use super::cri::LAB_LABEL;
 use super::names::LabId;
-use super::state::{load_state, LabState};
+use super::state::{load_state, LabState, NodeRuntime};
 use super::topology::Topology;
 use super::LabError;
 
@@ -116,8 +116,13 @@ pub fn install(
         wait_listening(agent, deadline, interrupted)?;
     }
     if state.isolated {
-        for agent in &mut state.agents {
-            agent.pid = container_pid(&state.runtimes, agent).unwrap_or(0);
+        let pids: Vec<u32> = state
+            .agents
+            .iter()
+            .map(|a| container_pid(state, a).unwrap_or(0))
+            .collect();
+        for (agent, pid) in state.agents.iter_mut().zip(pids) {
+            agent.pid = pid;
         }
         state.save(state_dir)?;
     }
@@ -158,7 +163,7 @@ pub fn restart(
     )?;
     wait_listening(&agent, Instant::now() + START_TIMEOUT, &|| Ok(()))?;
     if agent.container.is_some() {
-        agent.pid = container_pid(&state.runtimes, &agent).unwrap_or(0);
+        agent.pid = container_pid(&state, &agent).unwrap_or(0);
     }
     state.agents[index] = agent;
     state.save(&state_dir)
@@ -168,8 +173,7 @@ pub fn restart(
 fn stop(state: &LabState, agent: &AgentState) -> Result<(), LabError> {
     match &agent.container {
         Some(c) => {
-            let socket = cri_socket(state, &agent.node)?;
-            let mut cri = crate::cri::Cri::connect(&socket)?;
+            let mut cri = crate::cri::Cri::connect(&runtime_of(state, &agent.node)?.cri_socket)?;
             // Already gone is fine: the fault wants it stopped.
             if let Err(e) = cri.stop_and_remove_container(&c.container, 2) {
                 tracing::debug!("agent container {} of {}: {e}", c.container, agent.node);
@@ -183,8 +187,7 @@ fn stop(state: &LabState, agent: &AgentState) -> Result<(), LabError> {
                 while std::fs::metadata(format!("/proc/{}", agent.pid)).is_ok()
                     && Instant::now() < deadline
                 {
-                    let _ =
-                        nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+                    // Not our child (`up` or an earlier fault started it): init reaps it.
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
@@ -226,12 +229,8 @@ fn start(
             container: None,
         });
     }
-    let socket = cri_socket(state, node)?;
-    let runtime = state
-        .runtimes
-        .iter()
-        .find(|r| r.node == node)
-        .ok_or_else(|| LabError::Internal(format!("no runtime recorded for {node}")))?;
+    let runtime = runtime_of(state, node)?;
+    let socket = runtime.cri_socket.clone();
     let logs = state_dir.join("agents").join(node);
     std::fs::create_dir_all(&logs)
         .map_err(|e| LabError::io(format!("create {}", logs.display()), e))?;
@@ -274,19 +273,16 @@ fn start(
     })
 }
 
-fn cri_socket(state: &LabState, node: &str) -> Result<PathBuf, LabError> {
+fn runtime_of<'s>(state: &'s LabState, node: &str) -> Result<&'s NodeRuntime, LabError> {
     state
-        .runtimes
-        .iter()
-        .find(|r| r.node == node)
-        .map(|r| r.cri_socket.clone())
+        .runtime(node)
         .ok_or_else(|| LabError::Internal(format!("no runtime recorded for {node}")))
 }
 
 /// The host PID of an agent container's process (by its cgroup).
-fn container_pid(runtimes: &[super::state::NodeRuntime], agent: &AgentState) -> Option<u32> {
+fn container_pid(state: &LabState, agent: &AgentState) -> Option<u32> {
     let c = agent.container.as_ref()?;
-    let runtime = runtimes.iter().find(|r| r.node == agent.node)?;
+    let runtime = state.runtime(&agent.node)?;
     super::node_host::host_pid_in_cgroup(&runtime.cgroup_parent, &c.container)
 }
 
@@ -350,8 +346,7 @@ fn wait_listening(
     Ok(())
 }
 
-/// `ip netns exec <node> dye agent …` in its own process group (a Ctrl-C aimed at
-/// `dye lab up` must not stop the agents of a lab that stays up), output to a log file.
+/// `ip netns exec <node> dye agent …`, a lab daemon ([`spawn_daemon`]) logging to `log_path`.
 fn spawn(
     id: &LabId,
     node: &str,
@@ -362,11 +357,6 @@ fn spawn(
     clock_offset: Option<&str>,
 ) -> Result<u32, LabError> {
     let exe = std::env::current_exe().map_err(|e| LabError::io("locate the dye binary", e))?;
-    let log = std::fs::File::create(log_path)
-        .map_err(|e| LabError::io(format!("create {}", log_path.display()), e))?;
-    let log2 = log
-        .try_clone()
-        .map_err(|e| LabError::io(format!("open {}", log_path.display()), e))?;
     let ns = id.ns(node);
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns.as_str()])
@@ -381,17 +371,7 @@ fn spawn(
     if let Some(offset) = clock_offset {
         cmd.env(CLOCK_OFFSET_ENV, offset);
     }
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| LabError::Spawn {
-            command: format!("dye agent in {ns}"),
-            source: e,
-        })?;
-    Ok(child.id())
+    spawn_daemon(&mut cmd, log_path, &format!("dye agent in {ns}"))
 }
 
 /// What deploy/daemonset.yaml asks of the runtime, for one lab node.

@@ -8,13 +8,12 @@
 //! else addresses pods by name as before.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::cmd::spawn_daemon;
 use super::cmd::Cmd;
 use super::cni;
 use super::containerd::{self, Paths};
@@ -228,13 +227,7 @@ impl Builder<'_> {
         self.wait_for_responders()?;
         if self.agents {
             let interrupted = self.interrupted;
-            let step = || {
-                if interrupted.load(Ordering::Relaxed) {
-                    Err(LabError::Interrupted)
-                } else {
-                    Ok(())
-                }
-            };
+            let step = || interrupted_check(interrupted);
             agents::install(self.id, self.topo, &mut self.state, self.state_dir, &step)?;
         }
         self.state.complete = true;
@@ -242,11 +235,7 @@ impl Builder<'_> {
     }
 
     fn step(&self) -> Result<(), LabError> {
-        if self.interrupted.load(Ordering::Relaxed) {
-            Err(LabError::Interrupted)
-        } else {
-            Ok(())
-        }
+        interrupted_check(self.interrupted)
     }
 
     /// Creates a namespace with `lo` up, and records it before anything else can fail.
@@ -556,20 +545,10 @@ impl Builder<'_> {
     fn start_responder(&mut self, node: &str, pod_ns: &str, pod: &str) -> Result<(), LabError> {
         let exe = std::env::current_exe().map_err(|e| LabError::io("locate the dye binary", e))?;
         let log_path = self.state_dir.join(format!("responder-{pod}.log"));
-        let log = std::fs::File::create(&log_path)
-            .map_err(|e| LabError::io(format!("create {}", log_path.display()), e))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| LabError::io(format!("open {}", log_path.display()), e))?;
         let r = &self.topo.responder;
-        let init = self
-            .state
-            .runtimes
-            .iter()
-            .find(|rt| rt.node == node)
-            .and_then(|rt| rt.init_pid);
-        let child = node_host::in_netns(init, pod_ns)
-            .arg(exe)
+        let init = self.state.runtime(node).and_then(|rt| rt.init_pid);
+        let mut cmd = node_host::in_netns(init, pod_ns);
+        cmd.arg(exe)
             .args(["lab", "responder", "--name", pod])
             .args([
                 "--tcp",
@@ -578,19 +557,9 @@ impl Builder<'_> {
                 &r.udp_port.to_string(),
             ])
             .arg("--ready")
-            .arg(self.ready_file(pod))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            // Its own process group: a Ctrl-C aimed at `dye lab up` must not kill a responder
-            // of a lab that stays up; `down` stops it.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| LabError::Spawn {
-                command: format!("responder in {pod_ns}"),
-                source: e,
-            })?;
-        self.state.responders.push(child.id());
+            .arg(self.ready_file(pod));
+        let pid = spawn_daemon(&mut cmd, &log_path, &format!("responder in {pod_ns}"))?;
+        self.state.responders.push(pid);
         self.state.save(self.state_dir)
     }
 
@@ -624,13 +593,7 @@ impl Builder<'_> {
     fn overlay(&mut self) -> Result<(), LabError> {
         if self.topo.overlay.backend == Backend::Udp {
             let interrupted = self.interrupted;
-            let step = || {
-                if interrupted.load(Ordering::Relaxed) {
-                    Err(LabError::Interrupted)
-                } else {
-                    Ok(())
-                }
-            };
+            let step = || interrupted_check(interrupted);
             udp_backend::install(self.id, self.topo, &mut self.state, self.state_dir, &step)?;
             return self.state.save(self.state_dir);
         }
@@ -952,13 +915,7 @@ fn node_sandboxes(
     deadline: Instant,
     interrupted: &AtomicBool,
 ) -> Result<Vec<Sandbox>, LabError> {
-    let step = || {
-        if interrupted.load(Ordering::Relaxed) {
-            Err(LabError::Interrupted)
-        } else {
-            Ok(())
-        }
-    };
+    let step = || interrupted_check(interrupted);
     let mut cri = Cri::connect(&paths.socket())?;
     containerd::wait_serving(paths, runtime.pid, &mut cri, deadline)?;
     step()?;
@@ -1015,6 +972,15 @@ fn node_sandboxes(
         tracing::info!(node = %node.name.get_ref(), idle = node.idle_pods, "idle pods running");
     }
     Ok(made)
+}
+
+/// `Interrupted` once SIGINT/SIGTERM has set `interrupted`: checked between build steps.
+fn interrupted_check(interrupted: &AtomicBool) -> Result<(), LabError> {
+    if interrupted.load(Ordering::Relaxed) {
+        Err(LabError::Interrupted)
+    } else {
+        Ok(())
+    }
 }
 
 /// A random pod UID in the UUID form Kubernetes uses.

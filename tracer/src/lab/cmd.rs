@@ -126,3 +126,31 @@ fn summarize(stderr: &[u8], stdout: &[u8]) -> String {
         None => s.to_string(),
     }
 }
+
+/// Starts `cmd` as one of the lab's long-running processes (a runtime, a responder, a
+/// forwarder, an agent, a node's init): stdin closed, stdout and stderr to a new `log`, in its
+/// own process group so that a Ctrl-C aimed at `dye lab up` does not stop what a lab that stays
+/// up runs (teardown does). `what` names it in errors. Returns its PID.
+pub fn spawn_daemon(
+    cmd: &mut std::process::Command,
+    log: &std::path::Path,
+    what: &str,
+) -> Result<u32, LabError> {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::File::create(log)
+        .map_err(|e| LabError::io(format!("create {}", log.display()), e))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| LabError::io(format!("open {}", log.display()), e))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| LabError::Spawn {
+            command: what.to_string(),
+            source: e,
+        })?;
+    Ok(child.id())
+}

@@ -7,15 +7,15 @@
 //! daemon's configuration, start, readiness and removal (with leftover shims, sandbox processes
 //! and cgroups).
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
+use super::cmd::spawn_daemon;
 use super::cni;
 use super::cri::Cri;
 use super::image::SANDBOX_IMAGE;
@@ -153,11 +153,6 @@ pub fn start(
         .map_err(|e| LabError::Internal(format!("containerd config: {e}")))?;
     std::fs::write(paths.config(), text)
         .map_err(io(format!("write {}", paths.config().display())))?;
-    let log = std::fs::File::create(paths.log())
-        .map_err(io(format!("create {}", paths.log().display())))?;
-    let log2 = log
-        .try_clone()
-        .map_err(io(format!("open {}", paths.log().display())))?;
     let mut cmd = Command::new("nsenter");
     cmd.arg(format!("--net=/run/netns/{node_ns}"));
     match hostname {
@@ -181,20 +176,9 @@ pub fn start(
                 .arg(paths.socket());
         }
     }
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        // Its own process group: a Ctrl-C aimed at `dye lab up` must not kill the runtime of
-        // a lab that stays up; teardown stops it.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| LabError::Spawn {
-            command: format!("containerd in {node_ns}"),
-            source: e,
-        })?;
-    tracing::debug!(node = node_ns, pid = child.id(), "containerd started");
-    Ok(child.id())
+    let pid = spawn_daemon(&mut cmd, &paths.log(), &format!("containerd in {node_ns}"))?;
+    tracing::debug!(node = node_ns, pid, "containerd started");
+    Ok(pid)
 }
 
 /// Waits until the daemon answers CRI Version; fails with the end of its log if it dies or

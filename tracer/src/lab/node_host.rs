@@ -52,32 +52,16 @@ pub fn launch(
     hostname: &str,
     log: &Path,
 ) -> Result<u32, LabError> {
-    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(|e| LabError::io("locate the dye binary", e))?;
-    let out = std::fs::File::create(log)
-        .map_err(|e| LabError::io(format!("create {}", log.display()), e))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| LabError::io(format!("open {}", log.display()), e))?;
-    let child = std::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{netns}"))
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{netns}"))
         .args(UNSHARE)
         .args(["sh", "-c", script, "dye-host"])
         .arg(state_dir)
         .arg("-")
         .arg(hostname)
-        .arg(exe)
-        .stdin(std::process::Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        // A Ctrl-C aimed at `dye lab up` must not end a host of a lab that stays up.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| LabError::Spawn {
-            command: format!("host {hostname} in {netns}"),
-            source: e,
-        })?;
-    Ok(child.id())
+        .arg(exe);
+    super::cmd::spawn_daemon(&mut cmd, log, &format!("host {hostname} in {netns}"))
 }
 
 /// The `unshare` arguments that make a node its own host: new mount, UTS and PID namespaces

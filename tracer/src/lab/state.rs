@@ -101,6 +101,11 @@ pub struct NodeRuntime {
 }
 
 impl LabState {
+    /// Node `node`'s container runtime, as recorded.
+    pub fn runtime(&self, node: &str) -> Option<&NodeRuntime> {
+        self.runtimes.iter().find(|r| r.node == node)
+    }
+
     pub fn new(id: &LabId, topology_source: String) -> LabState {
         LabState {
             id: id.as_str().to_string(),

@@ -8,11 +8,10 @@
 //! stops it, and it stops by itself when the lab's state directory goes. Its TUN device is not
 //! persistent: when the process ends, the kernel removes flannel0 and its routes.
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use super::cmd::spawn_daemon;
 use super::cmd::Cmd;
 use super::faults::Fault;
 use super::names::LabId;
@@ -84,11 +83,7 @@ pub fn install(
 ) -> Result<(), LabError> {
     for node in &topo.nodes {
         interrupted()?;
-        let init = state
-            .runtimes
-            .iter()
-            .find(|r| &r.node == node.name.get_ref())
-            .and_then(|r| r.init_pid);
+        let init = state.runtime(node.name.get_ref()).and_then(|r| r.init_pid);
         let pid = spawn(id, topo, node, state_dir, init)?;
         state.forwarders.push(pid);
         state.save(state_dir)?;
@@ -120,8 +115,7 @@ pub fn install(
 }
 
 /// `dye lab forward …` in the node (its network namespace; on an isolated node, the node
-/// whole, as flanneld runs there), in its own process group (a Ctrl-C aimed at `dye lab up`
-/// must not stop the forwarder of a lab that stays up), output to a log file.
+/// whole, as flanneld runs there), a lab daemon ([`spawn_daemon`]) with a log file.
 fn spawn(
     id: &LabId,
     topo: &Topology,
@@ -132,11 +126,6 @@ fn spawn(
     let name = node.name.get_ref();
     let exe = std::env::current_exe().map_err(|e| LabError::io("locate the dye binary", e))?;
     let log_path = state_dir.join(format!("forwarder-{name}.log"));
-    let log = std::fs::File::create(&log_path)
-        .map_err(|e| LabError::io(format!("create {}", log_path.display()), e))?;
-    let log2 = log
-        .try_clone()
-        .map_err(|e| LabError::io(format!("open {}", log_path.display()), e))?;
     let ns = id.ns(name);
     let mut cmd = super::node_host::in_netns(init, &ns);
     cmd.arg(exe)
@@ -154,18 +143,8 @@ fn spawn(
             peer.address.get_ref()
         ));
     }
-    let child = cmd
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| LabError::Spawn {
-            command: format!("udp forwarder in {ns}"),
-            source: e,
-        })?;
-    Ok(child.id())
+    cmd.env("RUST_LOG", "info");
+    spawn_daemon(&mut cmd, &log_path, &format!("udp forwarder in {ns}"))
 }
 
 #[cfg(test)]

@@ -187,6 +187,8 @@ impl PodNamer {
                     continue;
                 }
             };
+            // The runtime's PID in ours, asked once per runtime (its sandbox PIDs are its own).
+            let runtime = super::runtime_pid::runtime_pid(&socket);
             let ready: HashSet<String> = listed
                 .iter()
                 .filter(|s| s.ready)
@@ -209,7 +211,7 @@ impl PodNamer {
                         continue;
                     }
                     asked += 1;
-                    match status(&mut cri, sandbox) {
+                    match status(&mut cri, runtime.clone(), sandbox) {
                         Ok(learned) => {
                             self.known.insert(key.clone(), learned);
                         }
@@ -232,7 +234,12 @@ impl PodNamer {
 }
 
 /// Asks one sandbox's status: its process's network namespace, or that it has none.
-fn status(cri: &mut Cri, sandbox: &Sandbox) -> Result<Learned, String> {
+/// `runtime` is the runtime's PID in ours ([`super::runtime_pid::runtime_pid`]).
+fn status(
+    cri: &mut Cri,
+    runtime: Result<u32, String>,
+    sandbox: &Sandbox,
+) -> Result<Learned, String> {
     let status = cri.status(&sandbox.id).map_err(|e| e.to_string())?;
     if status.host_network {
         return Ok(Learned::HostNetwork);
@@ -246,7 +253,7 @@ fn status(cri: &mut Cri, sandbox: &Sandbox) -> Result<Learned, String> {
     let pod = PodRef::parse(&format!("{}/{}", sandbox.namespace, sandbox.name))
         .map_err(|e| format!("sandbox {}: {e}", sandbox.id))?;
     // The runtime's PID, in ours (a runtime in a PID namespace of its own numbers differently).
-    let pid = super::runtime_pid::runtime_pid(cri.socket())
+    let pid = runtime
         .and_then(|runtime| super::runtime_pid::translate(runtime, pid))
         .map_err(|e| format!("sandbox {} ({pod}): {e}", sandbox.id))?;
     let netns = Netns::open(&NetnsRef::Pid(pid))
